@@ -1,0 +1,39 @@
+"""The catalog's columns: one row per input spectrum. Units and descriptions travel as Parquet field
+metadata (``unit``, ``description``) so exports (FITS TUNIT/TCOMM, VOTable) can carry them on."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# (name, type, unit, description)
+COLUMNS: list[tuple[str, pa.DataType, str, str]] = [
+    ("obsid", pa.int64(), "", "LAMOST observation id (null when the file does not give one)"),
+    ("source", pa.string(), "", "the input path or URI as given (Parquet inputs: path#row)"),
+    ("designation", pa.string(), "", "LAMOST designation, e.g. LAMOST J220848.54-020324.3"),
+    ("ra", pa.float64(), "deg", "right ascension (J2000)"),
+    ("dec", pa.float64(), "deg", "declination (J2000)"),
+    ("lmjd", pa.int32(), "d", "local modified Julian day of the observation"),
+    ("planid", pa.string(), "", "LAMOST plan id"),
+    ("spid", pa.int32(), "", "spectrograph id"),
+    ("fiberid", pa.int32(), "", "fibre id"),
+    ("snr_g", pa.float32(), "", "S/N in the g band, from the file header"),
+    ("snr_r", pa.float32(), "", "S/N in the r band, from the file header"),
+    ("snr_pixel", pa.float32(), "", "median S/N per pixel on the 2600-pixel grid, measured"),
+    ("class", pa.string(), "", "predicted class STAR/GALAXY/QSO; null when the spectrum is unusable"),
+    ("prob_star", pa.float32(), "", "calibrated probability of STAR, adjusted to the target class prior"),
+    ("prob_galaxy", pa.float32(), "", "calibrated probability of GALAXY, adjusted to the target class prior"),
+    ("prob_qso", pa.float32(), "", "calibrated probability of QSO, adjusted to the target class prior"),
+    ("confidence", pa.float32(), "", "the top class probability"),
+    ("margin", pa.float32(), "", "top minus second class probability"),
+    ("flags", pa.int64(), "", "quality bitmask (lamost_classify.pipeline.flags)"),
+    ("lamost_class", pa.string(), "", "the file's own CLASS, for comparison"),
+    ("lamost_subclass", pa.string(), "", "the file's own SUBCLASS"),
+    ("lamost_z", pa.float32(), "", "the file's own redshift Z"),
+    ("model", pa.string(), "", "model name and sha256 prefix of its weights"),
+    ("release", pa.string(), "", "data release of the input (e.g. DR5, sample)"),
+    ("error", pa.string(), "", "why the spectrum could not be read or classified (null when fine)"),
+]
+
+SCHEMA = pa.schema(
+    [pa.field(name, typ, metadata={"unit": unit, "description": desc}) for name, typ, unit, desc in COLUMNS]
+)
