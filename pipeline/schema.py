@@ -9,6 +9,7 @@ import pyarrow as pa
 COLUMNS: list[tuple[str, pa.DataType, str, str]] = [
     ("obsid", pa.int64(), "", "LAMOST observation id (null when the file does not give one)"),
     ("source", pa.string(), "", "the input path or URI as given (Parquet inputs: path#row)"),
+    ("row", pa.int64(), "", "position of the spectrum in the run's plan: its row in arrays.zarr"),
     ("designation", pa.string(), "", "LAMOST designation, e.g. LAMOST J220848.54-020324.3"),
     ("ra", pa.float64(), "deg", "right ascension (J2000)"),
     ("dec", pa.float64(), "deg", "declination (J2000)"),

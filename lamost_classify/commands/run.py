@@ -1,0 +1,105 @@
+"""``lamost-classify run``: the main job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from lamost_classify import SURVEY_PRIOR
+
+
+def _parse_prior(ctx, param, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        parts = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("give three numbers, e.g. 0.985,0.012,0.003") from None
+    if len(parts) != 3 or min(parts) <= 0:
+        raise click.BadParameter("give three positive numbers (STAR,GALAXY,QSO), e.g. 0.985,0.012,0.003")
+    total = sum(parts)
+    return tuple(p / total for p in parts)
+
+
+def _parse_adapt(ctx, param, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        lo, hi = (int(v) for v in value.split(":"))
+    except ValueError:
+        raise click.BadParameter("give MIN:MAX, e.g. 2:20") from None
+    return lo, hi
+
+
+@click.command()
+@click.option("--release", help="Release profile: DR1 .. DR13 (and later), or 'sample' (a built-in simulated release).")
+@click.option("--data-root", type=click.Path(path_type=Path), help="Where the release's <obsdate>/<planid>/spec-*.fits.gz tree is.")
+@click.option("--input", "inputs", multiple=True,
+              help="Spectrum files, directories, globs, a text list, a LAMOST general catalog (CSV/FITS) or a Parquet table of spectra. Repeatable.")
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="Catalog directory to write.")
+@click.option("--model", default=None, help="Shipped model name (default: the packaged one) or a path to a .safetensors file.")
+@click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://host:8786).")
+@click.option("--cluster", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
+@click.option("--workers", type=int, default=None, help="Local workers (default: one per core).")
+@click.option("--batch-size", type=int, default=1000, show_default=True, help="Spectra per task.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--resume/--overwrite", default=True, show_default=True,
+              help="Resume a run into the same directory (default), or start it over.")
+@click.option("--save-flux", is_flag=True, help="Also store the normalised 2600-pixel spectra in arrays.zarr.")
+@click.option("--save-cam", is_flag=True, help="Also store class activation maps in arrays.zarr.")
+@click.option("--prior", callback=_parse_prior, default=None,
+              help=f"Class prior STAR,GALAXY,QSO of the data (default: the survey's {','.join(map(str, SURVEY_PRIOR))}).")
+@click.option("--cpu-jobs", type=int, default=1, show_default=True, help="SLURM: reader worker jobs.")
+@click.option("--gpu-jobs", type=int, default=0, show_default=True, help="SLURM: GPU worker jobs.")
+@click.option("--adapt", callback=_parse_adapt, default=None, help="SLURM: adaptive MIN:MAX jobs instead of fixed counts.")
+@click.option("--jobqueue-config", type=click.Path(path_type=Path, exists=True), default=None,
+              help="SLURM: jobqueue.yaml (default: deploy/jobqueue.yaml shipped with the package).")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def run(release, data_root, inputs, output, model, scheduler, cluster, workers, batch_size, device, resume,
+        save_flux, save_cam, prior, cpu_jobs, gpu_jobs, adapt, jobqueue_config, progress) -> None:
+    """Classify a data release (or any spectra) into a Parquet catalog, exactly once per input.
+
+    \b
+    Examples:
+      lamost-classify run --release sample --output catalog/
+      lamost-classify run --release DR5 --data-root /data/lamost/dr5 --output dr5-classes/
+      lamost-classify run --input 'spectra/*.fits.gz' --output mine/ --scheduler tcp://head:8786
+
+    Rerunning the same command resumes: finished batches are skipped. A directory holding another
+    run (other inputs or model) is refused unless --overwrite.
+    """
+    from lamost_classify.pipeline.manifest import ResumeRefused
+    from lamost_classify.pipeline.run import RunOptions
+    from lamost_classify.pipeline.run import run as run_pipeline
+
+    if not release and not inputs:
+        raise click.UsageError("give --release (with --data-root) or --input; try --release sample")
+    if release and release.lower() == "sample" and data_root is None and not inputs:
+        from lamost_classify.pipeline.sample import sample_release
+
+        data_root = sample_release(log=click.echo)
+    opts = RunOptions(
+        output=output, release=release, data_root=data_root, inputs=list(inputs), model=model,
+        scheduler=scheduler, cluster=cluster, n_workers=workers, batch_size=batch_size, device=device,
+        overwrite=not resume, save_flux=save_flux, save_cam=save_cam, target_prior=prior, cpu_jobs=cpu_jobs,
+        gpu_jobs=gpu_jobs, adapt=adapt, jobqueue_config=jobqueue_config, progress=progress,
+    )
+    try:
+        summary = run_pipeline(opts, log=click.echo)
+    except (ResumeRefused, ValueError, FileNotFoundError, KeyError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"{summary['spectra']} spectra -> {output} in {summary['wall_time_s']} s "
+        f"({summary['spectra_per_s']} spectra/s)\n"
+        f"classes: {summary['classes']}\nflags:   {summary['flags']}"
+    )
+
+
+@click.command()
+def flags() -> None:
+    """List the quality flag bits of the catalog's ``flags`` column."""
+    from lamost_classify.pipeline.flags import describe
+
+    click.echo("bit name                 meaning")
+    click.echo(describe())

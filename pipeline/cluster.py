@@ -1,0 +1,59 @@
+"""Get a Dask client: a running scheduler (--scheduler), a LocalCluster sized to the machine, or SLURM."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from distributed import Client, LocalCluster
+
+
+def local_cluster_size() -> tuple[int, int]:
+    """(workers, threads per worker): one single-threaded process per core. Reading is GIL-bound Python
+    and numpy, inference uses torch's own threads, so processes, not threads, scale here."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores), 1
+
+
+@contextlib.contextmanager
+def open_client(
+    scheduler: str | None = None,
+    cluster: str = "local",
+    n_workers: int | None = None,
+    cpu_jobs: int = 1,
+    gpu_jobs: int = 0,
+    adapt: tuple[int, int] | None = None,
+    jobqueue_config: Path | None = None,
+    log=print,
+) -> Iterator[Client]:
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    if cluster == "slurm":
+        from .slurm import slurm_cluster
+
+        with slurm_cluster(cpu_jobs=cpu_jobs, gpu_jobs=gpu_jobs, adapt=adapt, jobqueue_config=jobqueue_config,
+                           log=log) as client:
+            yield client
+        return
+    if cluster != "local":
+        raise ValueError(f"unknown cluster kind {cluster!r}: use local or slurm")
+    workers, threads = local_cluster_size()
+    resources = None
+    if _has_cuda():
+        resources = {"GPU": 1}  # one GPU per machine: let every local worker share it
+    with LocalCluster(n_workers=n_workers or workers, threads_per_worker=threads, processes=True,
+                      dashboard_address=":0", resources=resources) as lc, Client(lc) as client:
+        yield client
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False

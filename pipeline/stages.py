@@ -1,0 +1,200 @@
+"""The per-batch work, free of Dask so it tests alone: read -> prepare -> classify -> build rows -> write.
+
+``graph.py`` runs these functions as Dask tasks; a test (or a debugger) can call them in order on one batch.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from lamost_classify import CLASS_NAMES
+
+from . import catalog, grid
+from .flags import LOW_CONFIDENCE, UNUSABLE, Flag
+from .plan import Batch
+from .readers import read_batch, read_parquet_spectra
+from .spectrum import Spectrum
+
+
+class ProbabilityModel(Protocol):
+    """What the pipeline needs of a model (lamost_classify.model.inference.Classifier provides it)."""
+
+    name: str
+
+    def predict_proba(self, flux: np.ndarray) -> np.ndarray: ...
+
+    def cam(self, flux: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class PreparedRecords:
+    """Stage 1's output: compact arrays for the network plus what the catalog keeps of each spectrum."""
+
+    batch: Batch
+    flux: np.ndarray  # (B, 2600) float32 normalised
+    flags: np.ndarray  # (B,) uint32
+    snr: np.ndarray  # (B,) float32
+    meta: list[dict[str, Any]]
+    errors: list[str | None]
+
+    @property
+    def usable(self) -> np.ndarray:
+        return (self.flags & np.uint32(int(UNUSABLE))) == 0
+
+
+@dataclass
+class Classified:
+    """Stage 2's output: probabilities for the usable rows (NaN elsewhere), optional CAM, who ran it."""
+
+    prob: np.ndarray  # (B, 3) float32
+    cam: np.ndarray | None
+    model: str
+    worker: str = ""
+    error: str | None = None
+
+
+def read_sources(sources: tuple[str, ...]) -> list[Spectrum]:
+    """Read every source in order; ``path#row`` sources are rows of a Parquet table of spectra."""
+    out: list[Spectrum | None] = [None] * len(sources)
+    files = [(i, s) for i, s in enumerate(sources) if not _parquet_row(s)]
+    for (i, _), spec in zip(files, read_batch([s for _, s in files])):
+        out[i] = spec
+    tables: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for i, s in enumerate(sources):
+        if (pr := _parquet_row(s)) is not None:
+            tables[pr[0]].append((i, pr[1]))
+    for path, items in tables.items():
+        try:
+            spectra = read_parquet_spectra(path, rows=[r for _, r in items])
+        except Exception as exc:  # the whole table is unreadable: every row says so
+            spectra = [_unreadable(f"{path}#{r}", exc) for _, r in items]
+        for (i, _), spec in zip(items, spectra):
+            out[i] = spec
+    return [s if s is not None else _unreadable(src, RuntimeError("not read")) for s, src in zip(out, sources)]
+
+
+def read_and_prepare(batch: Batch) -> PreparedRecords:
+    """Stage 1: read every file of the batch and put it on the network's grid. Never raises on bad input."""
+    spectra = read_sources(batch.sources)
+    prepared = grid.prepare(spectra)
+    meta = []
+    errors = []
+    for s in spectra:
+        m = dict(s.meta)
+        errors.append(m.pop("error", None))
+        meta.append(m)
+    return PreparedRecords(batch, prepared.flux, prepared.flags, prepared.snr, meta, errors)
+
+
+def classify(records: PreparedRecords, model: ProbabilityModel, with_cam: bool = False) -> Classified:
+    """Stage 2: probabilities for the usable spectra of the batch (unusable rows stay NaN)."""
+    prob = np.full((len(records.flags), len(CLASS_NAMES)), np.nan, np.float32)
+    cam = np.full((len(records.flags), grid.N_PIXELS), np.nan, np.float32) if with_cam else None
+    usable = records.usable
+    if usable.any():
+        prob[usable] = model.predict_proba(records.flux[usable])
+        if with_cam:
+            cam[usable] = model.cam(records.flux[usable])
+    return Classified(prob=prob, cam=cam, model=model.name)
+
+
+def build_table(records: PreparedRecords, result: Classified, release: str) -> pa.Table:
+    """Stage 3a: the batch's catalog rows, one per source, in the batch's order."""
+    n = len(records.flags)
+    flags = records.flags.astype(np.int64)
+    if result.error is not None:
+        flags |= int(Flag.INFERENCE_FAILED)
+    prob = result.prob
+    has_prob = np.isfinite(prob).all(axis=1) & ((flags & int(UNUSABLE)) == 0)
+    order = np.sort(np.where(has_prob[:, None], prob, -1.0), axis=1)
+    confidence = np.where(has_prob, order[:, -1], np.nan)
+    margin = np.where(has_prob, order[:, -1] - order[:, -2], np.nan)
+    flags |= np.where(has_prob & (confidence < LOW_CONFIDENCE), int(Flag.LOW_CONFIDENCE), 0)
+    best = np.argmax(np.where(has_prob[:, None], prob, -1.0), axis=1)
+    meta = records.meta
+
+    def col(key: str) -> list:
+        return [m.get(key) for m in meta]
+
+    errors = list(records.errors)
+    if result.error is not None:
+        errors = [e or result.error for e in errors]
+    columns: dict[str, Any] = {
+        "obsid": col("obsid"),
+        "source": list(records.batch.sources),
+        "row": np.arange(records.batch.start, records.batch.stop),
+        "designation": col("designation"),
+        "ra": col("ra"),
+        "dec": col("dec"),
+        "lmjd": col("lmjd"),
+        "planid": col("planid"),
+        "spid": col("spid"),
+        "fiberid": col("fiberid"),
+        "snr_g": col("snr_g"),
+        "snr_r": col("snr_r"),
+        "snr_pixel": records.snr,
+        "class": [CLASS_NAMES[b] if ok else None for b, ok in zip(best, has_prob)],
+        "prob_star": np.where(has_prob, prob[:, 0], np.nan),
+        "prob_galaxy": np.where(has_prob, prob[:, 1], np.nan),
+        "prob_qso": np.where(has_prob, prob[:, 2], np.nan),
+        "confidence": confidence,
+        "margin": margin,
+        "flags": flags,
+        "lamost_class": col("lamost_class"),
+        "lamost_subclass": col("lamost_subclass"),
+        "lamost_z": col("lamost_z"),
+        "model": [result.model] * n,
+        "release": [m.get("release") or release for m in meta],
+        "error": errors,
+    }
+    # NaN is "not measured" in the arrays; the catalog says so with a null.
+    for key in ("snr_pixel", "prob_star", "prob_galaxy", "prob_qso", "confidence", "margin"):
+        values = np.asarray(columns[key], dtype=np.float32)
+        columns[key] = pa.array(values, mask=~np.isfinite(values))
+    return catalog.to_table(columns)
+
+
+def write(records: PreparedRecords, result: Classified, catalog_dir: Path, release: str,
+          save_flux: bool = False) -> int:
+    """Stage 3b: Zarr region first, then the Parquet file whose rename marks the batch done. Returns rows."""
+    table = build_table(records, result, release)
+    arrays = {"prob": result.prob}
+    if save_flux:
+        arrays["flux"] = np.where(records.usable[:, None], records.flux, np.nan)
+    if result.cam is not None:
+        arrays["cam"] = result.cam
+    catalog.write_arrays(catalog_dir, records.batch.start, arrays)
+    catalog.write_batch_table(catalog_dir, records.batch.name, table)
+    return table.num_rows
+
+
+def failed_batch_records(batch: Batch, error: str) -> PreparedRecords:
+    """Rows for a batch whose reading itself failed after every retry: each source flagged, none lost."""
+    n = len(batch.sources)
+    return PreparedRecords(
+        batch=batch,
+        flux=np.zeros((n, grid.N_PIXELS), np.float32),
+        flags=np.full(n, int(Flag.UNREADABLE), np.uint32),
+        snr=np.full(n, np.nan, np.float32),
+        meta=[{} for _ in range(n)],
+        errors=[error] * n,
+    )
+
+
+def _parquet_row(source: str) -> tuple[str, int] | None:
+    path, sep, row = source.rpartition("#")
+    if sep and row.isdigit() and path.endswith(".parquet"):
+        return path, int(row)
+    return None
+
+
+def _unreadable(source: str, exc: BaseException) -> Spectrum:
+    empty = np.zeros(0, np.float32)
+    return Spectrum(np.zeros(0), empty, empty, np.zeros(0, np.int32), meta={"error": f"{type(exc).__name__}: {exc}"},
+                    source=source, flags=int(Flag.UNREADABLE))
