@@ -35,6 +35,8 @@ OUTPUT_EDGES = 10.0 ** np.concatenate(
 #: Value given to masked (and uncovered) pixels after normalisation. 0 is what the paper's own
 #: bad-pixel augmentation writes, so the network already reads 0-runs as "no data here".
 FILL_VALUE = 0.0
+_F32_MAX = float(np.finfo(np.float32).max)  # outputs are float32: extreme inputs saturate, never overflow
+
 #: An output pixel counts as valid when at least this fraction of its width holds valid native data.
 MIN_PIXEL_COVER = 0.5
 
@@ -132,12 +134,14 @@ def resample(wavelength: np.ndarray, flux: np.ndarray, ivar: np.ndarray, valid: 
     out_width = np.diff(OUTPUT_EDGES)[None, :]
 
     good = w_sum >= MIN_PIXEL_COVER * out_width
+    # Pixels without data divide by zero here; np.where then discards those results.
     with np.errstate(invalid="ignore", divide="ignore"):
         out_flux = np.where(good, f_sum / w_sum, 0.0)
         out_ivar = np.where(good & (v_sum > 0), w_sum**2 / v_sum, 0.0)
+    # An absurd ivar in the file (~1e38) can exceed float32 after propagation: saturate, never inf.
     return Resampled(
-        flux=out_flux.astype(np.float32),
-        ivar=out_ivar.astype(np.float32),
+        flux=np.clip(out_flux, -_F32_MAX, _F32_MAX).astype(np.float32),
+        ivar=np.minimum(out_ivar, _F32_MAX).astype(np.float32),
         valid=good,
         covered=span >= MIN_PIXEL_COVER * out_width,
     )
@@ -177,8 +181,8 @@ def prepare_arrays(
     n_covered = res.covered.sum(axis=1)
     coverage = n_covered / N_PIXELS
     masked_fraction = 1.0 - res.valid.sum(axis=1) / np.maximum(n_covered, 1)
-    with np.errstate(invalid="ignore"):
-        snr_pix = np.where(res.valid, res.flux * np.sqrt(res.ivar), np.nan)
+    # float64: flux x sqrt(ivar) of extreme (but finite) float32 values overflows float32.
+    snr_pix = np.where(res.valid, res.flux.astype(np.float64) * np.sqrt(res.ivar.astype(np.float64)), np.nan)
     has_valid = res.valid.any(axis=1)
     snr = np.full(flux.shape[0], np.nan)
     if has_valid.any():
@@ -188,7 +192,16 @@ def prepare_arrays(
     flags |= np.where(coverage < MIN_COVERAGE, int(Flag.LOW_COVERAGE), 0).astype(np.uint32)
     flags |= np.where(has_valid & (masked_fraction > MAX_MASKED_FRACTION), int(Flag.MANY_MASKED), 0).astype(np.uint32)
     flags |= np.where(has_valid & ~(snr >= LOW_SNR), int(Flag.LOW_SNR), 0).astype(np.uint32)
-    return PreparedBatch(flux=norm, flags=flags, snr=snr.astype(np.float32), coverage=coverage.astype(np.float32))
+    return PreparedBatch(flux=norm, flags=flags, snr=np.clip(snr, -_F32_MAX, _F32_MAX).astype(np.float32), coverage=coverage.astype(np.float32))
+
+
+def _placeable(s: Spectrum) -> bool:
+    """At least two pixels, equal 1-D arrays, a finite, positive, strictly increasing wavelength grid."""
+    n = s.flux.size
+    if n < 2 or any(np.shape(a) != (n,) for a in (s.wavelength, s.flux, s.ivar, s.andmask)):
+        return False
+    w = np.asarray(s.wavelength, dtype=np.float64)
+    return bool(np.all(np.isfinite(w)) and w[0] > 0 and np.all(np.diff(w) > 0))
 
 
 def prepare(spectra: list[Spectrum]) -> PreparedBatch:
@@ -200,13 +213,16 @@ def prepare(spectra: list[Spectrum]) -> PreparedBatch:
         snr=np.full(b, np.nan, np.float32),
         coverage=np.zeros(b, np.float32),
     )
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[bytes, list[int]] = {}
     for i, s in enumerate(spectra):
-        if s.flags & Flag.UNREADABLE or s.flux.size < 2:
-            out.flags[i] |= Flag.NO_FLUX if not s.flags & Flag.UNREADABLE else 0
+        if s.flags & Flag.UNREADABLE:
             continue
-        key = (s.wavelength.size, float(s.wavelength[0]), float(s.wavelength[-1]), s.wavelength.tobytes().__hash__())
-        groups.setdefault(key, []).append(i)
+        if not _placeable(s):
+            # Arrays that do not line up on an increasing grid: the record says so, the batch goes on.
+            out.flags[i] |= Flag.UNREADABLE if s.flux.size >= 2 else Flag.NO_FLUX
+            continue
+        # The grid's bytes as the key: spectra share a block only when their grids are identical.
+        groups.setdefault(s.wavelength.astype(np.float64, copy=False).tobytes(), []).append(i)
     for rows in groups.values():
         first = spectra[rows[0]]
         block = prepare_arrays(
