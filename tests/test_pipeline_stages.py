@@ -1,0 +1,148 @@
+"""The per-batch stages and the plan/manifest, without Dask."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from lamost_classify.mocks.writers import write_lamost_fits
+from lamost_classify.pipeline import stages
+from lamost_classify.pipeline.catalog import create_arrays
+from lamost_classify.pipeline.flags import Flag
+from lamost_classify.pipeline.manifest import Manifest, ResumeRefused, finished_batches
+from lamost_classify.pipeline.plan import discover_inputs, make_plan
+from lamost_classify.pipeline.schema import SCHEMA
+
+NATIVE = 10 ** (3.5682 + 1e-4 * np.arange(3909))
+
+
+class FakeModel:
+    """Calls a spectrum QSO when its blue half is brighter than its red half: enough to check plumbing."""
+
+    name = "fake@000000000000"
+
+    def predict_proba(self, flux: np.ndarray) -> np.ndarray:
+        blue = flux[:, :1300].mean(axis=1) > flux[:, 1300:].mean(axis=1)
+        p = np.where(blue[:, None], [0.1, 0.1, 0.8], [0.9, 0.05, 0.05])
+        return p.astype(np.float32)
+
+    def cam(self, flux: np.ndarray) -> np.ndarray:
+        return np.clip(flux, 0, 1)
+
+
+def write_spectrum(path, slope: float, obsid: int, **header):
+    rng = np.random.default_rng(obsid)
+    flux = (100 + slope * (NATIVE - 6000) / 1000 + rng.normal(0, 1, NATIVE.size)).astype(np.float32)
+    ivar = np.ones_like(flux)
+    hdr = {"OBSID": obsid, "RA": 10.0 + obsid * 0.01, "DEC": -5.0, "DESIG": f"LAMOST J{obsid:06d}",
+           "LMJD": 55859, "PLANID": "TEST01", "SPID": 1, "FIBERID": obsid % 250, "CLASS": "STAR", "Z": 0.0,
+           "SNRG": 20.0, "SNRR": 30.0, **header}
+    write_lamost_fits(str(path), "v2", NATIVE, flux, ivar, np.zeros(flux.size, np.int32), header=hdr)
+
+
+@pytest.fixture
+def small_inputs(tmp_path):
+    files = []
+    for i in range(7):
+        p = tmp_path / f"spec-55859-TEST01_sp01-{i:03d}.fits.gz"
+        write_spectrum(p, slope=-20 if i % 3 == 0 else 20, obsid=1000 + i)
+        files.append(str(p))
+    bad = tmp_path / "spec-55859-TEST01_sp01-998.fits.gz"
+    bad.write_bytes(b"this is not a FITS file")
+    empty = tmp_path / "spec-55859-TEST01_sp01-999.fits"
+    empty.write_bytes(b"")
+    return files + [str(bad), str(empty)]
+
+
+def test_one_batch_through_every_stage(small_inputs, tmp_path):
+    plan = make_plan(small_inputs, batch_size=4)
+    assert plan.n_batches == 3
+    out = tmp_path / "cat"
+    out.mkdir()
+    create_arrays(out, len(plan), plan.batch_size, save_flux=True, save_cam=True)
+    total = 0
+    for batch in plan.batches():
+        records = stages.read_and_prepare(batch)
+        result = stages.classify(records, FakeModel(), with_cam=True)
+        total += stages.write(records, result, out, "test", save_flux=True)
+    assert total == len(small_inputs)
+    assert finished_batches(out) == {0, 1, 2}
+    table = pq.read_table(out / "parquet").sort_by("row")
+    assert table.schema.equals(SCHEMA, check_metadata=False)
+    rows = table.to_pylist()
+    assert [r["source"] for r in rows] == small_inputs
+    assert [r["row"] for r in rows] == list(range(len(small_inputs)))
+    good, bad = rows[:7], rows[7:]
+    assert [r["class"] for r in good] == ["QSO" if i % 3 == 0 else "STAR" for i in range(7)]
+    assert all(r["obsid"] == 1000 + i for i, r in enumerate(good))
+    for r in bad:
+        assert r["class"] is None and r["prob_star"] is None
+        assert r["flags"] & Flag.UNREADABLE
+        assert r["error"]
+    for r in good:
+        assert abs(r["prob_star"] + r["prob_galaxy"] + r["prob_qso"] - 1) < 1e-5
+        assert r["confidence"] == max(r["prob_star"], r["prob_galaxy"], r["prob_qso"])
+
+    import zarr
+
+    root = zarr.open_group(str(out / "arrays.zarr"), mode="r")
+    prob = root["prob"][:]
+    assert np.isnan(prob[7:]).all() and np.isfinite(prob[:7]).all()
+    assert np.allclose(prob[:7, 2], [r["prob_qso"] for r in good])
+    assert root["flux"].shape == (9, 2600) and root["cam"].shape == (9, 2600)
+
+
+def test_rewriting_a_batch_is_idempotent(small_inputs, tmp_path):
+    plan = make_plan(small_inputs, batch_size=5)
+    out = tmp_path / "cat"
+    out.mkdir()
+    create_arrays(out, len(plan), plan.batch_size, save_flux=False, save_cam=False)
+    batch = plan.batch(1)
+    for _ in range(2):  # a retried task writes the same batch twice
+        records = stages.read_and_prepare(batch)
+        stages.write(records, stages.classify(records, FakeModel()), out, "test")
+    assert len(list((out / "parquet").iterdir())) == 1
+    assert pq.read_table(out / "parquet").num_rows == batch.stop - batch.start
+
+
+def test_failed_batch_still_gives_every_row(small_inputs, tmp_path):
+    plan = make_plan(small_inputs, batch_size=9)
+    out = tmp_path / "cat"
+    out.mkdir()
+    create_arrays(out, len(plan), plan.batch_size, save_flux=False, save_cam=False)
+    batch = plan.batch(0)
+    records = stages.failed_batch_records(batch, "worker died")
+    result = stages.Classified(prob=np.full((9, 3), np.nan, np.float32), cam=None, model="m", error="worker died")
+    stages.write(records, result, out, "test")
+    rows = pq.read_table(out / "parquet").to_pylist()
+    assert len(rows) == 9 and all(r["error"] == "worker died" and r["class"] is None for r in rows)
+    assert all(r["flags"] & Flag.INFERENCE_FAILED for r in rows)
+
+
+def test_plan_fingerprint_and_resume_refusal(small_inputs):
+    a = make_plan(small_inputs, 4)
+    assert a.fingerprint == make_plan(list(small_inputs), 4).fingerprint
+    assert a.fingerprint != make_plan(small_inputs[:-1], 4).fingerprint
+    assert a.fingerprint != make_plan(small_inputs, 5).fingerprint
+    m1 = Manifest(a.fingerprint, "model-a", len(a), 4, a.n_batches, "test")
+    m1.check_same_run(Manifest(a.fingerprint, "model-a", len(a), 4, a.n_batches, "test"))
+    with pytest.raises(ResumeRefused, match="model differs"):
+        m1.check_same_run(Manifest(a.fingerprint, "model-b", len(a), 4, a.n_batches, "test"))
+    b = make_plan(small_inputs[:-1], 4)
+    with pytest.raises(ResumeRefused, match="input set differs"):
+        m1.check_same_run(Manifest(b.fingerprint, "model-a", len(b), 4, b.n_batches, "test"))
+
+
+def test_discover_inputs_kinds(small_inputs, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("# my files\n" + "\n".join(small_inputs[:3]) + "\n")
+    assert discover_inputs([str(listing)]) == small_inputs[:3]
+    assert discover_inputs([str(tmp_path / "spec-*-00[12].fits.gz")]) == small_inputs[1:3]
+    assert len(discover_inputs([str(tmp_path)])) == len(small_inputs)
+    cat = tmp_path / "general.csv"
+    cat.write_text("obsid,obsdate,lmjd,planid,spid,fiberid\n1,2011-10-24,55859,F5902,1,1\n")
+    assert discover_inputs([str(cat)], tmp_path / "root") == [
+        str(tmp_path / "root" / "20111024" / "F5902" / "spec-55859-F5902_sp01-001.fits.gz")]
+    with pytest.raises(FileNotFoundError):
+        discover_inputs([str(tmp_path / "nope.fits")])
