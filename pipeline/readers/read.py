@@ -1,0 +1,122 @@
+"""read_spectrum and read_batch: the one way into the pipeline for any spectrum file.
+
+Stages, in the order the bytes flow: load (path or bytes) -> decompress (gzip, once) -> open (Parquet,
+or FITS HDU headers) -> identify the layout -> read arrays and metadata -> check.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zlib
+from pathlib import Path
+
+from ..spectrum import Spectrum, SpectrumReadError
+from . import parquet
+from .common import empty_spectrum, validate
+from .fitsfile import FitsFile
+from .registry import find_reader
+
+GZIP_MAGIC = b"\x1f\x8b"
+# "table.parquet#12": one row of a Parquet table, as read_parquet_spectra names its sources.
+_PARQUET_ROW = re.compile(r"^(?P<path>.+)#(?P<row>\d+)$")
+
+PathOrBytes = str | os.PathLike | bytes | bytearray | memoryview
+
+
+def load(path_or_bytes: PathOrBytes, source: str) -> bytes:
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        return bytes(path_or_bytes)
+    try:
+        return Path(path_or_bytes).read_bytes()
+    except FileNotFoundError as exc:
+        raise SpectrumReadError(f"{source}: no such file") from exc
+    except IsADirectoryError as exc:
+        raise SpectrumReadError(f"{source}: is a directory, not a spectrum file") from exc
+    except OSError as exc:
+        raise SpectrumReadError(f"{source}: cannot read the file ({exc.strerror or exc})") from exc
+
+
+def gunzip(data: bytes) -> bytes:
+    """All members of a gzip stream. zlib checks each member's CRC in C, which makes this faster than
+    gzip.decompress (a Python loop plus a second CRC pass); EOFError when the stream is cut short."""
+    parts = []
+    while data:
+        inflater = zlib.decompressobj(wbits=31)
+        parts.append(inflater.decompress(data))
+        if not inflater.eof:
+            raise EOFError("the compressed stream ends before its end-of-stream marker")
+        data = inflater.unused_data.lstrip(b"\0")  # members may be separated by zero padding
+        if data and not data.startswith(GZIP_MAGIC):
+            raise EOFError(f"{len(data)} bytes of garbage after the gzip stream")
+    return b"".join(parts)
+
+
+def decompress(data: bytes, source: str) -> bytes:
+    """Gunzip once when the bytes are gzip (by their magic number, not the file name)."""
+    if not data.startswith(GZIP_MAGIC):
+        return data
+    try:
+        return gunzip(data)
+    except (EOFError, zlib.error) as exc:
+        raise SpectrumReadError(
+            f"{source}: the gzip stream is truncated or corrupt ({exc}); the file was probably cut short "
+            "while copying: fetch it again"
+        ) from exc
+
+
+def read_fits(data: bytes, source: str) -> Spectrum:
+    hdul = FitsFile(data, source)
+    reader = find_reader(hdul)
+    if reader is None:
+        why = f"; {hdul.truncated}" if hdul.truncated else ""
+        raise SpectrumReadError(f"{source}: no reader knows this FITS layout ({hdul.describe()}){why}")
+    return reader.read(hdul, source)
+
+
+def read_spectrum(path_or_bytes: PathOrBytes, source: str | None = None) -> Spectrum:
+    """Read one spectrum from a file path or the file's bytes, gzipped or not, in any known layout.
+
+    Raises SpectrumReadError, with the file and the problem in the message, when it cannot. A Parquet
+    table is accepted when it holds exactly one spectrum, or as ``"table.parquet#ROW"``.
+    """
+    if source is None:
+        source = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray, memoryview)) else str(path_or_bytes)
+    if isinstance(path_or_bytes, (str, os.PathLike)) and not os.path.exists(path_or_bytes):
+        match = _PARQUET_ROW.match(str(path_or_bytes))
+        if match and os.path.isfile(match["path"]):
+            return parquet.read_parquet_spectra(match["path"], [int(match["row"])])[0]
+    data = decompress(load(path_or_bytes, source), source)
+    if parquet.identify(data):
+        return _single_parquet_row(path_or_bytes if isinstance(path_or_bytes, (str, os.PathLike)) else data, source)
+    return validate(read_fits(data, source))
+
+
+def _single_parquet_row(path_or_bytes: PathOrBytes, source: str) -> Spectrum:
+    n = parquet.count_parquet_spectra(path_or_bytes)
+    if n != 1:
+        raise SpectrumReadError(
+            f"{source}: a Parquet table of {n} spectra; read it with read_parquet_spectra(path, rows) "
+            "(or name one row as 'path#ROW')"
+        )
+    spectrum = parquet.read_parquet_spectra(path_or_bytes, [0])[0]
+    spectrum.source = source
+    return spectrum
+
+
+def read_batch(sources: list[PathOrBytes]) -> list[Spectrum]:
+    """Read many files without ever raising: one Spectrum per source, in order.
+
+    A source that fails becomes an empty Spectrum flagged UNREADABLE with the reason in meta['error'],
+    so nothing is silently dropped and one bad file never stops a batch.
+    """
+    spectra = []
+    for i, item in enumerate(sources):
+        source = f"<bytes #{i}>" if isinstance(item, (bytes, bytearray, memoryview)) else str(item)
+        try:
+            spectra.append(read_spectrum(item, source))
+        except SpectrumReadError as exc:
+            spectra.append(empty_spectrum(source, str(exc)))
+        except Exception as exc:  # a bug or an unforeseen file: still a record, with the exception's type
+            spectra.append(empty_spectrum(source, f"{source}: unexpected {type(exc).__name__}: {exc}"))
+    return spectra
