@@ -1,0 +1,519 @@
+"""Labelled mock LAMOST spectra: draw a source, redshift it, pass it through the instrument, write it.
+
+Stages per block of mocks, in the order the data flows:
+
+1. ``draw_sources``: class from the class mix, then template set and spectrum, redshift, E(B-V), LSF
+   resolution, S/N and noise donor for each mock;
+2. ``render``: rest-frame spectra -> IGM (QSOs at z > 2) -> native grid -> LSF -> dust -> calibration;
+3. ``instrument.add_noise``: donor noise, sky residuals and masks;
+4. a :class:`MockChunk` with the arrays and a truth table.
+
+Determinism: mock number ``i`` of master seed ``s`` comes from block ``i // BLOCK`` whose random
+stream is ``SeedSequence([s, block])``, so a million mocks generated in chunks, in any order, on any
+number of workers, equal one-shot generation (given the same templates and noise library).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import instrument
+from .instrument import N_NATIVE, WAVELENGTH, NoiseLibrary, noise_library
+from .templates import TemplateLibrary, TemplateSet, igm_transmission, load_igm, load_templates
+
+CLASSES = ("STAR", "GALAXY", "QSO")
+SURVEY_MIX = (0.985, 0.012, 0.003)  #: DR5-like class fractions (the paper's 98.5 : 1.2 : 0.3)
+BALANCED = (1 / 3, 1 / 3, 1 / 3)
+BLOCK = 256  #: mocks per random stream (see the module docstring)
+
+#: How often each star template set is used. LAMOST stars are mostly F, G and K dwarfs and giants; the
+#: SDSS library adds real spectra of every type (O to M, giants, supergiants, carbon stars, WDs).
+STAR_SET_WEIGHTS = {"sdss-star": 0.30, "rr-star-A": 0.08, "rr-star-B": 0.02, "rr-star-F": 0.18,
+                    "rr-star-G": 0.18, "rr-star-K": 0.15, "rr-star-M": 0.07, "rr-star-WD": 0.02,
+                    "analytic-star": 1.0}
+GALAXY_SET_WEIGHTS = {"rr-galaxy": 0.6, "sdss-galaxy": 0.4, "analytic-galaxy": 1.0}
+#: Share of galaxies drawn from passive (no emission line) archetypes: the hard case of red galaxies
+#: that look like K stars must be well represented.
+PASSIVE_FRACTION = 0.45
+QSO_SET_WEIGHTS = {"sdss-qso": 0.4, "rr-qso-loz": 0.35, "rr-qso-hiz": 0.25, "analytic-qso": 1.0}
+QSO_Z_RANGE = (0.1, 4.5)
+
+RESOLUTION_MEAN, RESOLUTION_SIGMA = 1800.0, 150.0  # LAMOST LRS R ~ 1800 at 5500 A
+
+
+@dataclass
+class MockChunk:
+    """A block of mocks: native-grid arrays and the truth, row for row."""
+
+    flux: np.ndarray  # (n, 3909) float32
+    ivar: np.ndarray  # (n, 3909) float32
+    andmask: np.ndarray  # (n, 3909) int32
+    truth: dict[str, np.ndarray]  # id, class, subclass, template, z, snr_u..snr_z, ebv, resolution, donor
+    wavelength: np.ndarray = field(default_factory=lambda: WAVELENGTH.copy())
+
+    def __len__(self) -> int:
+        return len(self.flux)
+
+    def truth_table(self) -> pa.Table:
+        return pa.table({k: pa.array(v) for k, v in self.truth.items()})
+
+    def slice(self, start: int, stop: int) -> "MockChunk":
+        return MockChunk(self.flux[start:stop], self.ivar[start:stop], self.andmask[start:stop],
+                         {k: v[start:stop] for k, v in self.truth.items()})
+
+    @staticmethod
+    def concat(chunks: Sequence["MockChunk"]) -> "MockChunk":
+        return MockChunk(np.concatenate([c.flux for c in chunks]), np.concatenate([c.ivar for c in chunks]),
+                         np.concatenate([c.andmask for c in chunks]),
+                         {k: np.concatenate([c.truth[k] for c in chunks]) for k in chunks[0].truth})
+
+
+@dataclass
+class Source:
+    """What each mock of a block is, before it is rendered (one array entry per mock)."""
+
+    objclass: np.ndarray
+    set_name: np.ndarray
+    subclass: np.ndarray
+    template: np.ndarray
+    z: np.ndarray
+    ebv: np.ndarray
+    resolution: np.ndarray
+    snr_g: np.ndarray
+    donor: np.ndarray
+    rest: dict[str, np.ndarray]  # set name -> (rows of that set, n) rest spectra, in the order of the rows
+
+
+class Simulator:
+    """Holds the templates and the noise library; makes blocks of mocks.
+
+    ``snr_distribution``: 'real' draws snr_g from the S/N distribution of the real files (restricted to
+    ``snr_range``); 'donor' uses each noise donor's own SNRG (matched S/N, for comparisons with real
+    spectra); 'loguniform' is uniform in log S/N over ``snr_range``.
+    ``star_types``: only star templates whose subclass starts with one of these (e.g. ('A',)).
+    """
+
+    def __init__(self, templates_dir: str | Path | None = None, noise: str | Path | None = None,
+                 class_mix: Sequence[float] = SURVEY_MIX, snr_distribution: str | np.ndarray = "real",
+                 snr_range: tuple[float, float] = (2.0, 300.0), star_types: Sequence[str] | None = None,
+                 templates: TemplateLibrary | None = None, library: NoiseLibrary | None = None,
+                 sky_scale: float = 1.0, calibration_scale: float = 1.0):
+        self.templates = templates if templates is not None else load_templates(templates_dir)
+        root = None if self.templates.source == "analytic" else self.templates.source
+        self.igm = load_igm(root)
+        self.library = library if library is not None else noise_library(noise)
+        mix = np.asarray(class_mix, dtype=np.float64)
+        if mix.shape != (3,) or (mix < 0).any() or mix.sum() <= 0:
+            raise ValueError(f"class_mix must be 3 non-negative numbers (STAR, GALAXY, QSO), got {class_mix}")
+        self.class_mix = mix / mix.sum()
+        if not isinstance(snr_distribution, np.ndarray) and snr_distribution not in ("real", "donor", "loguniform"):
+            raise ValueError(f"snr_distribution must be 'real', 'donor', 'loguniform' or an array of S/N values, not {snr_distribution!r}")
+        self.snr_distribution = snr_distribution
+        self.snr_range = snr_range
+        self.sky_scale = sky_scale
+        self.calibration_scale = calibration_scale
+        self.star_types = tuple(star_types) if star_types else None
+        self._star_pools = self._build_star_pools()
+
+    # ---- 1. draw sources ----
+
+    def _build_star_pools(self) -> list[tuple[TemplateSet, np.ndarray, float]]:
+        """(set, usable spectrum indices, weight) for the star sets, after the star_types filter."""
+        pools = []
+        for s in self.templates.by_class("STAR"):
+            idx = np.arange(len(s))
+            if self.star_types:
+                idx = idx[[any(s.labels[i].startswith(t) for t in self.star_types) for i in idx]]
+            if len(idx):
+                pools.append((s, idx, STAR_SET_WEIGHTS.get(s.name, 0.05)))
+        if not pools:
+            raise ValueError(f"no star template matches star_types={self.star_types}")
+        return pools
+
+    def draw_sources(self, rng: np.random.Generator, n: int) -> Source:
+        cls = rng.choice(3, n, p=self.class_mix)
+        out = {k: np.empty(n, object) for k in ("objclass", "set_name", "subclass", "template")}
+        z = np.zeros(n)
+        rest: dict[str, list[tuple[int, np.ndarray]]] = {}
+
+        def put(rows: np.ndarray, s: TemplateSet, spectra: np.ndarray, subs: list[str], names: list[str], zz: np.ndarray) -> None:
+            out["objclass"][rows] = s.objclass
+            out["set_name"][rows] = s.name
+            out["subclass"][rows] = subs
+            out["template"][rows] = names
+            z[rows] = zz
+            rest.setdefault(s.name, []).extend(zip(rows.tolist(), spectra))
+
+        # Stars: a set by weight, a spectrum, a radial velocity (thin disc mostly, a halo tail to 300 km/s).
+        rows = np.flatnonzero(cls == 0)
+        if len(rows):
+            w = np.array([p[2] for p in self._star_pools])
+            which = rng.choice(len(self._star_pools), len(rows), p=w / w.sum())
+            for k, (s, idx, _) in enumerate(self._star_pools):
+                r = rows[which == k]
+                if not len(r):
+                    continue
+                pick = idx[rng.integers(0, len(idx), len(r))]
+                rv = np.where(rng.random(len(r)) < 0.9, rng.normal(0, 40, len(r)), rng.uniform(-300, 300, len(r)))
+                put(r, s, s.spectra(pick), [s.labels[i] for i in pick], [s.template_names[i] for i in pick], rv / instrument.C_KMS)
+        # Galaxies: z mostly 0-0.3 with a tail to 0.6; a fixed share from passive archetypes.
+        rows = np.flatnonzero(cls == 1)
+        if len(rows):
+            sets = self.templates.by_class("GALAXY")
+            w = np.array([GALAXY_SET_WEIGHTS.get(s.name, 0.2) for s in sets])
+            which = rng.choice(len(sets), len(rows), p=w / w.sum())
+            zz = np.clip(0.6 * rng.beta(1.5, 5.0, len(rows)), 0.003, 0.6)
+            for k, s in enumerate(sets):
+                sel = which == k
+                r = rows[sel]
+                if not len(r):
+                    continue
+                if s.eigen:
+                    spectra, subs, names = s.draw(rng, len(r))
+                    from .templates import _galaxy_kinds
+
+                    subs = _galaxy_kinds(spectra, s.loglam0)
+                else:
+                    labels = np.array(s.labels)
+                    passive = np.flatnonzero(labels == "PASSIVE")
+                    active = np.flatnonzero(labels != "PASSIVE")
+                    want_passive = rng.random(len(r)) < PASSIVE_FRACTION
+                    pick = np.where(want_passive & (len(passive) > 0),
+                                    passive[rng.integers(0, max(len(passive), 1), len(r))] if len(passive) else 0,
+                                    active[rng.integers(0, max(len(active), 1), len(r))] if len(active) else 0)
+                    spectra, subs, names = s.spectra(pick), [s.labels[i] for i in pick], [s.template_names[i] for i in pick]
+                put(r, s, spectra, subs, names, zz[sel])
+        # QSOs: a set by weight, z from that set's own table of real QSO redshifts (within its coverage).
+        rows = np.flatnonzero(cls == 2)
+        if len(rows):
+            sets = self.templates.by_class("QSO")
+            w = np.array([QSO_SET_WEIGHTS.get(s.name, 0.2) for s in sets])
+            which = rng.choice(len(sets), len(rows), p=w / w.sum())
+            for k, s in enumerate(sets):
+                r = rows[which == k]
+                if not len(r):
+                    continue
+                spectra, subs, names = s.draw(rng, len(r))
+                put(r, s, spectra, subs, names, self._qso_z(rng, s, len(r)))
+
+        resolution = np.clip(rng.normal(RESOLUTION_MEAN, RESOLUTION_SIGMA, n), 1300, 2400)
+        # Dust: stars sit in the disc (LAMOST looks at the anticentre a lot), extragalactic sources high up.
+        ebv = np.where(cls == 0, np.minimum(rng.exponential(0.12, n), 1.0), np.minimum(rng.exponential(0.04, n), 0.3))
+        donor = rng.integers(0, len(self.library), n)
+        snr_g = self._draw_snr(rng, n, donor)
+        ordered = {name: np.stack([spec for _, spec in sorted(items, key=lambda t: t[0])]) for name, items in rest.items()}
+        return Source(objclass=out["objclass"].astype(str), set_name=out["set_name"].astype(str),
+                      subclass=out["subclass"].astype(str), template=out["template"].astype(str), z=z, ebv=ebv,
+                      resolution=resolution, snr_g=snr_g, donor=donor, rest=ordered)
+
+    def _qso_z(self, rng: np.random.Generator, s: TemplateSet, n: int) -> np.ndarray:
+        lo_w, hi_w = s.wave_range
+        zmin = max(QSO_Z_RANGE[0], 9100.0 / hi_w - 1.0)  # the template must reach the red end...
+        zmax = min(QSO_Z_RANGE[1], 3700.0 / lo_w - 1.0)  # ...and the blue end
+        table = s.redshifts if s.redshifts is not None else np.array([])
+        table = table[(table >= zmin) & (table <= zmax)]
+        if len(table) < 10:
+            return rng.uniform(zmin, zmax, n)
+        # A real redshift with a small jitter, so 1000s of mocks do not repeat the table's values exactly.
+        return np.clip(table[rng.integers(0, len(table), n)] + rng.normal(0, 0.02, n), zmin, zmax)
+
+    def _draw_snr(self, rng: np.random.Generator, n: int, donor: np.ndarray) -> np.ndarray:
+        lo, hi = self.snr_range
+        if isinstance(self.snr_distribution, np.ndarray):  # resample given values (e.g. real spectra's)
+            return self.snr_distribution[rng.integers(0, len(self.snr_distribution), n)].astype(np.float64)
+        if self.snr_distribution == "donor":
+            own = self.library.snr[donor, 1].astype(np.float64)
+            fallback = instrument.draw_snr(rng, n, self.library, lo, hi)
+            return np.where(np.isfinite(own) & (own > 0), own, fallback)
+        if self.snr_distribution == "loguniform":
+            return np.exp(rng.uniform(np.log(lo), np.log(hi), n))
+        return instrument.draw_snr(rng, n, self.library, lo, hi)
+
+    # ---- 2. render ----
+
+    def render(self, rng: np.random.Generator, src: Source) -> tuple[np.ndarray, np.ndarray]:
+        """Noiseless native-grid models (n, 3909) and their coverage."""
+        n = len(src.z)
+        model = np.zeros((n, N_NATIVE), np.float32)
+        covered = np.zeros((n, N_NATIVE), bool)
+        for name, spectra in src.rest.items():
+            s = self.templates.get(name)
+            rows = np.flatnonzero(src.set_name == name)
+            flux, cov = instrument.redshift_to_native(spectra.astype(np.float32), s.loglam0, src.z[rows])
+            if s.objclass == "QSO":
+                flux = self._igm(rng, flux, src.z[rows])
+            flux = instrument.apply_lsf(flux, instrument.lsf_sigma_pixels(src.resolution[rows], s.resolution))
+            model[rows], covered[rows] = flux, cov
+        model *= instrument.ccm89_extinction(WAVELENGTH, src.ebv)
+        model *= instrument.calibration_curves(rng, n, tilt_sigma=0.15 * self.calibration_scale,
+                                               wiggle_sigma=0.02 * self.calibration_scale,
+                                               arm_sigma=0.02 * self.calibration_scale)
+        # Flux unit: LAMOST's relative calibration spans ~10-10^4 in the files; the level does not matter
+        # to the classifier (min-max normalisation), only that it is not always the same.
+        cont = np.median(np.where(covered, model, np.nan), axis=1)
+        scale = np.exp(rng.uniform(np.log(20.0), np.log(5000.0), n)) / np.where(cont > 0, cont, 1.0)
+        return model * scale[:, None].astype(np.float32), covered
+
+    def _igm(self, rng: np.random.Generator, flux: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Lyman-alpha forest on native-grid fluxes: Inoue+14 mean transmission with fluctuations around it.
+
+        Applied before the LSF: the transmission is a function of observed wavelength only."""
+        out = flux.copy()
+        for i in np.flatnonzero(z > 2.0):
+            t = igm_transmission(float(z[i]), WAVELENGTH, self.igm)
+            forest = t < 0.999
+            if not forest.any():
+                continue
+            # The forest is a sum of absorbers, not a smooth curve: raise the mean transmission to a power
+            # that fluctuates pixel to pixel (a lognormal field of unit mean, ~2 pixels = 140 km/s
+            # correlation), so the mean stays near Inoue's and single pixels dip deep at higher z.
+            g = rng.standard_normal(forest.sum() + 1)
+            g = (g[:-1] + g[1:]) / np.sqrt(2.0)
+            x = np.exp(0.8 * g - 0.32)
+            t[forest] = t[forest] ** x
+            out[i] = flux[i] * t
+        return out
+
+    # ---- a block ----
+
+    def block(self, seed: int, index: int) -> MockChunk:
+        """Mocks number index*BLOCK .. (index+1)*BLOCK-1 of master seed ``seed``."""
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+        src = self.draw_sources(rng, BLOCK)
+        model, covered = self.render(rng, src)
+        noisy = instrument.add_noise(rng, model, covered, src.snr_g, self.library, donor=src.donor, sky_scale=self.sky_scale)
+        ids = np.arange(index * BLOCK, (index + 1) * BLOCK, dtype=np.int64)
+        truth = {
+            "id": ids, "class": src.objclass, "subclass": src.subclass, "template": src.template,
+            "z": src.z.astype(np.float64),
+            **{f"snr_{b}": noisy.snr[:, j] for j, b in enumerate("ugriz")},
+            "ebv": src.ebv.astype(np.float32), "resolution": src.resolution.astype(np.float32),
+            "donor": np.array([self.library.names[d] for d in src.donor]),
+        }
+        return MockChunk(noisy.flux, noisy.ivar, noisy.andmask, truth)
+
+
+def simulate(n: int, seed: int, class_mix: Sequence[float] | str = SURVEY_MIX, templates_dir: str | Path | None = None,
+             snr_distribution: str = "real", snr_range: tuple[float, float] = (2.0, 300.0), chunk_size: int = 1000,
+             start: int = 0, noise: str | Path | None = None, star_types: Sequence[str] | None = None,
+             simulator: Simulator | None = None) -> Iterator[MockChunk]:
+    """Mocks ``start`` .. ``start+n-1`` of master seed ``seed``, as chunks of ``chunk_size``.
+
+    ``class_mix``: (star, galaxy, qso) fractions, or 'survey' (0.985, 0.012, 0.003) or 'balanced'.
+    Chunk boundaries do not change the mocks (see the module docstring): ``simulate(n, s, chunk_size=k)``
+    concatenated equals ``simulate(n, s, chunk_size=n)``, and ``start`` lets workers split a run.
+    """
+    if n < 0 or chunk_size < 1 or start < 0:
+        raise ValueError("n and start must be >= 0 and chunk_size >= 1")
+    if isinstance(class_mix, str):
+        class_mix = {"survey": SURVEY_MIX, "balanced": BALANCED}[class_mix]
+    sim = simulator or Simulator(templates_dir=templates_dir, noise=noise, class_mix=class_mix,
+                                 snr_distribution=snr_distribution, snr_range=snr_range, star_types=star_types)
+    stop = start + n
+    pending: list[MockChunk] = []
+    have = 0
+    pos = start
+    for b in range(start // BLOCK, math.ceil(stop / BLOCK)):
+        blk = sim.block(seed, b)
+        lo, hi = max(pos, b * BLOCK) - b * BLOCK, min(stop, (b + 1) * BLOCK) - b * BLOCK
+        pending.append(blk.slice(lo, hi))
+        have += hi - lo
+        pos = b * BLOCK + hi
+        while have >= chunk_size:
+            merged = MockChunk.concat(pending)
+            yield merged.slice(0, chunk_size)
+            rest = merged.slice(chunk_size, len(merged))
+            pending, have = ([rest] if len(rest) else []), len(rest)
+    if have:
+        yield MockChunk.concat(pending)
+
+
+# --------------------------------------------------------------------------------------------------
+# output: a data-release tree of FITS files + catalog, or one Parquet table
+
+FIBRES_PER_SPECTROGRAPH = 250
+SPECTROGRAPHS = 16
+PER_PLAN = FIBRES_PER_SPECTROGRAPH * SPECTROGRAPHS
+FIRST_NIGHT = dt.date(2011, 10, 24)  # the first LAMOST survey night; mock plans follow night by night
+OBSID_OFFSET = 3_000_000_000  # above every real LAMOST obsid (DR13: < 2e9), so mocks never collide
+
+
+@dataclass
+class Placement:
+    """Where mock ``id`` sits in the mock survey: plan, spectrograph, fibre, date, sky position."""
+
+    obsid: np.ndarray
+    planid: np.ndarray
+    spid: np.ndarray
+    fiberid: np.ndarray
+    obsdate: np.ndarray
+    lmjd: np.ndarray
+    ra: np.ndarray
+    dec: np.ndarray
+    designation: np.ndarray
+
+
+def place(ids: np.ndarray, seed: int) -> Placement:
+    """Plan/spectrograph/fibre from the id (4000 per plan); sky positions within 2.5 deg of a plan centre."""
+    ids = np.asarray(ids, dtype=np.int64)
+    plan = ids // PER_PLAN
+    within = ids % PER_PLAN
+    centre_rng = [np.random.default_rng(np.random.SeedSequence([int(seed), 7_000_000, int(p)])) for p in np.unique(plan)]
+    centres = {int(p): (r.uniform(0, 360), np.degrees(np.arcsin(r.uniform(np.sin(np.radians(-10)), np.sin(np.radians(70))))))
+               for p, r in zip(np.unique(plan), centre_rng)}
+    pos_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 8_000_000, int(ids[0]) if len(ids) else 0]))
+    r = 2.5 * np.sqrt(pos_rng.random(len(ids)))
+    phi = pos_rng.uniform(0, 2 * np.pi, len(ids))
+    dec0 = np.array([centres[int(p)][1] for p in plan])
+    ra0 = np.array([centres[int(p)][0] for p in plan])
+    dec = np.clip(dec0 + r * np.sin(phi), -89.9, 89.9)
+    ra = (ra0 + r * np.cos(phi) / np.cos(np.radians(dec))) % 360.0
+    dates = [FIRST_NIGHT + dt.timedelta(days=int(p)) for p in plan]
+    mjd0 = (FIRST_NIGHT - dt.date(1858, 11, 17)).days
+    return Placement(
+        obsid=OBSID_OFFSET + ids, planid=np.array([f"MOCK{p + 1:04d}" for p in plan]),
+        spid=(within // FIBRES_PER_SPECTROGRAPH + 1).astype(np.int32), fiberid=(within % FIBRES_PER_SPECTROGRAPH + 1).astype(np.int32),
+        obsdate=np.array([d.strftime("%Y-%m-%d") for d in dates]), lmjd=(mjd0 + plan).astype(np.int32), ra=ra, dec=dec,
+        designation=np.array([designation(a, d) for a, d in zip(ra, dec)]),
+    )
+
+
+def designation(ra: float, dec: float) -> str:
+    """'LAMOST Jhhmmss.ss+ddmmss.s' like the survey's."""
+    h = ra / 15.0
+    hh, mm = int(h), int((h * 60) % 60)
+    ss = (h * 3600) % 60
+    sign = "+" if dec >= 0 else "-"
+    d = abs(dec)
+    dd, dm = int(d), int((d * 60) % 60)
+    ds = (d * 3600) % 60
+    return f"LAMOST J{hh:02d}{mm:02d}{math.floor(ss * 100) / 100:05.2f}{sign}{dd:02d}{dm:02d}{math.floor(ds * 10) / 10:04.1f}"
+
+
+def release_path(p: Placement, i: int) -> str:
+    """<obsdate YYYYMMDD>/<planid>/spec-<lmjd>-<planid>_sp<NN>-<fff>.fits.gz"""
+    return (f"{p.obsdate[i].replace('-', '')}/{p.planid[i]}/"
+            f"spec-{p.lmjd[i]}-{p.planid[i]}_sp{p.spid[i]:02d}-{p.fiberid[i]:03d}.fits.gz")
+
+
+CATALOG_COLUMNS = ["obsid", "designation", "obsdate", "lmjd", "planid", "spid", "fiberid", "ra", "dec",
+                   "snru", "snrg", "snrr", "snri", "snrz", "class", "subclass", "z"]
+
+
+def write_release(chunks: Iterator[MockChunk], root: str | Path, seed: int, layout: str = "v2",
+                  progress: Callable[[int], None] | None = None) -> dict[str, Path]:
+    """Write FITS files in the release tree, the general catalog (CSV) and the truth table (Parquet)."""
+    from .writers import write_lamost_fits
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    catalog_path, truth_path = root / "mock_catalog.csv", root / "mock_truth.parquet"
+    truth_writer = None
+    with open(catalog_path, "w") as cat:
+        cat.write(",".join(CATALOG_COLUMNS) + "\n")
+        for chunk in chunks:
+            t = chunk.truth
+            p = place(t["id"], seed)
+            files = []
+            for i in range(len(chunk)):
+                rel = release_path(p, i)
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                header = {
+                    "OBSID": int(p.obsid[i]), "DESIG": str(p.designation[i]), "RA": float(p.ra[i]), "DEC": float(p.dec[i]),
+                    "LMJD": int(p.lmjd[i]), "MJD": int(p.lmjd[i]) - 1, "PLANID": str(p.planid[i]), "SPID": int(p.spid[i]),
+                    "FIBERID": int(p.fiberid[i]), "OBSDATE": str(p.obsdate[i]), "FILENAME": Path(rel).name[:-3],
+                    "CLASS": str(t["class"][i]), "SUBCLASS": str(t["subclass"][i])[:60], "Z": float(t["z"][i]),
+                    **{f"SNR{b.upper()}": _finite(t[f"snr_{b}"][i]) for b in "ugriz"},
+                    "DATA_V": "MOCK", "OBJTYPE": "Mock", "TEMPLATE": str(t["template"][i])[:60],
+                }
+                write_lamost_fits(root / rel, layout, WAVELENGTH, chunk.flux[i], chunk.ivar[i], chunk.andmask[i], header=header)
+                files.append(rel)
+                cat.write(",".join(_csv(v) for v in (
+                    p.obsid[i], p.designation[i], p.obsdate[i], p.lmjd[i], p.planid[i], p.spid[i], p.fiberid[i],
+                    f"{p.ra[i]:.6f}", f"{p.dec[i]:.6f}", *(f"{_finite(t[f'snr_{b}'][i]):.2f}" for b in "ugriz"),
+                    t["class"][i], t["subclass"][i], f"{t['z'][i]:.6f}")) + "\n")
+            table = chunk.truth_table().append_column("obsid", pa.array(p.obsid)).append_column("file", pa.array(files))
+            if truth_writer is None:
+                truth_writer = pq.ParquetWriter(truth_path, table.schema, use_dictionary=False)
+            truth_writer.write_table(table)
+            if progress:
+                progress(len(chunk))
+    if truth_writer is not None:
+        truth_writer.close()
+    return {"root": root, "catalog": catalog_path, "truth": truth_path}
+
+
+def _finite(x: float) -> float:
+    return float(x) if np.isfinite(x) else -9999.0  # LAMOST's own "no value" in SNR keywords
+
+
+def _csv(v: object) -> str:
+    s = str(v)
+    return f'"{s}"' if "," in s else s
+
+
+PARQUET_ROW_GROUP = 1000
+
+
+def parquet_schema() -> pa.Schema:
+    fields = [("obsid", pa.int64()), ("class", pa.string()), ("subclass", pa.string()), ("template", pa.string()),
+              ("z", pa.float64()), ("snr_g", pa.float32()), ("snr_r", pa.float32()), ("ra", pa.float64()),
+              ("dec", pa.float64()), ("designation", pa.string()), ("flux", pa.list_(pa.float32())),
+              ("ivar", pa.list_(pa.float32())), ("andmask", pa.list_(pa.int32()))]
+    meta = {"grid": "LAMOST native log-linear: wavelength = 10**(COEFF0 + COEFF1 * i), vacuum",
+            "COEFF0": "3.5682", "COEFF1": "0.0001", "NPIX": str(N_NATIVE), "DATA_V": "MOCK"}
+    return pa.schema(fields, metadata=meta)
+
+
+def write_parquet(chunks: Iterator[MockChunk], path: str | Path, seed: int,
+                  progress: Callable[[int], None] | None = None) -> Path:
+    """One Parquet table of spectra (list columns on the native grid), row groups of ~1000, plain strings."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    schema = parquet_schema()
+    with pq.ParquetWriter(path, schema, use_dictionary=False) as writer:
+        buffer: list[pa.Table] = []
+        buffered = 0
+        for chunk in chunks:
+            t = chunk.truth
+            p = place(t["id"], seed)
+
+            def lists(a: np.ndarray, typ: pa.DataType) -> pa.Array:
+                flat = pa.array(a.reshape(-1), type=typ)
+                return pa.ListArray.from_arrays(pa.array(np.arange(0, a.size + 1, N_NATIVE, dtype=np.int32)), flat)
+
+            table = pa.table({
+                "obsid": pa.array(p.obsid, pa.int64()), "class": t["class"], "subclass": t["subclass"],
+                "template": t["template"], "z": t["z"], "snr_g": pa.array(t["snr_g"], pa.float32()),
+                "snr_r": pa.array(t["snr_r"], pa.float32()), "ra": p.ra, "dec": p.dec, "designation": p.designation,
+                "flux": lists(chunk.flux, pa.float32()), "ivar": lists(chunk.ivar, pa.float32()),
+                "andmask": lists(chunk.andmask, pa.int32()),
+            }, schema=schema)
+            buffer.append(table)
+            buffered += len(table)
+            while buffered >= PARQUET_ROW_GROUP:
+                merged = pa.concat_tables(buffer)
+                writer.write_table(merged.slice(0, PARQUET_ROW_GROUP), row_group_size=PARQUET_ROW_GROUP)
+                rest = merged.slice(PARQUET_ROW_GROUP)
+                buffer, buffered = ([rest] if len(rest) else []), len(rest)
+            if progress:
+                progress(len(chunk))
+        if buffered:
+            writer.write_table(pa.concat_tables(buffer), row_group_size=PARQUET_ROW_GROUP)
+    return path
+
+
+def timed(n: int, fn: Callable[[], object]) -> tuple[object, float]:
+    """(result, spectra per second) of ``fn`` making ``n`` spectra."""
+    t0 = time.perf_counter()
+    out = fn()
+    return out, n / max(time.perf_counter() - t0, 1e-9)
