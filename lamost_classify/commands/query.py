@@ -161,7 +161,7 @@ def query(catalog_dir, classes, min_prob, min_confidence, flags, cone, obsid, di
 @click.option("--name", default="lamost_classify", show_default=True, help="hats: catalog name.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="hats: local Dask worker processes.")
-@click.option("--max-order", type=click.IntRange(0, 19), default=10, show_default=True,
+@click.option("--max-order", type=click.IntRange(0, 19), default=7, show_default=True,
               help="hats: highest HEALPix order a partition may have.")
 @click.option("--pixel-threshold", type=click.IntRange(min=1), default=1_000_000, show_default=True,
               help="hats: at most this many rows per partition.")
