@@ -57,3 +57,7 @@ def main() -> None:
       lamost-classify run --release sample --output catalog/
       lamost-classify query catalog/ --class QSO --min-prob 0.9
     """
+
+
+if __name__ == "__main__":
+    main()
