@@ -1,0 +1,38 @@
+"""Tiny networks and synthetic labelled spectra for the model tests (fast on 2 CPU cores)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+N_PIXELS = 2600
+# A fast-preset twin small enough to train in seconds: stride-8 stem, 2 dense blocks, 4-8 channels.
+TINY = dict(n_dense_blocks=2, stem_stride=8, stem_channels=8, growth_rate=8, branch_channels=4, cross_channels=4)
+# The pixel of the one narrow line that decides the class: emission = GALAXY (1), absorption = QSO (2),
+# none = STAR (0). Global pooling forgets positions, so the classes differ in the line's sign.
+LINE_PIXEL = 1300
+LINE_SIGN = {1: +1.0, 2: -1.0}
+
+
+def synthetic_spectra(n_per_class: int, seed: int = 0, line_height: float = 0.35) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy random continua in [0, 1]; the class is decided only by a 3-pixel line at LINE_PIXEL."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), n_per_class)
+    x = np.linspace(0.0, 1.0, N_PIXELS)
+    slope = rng.uniform(-0.2, 0.2, size=(len(labels), 1))
+    flux = 0.45 + slope * (x - 0.5) + rng.normal(0.0, 0.03, size=(len(labels), N_PIXELS))
+    for c, sign in LINE_SIGN.items():
+        flux[labels == c, LINE_PIXEL - 1:LINE_PIXEL + 2] += sign * line_height
+    order = rng.permutation(len(labels))
+    return np.clip(flux[order], 0.0, 1.0).astype(np.float32), labels[order]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One intra-op thread: the CI machine has 2 cores shared by parallel jobs, and OpenMP threads
+    that spin-wait on an oversubscribed core make small nets 10x slower, not faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

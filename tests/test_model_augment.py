@@ -1,0 +1,109 @@
+"""The paper's three noises (section 4.2) do exactly what they say, and balancing gives 1:1:1."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from lamost_classify.model.augment import (
+    BalancedSpectra, bad_pixels, balanced_epoch_indices, ccd_noise, combined, cosmic_ray,
+)
+
+
+@pytest.fixture
+def spectra() -> np.ndarray:
+    rng = np.random.default_rng(1)
+    return rng.uniform(0.05, 0.95, size=(40, 2600)).astype(np.float32)
+
+
+def test_ccd_noise_adds_gaussian_noise_of_the_given_sigma_to_every_pixel(spectra):
+    before = spectra.copy()
+    noisy = ccd_noise(spectra, sigma=0.05, rng=3)
+    np.testing.assert_array_equal(spectra, before)  # input untouched
+    delta = (noisy - spectra).astype(np.float64)
+    assert noisy.dtype == np.float32 and noisy.shape == spectra.shape
+    assert (delta != 0).all()
+    assert abs(delta.std() - 0.05) < 0.001 and abs(delta.mean()) < 0.001
+    assert stats.kstest(delta.ravel()[:20000] / 0.05, "norm").pvalue > 0.01
+    np.testing.assert_array_equal(ccd_noise(spectra, 0.05, rng=3), noisy)  # same seed, same noise
+
+
+def test_bad_pixels_zero_one_contiguous_band_and_nothing_else(spectra):
+    out = bad_pixels(spectra, max_length=120, rng=5)
+    lengths = []
+    for before, after in zip(spectra, out):
+        changed = np.flatnonzero(after != before)
+        assert len(changed) >= 1
+        assert (np.diff(changed) == 1).all()  # one contiguous band
+        assert (after[changed] == 0).all()
+        lengths.append(len(changed))
+    assert 1 <= min(lengths) and max(lengths) <= 120 and len(set(lengths)) > 10  # random lengths
+
+
+def test_cosmic_ray_sets_exactly_one_pixel_to_1(spectra):
+    out = cosmic_ray(spectra, rng=7)
+    changed = out != spectra
+    assert (changed.sum(axis=1) == 1).all()
+    assert (out[changed] == 1.0).all()
+    assert len(set(np.flatnonzero(changed) % 2600)) > 30  # random places
+
+
+def test_single_spectrum_and_bad_shapes(spectra):
+    one = spectra[0]
+    assert cosmic_ray(one, rng=1).shape == (2600,)
+    assert ((bad_pixels(one, 10, rng=1) != one).sum()) <= 10
+    with pytest.raises(ValueError, match="shape"):
+        ccd_noise(np.zeros((2, 3, 4)), 0.1, rng=0)
+
+
+def test_combined_is_noise_then_cosmic_ray_then_bad_pixels(spectra):
+    out = combined(spectra, rng=np.random.default_rng(11), sigma=0.02, max_length=50)
+    # Re-drawing the same generator stream step by step in the paper's order gives the same result.
+    rng = np.random.default_rng(11)
+    expected = bad_pixels(cosmic_ray(ccd_noise(spectra, 0.02, rng), rng), 50, rng)
+    np.testing.assert_array_equal(out, expected)
+    # Bad pixels come last: the zeroed band holds exact zeros, no noise on top, and the cosmic ray
+    # (a 1 after the noise) survives unless the band covers it.
+    for before, after in zip(spectra, out):
+        zeros = np.flatnonzero(after == 0)
+        assert len(zeros) >= 1 and (np.diff(zeros) == 1).all()
+        assert (after == 1.0).sum() <= 1
+
+
+def test_balanced_epoch_is_1_1_1_undersampling_stars_and_augmenting_only_extra_copies():
+    labels = np.array([0] * 500 + [1] * 60 + [2] * 15)
+    indices, augment = balanced_epoch_indices(labels, rng=0)
+    counts = np.bincount(labels[indices], minlength=3)
+    assert counts.tolist() == [60, 60, 60]  # default: the median class size
+    stars = indices[labels[indices] == 0]
+    assert len(set(stars)) == 60 and not augment[labels[indices] == 0].any()  # no duplicates, not augmented
+    assert not augment[labels[indices] == 1].any()  # galaxies already at 60: each once, as they are
+    qso, qso_aug = indices[labels[indices] == 2], augment[labels[indices] == 2]
+    assert set(qso[~qso_aug]) == set(range(560, 575)) and (~qso_aug).sum() == 15  # every QSO once, clean
+    assert qso_aug.sum() == 45  # topped up with augmented copies
+    idx2, _ = balanced_epoch_indices(labels, rng=0, per_class=200)
+    assert np.bincount(labels[idx2]).tolist() == [200, 200, 200]
+
+
+def test_balancing_refuses_a_missing_class():
+    with pytest.raises(ValueError, match="no training spectra of class QSO"):
+        balanced_epoch_indices(np.array([0, 0, 1]), rng=0)
+
+
+def test_balanced_dataset_is_deterministic_and_augments_only_copies(spectra):
+    labels = np.array([0] * 30 + [1] * 8 + [2] * 2)
+    data = BalancedSpectra(spectra, labels, seed=4, per_class=10, sigma=0.01, max_length=20)
+    data.set_epoch(3)
+    x, y = data.__getitems__(np.arange(len(data)))
+    assert isinstance(x, torch.Tensor) and x.shape == (30, 2600) and np.bincount(y.numpy()).tolist() == [10, 10, 10]
+    rows = data.indices
+    same = (x.numpy() == spectra[rows]).all(axis=1)
+    np.testing.assert_array_equal(same, ~data.augmented)  # exactly the oversampled copies differ
+    x_again, _ = data.__getitems__(np.arange(len(data))[::-1])  # another batch order, same items
+    np.testing.assert_array_equal(x_again.numpy()[::-1], x.numpy())
+    batched = torch.cat([xb for xb, _ in data.batches(7)])
+    np.testing.assert_array_equal(batched.numpy(), x.numpy())
+    data.set_epoch(4)
+    assert not np.array_equal(data.indices, rows)  # a fresh draw each epoch
