@@ -265,7 +265,7 @@ def export_hats(
         )
         processes = workers > 1
         with Client(
-            processes=processes, n_workers=workers, threads_per_worker=1, dashboard_address=None,
+            processes=processes, n_workers=workers, threads_per_worker=1, dashboard_address=":0",
             local_directory=tmp,
         ) as client:
             pipeline_with_client(args, client)

@@ -9,8 +9,8 @@ Stages, in the order data flows:
    ``RecordBatchReader``, so 9 million rows stream through in batches and are never all in memory.
 4. ``read_table`` / ``stats``: an astropy Table with units, or counts and histograms.
 
-The connection DuckDB runs in cannot touch files (``enable_external_access=false``, configuration
-locked) and the user's ``--where`` text is parsed by DuckDB and checked node by node against an allow
+The connection DuckDB runs in can read the catalog's Parquet files and no other file
+(``allowed_paths``, ``enable_external_access=false``, configuration locked), and the user's ``--where`` text is parsed by DuckDB and checked node by node against an allow
 list before it is run, so a condition can read the catalog and nothing else.
 """
 
@@ -398,17 +398,40 @@ def _check_node(node: Any, known: set[str]) -> None:
 # 3. run
 
 
+_DUCKDB_TYPES = {
+    pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.int16(): "SMALLINT", pa.float64(): "DOUBLE",
+    pa.float32(): "FLOAT", pa.string(): "VARCHAR", pa.bool_(): "BOOLEAN",
+}
+
+
 def connect(dataset: ds.Dataset, obsids: Sequence[int] | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection that sees the dataset as view ``catalog`` and cannot reach files,
-    extensions or its own settings."""
-    con = duckdb.connect(
-        config={
-            "enable_external_access": False,
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-        }
-    )
-    con.register("catalog", dataset)
+    """An in-memory DuckDB connection that sees the dataset as view ``catalog`` and can read the
+    catalog's own Parquet files and nothing else: no other file, no extension, no setting change.
+
+    A Parquet-file dataset is read by DuckDB's own Parquet reader (4-5x faster than scanning the
+    pyarrow dataset and lighter on memory), with ``allowed_paths`` set to exactly its files;
+    any other dataset (in memory, other formats) is scanned through Arrow.
+    """
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    on_disk = isinstance(dataset, ds.FileSystemDataset) and isinstance(dataset.format, ds.ParquetFileFormat)
+    files = list(dataset.files) if on_disk else None
+    if files:
+        con.execute("SET allowed_paths = $paths", {"paths": files})
+    con.execute("SET enable_external_access = false")
+    if files:
+        listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        # union_by_name: batch files from an older pipeline may lack a newer column; one that no file
+        # has is added as typed nulls, as the pyarrow dataset does.
+        con.execute(f"CREATE VIEW _files AS SELECT * FROM read_parquet([{listing}], union_by_name = true)")
+        present = {row[0] for row in con.execute("DESCRIBE _files").fetchall()}
+        missing = [
+            f"CAST(NULL AS {_DUCKDB_TYPES.get(f.type, 'VARCHAR')}) AS {_ident(f.name)}"
+            for f in dataset.schema
+            if f.name not in present
+        ]
+        con.execute(f"CREATE VIEW catalog AS SELECT {', '.join(['*'] + missing)} FROM _files")
+    else:
+        con.register("catalog", dataset)
     con.register("_obsids", pa.table({"obsid": pa.array(list(obsids or []), pa.int64())}))
     con.execute("SET lock_configuration = true")
     return con

@@ -538,3 +538,16 @@ def test_docs_snippets_run_and_agree(tmp_path, monkeypatch):
     answers["cli"] = set(pacsv.read_csv("qsos.csv")["obsid"].to_pylist())
     assert len(answers) >= 5
     assert all(found == {101, 102} for found in answers.values()), answers
+
+
+def test_batches_from_an_older_schema_read_alike(tmp_path):
+    """A catalog whose first batches predate a column: the column reads as null there, and a column
+    no file has yet reads as null everywhere."""
+    root = write_catalog(tmp_path / "catalog")
+    for f in (root / "parquet").glob("*.parquet"):
+        dropped = ["row", "snr_pixel"] if f.name == "batch-000000.parquet" else ["row"]
+        pq.write_table(pq.read_table(f).drop_columns(dropped), f)
+    t = select(root, Selection(columns=("obsid", "snr_pixel", "row"))).read_all()
+    assert t.num_rows == len(ROWS) and t.schema.field("row").type == pa.int64()
+    assert t["row"].null_count == len(ROWS)
+    assert obsids_of(root, where="snr_pixel IS NULL") == {101, 102, 103, 104, 105, 112}
