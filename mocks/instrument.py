@@ -62,11 +62,11 @@ SKY_LINES = np.array([5578.9, 5891.6, 5897.6, 6302.0, 6365.5, 6865.0, 6923.2, 72
                       8761.3, 8829.8, 8888.0, 8921.3, 8945.1, 8990.9, 9003.6, 9041.1])
 
 #: Noise measured on real DR10 A stars in line-free windows: residual pixels correlate with their
-#: neighbours (lag-1 correlation ~0.3, lag-2 ~0.05: the pipeline's resampling) and scatter ~5-15% more
-#: than the pipeline's ivar says. A 3-tap kernel [t, 1, t] with t = 0.19 gives lag-1 0.33, lag-2 0.03.
+#: neighbours (lag-1 correlation ~0.3, lag-2 ~0.05: the pipeline's resampling). A 3-tap kernel
+#: [t, 1, t] with t = 0.19 gives lag-1 0.33, lag-2 0.03. How much the scatter exceeds the ivar is
+#: measured per pixel on the donors (``NoiseLibrary.noise_excess``); it varies between spectra by:
 NOISE_KERNEL_T = 0.19
-NOISE_EXCESS_MEDIAN = 1.08
-NOISE_EXCESS_SPREAD = 0.12  # lognormal sigma of the excess factor between spectra
+NOISE_EXCESS_SPREAD = 0.12  # lognormal sigma of the per-spectrum excess factor
 
 
 # --------------------------------------------------------------------------------------------------
@@ -194,8 +194,10 @@ class NoiseLibrary:
     ``continuum``: the donor's smooth flux continuum / its median (to undo the part of the noise that
     followed the donor's own spectrum); ``bad``: donor pixels with ivar == 0 or out of its range;
     ``andmask``: donor pixels with andmask != 0; ``snr``: SNRU..SNRZ from its header (nan if absent);
-    ``sky_excess``: per-pixel (median over donors) excess of sigma over a running median of sigma
-    (the night-sky lines, in vacuum, as LAMOST sees them).
+    Measured over all donors, per native pixel (see :func:`measure_excess` and :func:`measure_telluric`):
+    ``noise_excess``: smooth ratio of the real pixel-to-pixel scatter to what the ivar says;
+    ``sky_residual``: the extra scatter on top of that at the night-sky lines (in units of sigma);
+    ``telluric``: the mean transmission of the uncorrected telluric bands (O2 B and A, H2O near 7250 A).
     """
 
     sigma_shape: np.ndarray  # (K, N) float32
@@ -203,7 +205,9 @@ class NoiseLibrary:
     bad: np.ndarray  # (K, N) bool
     andmask: np.ndarray  # (K, N) bool
     snr: np.ndarray  # (K, 5) float32
-    sky_excess: np.ndarray  # (N,) float32
+    noise_excess: np.ndarray  # (N,) float32
+    sky_residual: np.ndarray  # (N,) float32
+    telluric: np.ndarray  # (N,) float32
     names: list[str]  # donor file names (no directories)
     snr_quantiles: np.ndarray  # (101, 2) quantiles of (snr_g, snr_r) over the real files read
     source: str
@@ -259,7 +263,12 @@ def _binned_median(x: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def real_files(root: str | Path, subdirs: tuple[str, ...] = ("dr10-stars-A", "releases", "dr1", "dr2")) -> list[Path]:
+#: Where donors come from. dr1 is left out: its 176 files are one spectrograph of one plan (B6212 sp06)
+#: sharing a masked band at 7600-7700 A, which would stamp that one artefact on a fifth of all mocks.
+DONOR_SUBDIRS = ("dr10-stars-A", "releases", "dr2")
+
+
+def real_files(root: str | Path, subdirs: tuple[str, ...] = DONOR_SUBDIRS) -> list[Path]:
     """Every real LAMOST spectrum under ``root``/subdirs, sorted (held-out ones included)."""
     root = Path(root)
     out: list[Path] = []
@@ -268,7 +277,7 @@ def real_files(root: str | Path, subdirs: tuple[str, ...] = ("dr10-stars-A", "re
     return out
 
 
-def build_noise_library(root: str | Path, subdirs: tuple[str, ...] = ("dr10-stars-A", "releases", "dr1", "dr2"),
+def build_noise_library(root: str | Path, subdirs: tuple[str, ...] = DONOR_SUBDIRS,
                         include_held_out: bool = False) -> NoiseLibrary:
     """Donors from the real files under ``root`` (held-out files skipped unless asked), in sorted order."""
     files = [p for p in real_files(root, subdirs) if include_held_out or not is_held_out(p)]
@@ -292,8 +301,8 @@ def build_noise_library(root: str | Path, subdirs: tuple[str, ...] = ("dr10-star
         sigma = np.where(bad, np.nan, 1.0 / np.sqrt(np.where(bad, 1.0, ivar)))
     sigma_med = np.nanmedian(sigma, axis=1, keepdims=True)
     shape = sigma / sigma_med
-    smooth_sigma = _binned_median(shape, 41)
-    sky_excess = np.nanmedian(np.clip(shape / smooth_sigma - 1.0, 0.0, None), axis=0)
+    noise_excess, sky_residual = measure_excess(flux, sigma, np.stack([r["snr"] for r in rows])[:, 1])
+    telluric = measure_telluric(np.where(bad | andmask, np.nan, flux))
     cont = _binned_median(np.where(bad | andmask, np.nan, flux), 101)
     cont = cont / np.nanmedian(cont, axis=1, keepdims=True)
     cont = np.where(np.isfinite(cont) & (cont > 0), cont, 1.0)
@@ -301,10 +310,72 @@ def build_noise_library(root: str | Path, subdirs: tuple[str, ...] = ("dr10-star
     gr = snr[:, 1:3][np.isfinite(snr[:, 1:3]).all(axis=1)]
     return NoiseLibrary(
         sigma_shape=np.nan_to_num(shape, nan=0.0).astype(np.float32), continuum=cont.astype(np.float32),
-        bad=bad, andmask=andmask & ~bad, snr=snr, sky_excess=np.nan_to_num(sky_excess).astype(np.float32),
+        bad=bad, andmask=andmask & ~bad, snr=snr, noise_excess=noise_excess, sky_residual=sky_residual, telluric=telluric,
         names=names, snr_quantiles=np.quantile(gr, np.linspace(0, 1, 101), axis=0).astype(np.float32),
         source=f"real files under {root}",
     )
+
+
+def _second_difference(x: np.ndarray) -> np.ndarray:
+    """x_i - (x_{i-1} + x_{i+1}) / 2, nan at the ends: removes a smooth continuum, keeps the noise."""
+    out = np.full_like(x, np.nan)
+    out[:, 1:-1] = x[:, 1:-1] - 0.5 * (x[:, :-2] + x[:, 2:])
+    return out
+
+
+def _kernel_second_difference_scale(t: float = NOISE_KERNEL_T) -> float:
+    """Median |second difference| of unit-variance noise correlated by the kernel [t, 1, t]."""
+    rho1, rho2 = 2 * t / (1 + 2 * t * t), t * t / (1 + 2 * t * t)
+    return 0.6745 * np.sqrt(1.5 - 2 * rho1 + 0.5 * rho2)
+
+
+def measure_excess(flux: np.ndarray, sigma: np.ndarray, snr_g: np.ndarray, max_snr: float = 25.0) -> tuple[np.ndarray, np.ndarray]:
+    """(noise_excess, sky_residual) per pixel from donors' real scatter against their ivar.
+
+    Only donors with snr_g < ``max_snr`` count: at higher S/N the curvature of the stars' own lines
+    dominates the second difference. The per-pixel median over donors of |second difference| / sigma,
+    over what correlated Gaussian noise would give, is the total excess e; its median over 100-pixel
+    bins is the smooth part (``noise_excess``, both arms' own levels); what stands above it, in
+    quadrature, is ``sky_residual`` (sharp: the night-sky lines).
+    """
+    low = np.isfinite(snr_g) & (snr_g < max_snr)
+    if low.sum() < 10:  # too few faint donors: take the faintest 10
+        low = np.argsort(np.nan_to_num(snr_g, nan=np.inf))[:10]
+    ratio = np.abs(_second_difference(flux[low])) / sigma[low] / _kernel_second_difference_scale()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        total = np.nanmedian(ratio, axis=0)
+    total = np.where(np.isfinite(total), total, 1.0)
+    smooth = _binned_median(total[None, :], 100)[0]
+    sky = np.sqrt(np.clip(total**2 - smooth**2, 0.0, None))
+    sky = np.where(sky > 0.8 * smooth, sky, 0.0)  # keep real lines (> 1.28x), not the scatter of the median
+    return smooth.astype(np.float32), sky.astype(np.float32)
+
+
+#: Telluric bands LAMOST leaves in the spectra: O2 B band, H2O, O2 A band (vacuum A, with side bands).
+TELLURIC_BANDS = ((6860.0, 6960.0), (7160.0, 7340.0), (7590.0, 7700.0))
+
+
+def measure_telluric(flux: np.ndarray, side: float = 30.0) -> np.ndarray:
+    """Mean transmission in the telluric bands: median over donors of flux / a straight continuum
+    through the side bands. 1 outside the bands."""
+    import warnings
+
+    out = np.ones(N_NATIVE)
+    for lo, hi in TELLURIC_BANDS:
+        band = (WAVELENGTH >= lo) & (WAVELENGTH <= hi)
+        left = (WAVELENGTH >= lo - side) & (WAVELENGTH < lo)
+        right = (WAVELENGTH > hi) & (WAVELENGTH <= hi + side)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fl, fr = np.nanmedian(flux[:, left], axis=1), np.nanmedian(flux[:, right], axis=1)
+            wl, wr = WAVELENGTH[left].mean(), WAVELENGTH[right].mean()
+            cont = fl[:, None] + (fr - fl)[:, None] * (WAVELENGTH[band] - wl) / (wr - wl)
+            t = np.nanmedian(flux[:, band] / cont, axis=0)
+        out[band] = np.clip(np.where(np.isfinite(t), t, 1.0), 0.0, 1.0)
+    return out.astype(np.float32)
 
 
 SUMMARY_PATH = Path(__file__).resolve().parent / "data" / "noise_summary.npz"
@@ -314,17 +385,16 @@ _QLO, _QHI = -2.0, 4.3
 _CONT_KNOTS = 64
 
 
-def save_noise_summary(lib: NoiseLibrary, path: str | Path = SUMMARY_PATH, n_donors: int = 48, seed: int = 0) -> Path:
-    """Write the compact summary shipped with the package: ``n_donors`` donors picked to span the S/N range.
+def save_noise_summary(lib: NoiseLibrary, path: str | Path = SUMMARY_PATH, n_donors: int = 96) -> Path:
+    """Write the compact summary shipped with the package: ``n_donors`` donors evenly spaced in S/N rank.
 
     Kept per donor: the sigma shape (uint8, log-quantised), the continuum at 64 knots (float16), the
-    positions of bad and andmask pixels (uint16 index lists), SNRU..SNRZ. Kept overall: the sky excess
-    (float16) and the (snr_g, snr_r) quantiles of every real file read. Derived statistics, not the files.
+    positions of bad and andmask pixels (uint16 index lists), SNRU..SNRZ. Kept overall: the noise excess,
+    sky residual and telluric curves (float16) and the (snr_g, snr_r) quantiles of every real file read.
+    Derived statistics, not the files.
     """
-    rng = np.random.default_rng(seed)
-    order = np.argsort(np.nan_to_num(lib.snr[:, 1], nan=0.0))
-    picks = np.sort(order[np.linspace(0, len(order) - 1, min(n_donors, len(order))).round().astype(int)])
-    picks = np.unique(np.concatenate([picks, rng.choice(len(lib), 0, replace=False)]))
+    order = np.argsort(np.nan_to_num(lib.snr[:, 1], nan=0.0))  # evenly spaced in S/N rank
+    picks = np.unique(order[np.linspace(0, len(order) - 1, min(n_donors, len(order))).round().astype(int)])
     shape = lib.sigma_shape[picks]
     q = np.where(shape > 0, np.clip(np.round((np.log(np.maximum(shape, 1e-30)) - _QLO) / (_QHI - _QLO) * 254), 0, 254), 255)
     knots = np.linspace(0, N_NATIVE - 1, _CONT_KNOTS).round().astype(int)
@@ -337,7 +407,8 @@ def save_noise_summary(lib: NoiseLibrary, path: str | Path = SUMMARY_PATH, n_don
         sigma_q=q.astype(np.uint8), continuum=lib.continuum[picks][:, knots].astype(np.float16), knots=knots.astype(np.uint16),
         bad_idx=np.concatenate(bad_idx), bad_len=np.array([len(b) for b in bad_idx], np.uint32),
         and_idx=np.concatenate(and_idx), and_len=np.array([len(a) for a in and_idx], np.uint32),
-        snr=lib.snr[picks].astype(np.float32), sky_excess=lib.sky_excess.astype(np.float16),
+        snr=lib.snr[picks].astype(np.float32), noise_excess=lib.noise_excess.astype(np.float16),
+        sky_residual=lib.sky_residual.astype(np.float16), telluric=lib.telluric.astype(np.float16),
         snr_quantiles=lib.snr_quantiles.astype(np.float32), names=np.array([lib.names[i] for i in picks]),
     )
     return path
@@ -360,7 +431,8 @@ def load_noise_summary(path: str | Path = SUMMARY_PATH) -> NoiseLibrary:
         return NoiseLibrary(
             sigma_shape=shape.astype(np.float32), continuum=cont.astype(np.float32),
             bad=unpack(z["bad_idx"], z["bad_len"]), andmask=unpack(z["and_idx"], z["and_len"]),
-            snr=z["snr"], sky_excess=z["sky_excess"].astype(np.float32), names=[str(s) for s in z["names"]],
+            snr=z["snr"], noise_excess=z["noise_excess"].astype(np.float32), sky_residual=z["sky_residual"].astype(np.float32),
+            telluric=z["telluric"].astype(np.float32), names=[str(s) for s in z["names"]],
             snr_quantiles=z["snr_quantiles"], source=f"summary {Path(path).name}",
         )
 
@@ -446,15 +518,17 @@ def add_noise(rng: np.random.Generator, model: np.ndarray, covered: np.ndarray, 
     white = rng.standard_normal((b, N_NATIVE + 2))
     t = NOISE_KERNEL_T
     correlated = (t * white[:, :-2] + white[:, 1:-1] + t * white[:, 2:]) / np.sqrt(1 + 2 * t * t)
-    excess = np.exp(rng.normal(np.log(NOISE_EXCESS_MEDIAN), NOISE_EXCESS_SPREAD, b))[:, None]
+    # The real scatter exceeds the written ivar by a smooth, arm-dependent factor (measured on the
+    # donors) that varies a little from spectrum to spectrum.
+    excess = library.noise_excess[None, :] * np.exp(rng.normal(0.0, NOISE_EXCESS_SPREAD, (b, 1)))
     noise = correlated * sigma * excess
 
-    # Sky-subtraction residuals: a per-spectrum over- or under-subtraction of the night-sky lines, in
-    # units of the noise at the line (the sky lines dominate sigma there, so the excess traces them).
-    sky = library.sky_excess[None, :].astype(np.float64)
-    sky_amp = rng.normal(0.0, 0.6 * sky_scale, (b, 1)) + rng.normal(0.0, 0.4 * sky_scale, (b, N_NATIVE))
-    residual = _smooth_rows(sky_amp * sky * sigma, 3)
-
+    # Sky-subtraction residuals at the night-sky lines: coherent over a line (a line is over- or
+    # under-subtracted as a whole), of the size measured on the donors, a bit different per spectrum.
+    sky = library.sky_residual[None, :].astype(np.float64) * sky_scale
+    amp = np.exp(rng.normal(0.0, 0.3, (b, 1)))
+    coherent = _smooth_rows(rng.standard_normal((b, N_NATIVE)), 3) * np.sqrt(3.0)
+    residual = amp * sky * sigma * coherent
     flux = model + noise + residual
     ivar = np.where(bad, 0.0, 1.0 / np.where(bad, 1.0, sigma) ** 2)
     # What the real files hold where ivar == 0: mostly the interpolated model, sometimes 0.

@@ -186,8 +186,9 @@ def distribution_checks(real: SpectraSet, mock: SpectraSet) -> dict[str, tuple[f
 def run_round(lamost_dir: str | Path, seed: int = 0, epochs: int = 12, simulator_kwargs: dict | None = None) -> dict:
     """One realism round: real A stars (train: non-held-out, eval: held-out) vs matched mocks."""
     real_tr, real_ev = real_a_stars(lamost_dir, held_out=False), real_a_stars(lamost_dir, held_out=True)
-    kwargs = simulator_kwargs or {}
-    sim = Simulator(class_mix=(1, 0, 0), star_types=("A",), snr_distribution=real_tr.snr_g, **kwargs)
+    kwargs = dict(simulator_kwargs or {})
+    kwargs.setdefault("star_types", ("A",))
+    sim = Simulator(class_mix=(1, 0, 0), snr_distribution=real_tr.snr_g, **kwargs)
     mock_tr = mock_a_stars(len(real_tr.flux), seed, real_tr.snr_g, simulator=sim)
     mock_ev = mock_a_stars(len(real_ev.flux), seed + 1, real_ev.snr_g, simulator=sim)
     res = discriminator_auc(prepared(real_tr), prepared(mock_tr), prepared(real_ev), prepared(mock_ev), epochs=epochs, seed=seed)
