@@ -100,7 +100,6 @@ _FITS_TYPES: dict[pa.DataType, tuple[str, str, int | None]] = {
     pa.int16(): ("I", ">i2", -(2**15)),
     pa.float64(): ("D", ">f8", None),
     pa.float32(): ("E", ">f4", None),
-    pa.bool_(): ("L", "i1", None),
 }
 
 
@@ -157,8 +156,6 @@ def _fits_records(batch: pa.RecordBatch, dtype: np.dtype) -> np.ndarray:
             records[f.name] = np.asarray(ascii_only.cast(pa.binary()).to_numpy(zero_copy_only=False), dtype=dtype[f.name])
         elif pa.types.is_floating(f.type):
             records[f.name] = pc.fill_null(column, float("nan")).to_numpy(zero_copy_only=False)
-        elif pa.types.is_boolean(f.type):
-            records[f.name] = pc.fill_null(column, False).to_numpy(zero_copy_only=False).astype("i1") * ord("T")
         else:
             records[f.name] = pc.fill_null(column, _FITS_TYPES[f.type][2]).to_numpy(zero_copy_only=False)
     return records
@@ -289,6 +286,17 @@ def write(catalog: str | Path | ds.Dataset, selection: Selection | None, fmt: st
         raise QueryError(f"unknown format {fmt!r}: choose from csv, parquet, fits, votable")
     if out is None and fmt != "csv":
         raise QueryError(f"--format {fmt} needs --out FILE")
-    if fmt == "fits":
-        return write_fits(catalog, selection, out)
-    return STREAM_WRITERS[fmt](select(catalog, selection), out)
+    if out is None:
+        return write_csv(select(catalog, selection), None)
+    # Written under a hidden name and renamed when complete: a failed export leaves no half file.
+    out = Path(out)
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        if fmt == "fits":
+            rows = write_fits(catalog, selection, partial)
+        else:
+            rows = STREAM_WRITERS[fmt](select(catalog, selection), partial)
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return rows

@@ -551,3 +551,15 @@ def test_batches_from_an_older_schema_read_alike(tmp_path):
     assert t.num_rows == len(ROWS) and t.schema.field("row").type == pa.int64()
     assert t["row"].null_count == len(ROWS)
     assert obsids_of(root, where="snr_pixel IS NULL") == {101, 102, 103, 104, 105, 112}
+
+
+def test_failed_export_leaves_no_file(catalog, tmp_path, monkeypatch):
+    import lamost_classify.export as export
+
+    def broken(batch, dtype):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export, "_fits_records", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write(catalog, None, "fits", tmp_path / "x.fits")
+    assert list(tmp_path.iterdir()) == []
