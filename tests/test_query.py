@@ -536,7 +536,7 @@ def test_docs_snippets_run_and_agree(tmp_path, monkeypatch):
             answers[i] = set(int(x) for x in np.asarray(namespace["qsos"]["obsid"]))
     # the CLI's CSV, DuckDB, pyarrow, astropy (and LSDB when installed): the same two QSOs
     answers["cli"] = set(pacsv.read_csv("qsos.csv")["obsid"].to_pylist())
-    assert len(answers) >= 5
+    assert len(answers) >= 4  # CLI, DuckDB, pyarrow, astropy; LSDB is a fifth when the extra is installed
     assert all(found == {101, 102} for found in answers.values()), answers
 
 
@@ -563,3 +563,9 @@ def test_failed_export_leaves_no_file(catalog, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         write(catalog, None, "fits", tmp_path / "x.fits")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_hats_without_the_extra_is_a_clear_error(catalog, tmp_path, monkeypatch):
+    monkeypatch.setattr("lamost_classify.export.hats_available", lambda: False)
+    result = cli("export", catalog, "--format", "hats", "--out", tmp_path)
+    assert result.exit_code == 1 and "lamost-classify[hats]" in result.output
