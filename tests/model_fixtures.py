@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -36,3 +39,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@functools.lru_cache(maxsize=1)
+def trained_tiny():
+    """A TINY net trained on the line-decides-the-class set (once per test process, ~3-10 s).
+
+    Returns (TrainResult, train_x, train_y, val_x, val_y).
+    """
+    from lamost_classify.model.train import TrainConfig, fit
+
+    x, y = synthetic_spectra(16, seed=1)
+    vx, vy = synthetic_spectra(8, seed=2)
+    config = TrainConfig(preset="fast", model_overrides=TINY, epochs=12, lr=0.01, lr_milestones=(12,),
+                         batch_size=16, per_class=16, augment=False, precise_bn_batches=10,
+                         num_threads=1, progress=False)
+    result = fit(x, y, vx, vy, config, tempfile.mkdtemp(prefix="lamost-tiny-"))
+    return result, x, y, vx, vy

@@ -1,0 +1,224 @@
+"""Classification metrics laid out like the paper's Tables 1 and 2 (section 5.1).
+
+Per class: precision, recall and F1 and their mean over classes; the confusion matrix (rows = true
+class, columns = prediction); precision re-weighted to a target class mix; and all of it again per
+S/N bin. ``evaluate`` returns a plain dict (JSON-able), ``format_report`` prints it next to the
+paper's numbers, ``save_report`` writes JSON and a PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lamost_classify import CLASS_NAMES, SURVEY_PRIOR
+
+# Table 1 of the paper: (precision, recall, F1) on its 89,877-spectrum validation set.
+PAPER_TABLE1: dict[str, tuple[float, float, float]] = {
+    "STAR": (0.9995, 0.9980, 0.9987),
+    "GALAXY": (0.8593, 0.9731, 0.9127),
+    "QSO": (0.9231, 0.9065, 0.9147),
+    "mean": (0.9258, 0.9592, 0.9420),
+}
+# Table 3: mean (precision, recall, F1) and depth of each method.
+PAPER_TABLE3: dict[str, tuple[int, float, float, float]] = {
+    "fc4": (4, 0.4260, 0.2693, 0.3299),
+    "plain_densenet": (36, 0.9013, 0.9294, 0.9151),
+    "paper": (36, 0.9258, 0.9592, 0.9420),
+}
+# (label, low, high): low <= snr < high. Spectra without an S/N go to no bin.
+SNR_BINS: tuple[tuple[str, float, float], ...] = (
+    ("snr<5", -math.inf, 5.0), ("5-10", 5.0, 10.0), ("10-20", 10.0, 20.0), ("snr>20", 20.0, math.inf),
+)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = len(CLASS_NAMES)) -> np.ndarray:
+    """(n_classes, n_classes) int64 counts, rows = true class, columns = predicted class."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes**2).reshape(n_classes, n_classes)
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num / den) if den > 0 else math.nan
+
+
+def _f1(precision: float, recall: float) -> float:
+    if math.isnan(recall):
+        return math.nan  # class absent: undefined
+    if math.isnan(precision) or precision + recall == 0:
+        return 0.0  # present but never (correctly) predicted
+    return 2 * precision * recall / (precision + recall)
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def scores_from_confusion(cm: np.ndarray) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support per class plus their unweighted mean ('mean').
+
+    Undefined values (precision of a class never predicted, recall of an absent class) are NaN and
+    left out of the mean.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    names = CLASS_NAMES[: len(cm)]
+    out: dict[str, dict[str, float]] = {}
+    for c, name in enumerate(names):
+        p = _ratio(cm[c, c], cm[:, c].sum())
+        r = _ratio(cm[c, c], cm[c, :].sum())
+        out[name] = {"precision": p, "recall": r, "f1": _f1(p, r), "support": int(cm[c, :].sum())}
+    out["mean"] = {key: _nanmean([out[n][key] for n in names]) for key in ("precision", "recall", "f1")}
+    out["mean"]["support"] = int(cm.sum())
+    return out
+
+
+def reweighted_precision(cm: np.ndarray, target_prior: Sequence[float]) -> dict[str, float]:
+    """Precision each class would have if the true classes came in ``target_prior`` proportions.
+
+    Each confusion-matrix row is scaled by target share / observed share: recall is unchanged, but
+    at the survey's 98.5:1.2:0.3 a small star -> galaxy rate weighs 80x more than in a balanced set.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    observed = cm.sum(axis=1) / max(cm.sum(), 1)
+    target = np.asarray(target_prior, dtype=np.float64)
+    scale = np.divide(target, observed, out=np.zeros_like(target), where=observed > 0)
+    weighted = cm * scale[:, None]
+    return {name: _ratio(weighted[c, c], weighted[:, c].sum()) for c, name in enumerate(CLASS_NAMES[: len(cm)])}
+
+
+def evaluate(
+    y_true: np.ndarray,
+    predicted: np.ndarray,
+    snr: np.ndarray | None = None,
+    target_prior: Sequence[float] = SURVEY_PRIOR,
+) -> dict:
+    """The full report. ``predicted`` is class indices (B,) or probabilities (B, n_classes)."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    predicted = np.asarray(predicted)
+    y_pred = predicted.argmax(axis=1) if predicted.ndim == 2 else predicted.astype(np.int64)
+    if len(y_pred) != len(y_true):
+        raise ValueError(f"{len(y_true)} labels but {len(y_pred)} predictions")
+    cm = confusion_matrix(y_true, y_pred)
+    report = {
+        "n": int(len(y_true)),
+        "class_names": list(CLASS_NAMES),
+        "scores": scores_from_confusion(cm),
+        "confusion_matrix": cm.tolist(),
+        "target_prior": list(target_prior),
+        "reweighted_precision": reweighted_precision(cm, target_prior),
+        "by_snr": {},
+    }
+    if snr is not None:
+        snr = np.asarray(snr, dtype=np.float64)
+        for label, low, high in SNR_BINS:
+            inside = (snr >= low) & (snr < high)
+            if inside.any():
+                bin_cm = confusion_matrix(y_true[inside], y_pred[inside])
+                report["by_snr"][label] = {
+                    "n": int(inside.sum()),
+                    "scores": scores_from_confusion(bin_cm),
+                    "confusion_matrix": bin_cm.tolist(),
+                }
+    return report
+
+
+def _fmt(value: float) -> str:
+    return "   -  " if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def format_report(report: dict, compare_paper: bool = True) -> str:
+    """Tables 1 and 2 as text, the paper's Table 1 beside ours, then re-weighted precision and S/N bins."""
+    s = report["scores"]
+    lines = [f"Precision, recall and F1 ({report['n']} spectra)" + ("   [paper's Table 1 in brackets]" if compare_paper else "")]
+    lines.append(f"{'':10s}{'Precision':>20s}{'Recall':>20s}{'F1-Score':>20s}{'Support':>10s}")
+    for name in (*CLASS_NAMES, "mean"):
+        row = f"{name.capitalize() if name != 'mean' else 'Average':10s}"
+        for k, key in enumerate(("precision", "recall", "f1")):
+            paper = f" [{PAPER_TABLE1[name][k]:.4f}]" if compare_paper else ""
+            row += f"{_fmt(s[name][key]) + paper:>20s}"
+        lines.append(row + f"{s[name]['support']:>10d}")
+    lines += ["", "Confusion matrix (rows: reference, columns: prediction)"]
+    lines.append(f"{'':10s}" + "".join(f"{n.capitalize():>10s}" for n in CLASS_NAMES))
+    for name, row in zip(CLASS_NAMES, report["confusion_matrix"]):
+        lines.append(f"{name.capitalize():10s}" + "".join(f"{v:>10d}" for v in row))
+    prior = ":".join(f"{100 * p:g}" for p in report["target_prior"])
+    lines += ["", f"Precision re-weighted to a {prior} class mix: "
+              + ", ".join(f"{n} {_fmt(v)}" for n, v in report["reweighted_precision"].items())]
+    if report["by_snr"]:
+        lines += ["", "F1 by S/N bin"]
+        lines.append(f"{'bin':10s}{'n':>8s}" + "".join(f"{n.capitalize():>10s}" for n in (*CLASS_NAMES, "mean")))
+        for label, b in report["by_snr"].items():
+            lines.append(f"{label:10s}{b['n']:>8d}" + "".join(f"{_fmt(b['scores'][n]['f1']):>10s}" for n in (*CLASS_NAMES, "mean")))
+    return "\n".join(lines)
+
+
+def format_table3(rows: dict[str, dict[str, float]]) -> str:
+    """The paper's Table 3: mean precision, recall and F1 per method, ours beside the paper's."""
+    lines = ["Mean precision, recall and F1 per method   [paper's Table 3 in brackets]",
+             f"{'method':16s}{'Precision':>20s}{'Recall':>20s}{'F1-Score':>20s}"]
+    for method, mean in rows.items():
+        paper = PAPER_TABLE3.get("paper" if method not in PAPER_TABLE3 else method)
+        row = f"{method:16s}"
+        for k, key in enumerate(("precision", "recall", "f1")):
+            row += f"{_fmt(mean[key]) + f' [{paper[k + 1]:.4f}]':>20s}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def _jsonable(obj: object) -> object:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def save_report(report: dict, out_dir: str | Path, stem: str = "evaluation") -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.png`` (confusion matrix + F1 per S/N bin) into ``out_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / f"{stem}.json"
+    json_path.write_text(json.dumps(_jsonable(report), indent=2))
+
+    cm = np.asarray(report["confusion_matrix"], dtype=np.float64)
+    row_share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, (ax_cm, ax_snr) = plt.subplots(1, 2, figsize=(11, 4.5))
+    ax_cm.imshow(row_share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(cm)):
+        for j in range(len(cm)):
+            ax_cm.text(j, i, f"{int(cm[i, j])}\n{row_share[i, j]:.1%}", ha="center", va="center",
+                       color="white" if row_share[i, j] > 0.5 else "black", fontsize=9)
+    ax_cm.set_xticks(range(len(cm)), CLASS_NAMES)
+    ax_cm.set_yticks(range(len(cm)), CLASS_NAMES)
+    ax_cm.set_xlabel("prediction")
+    ax_cm.set_ylabel("reference")
+    ax_cm.set_title("Confusion matrix (colour: share of the row)")
+
+    bins = list(report["by_snr"])
+    width = 0.8 / len(CLASS_NAMES)
+    for k, name in enumerate(CLASS_NAMES):
+        f1 = [report["by_snr"][b]["scores"][name]["f1"] for b in bins]
+        ax_snr.bar(np.arange(len(bins)) + (k - 1) * width, np.nan_to_num(f1), width, label=name)
+    ax_snr.set_xticks(range(len(bins)), [f"{b}\n(n={report['by_snr'][b]['n']})" for b in bins])
+    ax_snr.set_ylim(0, 1.05)
+    ax_snr.set_ylabel("F1")
+    ax_snr.set_title("F1 per S/N bin" if bins else "F1 per S/N bin (no S/N given)")
+    ax_snr.legend(loc="lower right")
+    fig.tight_layout()
+    png_path = out_dir / f"{stem}.png"
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return json_path, png_path

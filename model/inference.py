@@ -1,0 +1,83 @@
+"""What the pipeline calls: load a trained model once, then probabilities (and CAMs) per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from lamost_classify import SURVEY_PRIOR
+from lamost_classify.pipeline.grid import N_PIXELS
+
+from .calibration import adjust_to_prior, softmax
+from .cam import class_activation_map
+from .runtime import batched_logits, resolve_device
+from .weights import FLAT_PRIOR, load_weights
+
+
+class Classifier:
+    """A trained network with its temperature and class priors.
+
+    ``predict_proba`` = softmax(logits / T) adjusted from the training prior (flat after balancing)
+    to ``target_prior`` (the survey's mix by default; None keeps the training prior).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        card: dict,
+        device: str = "auto",
+        target_prior: Sequence[float] | None = SURVEY_PRIOR,
+        max_batch: int = 1024,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.card = card
+        self.temperature = float(card.get("temperature", 1.0))
+        self.train_prior = tuple(card.get("train_prior", FLAT_PRIOR))
+        self.target_prior = None if target_prior is None else tuple(target_prior)
+        self.max_batch = max_batch
+        self.name = f"{card.get('name', model.preset)}@{str(card.get('weights_sha256', ''))[:12]}"
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path | None = None,
+        device: str = "auto",
+        target_prior: Sequence[float] | None = SURVEY_PRIOR,
+    ) -> Classifier:
+        """``model``: None or 'default' (shipped weights), another shipped name, or a .safetensors path."""
+        net, card = load_weights(model, device="cpu")
+        return cls(net, card, device, target_prior)
+
+    def _check(self, flux: np.ndarray) -> np.ndarray:
+        flux = np.asarray(flux)
+        if flux.ndim == 1:
+            flux = flux[None, :]
+        if flux.ndim != 2 or flux.shape[1] != N_PIXELS:
+            raise ValueError(f"expected normalised spectra of shape (batch, {N_PIXELS}), got {flux.shape}")
+        return flux
+
+    def logits(self, flux: np.ndarray) -> np.ndarray:
+        """Raw network outputs (B, 3) float32, before temperature and prior."""
+        return batched_logits(self.model, self._check(flux), self.device, self.max_batch)
+
+    def predict_proba(self, flux: np.ndarray) -> np.ndarray:
+        """(B, 3) float32 probabilities of STAR, GALAXY, QSO. Rows with NaN input come back NaN."""
+        probs = softmax(self.logits(flux), self.temperature)
+        if self.target_prior is not None:
+            probs = adjust_to_prior(probs, self.target_prior, self.train_prior)
+        return probs.astype(np.float32)
+
+    def cam(self, flux: np.ndarray) -> np.ndarray:
+        """Class activation maps (B, 2600) float32 in [0, 1] of the class ``predict_proba`` picks."""
+        flux = self._check(flux)
+        if len(flux) == 0:
+            return np.zeros((0, N_PIXELS), np.float32)
+        chosen = self.predict_proba(flux).argmax(axis=1)
+        return np.concatenate([
+            class_activation_map(self.model, flux[i:i + self.max_batch], chosen[i:i + self.max_batch])
+            for i in range(0, len(flux), self.max_batch)
+        ])

@@ -1,0 +1,265 @@
+"""Training (section 4.3): Adam, cross-entropy, lr 0.01 divided by 10 at epochs 10, 30 and 50, 60
+epochs, the epoch of lowest validation loss kept. Every choice is a ``TrainConfig`` field.
+
+Per epoch: a fresh 1:1:1 balanced, augmented draw of the training set (``augment.BalancedSpectra``),
+one pass over it, the validation loss, a row in ``log.csv`` and ``log.jsonl``, the loss curves in
+``loss.png`` (the paper's fig. 9, redrawn at most once a minute and at the end) and ``checkpoint.pt`` (model, optimizer, scheduler, RNG, best
+epoch so far). A run pointed at a directory holding a checkpoint carries on from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .augment import BAD_PIXEL_MAX_LENGTH, NOISE_SIGMA, BalancedSpectra
+from .densenet import build_model, config_dict
+from .evaluate import confusion_matrix, scores_from_confusion
+from .runtime import batched_logits, resolve_device, set_threads
+
+CHECKPOINT = "checkpoint.pt"
+PLOT_INTERVAL_S = 60.0  # loss.png is redrawn at most this often, and at the end
+# Fields that must match for a checkpoint to be resumed: they define the model and the data it saw.
+_RESUME_KEYS = ("preset", "model_overrides", "seed", "per_class", "augment", "noise_sigma", "bad_pixel_max_length",
+                "batch_size", "lr", "lr_milestones", "lr_gamma", "weight_decay", "precise_bn_batches")
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "fast"
+    model_overrides: dict = field(default_factory=dict)  # build_model(preset, **model_overrides)
+    epochs: int = 60
+    lr: float = 0.01
+    lr_milestones: tuple[int, ...] = (10, 30, 50)  # lr *= lr_gamma after these epochs
+    lr_gamma: float = 0.1
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    seed: int = 0
+    per_class: int | None = None  # spectra per class per epoch; None = the median class size
+    augment: bool = True
+    noise_sigma: float = NOISE_SIGMA
+    bad_pixel_max_length: int = BAD_PIXEL_MAX_LENGTH
+    precise_bn_batches: int = 50  # re-estimate BatchNorm statistics on this many batches per epoch; 0 = off
+    device: str = "auto"
+    num_threads: int | None = None  # None = every CPU this process may use
+    resume: bool = True
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module  # in eval mode, holding the best epoch's weights
+    best_epoch: int
+    best_val_loss: float
+    history: list[dict]  # one dict per epoch, as in log.jsonl
+    out_dir: Path
+    device: str
+
+
+def _comparable(config: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items() if k in _RESUME_KEYS}
+
+
+def _validate(model: nn.Module, val_x: np.ndarray, val_y: np.ndarray, config: TrainConfig, device) -> dict:
+    logits = batched_logits(model, val_x, device, config.eval_batch_size)
+    loss = nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(np.asarray(val_y, np.int64)))
+    scores = scores_from_confusion(confusion_matrix(val_y, logits.argmax(axis=1)))
+    return {"val_loss": float(loss), "val_accuracy": float((logits.argmax(axis=1) == val_y).mean()),
+            "val_f1_mean": scores["mean"]["f1"]}
+
+
+def recompute_batchnorm(model: nn.Module, batches, device) -> None:
+    """Replace BatchNorm running statistics by their plain average over ``batches`` of training data.
+
+    The running averages (momentum 0.1) trail the weights by ~10 steps; while the weights still move
+    fast (lr 0.01, or a small data set), eval-mode outputs then differ from training-mode ones and the
+    validation loss that picks the best epoch jumps about. Re-estimating them with the epoch's final
+    weights ("precise BN", Wu & Johnson 2021) makes eval mode match the network that was trained.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # None = cumulative average over the batches seen
+    was_training = model.training
+    model.train()
+    with torch.no_grad():
+        for x, _ in batches:
+            model(x.to(device, non_blocking=True))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+
+
+def _write_logs(history: list[dict], out_dir: Path) -> None:
+    """Rewrite the logs from the whole history, so that a resumed run leaves no duplicate rows."""
+    with open(out_dir / "log.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    (out_dir / "log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history))
+
+
+def plot_loss_curves(history: list[dict], path: Path, best_epoch: int | None = None) -> None:
+    """Training and validation loss per epoch (the paper's fig. 9), the kept epoch marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(epochs, [row["train_loss"] for row in history], "o-", ms=3, label="training (balanced, augmented)")
+    ax.plot(epochs, [row["val_loss"] for row in history], "o-", ms=3, label="validation")
+    if best_epoch:
+        ax.axvline(best_epoch, color="grey", ls=":", label=f"kept: epoch {best_epoch}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy loss")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a run killed mid-write leaves the previous checkpoint whole
+
+
+def fit(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    config: TrainConfig,
+    out_dir: str | Path,
+) -> TrainResult:
+    """Train ``config.preset`` on normalised spectra (N, n_pixels) float32 and labels (N,) in 0..2.
+
+    The arrays are read batch by batch (memory maps are fine) and never copied whole.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    set_threads(config.num_threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True  # same seed, same result, at some speed cost
+    train_y = np.asarray(train_y, dtype=np.int64)
+    val_y = np.asarray(val_y, dtype=np.int64)
+    if len(val_y) == 0:
+        raise ValueError("the validation set is empty: the best epoch is chosen on it")
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.preset, **config.model_overrides).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_gamma)
+    data = BalancedSpectra(train_x, train_y, config.seed, config.per_class, config.augment,
+                           config.noise_sigma, config.bad_pixel_max_length)
+    history: list[dict] = []
+    best = {"epoch": 0, "val_loss": float("inf"), "model": None}
+    start_epoch = 1
+
+    ckpt_path = out_dir / CHECKPOINT
+    saved_config = dataclasses.asdict(config)
+    if config.resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        differs = {k: (state["config"].get(k), v) for k, v in _comparable(saved_config).items()
+                   if _comparable(state["config"]).get(k) != v}
+        if differs:
+            raise ValueError(
+                f"{ckpt_path} was written with other settings; resume it with the same ones, or train "
+                f"into another directory (or without resuming). Differences (checkpoint, now): {differs}"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+        if start_epoch <= config.epochs:
+            print(f"resuming from {ckpt_path}: epoch {state['epoch']} done, best epoch {best['epoch']}")
+
+    last_plot = time.monotonic()
+    for epoch in range(start_epoch, config.epochs + 1):
+        data.set_epoch(epoch)
+        model.train()
+        lr = optimizer.param_groups[0]["lr"]
+        total, count, started = 0.0, 0, time.perf_counter()
+        n_batches = -(-len(data) // config.batch_size)
+        with tqdm(total=n_batches, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress,
+                  leave=False, unit="batch") as bar:
+            for x, y in data.batches(config.batch_size):
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                loss = nn.functional.cross_entropy(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(y)
+                count += len(y)
+                bar.update()
+                bar.set_postfix(loss=f"{total / count:.4f}")
+        train_seconds = time.perf_counter() - started
+        if config.precise_bn_batches:
+            recompute_batchnorm(model, itertools.islice(data.batches(config.batch_size), config.precise_bn_batches),
+                                device)
+        scheduler.step()
+        row = {"epoch": epoch, "lr": lr, "train_loss": total / max(count, 1),
+               **_validate(model, val_x, val_y, config, device),
+               "train_spectra_per_s": count / train_seconds, "seconds": time.perf_counter() - started}
+        history.append(row)
+        if row["val_loss"] < best["val_loss"]:
+            best = {"epoch": epoch, "val_loss": row["val_loss"],
+                    "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        _save_checkpoint(ckpt_path, {
+            "epoch": epoch, "config": saved_config, "model_config": config_dict(model),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(), "history": history, "best": best,
+        })
+        _write_logs(history, out_dir)
+        if time.monotonic() - last_plot > PLOT_INTERVAL_S:  # drawing costs ~0.2 s: not after every short epoch
+            plot_loss_curves(history, out_dir / "loss.png", best["epoch"])
+            last_plot = time.monotonic()
+        if config.progress:
+            print(f"epoch {epoch:3d}  lr {lr:.0e}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
+                  f"val F1 {row['val_f1_mean']:.4f}  {row['train_spectra_per_s']:.0f} spectra/s")
+
+    if history:
+        plot_loss_curves(history, out_dir / "loss.png", best["epoch"])
+    if best["model"] is not None:
+        model.load_state_dict(best["model"])
+    model.eval()
+    return TrainResult(model=model, best_epoch=best["epoch"], best_val_loss=best["val_loss"],
+                       history=history, out_dir=out_dir, device=str(device))
+
+
+def ablation_configs(config: TrainConfig) -> dict[str, TrainConfig]:
+    """The paper's Table 3 comparison at the size of ``config.preset``, all with ``config``'s recipe:
+    ``fc4``, the plain DenseNet with the preset's widths and depth, and the preset itself."""
+    from .baselines import plain_densenet_widths
+    from .densenet import PRESETS, DenseNetConfig
+
+    base = PRESETS[config.preset]
+    if not isinstance(base, DenseNetConfig):
+        raise ValueError(f"the ablation compares DenseNets: {config.preset!r} is not one")
+    widths = plain_densenet_widths({**dataclasses.asdict(base), **config.model_overrides})
+    return {
+        "fc4": dataclasses.replace(config, preset="fc4", model_overrides={}),
+        "plain_densenet": dataclasses.replace(config, preset="plain_densenet", model_overrides=widths),
+        config.preset: config,
+    }

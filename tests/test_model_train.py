@@ -1,0 +1,89 @@
+"""The training loop learns, logs, checkpoints and resumes (section 4.3)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from model_fixtures import TINY, one_torch_thread, synthetic_spectra, trained_tiny  # noqa: F401
+
+from lamost_classify.model.runtime import batched_logits
+from lamost_classify.model.train import CHECKPOINT, TrainConfig, ablation_configs, fit
+
+
+def test_a_tiny_net_overfits_a_tiny_set_to_100_percent():
+    result, x, y, vx, vy = trained_tiny()
+    assert (batched_logits(result.model, x).argmax(axis=1) == y).mean() == 1.0
+    assert not result.model.training
+    first, last = result.history[0], result.history[-1]
+    assert last["train_loss"] < 0.5 * first["train_loss"]
+    assert result.best_val_loss == min(row["val_loss"] for row in result.history)
+    assert result.history[result.best_epoch - 1]["val_loss"] == result.best_val_loss
+
+
+def test_training_writes_logs_curves_and_a_checkpoint():
+    result, *_ = trained_tiny()
+    out = result.out_dir
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 13))
+    assert {"lr", "train_loss", "val_loss", "val_accuracy", "val_f1_mean", "train_spectra_per_s"} <= set(rows[0])
+    assert [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()] == list(range(1, 13))
+    assert (out / "loss.png").stat().st_size > 1000
+    state = torch.load(out / CHECKPOINT, weights_only=True)  # no pickled code needed
+    assert state["epoch"] == 12 and {"model", "optimizer", "scheduler", "torch_rng", "best"} <= set(state)
+
+
+def test_learning_rate_follows_the_milestones(tmp_path):
+    x, y = synthetic_spectra(3, seed=0)
+    config = TrainConfig(preset="fc4", epochs=5, lr=0.01, lr_milestones=(2, 4), batch_size=9, per_class=3,
+                         augment=False, num_threads=1, progress=False)
+    result = fit(x, y, x, y, config, tmp_path)
+    assert [row["lr"] for row in result.history] == pytest.approx([0.01, 0.01, 0.001, 0.001, 0.0001])
+
+
+def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(tmp_path):
+    x, y = synthetic_spectra(6, seed=3)
+    vx, vy = synthetic_spectra(2, seed=4)
+    config = TrainConfig(preset="fast", model_overrides=TINY, epochs=3, lr=0.003, batch_size=6,
+                         lr_milestones=(2,), precise_bn_batches=2, num_threads=1, progress=False)
+    straight = fit(x, y, vx, vy, config, tmp_path / "straight")
+    # The same run, stopped after epoch 2 (as a kill would leave it) and started again.
+    interrupted = TrainConfig(**{**config.__dict__, "epochs": 2})
+    fit(x, y, vx, vy, interrupted, tmp_path / "resumed")
+    assert torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=True)["epoch"] == 2
+    resumed = fit(x, y, vx, vy, config, tmp_path / "resumed")
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
+    # Other settings in the same directory are refused, with the differences named.
+    with pytest.raises(ValueError, match="seed"):
+        fit(x, y, vx, vy, TrainConfig(**{**config.__dict__, "seed": 9}), tmp_path / "resumed")
+
+
+def test_same_seed_same_model(tmp_path):
+    x, y = synthetic_spectra(4, seed=5)
+    config = TrainConfig(preset="fc4", epochs=2, batch_size=4, num_threads=1, progress=False)
+    a = fit(x, y, x, y, config, tmp_path / "a").model
+    b = fit(x, y, x, y, config, tmp_path / "b").model
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_empty_validation_set_is_refused(tmp_path):
+    x, y = synthetic_spectra(2)
+    with pytest.raises(ValueError, match="validation set is empty"):
+        fit(x, y, x[:0], y[:0], TrainConfig(preset="fc4", epochs=1, progress=False), tmp_path)
+
+
+def test_ablation_trains_the_three_methods_with_one_recipe():
+    config = TrainConfig(preset="fast", model_overrides={"growth_rate": 8}, epochs=7, lr=0.002)
+    configs = ablation_configs(config)
+    assert list(configs) == ["fc4", "plain_densenet", "fast"]
+    assert all(c.epochs == 7 and c.lr == 0.002 for c in configs.values())
+    plain = configs["plain_densenet"].model_overrides
+    assert plain["growth_rate"] == 8 and plain["stem_stride"] == 4 and plain["kernel_sizes"] == (3,)
+    assert plain["se_reduction"] == 0 and plain["cross_scale"] is False
+    assert plain["branch_channels"] == 8 * 4  # the single kernel is as wide as the four scales were
