@@ -153,7 +153,8 @@ def _fits_records(batch: pa.RecordBatch, dtype: np.dtype) -> np.ndarray:
         if pa.types.is_string(f.type):
             # FITS strings are ASCII: anything else becomes '?'.
             ascii_only = pc.replace_substring_regex(pc.fill_null(column, ""), r"[^\x00-\x7f]", "?")
-            records[f.name] = np.asarray(ascii_only.cast(pa.binary()).to_numpy(zero_copy_only=False), dtype=dtype[f.name])
+            as_bytes = ascii_only.cast(pa.binary()).to_numpy(zero_copy_only=False)
+            records[f.name] = np.asarray(as_bytes, dtype=dtype[f.name])
         elif pa.types.is_floating(f.type):
             records[f.name] = pc.fill_null(column, float("nan")).to_numpy(zero_copy_only=False)
         else:

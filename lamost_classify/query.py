@@ -10,8 +10,8 @@ Stages, in the order data flows:
 4. ``read_table`` / ``stats``: an astropy Table with units, or counts and histograms.
 
 The connection DuckDB runs in can read the catalog's Parquet files and no other file
-(``allowed_paths``, ``enable_external_access=false``, configuration locked), and the user's ``--where`` text is parsed by DuckDB and checked node by node against an allow
-list before it is run, so a condition can read the catalog and nothing else.
+(``allowed_paths``, ``enable_external_access=false``, configuration locked), and the user's
+``--where`` text is parsed by DuckDB and checked node by node against an allow list before it is run, so a condition can read the catalog and nothing else.
 """
 
 from __future__ import annotations
@@ -121,8 +121,8 @@ class Selection:
     to the row's own class); ``min_confidence`` to the top class probability whatever the class.
     ``flags`` holds flag tests that must all hold, each a ``--flags`` text ('any', 'none',
     'LOW_SNR,MANY_MASKED', 'all:A,B', 'none:UNUSABLE', see ``parse_flag_test``) or a (mode, mask)
-    pair with mode any/all/none: at least one / all / none of the mask's bits set. ``disagree``: our class and LAMOST's are both one of STAR/GALAXY/QSO and
-    differ (LAMOST's 'Unknown' is no disagreement). ``where`` is an SQL condition on the catalog's
+    pair with mode any/all/none: at least one / all / none of the mask's bits set. ``disagree``: our
+    class and LAMOST's are both one of STAR/GALAXY/QSO and differ (LAMOST's 'Unknown' is no disagreement). ``where`` is an SQL condition on the catalog's
     columns, checked by ``validate_where``.
     """
 
@@ -261,7 +261,8 @@ def selection_sql(selection: Selection, columns: Sequence[str]) -> str:
     # Probabilities are float32: compare in float32 so that '>= 0.9' keeps a stored 0.9 (0.89999998).
     if selection.min_prob is not None:
         p = f"CAST({_sql_float(selection.min_prob)} AS FLOAT)"
-        parts.append("(" + " OR ".join(f"(\"class\" = '{c}' AND {PROB_COLUMN[c]} >= {p})" for c in selection.classes) + ")")
+        tests = [f"(\"class\" = '{c}' AND {PROB_COLUMN[c]} >= {p})" for c in selection.classes]
+        parts.append(" OR ".join(tests))
     if selection.min_confidence is not None:
         parts.append(f"confidence >= CAST({_sql_float(selection.min_confidence)} AS FLOAT)")
     for mode, mask in selection.flags:
@@ -481,12 +482,17 @@ def output_schema(schema: pa.Schema) -> pa.Schema:
             typ = typ.value_type
         if pa.types.is_string_view(typ) or pa.types.is_large_string(typ):
             typ = pa.string()
-        meta = known[f.name].metadata if f.name in known else DIST_FIELD.metadata if f.name == DIST_COLUMN else f.metadata
+        if f.name in known:
+            meta = known[f.name].metadata
+        else:
+            meta = DIST_FIELD.metadata if f.name == DIST_COLUMN else f.metadata
         fields.append(pa.field(f.name, typ, nullable=f.nullable, metadata=meta))
     return pa.schema(fields)
 
 
-def select(catalog: str | Path | ds.Dataset, selection: Selection | None = None, batch_rows: int = BATCH_ROWS) -> pa.RecordBatchReader:
+def select(
+    catalog: str | Path | ds.Dataset, selection: Selection | None = None, batch_rows: int = BATCH_ROWS
+) -> pa.RecordBatchReader:
     """Stream the selected rows as Arrow record batches (schema with units and descriptions).
 
     DuckDB pushes the column list and the simple parts of the condition into the Parquet scan; rows
@@ -608,7 +614,8 @@ def stats(catalog: str | Path | ds.Dataset, selection: Selection | None = None) 
     selection = selection or Selection()
     dataset = catalog if isinstance(catalog, ds.Dataset) else open_catalog(catalog)
     where = selection_sql(selection, dataset.schema.names)
-    source = f"(SELECT * FROM catalog WHERE {where}" + (f" LIMIT {int(selection.limit)})" if selection.limit is not None else ")")
+    limit = f" LIMIT {int(selection.limit)}" if selection.limit is not None else ""
+    source = f"(SELECT * FROM catalog WHERE {where}{limit})"
     bits = ", ".join(
         f"sum(CASE WHEN (coalesce(flags, 0) & {int(f)}) <> 0 THEN 1 ELSE 0 END) AS {_ident(f.name)}" for f in Flag
     )
