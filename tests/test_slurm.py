@@ -313,6 +313,21 @@ def test_sigterm_to_the_run_cancels_its_jobs(slurm, jobqueue_dir):
 # --- end to end: lamost-classify run --cluster slurm -----------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    """A small untrained DenseNet: these tests check the plumbing (every input once, same rows as a
+    local run), not the classes."""
+    import torch
+
+    from lamost_classify.model.densenet import build_model
+    from lamost_classify.model.weights import save_weights
+
+    torch.manual_seed(3)
+    widths = {"growth_rate": 4, "branch_channels": 2, "stem_channels": 4, "n_dense_blocks": 2}
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    return str(save_weights(build_model("fast", **widths), path, name="tiny-slurm", overrides=widths))
+
+
 def write_spectra(directory: Path, n: int, seed: int = 5) -> list[Path]:
     """``n`` small LAMOST v2 files (a smooth continuum with absorption lines and noise), and one that is
     not FITS, which must come out as a flagged row."""
@@ -349,9 +364,10 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.Popen:
 
 
 @pytest.mark.slurm
-def test_run_on_slurm_matches_a_local_run(slurm, jobqueue_dir, tmp_path):
+@pytest.mark.slow
+def test_run_on_slurm_matches_a_local_run(slurm, jobqueue_dir, tiny_model, tmp_path):
     sources = write_spectra(tmp_path / "spectra", 23)
-    common = ["--input", str(tmp_path / "spectra"), "--batch-size", "4", "--no-progress"]
+    common = ["--input", str(tmp_path / "spectra"), "--model", tiny_model, "--batch-size", "4", "--no-progress"]
     t0 = time.monotonic()
     proc = run_cli([*common, "--output", str(tmp_path / "on-slurm"), "--cluster", "slurm", "--cpu-jobs", "1",
                     "--gpu-jobs", "1", "--jobqueue-config", str(jobqueue_dir / "jobqueue.yaml")], tmp_path)
@@ -386,11 +402,12 @@ def test_run_on_slurm_matches_a_local_run(slurm, jobqueue_dir, tmp_path):
 
 
 @pytest.mark.slurm
-def test_run_survives_scancel_of_a_worker_job(slurm, jobqueue_dir, tmp_path):
-    n = 80
+@pytest.mark.slow
+def test_run_survives_scancel_of_a_worker_job(slurm, jobqueue_dir, tiny_model, tmp_path):
+    n = 40
     sources = write_spectra(tmp_path / "spectra", n)
     out = tmp_path / "catalog"
-    args = ["--input", str(tmp_path / "spectra"), "--batch-size", "2", "--no-progress", "--output", str(out),
+    args = ["--input", str(tmp_path / "spectra"), "--model", tiny_model, "--batch-size", "2", "--no-progress", "--output", str(out),
             "--cluster", "slurm", "--cpu-jobs", "1", "--gpu-jobs", "1", "--jobqueue-config",
             str(jobqueue_dir / "jobqueue.yaml")]
     proc = run_cli(args, tmp_path)
@@ -409,6 +426,7 @@ def test_run_survives_scancel_of_a_worker_job(slurm, jobqueue_dir, tmp_path):
     output = proc.stdout.read()
     print(output)
     assert cancelled is not None, f"the run ended before a worker job could be cancelled:\n{output}"
+    print(f"scancel {cancelled[0]} after {cancelled[1]} batches were written")
     n_batches = (n + 1 + 1) // 2
     assert cancelled[1] < n_batches, "the run had finished before the scancel: make it longer"
     if proc.returncode != 0:  # a rerun of the same command resumes
