@@ -72,6 +72,7 @@ def run(release, data_root, inputs, output, model, scheduler, cluster, workers, 
     from lamost_classify.pipeline.manifest import ResumeRefused
     from lamost_classify.pipeline.run import RunOptions
     from lamost_classify.pipeline.run import run as run_pipeline
+    from lamost_classify.pipeline.slurm import SlurmClusterError
 
     if not release and not inputs:
         raise click.UsageError("give --release (with --data-root) or --input; try --release sample")
@@ -87,7 +88,7 @@ def run(release, data_root, inputs, output, model, scheduler, cluster, workers, 
     )
     try:
         summary = run_pipeline(opts, log=click.echo)
-    except (ResumeRefused, ValueError, FileNotFoundError, KeyError) as exc:
+    except (ResumeRefused, SlurmClusterError, ValueError, FileNotFoundError, KeyError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
         f"{summary['spectra']} spectra -> {output} in {summary['wall_time_s']} s "
