@@ -439,3 +439,32 @@ def test_run_survives_scancel_of_a_worker_job(slurm, jobqueue_dir, tiny_model, t
     assert sum(c is not None for c in catalog["class"]) == n  # every good spectrum classified
     run_id = cancelled[0][1].split("-")[2]
     assert squeue(run_id) == []
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_sbatch_script_runs_everything_in_one_allocation(slurm, tiny_model, tmp_path):
+    sources = write_spectra(tmp_path / "spectra", 11)
+    out = tmp_path / "catalog"
+    log = tmp_path / "job.out"
+    # The test node has 2 cores: one GPU worker and one reader.
+    submit = subprocess.run(
+        ["sbatch", "--parsable", "--ntasks=2", "--mem-per-cpu=2G", "--time=00:10:00", f"--output={log}",
+         f"--export=ALL,PYTHON={sys.executable}", str(DEPLOY / "lamost-classify.sbatch"),
+         "--input", str(tmp_path / "spectra"), "--model", tiny_model, "--output", str(out), "--batch-size", "4"],
+        capture_output=True, text=True, cwd=tmp_path, check=True)
+    job_id = submit.stdout.strip().split(";")[0]
+    deadline = time.monotonic() + 180
+    while any(i == job_id for i, _, _ in squeue()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    text = log.read_text() if log.exists() else ""
+    if any(i == job_id for i, _, _ in squeue()):
+        subprocess.run(["scancel", job_id])
+        pytest.fail(f"the job did not finish in 180 s:\n{text[-3000:]}")
+    assert "2 workers connected" in text, text[-3000:]
+    assert "12 spectra ->" in text, text[-3000:]
+    catalog = read_catalog(out)
+    assert sorted(catalog["source"]) == sorted(str(p) for p in sources)
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["inference_workers"]) == 1  # the srun step with --resources GPU=1
+    assert not list(tmp_path.glob(".lamost-scheduler-*.json"))  # cleaned up
