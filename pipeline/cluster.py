@@ -26,6 +26,7 @@ def open_client(
     gpu_jobs: int = 0,
     adapt: tuple[int, int] | None = None,
     jobqueue_config: Path | None = None,
+    wait_timeout: float = 120.0,
     log=print,
 ) -> Iterator[Client]:
     if scheduler:
@@ -36,7 +37,7 @@ def open_client(
         from .slurm import slurm_cluster
 
         with slurm_cluster(cpu_jobs=cpu_jobs, gpu_jobs=gpu_jobs, adapt=adapt, jobqueue_config=jobqueue_config,
-                           log=log) as client:
+                           wait_timeout=wait_timeout, log=log) as client:
             yield client
         return
     if cluster != "local":

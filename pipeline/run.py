@@ -41,6 +41,7 @@ class RunOptions:
     gpu_jobs: int = 0
     adapt: tuple[int, int] | None = None
     jobqueue_config: Path | None = None
+    wait_timeout: float = 120.0
     progress: bool = True
 
 
@@ -103,7 +104,7 @@ def run(opts: RunOptions, log=print) -> dict:
     graph_result = None
     if todo:
         with open_client(opts.scheduler, opts.cluster, opts.n_workers, opts.cpu_jobs, opts.gpu_jobs, opts.adapt,
-                         opts.jobqueue_config, log=log) as client:
+                         opts.jobqueue_config, opts.wait_timeout, log=log) as client:
             if client.dashboard_link:
                 log(f"Dask dashboard: {client.dashboard_link}")
             bar = _progress(len(todo), opts.progress)

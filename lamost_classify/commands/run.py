@@ -55,9 +55,11 @@ def _parse_adapt(ctx, param, value: str | None) -> tuple[int, int] | None:
 @click.option("--adapt", callback=_parse_adapt, default=None, help="SLURM: adaptive MIN:MAX jobs instead of fixed counts.")
 @click.option("--jobqueue-config", type=click.Path(path_type=Path, exists=True), default=None,
               help="SLURM: jobqueue.yaml (default: deploy/jobqueue.yaml shipped with the package).")
+@click.option("--wait-timeout", type=float, default=120.0, show_default=True,
+              help="SLURM: seconds to wait for the first workers before giving up (queues can be slow).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def run(release, data_root, inputs, output, model, scheduler, cluster, workers, batch_size, device, resume,
-        save_flux, save_cam, prior, cpu_jobs, gpu_jobs, adapt, jobqueue_config, progress) -> None:
+        save_flux, save_cam, prior, cpu_jobs, gpu_jobs, adapt, jobqueue_config, wait_timeout, progress) -> None:
     """Classify a data release (or any spectra) into a Parquet catalog, exactly once per input.
 
     \b
@@ -84,7 +86,8 @@ def run(release, data_root, inputs, output, model, scheduler, cluster, workers, 
         output=output, release=release, data_root=data_root, inputs=list(inputs), model=model,
         scheduler=scheduler, cluster=cluster, n_workers=workers, batch_size=batch_size, device=device,
         overwrite=not resume, save_flux=save_flux, save_cam=save_cam, target_prior=prior, cpu_jobs=cpu_jobs,
-        gpu_jobs=gpu_jobs, adapt=adapt, jobqueue_config=jobqueue_config, progress=progress,
+        gpu_jobs=gpu_jobs, adapt=adapt, jobqueue_config=jobqueue_config, wait_timeout=wait_timeout,
+        progress=progress,
     )
     try:
         summary = run_pipeline(opts, log=click.echo)
