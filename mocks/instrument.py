@@ -51,6 +51,8 @@ SNR_BANDS: dict[str, tuple[float, float]] = {
     "u": (3650.0, 3850.0), "g": (4050.0, 5300.0), "r": (5500.0, 6900.0), "i": (6800.0, 8200.0), "z": (8200.0, 9100.0),
 }
 
+SNR_WINDOW_G = (WAVELENGTH > SNR_BANDS["g"][0]) & (WAVELENGTH < SNR_BANDS["g"][1])
+
 #: The arm join: the blue arm ends and the red arm starts in this range (dichroic at ~5900 A).
 ARM_JOIN = (5700.0, 5900.0)
 
@@ -231,6 +233,7 @@ def _read_real(path: Path) -> dict | None:
                 flux, ivar, andmask = img[0], img[1], img[3]
             coeff0 = float(hdr.get("COEFF0", LOGLAM0))
             snr = [hdr.get(f"SNR{b}", hdr.get(f"SN_{b}")) for b in "UGRIZ"]
+            subclass = str(hdr.get("SUBCLASS", "")).strip()
     except Exception:  # an unreadable donor is skipped, not fatal
         return None
     offset = int(round((coeff0 - LOGLAM0) / LOG_STEP))
@@ -239,6 +242,7 @@ def _read_real(path: Path) -> dict | None:
     for k, v in (("flux", flux), ("ivar", ivar), ("andmask", andmask)):
         out[k][lo:hi] = v[lo - offset : hi - offset]
     out["snr"] = np.array([np.nan if s is None or s < 0 else float(s) for s in snr], dtype=np.float32)
+    out["subclass"] = subclass
     return out
 
 

@@ -35,16 +35,12 @@ class SpectraSet:
 
 def real_a_stars(lamost_dir: str | Path, held_out: bool) -> SpectraSet:
     """Real dr10-stars-A spectra of SUBCLASS A*, either the held-out ones or the others."""
-    from astropy.io import fits
-
     rows, names, snr = [], [], []
     for p in instrument.real_files(lamost_dir, ("dr10-stars-A",)):
         if is_held_out(p) != held_out:
             continue
-        if not str(fits.getval(p, "SUBCLASS")).strip().startswith("A"):
-            continue
         r = _read_real(p)
-        if r is None or not np.isfinite(r["snr"][1]):
+        if r is None or not r["subclass"].startswith("A") or not np.isfinite(r["snr"][1]):
             continue
         rows.append(r)
         names.append(p.name)
@@ -141,7 +137,7 @@ def discriminator_auc(real_train: np.ndarray, mock_train: np.ndarray, real_eval:
                                saliency=saliency, n_train=len(x_train), n_eval=len(x_eval))
 
 
-def saliency_regions(saliency: np.ndarray, top: int = 6, width_a: float = 100.0) -> list[tuple[float, float]]:
+def saliency_regions(saliency: np.ndarray, top: int = 8, width_a: float = 50.0) -> list[tuple[float, float]]:
     """The ``top`` wavelength windows (centre A, share of total saliency) where the discriminator looks most."""
     from lamost_classify.pipeline.grid import WAVELENGTH as GRID
 
@@ -195,3 +191,27 @@ def run_round(lamost_dir: str | Path, seed: int = 0, epochs: int = 12, simulator
     return {"auc": res.auc, "train_auc": res.train_auc, "regions": saliency_regions(res.saliency),
             "saliency": res.saliency, "ks": distribution_checks(real_ev, mock_ev),
             "n_real_train": len(real_tr.flux), "n_real_eval": len(real_ev.flux)}
+
+
+TEST_AUC_BOUND = 0.80  #: what tests/test_mocks_realism.py asserts (4 epochs, seed 0); see docs/realism.md
+
+
+def main() -> None:
+    """``python -m lamost_classify.mocks.realism [LAMOST_DIR] [EPOCHS]``: one realism round, printed."""
+    import sys
+
+    lamost_dir = sys.argv[1] if len(sys.argv) > 1 else instrument.default_lamost_dir()
+    if lamost_dir is None:
+        raise SystemExit("no real LAMOST files: give the directory holding dr10-stars-A/")
+    epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 12
+    r = run_round(lamost_dir, epochs=epochs)
+    print(f"discriminator AUC {r['auc']:.3f} (train {r['train_auc']:.3f}); real A stars: "
+          f"{r['n_real_train']} train (not held out), {r['n_real_eval']} eval (held out)")
+    print("where it looks (window centre A: share of saliency):",
+          ", ".join(f"{c:.0f}: {s:.3f}" for c, s in r["regions"]))
+    for k, (stat, p) in r["ks"].items():
+        print(f"KS {k}: D = {stat:.3f}, p = {p:.3g}")
+
+
+if __name__ == "__main__":
+    main()

@@ -40,6 +40,20 @@ BLOCK = 256  #: mocks per random stream (see the module docstring)
 STAR_SET_WEIGHTS = {"sdss-star": 0.30, "rr-star-A": 0.08, "rr-star-B": 0.02, "rr-star-F": 0.18,
                     "rr-star-G": 0.18, "rr-star-K": 0.15, "rr-star-M": 0.07, "rr-star-WD": 0.02,
                     "analytic-star": 1.0}
+#: Supergiants and bright giants (luminosity class I, II) are rare among LAMOST targets; their narrow
+#: Balmer wings made mock A stars stand out against real ones (docs/realism.md round 4).
+SUPERGIANT_WEIGHT = 0.1
+
+
+def is_supergiant(template_name: str) -> bool:
+    """True for an SDSS library star of luminosity class I or II ('A1Iae (12953)', 'A2II (39866)')."""
+    import re
+
+    m = re.match(r"^sdss-star:(?:sd:?)?[OBAFGKM][\d.]*(?:/[OBAFGKM]?[\d.]*)?(\S*)", template_name)
+    rest = m.group(1) if m else ""
+    return rest.startswith("I") and not rest.startswith(("III", "IV"))
+
+
 GALAXY_SET_WEIGHTS = {"rr-galaxy": 0.6, "sdss-galaxy": 0.4, "analytic-galaxy": 1.0}
 #: Share of galaxies drawn from passive (no emission line) archetypes: the hard case of red galaxies
 #: that look like K stars must be well represented.
@@ -48,6 +62,11 @@ QSO_SET_WEIGHTS = {"sdss-qso": 0.4, "rr-qso-loz": 0.35, "rr-qso-hiz": 0.25, "ana
 QSO_Z_RANGE = (0.1, 4.5)
 
 RESOLUTION_MEAN, RESOLUTION_SIGMA = 1800.0, 150.0  # LAMOST LRS R ~ 1800 at 5500 A
+#: Flux-calibration tilt (lambda/6000)**beta, beta ~ N(0, TILT_SIGMA). 0.15 made the 8800/4500 A flux
+#: ratios of mock A stars spread 20% wider than the real ones' (10-90%); 0.08 with the dust matches.
+TILT_SIGMA = 0.08
+#: Scattered light: share of the object's g flux = N(SCATTER_MEAN, SCATTER_SIGMA) / snr_g (docs/realism.md).
+SCATTER_MEAN, SCATTER_SIGMA = 1.5, 2.0
 
 
 @dataclass
@@ -123,18 +142,30 @@ class Simulator:
         self.calibration_scale = calibration_scale
         self.star_types = tuple(star_types) if star_types else None
         self._star_pools = self._build_star_pools()
+        self._moon = self._moonlight()
+
+    def _moonlight(self) -> np.ndarray:
+        """Shape of the scattered light / sky-continuum residual: a solar-type (G) star on the native grid,
+        normalised to 1 in the g window (moonlit sky is sunlight)."""
+        for s in self.templates.by_class("STAR"):
+            g = [i for i, lab in enumerate(s.labels) if lab.startswith("G")]
+            if g:
+                m = self.noiseless(s.name, 0.0, index=g[0])[0].astype(np.float64)
+                return (m / np.median(m[instrument.SNR_WINDOW_G])).astype(np.float32)
+        return np.ones(N_NATIVE, np.float32)
 
     # ---- 1. draw sources ----
 
-    def _build_star_pools(self) -> list[tuple[TemplateSet, np.ndarray, float]]:
-        """(set, usable spectrum indices, weight) for the star sets, after the star_types filter."""
+    def _build_star_pools(self) -> list[tuple[TemplateSet, np.ndarray, np.ndarray, float]]:
+        """(set, usable spectrum indices, their probabilities, set weight) per star set, after star_types."""
         pools = []
         for s in self.templates.by_class("STAR"):
             idx = np.arange(len(s))
             if self.star_types:
                 idx = idx[[any(s.labels[i].startswith(t) for t in self.star_types) for i in idx]]
             if len(idx):
-                pools.append((s, idx, STAR_SET_WEIGHTS.get(s.name, 0.05)))
+                w = np.array([SUPERGIANT_WEIGHT if is_supergiant(s.template_names[i]) else 1.0 for i in idx])
+                pools.append((s, idx, w / w.sum(), STAR_SET_WEIGHTS.get(s.name, 0.05)))
         if not pools:
             raise ValueError(f"no star template matches star_types={self.star_types}")
         return pools
@@ -156,13 +187,13 @@ class Simulator:
         # Stars: a set by weight, a spectrum, a radial velocity (thin disc mostly, a halo tail to 300 km/s).
         rows = np.flatnonzero(cls == 0)
         if len(rows):
-            w = np.array([p[2] for p in self._star_pools])
+            w = np.array([p[3] for p in self._star_pools])
             which = rng.choice(len(self._star_pools), len(rows), p=w / w.sum())
-            for k, (s, idx, _) in enumerate(self._star_pools):
+            for k, (s, idx, prob, _) in enumerate(self._star_pools):
                 r = rows[which == k]
                 if not len(r):
                     continue
-                pick = idx[rng.integers(0, len(idx), len(r))]
+                pick = rng.choice(idx, len(r), p=prob)
                 rv = np.where(rng.random(len(r)) < 0.9, rng.normal(0, 40, len(r)), rng.uniform(-300, 300, len(r)))
                 put(r, s, s.spectra(pick), [s.labels[i] for i in pick], [s.template_names[i] for i in pick], rv / instrument.C_KMS)
         # Galaxies: z mostly 0-0.3 with a tail to 0.6; a fixed share from passive archetypes.
@@ -256,7 +287,7 @@ class Simulator:
             flux = instrument.apply_lsf(flux, instrument.lsf_sigma_pixels(src.resolution[rows], s.resolution))
             model[rows], covered[rows] = flux, cov
         model *= instrument.ccm89_extinction(WAVELENGTH, src.ebv)
-        model *= instrument.calibration_curves(rng, n, tilt_sigma=0.15 * self.calibration_scale,
+        model *= instrument.calibration_curves(rng, n, tilt_sigma=TILT_SIGMA * self.calibration_scale,
                                                wiggle_sigma=0.02 * self.calibration_scale,
                                                arm_sigma=0.02 * self.calibration_scale)
         # Telluric bands as strong as the real ones on average, scaled per spectrum (airmass, water).
@@ -266,7 +297,13 @@ class Simulator:
         # to the classifier (min-max normalisation), only that it is not always the same.
         cont = np.median(np.where(covered, model, np.nan), axis=1)
         scale = np.exp(rng.uniform(np.log(20.0), np.log(5000.0), n)) / np.where(cont > 0, cont, 1.0)
-        return model * scale[:, None].astype(np.float32), covered
+        model = model * scale[:, None].astype(np.float32)
+        # Scattered (moon)light and sky-continuum subtraction errors: an additive solar-type continuum whose
+        # share of the object's g-band flux grows as the object gets fainter (~ SCATTER_C / snr_g). It
+        # fills in lines and flattens the blue end of faint real spectra.
+        g_level = np.median(model[:, instrument.SNR_WINDOW_G], axis=1)
+        share = rng.normal(SCATTER_MEAN, SCATTER_SIGMA, n) / np.maximum(src.snr_g, 1.0)
+        return model + (share * g_level)[:, None].astype(np.float32) * self._moon[None, :], covered
 
     def _igm(self, rng: np.random.Generator, flux: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Lyman-alpha forest on native-grid fluxes: Inoue+14 mean transmission with fluctuations around it.
