@@ -128,6 +128,10 @@ def evaluate(
     return report
 
 
+# Row and column names as the paper's tables print them.
+DISPLAY = {"STAR": "Star", "GALAXY": "Galaxy", "QSO": "Quasar", "mean": "Average"}
+
+
 def _fmt(value: float) -> str:
     return "   -  " if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
@@ -138,21 +142,21 @@ def format_report(report: dict, compare_paper: bool = True) -> str:
     lines = [f"Precision, recall and F1 ({report['n']} spectra)" + ("   [paper's Table 1 in brackets]" if compare_paper else "")]
     lines.append(f"{'':10s}{'Precision':>20s}{'Recall':>20s}{'F1-Score':>20s}{'Support':>10s}")
     for name in (*CLASS_NAMES, "mean"):
-        row = f"{name.capitalize() if name != 'mean' else 'Average':10s}"
+        row = f"{DISPLAY[name]:10s}"
         for k, key in enumerate(("precision", "recall", "f1")):
             paper = f" [{PAPER_TABLE1[name][k]:.4f}]" if compare_paper else ""
             row += f"{_fmt(s[name][key]) + paper:>20s}"
         lines.append(row + f"{s[name]['support']:>10d}")
     lines += ["", "Confusion matrix (rows: reference, columns: prediction)"]
-    lines.append(f"{'':10s}" + "".join(f"{n.capitalize():>10s}" for n in CLASS_NAMES))
+    lines.append(f"{'':10s}" + "".join(f"{DISPLAY[n]:>10s}" for n in CLASS_NAMES))
     for name, row in zip(CLASS_NAMES, report["confusion_matrix"]):
-        lines.append(f"{name.capitalize():10s}" + "".join(f"{v:>10d}" for v in row))
+        lines.append(f"{DISPLAY[name]:10s}" + "".join(f"{v:>10d}" for v in row))
     prior = ":".join(f"{100 * p:g}" for p in report["target_prior"])
     lines += ["", f"Precision re-weighted to a {prior} class mix: "
               + ", ".join(f"{n} {_fmt(v)}" for n, v in report["reweighted_precision"].items())]
     if report["by_snr"]:
         lines += ["", "F1 by S/N bin"]
-        lines.append(f"{'bin':10s}{'n':>8s}" + "".join(f"{n.capitalize():>10s}" for n in (*CLASS_NAMES, "mean")))
+        lines.append(f"{'bin':10s}{'n':>8s}" + "".join(f"{DISPLAY[n]:>10s}" for n in (*CLASS_NAMES, "mean")))
         for label, b in report["by_snr"].items():
             lines.append(f"{label:10s}{b['n']:>8d}" + "".join(f"{_fmt(b['scores'][n]['f1']):>10s}" for n in (*CLASS_NAMES, "mean")))
     return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""train / evaluate / explain / model-info on tiny Parquet tables."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from model_fixtures import one_torch_thread, synthetic_spectra  # noqa: F401
+
+from lamost_classify import CLASS_NAMES
+from lamost_classify.cli import main
+from lamost_classify.commands.model import load_labelled, split_validation
+
+
+def write_flux_norm_table(path, n_per_class: int = 8, seed: int = 0) -> None:
+    flux, labels = synthetic_spectra(n_per_class, seed=seed)
+    classes = [CLASS_NAMES[c] for c in labels]
+    classes[int(np.flatnonzero(labels == 0)[0])] = "UNKNOWN"  # a star left out, with a count
+    pq.write_table(pa.table({
+        "class": classes,
+        "flux_norm": pa.array(list(flux), type=pa.list_(pa.float32())),
+        "snr": np.linspace(1, 30, len(labels)).astype(np.float32),
+    }), path)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One `lamost-classify train` run (fast preset, 2 epochs) shared by the tests below."""
+    root = tmp_path_factory.mktemp("cli")
+    table = root / "labelled.parquet"
+    write_flux_norm_table(table)
+    result = CliRunner().invoke(main, [
+        "train", str(table), "--out", str(root / "run"), "--epochs", "2", "--batch-size", "12",
+        "--val-fraction", "0.25", "--threads", "1", "--no-progress", "--name", "tiny",
+    ])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return root, table, result.output
+
+
+def test_train_writes_weights_card_logs_and_prints_the_tables(trained):
+    root, table, output = trained
+    run = root / "run"
+    assert {"tiny.safetensors", "tiny.json", "checkpoint.pt", "log.csv", "loss.png", "validation.json",
+            "validation.png"} <= {p.name for p in run.iterdir()}
+    card = json.loads((run / "tiny.json").read_text())
+    assert card["name"] == "fast-tiny" and card["temperature"] > 0
+    assert card["training"]["train_counts"] == {"STAR": 5, "GALAXY": 6, "QSO": 6}
+    assert card["training"]["dropped"] == {"class not STAR/GALAXY/QSO": 1}
+    assert card["training"]["data_sha256"] and card["metrics"]["validation"]["confusion_matrix"]
+    assert "Confusion matrix" in output and "temperature" in output and "left out" in output
+    # The prepared arrays were cached beside the input and are reused.
+    assert len(list(root.glob("labelled.parquet.prepared-*/flux.npy"))) == 1
+
+
+def test_evaluate_prints_tables_and_writes_json_and_png(trained, tmp_path):
+    root, table, _ = trained
+    result = CliRunner().invoke(main, ["evaluate", str(root / "run" / "tiny.safetensors"), str(table),
+                                       "--out", str(tmp_path), "--device", "cpu"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    assert report["n"] == 23 and report["model"].startswith("fast-tiny@")
+    assert set(report["by_snr"]) == {"snr<5", "5-10", "10-20", "snr>20"}
+    assert (tmp_path / "evaluation.png").exists() and "Precision re-weighted" in result.output
+
+
+def test_explain_draws_a_png(trained, tmp_path):
+    root, _, _ = trained
+    spectrum = tmp_path / "one.npy"
+    np.save(spectrum, synthetic_spectra(1)[0][0])
+    out = tmp_path / "cam.png"
+    result = CliRunner().invoke(main, ["explain", str(root / "run" / "tiny.safetensors"), str(spectrum),
+                                       "--z", "0.05", "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert out.stat().st_size > 10000
+    bad = tmp_path / "short.npy"
+    np.save(bad, np.zeros(10))
+    result = CliRunner().invoke(main, ["explain", str(root / "run" / "tiny.safetensors"), str(bad), "--out", str(out)])
+    assert result.exit_code != 0 and "2600" in result.output
+
+
+def test_model_info_lists_layers_parameters_and_flops():
+    result = CliRunner().invoke(main, ["model-info", "--preset", "fast", "--preset", "fc4"])
+    assert result.exit_code == 0, result.output
+    fast = next(line for line in result.output.splitlines() if line.startswith("fast"))
+    assert fast.split()[1] == "36" and float(fast.split()[3]) == pytest.approx(36.1, abs=1)
+
+
+def test_a_native_grid_table_goes_through_the_pipeline_preparation(tmp_path):
+    # flux/ivar lists on the LAMOST grid 10**(3.5682 + 1e-4 i), read by the pipeline's Parquet reader.
+    n_native = 3909
+    wave = 10 ** (3.5682 + 1e-4 * np.arange(n_native))
+    rng = np.random.default_rng(0)
+    flux = [100 + 10 * np.sin(wave / 300) + rng.normal(0, 1, n_native) for _ in range(4)]
+    flux[3][:] = np.nan  # unusable: dropped, counted
+    table = tmp_path / "native.parquet"
+    pq.write_table(pa.table({
+        "class": ["STAR", "GALAXY", "QSO", "STAR"],
+        "flux": pa.array([f.astype(np.float32) for f in flux], type=pa.list_(pa.float32())),
+        "ivar": pa.array([np.ones(n_native, np.float32)] * 4, type=pa.list_(pa.float32())),
+    }), table)
+    data = load_labelled(table)
+    assert data.labels.tolist() == [0, 1, 2]
+    assert data.dropped == {"unusable spectrum (flags)": 1}
+    flux_norm = data.spectra()
+    assert flux_norm.shape == (3, 2600) and flux_norm.max() == 1.0 and flux_norm.min() == 0.0
+    assert np.all(data.snr > 50)
+
+
+def test_fits_directory_needs_a_truth_table(tmp_path):
+    result = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "--truth" in result.output
+
+
+def test_validation_split_is_stratified():
+    labels = np.array([0] * 100 + [1] * 10 + [2] * 5)
+    train, val = split_validation(labels, 0.2, seed=0)
+    assert np.bincount(labels[val]).tolist() == [20, 2, 1]
+    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == 115
