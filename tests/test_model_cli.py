@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from conftest import LAMOST_DATA, requires_shared
 from model_fixtures import one_torch_thread, synthetic_spectra  # noqa: F401
 
 from lamost_classify import CLASS_NAMES
@@ -120,3 +121,17 @@ def test_validation_split_is_stratified():
     train, val = split_validation(labels, 0.2, seed=0)
     assert np.bincount(labels[val]).tolist() == [20, 2, 1]
     assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == 115
+
+
+@requires_shared
+def test_explain_a_real_lamost_file_marks_lines_at_its_own_redshift(tmp_path):
+    from lamost_classify.model.densenet import build_model
+    from lamost_classify.model.weights import save_weights
+    from model_fixtures import TINY
+
+    fits = sorted((LAMOST_DATA / "dr10-stars-A").glob("*.fits.gz"))[0]
+    weights = save_weights(build_model("fast", **TINY), tmp_path / "untrained", overrides=TINY)
+    out = tmp_path / "real.png"
+    result = CliRunner().invoke(main, ["explain", str(weights), str(fits), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert out.stat().st_size > 10000
