@@ -200,26 +200,33 @@ def fit(
         data.set_epoch(epoch)
         model.train()
         lr = optimizer.param_groups[0]["lr"]
-        total, count, started = 0.0, 0, time.perf_counter()
+        total, count, started = torch.zeros((), device=device), 0, time.perf_counter()
         n_batches = -(-len(data) // config.batch_size)
         with tqdm(total=n_batches, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress,
                   leave=False, unit="batch") as bar:
-            for x, y in data.batches(config.batch_size):
+            for step, (x, y) in enumerate(data.batches(config.batch_size)):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 loss = nn.functional.cross_entropy(model(x), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += loss.item() * len(y)
+                total += loss.detach() * len(y)  # summed on the device: no GPU sync per step
                 count += len(y)
                 bar.update()
-                bar.set_postfix(loss=f"{total / count:.4f}")
+                if config.progress and step % 20 == 0:
+                    bar.set_postfix(loss=f"{float(total) / count:.4f}")
         train_seconds = time.perf_counter() - started
+        train_loss = float(total) / max(count, 1)
+        if not np.isfinite(train_loss):
+            raise FloatingPointError(
+                f"training diverged in epoch {epoch} (loss {train_loss}); the checkpoint of epoch {epoch - 1} "
+                f"is kept: lower the learning rate (--lr) and train into a new directory"
+            )
         if config.precise_bn_batches:
             recompute_batchnorm(model, itertools.islice(data.batches(config.batch_size), config.precise_bn_batches),
                                 device)
         scheduler.step()
-        row = {"epoch": epoch, "lr": lr, "train_loss": total / max(count, 1),
+        row = {"epoch": epoch, "lr": lr, "train_loss": train_loss,
                **_validate(model, val_x, val_y, config, device),
                "train_spectra_per_s": count / train_seconds, "seconds": time.perf_counter() - started}
         history.append(row)

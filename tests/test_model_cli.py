@@ -135,3 +135,16 @@ def test_explain_a_real_lamost_file_marks_lines_at_its_own_redshift(tmp_path):
     result = CliRunner().invoke(main, ["explain", str(weights), str(fits), "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert out.stat().st_size > 10000
+
+
+@requires_shared
+def test_a_fits_directory_with_a_truth_table(tmp_path):
+    root = LAMOST_DATA / "dr10-stars-A"
+    names = sorted(p.name for p in root.glob("*.fits.gz"))[:3]
+    truth = tmp_path / "truth.csv"
+    truth.write_text("file,class\n" + "".join(f"{n},STAR\n" for n in names) + "no-such-file.fits,GALAXY\n")
+    data = load_labelled(root, truth)
+    assert data.labels.tolist() == [0, 0, 0] and data.spectra().shape == (3, 2600)
+    assert data.dropped == {"unusable spectrum (flags)": 1}  # the missing file, counted, not a crash
+    assert list(tmp_path.glob("truth.csv.prepared-*/flux.npy"))  # cached beside the truth table
+    assert not list(root.parent.glob("*.prepared-*"))  # nothing written into the data tree

@@ -87,3 +87,13 @@ def test_ablation_trains_the_three_methods_with_one_recipe():
     assert plain["growth_rate"] == 8 and plain["stem_stride"] == 4 and plain["kernel_sizes"] == (3,)
     assert plain["se_reduction"] == 0 and plain["cross_scale"] is False
     assert plain["branch_channels"] == 8 * 4  # the single kernel is as wide as the four scales were
+
+
+def test_a_diverged_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
+    x, y = synthetic_spectra(3, seed=0)
+    config = TrainConfig(preset="fc4", epochs=1, batch_size=9, per_class=3, augment=False, progress=False)
+    fit(x, y, x, y, config, tmp_path)
+    x[0, 5] = np.nan  # e.g. a non-finite value that slipped into the training arrays
+    with pytest.raises(FloatingPointError, match="diverged in epoch 2"):
+        fit(x, y, x, y, TrainConfig(**{**config.__dict__, "epochs": 2}), tmp_path)
+    assert torch.load(tmp_path / CHECKPOINT, weights_only=True)["epoch"] == 1

@@ -124,12 +124,25 @@ def _prepare_parquet(path: Path) -> dict[str, np.ndarray]:
     return {"flux": flux, "labels": labels, "snr": snr, "flags": flags}
 
 
+def _truth_sources(directory: Path, truth: Path) -> tuple[list[str], list[object]]:
+    """(paths of the files the truth table names, resolved against ``directory``; their classes)."""
+    files, classes = _read_truth(truth)
+    return [f if os.path.isabs(f) else str(directory / f) for f in files], classes
+
+
+def _file_stamp(path: str) -> str:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return f"{path} missing"
+    return f"{path} {stat.st_size} {stat.st_mtime_ns}"
+
+
 def _prepare_fits_dir(directory: Path, truth: Path) -> tuple[dict[str, np.ndarray], list[str]]:
     from lamost_classify.pipeline.grid import prepare
     from lamost_classify.pipeline.readers import read_batch
 
-    files, classes = _read_truth(truth)
-    sources = [str(directory / f) if not os.path.isabs(f) else f for f in files]
+    sources, classes = _truth_sources(directory, truth)
     labels = _class_index(classes)
     parts = []
     with click.progressbar(range(0, len(sources), PREPARE_CHUNK), label=f"preparing {len(sources)} spectra",
@@ -158,12 +171,14 @@ def load_labelled(data: str | Path, truth: str | Path | None = None) -> Labelled
     if data.is_dir():
         if truth is None:
             raise click.ClickException(f"{data} is a directory: give the truth table with --truth")
-        listing = "\n".join(f"{p.name} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in sorted(data.iterdir())
-                            if p.is_file())
+        # The truth table's content and the size and time of every file it names (re-hashing
+        # gigabytes of FITS on every run would cost more than the preparation saves).
+        listing = "\n".join(_file_stamp(source) for source in _truth_sources(data, Path(truth))[0])
         key = _sha256_of([Path(truth)], f"v{CACHE_VERSION}\n{listing}")
     else:
         key = _sha256_of([data], f"v{CACHE_VERSION}\n")
-    cache = _cache_dir(data, key)
+    # Beside the Parquet table, or beside the truth table (not inside the FITS tree, often others' data).
+    cache = _cache_dir(Path(truth) if data.is_dir() else data, key)
     if not (cache / "flux.npy").exists():
         if data.is_dir():
             arrays, sources = _prepare_fits_dir(data, Path(truth))
