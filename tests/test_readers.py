@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
 from conftest import LAMOST_DATA, requires_shared
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lamost_classify.mocks.writers import write_lamost_fits, write_sdss_spec
 from lamost_classify.pipeline import grid
@@ -500,3 +502,25 @@ def test_same_fibre_in_several_releases_gives_the_same_vector(real):
         for i in rows[1:]:
             difference = np.abs(out.flux[i] - reference)
             assert np.median(difference) < 0.02 and np.percentile(difference, 99) < 0.1, [str(paths[j]) for j in rows]
+
+
+# ---------------------------------------------------------------- fuzzing: damaged bytes
+
+
+@settings(max_examples=150, deadline=None)
+@given(layout=st.sampled_from(["dr1", "dr2-8", "v2"]), edits=st.lists(
+    st.tuples(st.integers(0, 8639), st.binary(min_size=1, max_size=8)), min_size=1, max_size=6))
+def test_damaged_headers_give_a_spectrum_or_a_spectrum_read_error(layout, edits):
+    # Whatever happens to the header bytes, read_spectrum either reads or says why: no other exception.
+    data = bytearray(FUZZ_FILES[layout])
+    for offset, patch in edits:
+        data[offset : offset + len(patch)] = patch
+    try:
+        s = read_spectrum(bytes(data))
+    except SpectrumReadError as exc:
+        assert str(exc).startswith("<bytes>: ")
+    else:
+        assert s.flux.size == s.wavelength.size >= 2
+
+
+FUZZ_FILES = {layout: write(layout) for layout in ("dr1", "dr2-8", "v2")}

@@ -25,8 +25,14 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
 
 def as_float32(values: np.ndarray) -> np.ndarray:
-    """A native-endian, writable float32 copy (the file's data are big-endian and read-only)."""
-    return np.asarray(values).astype(np.float32)
+    """A native-endian, writable float32 copy (the file's data are big-endian and read-only).
+
+    float64 values beyond float32's range become inf, which grid.prepare masks and flags."""
+    values = np.asarray(values)
+    if values.dtype.itemsize <= 4:
+        return values.astype(np.float32)
+    with np.errstate(over="ignore"):
+        return values.astype(np.float32)
 
 
 def as_wavelength(values: np.ndarray) -> np.ndarray:
@@ -36,17 +42,18 @@ def as_wavelength(values: np.ndarray) -> np.ndarray:
 def as_mask(values: np.ndarray) -> np.ndarray:
     """A pixel mask as int32, bits kept. LAMOST stores masks as floats; a non-finite mask value means bad."""
     values = np.asarray(values)
-    if values.dtype.kind == "f":
+    # min/max are NaN when any value is: one test catches NaN, inf and values no mask can hold.
+    if values.dtype.kind == "f" and values.size and not (values.min() > -(2.0**31) and values.max() < 2.0**32):
         with np.errstate(invalid="ignore"):
-            values = np.where(np.isfinite(values), values, 1.0)
-        # Through uint32 so that bit 31 survives as a negative int32 instead of overflowing.
-        return values.astype(np.int64).astype(np.uint32).view(np.int32)
+            values = np.where(np.isfinite(values) & (np.abs(values) < 2.0**32), values, 1.0)
+    # Through int64 and uint32 so that bit 31 survives as a negative int32 instead of overflowing.
     return values.astype(np.int64).astype(np.uint32).view(np.int32)
 
 
 def log_linear_wavelength(coeff0: float, coeff1: float, n: int) -> np.ndarray:
     """Pixel centres of a log-linear grid: 10**(coeff0 + coeff1 * i), i = 0..n-1."""
-    return 10.0 ** (coeff0 + coeff1 * np.arange(n, dtype=np.float64))
+    with np.errstate(over="ignore"):  # absurd coefficients give inf, which validate() then rejects
+        return 10.0 ** (coeff0 + coeff1 * np.arange(n, dtype=np.float64))
 
 
 def empty_spectrum(source: str, error: str) -> Spectrum:
@@ -156,17 +163,23 @@ def metadata_flags(meta: dict[str, Any]) -> int:
 def validate(spectrum: Spectrum) -> Spectrum:
     """Equal 1-D arrays of at least two pixels on a finite, strictly increasing wavelength grid
     (a decreasing one is reversed), plus MISSING_METADATA. SpectrumReadError otherwise."""
-    n = spectrum.flux.size
-    shapes = {name: getattr(spectrum, name).shape for name in ("wavelength", "flux", "ivar", "andmask")}
-    if n < 2 or any(shape != (n,) for shape in shapes.values()):
+    wavelength, n = spectrum.wavelength, spectrum.flux.size
+    if n < 2 or not wavelength.shape == spectrum.flux.shape == spectrum.ivar.shape == spectrum.andmask.shape == (n,):
+        shapes = {name: getattr(spectrum, name).shape for name in ("wavelength", "flux", "ivar", "andmask")}
         raise SpectrumReadError(f"{spectrum.source}: arrays of unexpected shapes {shapes} (want equal 1-D, >= 2 pixels)")
-    step = np.diff(spectrum.wavelength)
-    if not (np.all(np.isfinite(spectrum.wavelength)) and spectrum.wavelength.min() > 0):
+    with np.errstate(invalid="ignore"):  # inf - inf; the checks below reject such grids
+        step = np.diff(wavelength)
+    # Increasing steps rule out NaN anywhere, so finiteness only needs checking at the ends.
+    if not (step > 0).all():
+        if (step < 0).all():
+            for name in ("wavelength", "flux", "ivar", "andmask"):
+                setattr(spectrum, name, getattr(spectrum, name)[::-1].copy())
+            wavelength = spectrum.wavelength
+        else:
+            raise SpectrumReadError(
+                f"{spectrum.source}: wavelength is not strictly increasing (pixels out of order, repeated or NaN)"
+            )
+    if not (wavelength[0] > 0 and np.isfinite(wavelength[-1])):
         raise SpectrumReadError(f"{spectrum.source}: wavelength has non-finite or non-positive values")
-    if np.all(step < 0):
-        for name in ("wavelength", "flux", "ivar", "andmask"):
-            setattr(spectrum, name, getattr(spectrum, name)[::-1].copy())
-    elif not np.all(step > 0):
-        raise SpectrumReadError(f"{spectrum.source}: wavelength is not strictly increasing (pixels out of order)")
     spectrum.flags |= metadata_flags(spectrum.meta)
     return spectrum

@@ -9,6 +9,7 @@ Checked against astropy on every real file in the tests.
 
 from __future__ import annotations
 
+import math
 import re
 from functools import cached_property, lru_cache
 from typing import Any
@@ -30,6 +31,7 @@ _TFORM_DTYPES = {
     "E": ">f4", "D": ">f8", "C": ">c8", "M": ">c16",
 }
 _STRING = re.compile(r"'((?:[^']|'')*)'")
+_CARD_FIELDS = re.compile(r"(.{8})(.{72})", re.DOTALL)
 _TFORM = re.compile(r"^\s*(\d*)\s*([LXBIJKAEDCMPQ])(.*)$")
 _BITPIX = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
@@ -58,32 +60,35 @@ def parse_value(field: str) -> Any:
 
 
 class Header:
-    """The cards of one HDU, parsed lazily: ``get`` decodes a value the first time it is asked for."""
+    """The cards of one HDU, parsed lazily: ``get`` decodes a value the first time it is asked for.
 
-    def __init__(self, raw: dict[str, str]) -> None:
-        self._raw = raw
+    ``cards`` maps the 8-character keyword field (blank-padded) to the other 72 characters of its card.
+    """
+
+    def __init__(self, cards: dict[str, str]) -> None:
+        self._cards = cards
         self._parsed: dict[str, Any] = {}
 
     def get(self, key: str, default: Any = None) -> Any:
         if key in self._parsed:
             value = self._parsed[key]
         else:
-            raw = self._raw.get(key)
-            if raw is None and not key.isupper():
-                raw = self._raw.get(key.upper())
-            value = self._parsed[key] = None if raw is None else parse_value(raw)
+            rest = self._cards.get(key.upper().ljust(8))
+            # A value follows "= " in columns 9-10; COMMENT, HISTORY and blank cards have none.
+            value = self._parsed[key] = parse_value(rest[2:]) if rest and rest[:2] == "= " else None
         return default if value is None else value
 
     def __getitem__(self, key: str) -> Any:
-        if key.upper() not in self._raw:
+        if key not in self:
             raise KeyError(key)
         return self.get(key)
 
     def __contains__(self, key: str) -> bool:
-        return key.upper() in self._raw
+        rest = self._cards.get(key.upper().ljust(8))
+        return rest is not None and rest[:2] == "= "
 
     def keys(self) -> list[str]:
-        return list(self._raw)
+        return [key.rstrip() for key, rest in self._cards.items() if rest[:2] == "= "]
 
 
 def _find_end(buf: bytes, start: int) -> int:
@@ -100,26 +105,25 @@ def _read_header(buf: bytes, start: int) -> tuple[Header, int] | None:
     if end < 0:
         return None
     text = buf[start:end].decode("latin-1")  # FITS headers are ASCII; latin-1 never fails
-    cards = [text[i : i + CARD] for i in range(0, len(text), CARD)]
-    # reversed: the first occurrence of a keyword wins, as in astropy
-    raw = {card[:8].rstrip(): card[10:] for card in reversed(cards) if card[8:10] == "= "}
+    pairs = _CARD_FIELDS.findall(text)  # [(keyword field, rest of card)], split in C
+    cards = dict(reversed(pairs))  # reversed: the first occurrence of a keyword wins, as in astropy
     if "CONTINUE" in text:
-        _join_long_strings(cards, raw)
+        _join_long_strings(pairs, cards)
     data_start = start + -(-(end + CARD - start) // BLOCK) * BLOCK
-    return Header(raw), data_start
+    return Header(cards), data_start
 
 
-def _join_long_strings(cards: list[str], raw: dict[str, str]) -> None:
+def _join_long_strings(pairs: list[tuple[str, str]], cards: dict[str, str]) -> None:
     """Long strings (the OGIP convention): KEY = 'abc&' followed by CONTINUE  'def' cards."""
     key = None
-    for card in cards:
-        if card[8:10] == "= ":
-            key = card[:8].rstrip()
-        elif card.startswith("CONTINUE") and key is not None:
-            prev, more = parse_value(raw[key]), parse_value(card[8:])
+    for keyword, rest in pairs:
+        if rest[:2] == "= ":
+            key = keyword
+        elif keyword == "CONTINUE" and key is not None:
+            prev, more = parse_value(cards[key][2:]), parse_value(rest)
             if isinstance(prev, str) and prev.endswith("&") and isinstance(more, str):
                 joined = (prev[:-1] + more).replace("'", "''")
-                raw[key] = f"'{joined}'"
+                cards[key] = f"= '{joined}'"
         else:
             key = None
 
@@ -140,11 +144,13 @@ class HDU:
         extname = header.get("EXTNAME")
         self.name = (str(extname).strip().upper() if extname else "") or ("PRIMARY" if index == 0 else "")
 
+    def int_keyword(self, key: str, default: int = 0) -> int:
+        return int_keyword(self.header, key, default, f"{self.source}: HDU {self.index}")
+
     @cached_property
     def shape(self) -> tuple[int, ...]:
         """Data shape in numpy (C) order, e.g. (5, 3909) for NAXIS1 = 3909, NAXIS2 = 5; () without data."""
-        naxis = int(self.header.get("NAXIS", 0))
-        return tuple(int(self.header.get(f"NAXIS{i}", 0)) for i in range(naxis, 0, -1))
+        return tuple(reversed(axes(self.header, f"{self.source}: HDU {self.index}")))
 
     @property
     def has_data(self) -> bool:
@@ -168,10 +174,10 @@ class HDU:
         raise SpectrumReadError(f"{self.source}: HDU {self.index} is a {self.kind!r} extension, not supported")
 
     def _image(self) -> np.ndarray:
-        bitpix = int(self.header.get("BITPIX", 0))
+        bitpix = self.int_keyword("BITPIX")
         if bitpix not in _BITPIX:
             raise SpectrumReadError(f"{self.source}: HDU {self.index} has invalid BITPIX = {bitpix}")
-        count = int(np.prod(self.shape)) if self.shape else 0
+        count = math.prod(self.shape) if self.shape else 0
         array = np.frombuffer(self.buf, dtype=_BITPIX[bitpix], count=count, offset=self.data_start).reshape(self.shape)
         scale, zero = self.header.get("BSCALE", 1), self.header.get("BZERO", 0)
         if scale != 1 or zero != 0:
@@ -183,7 +189,7 @@ class HDU:
         """Binary-table column names (upper-cased, as FITS names are case-insensitive) -> column number."""
         if self.kind != "bintable":
             return {}
-        n = int(self.header.get("TFIELDS", 0))
+        n = self.tfields
         names = {}
         for i in range(1, n + 1):
             name = str(self.header.get(f"TTYPE{i}", f"COL{i}")).strip().upper()
@@ -192,7 +198,14 @@ class HDU:
 
     @cached_property
     def tforms(self) -> tuple[str, ...]:
-        return tuple(str(self.header.get(f"TFORM{i}", "")) for i in range(1, int(self.header.get("TFIELDS", 0)) + 1))
+        return tuple(str(self.header.get(f"TFORM{i}", "")) for i in range(1, self.tfields + 1))
+
+    @cached_property
+    def tfields(self) -> int:
+        n = self.int_keyword("TFIELDS")
+        if not 0 <= n <= 999:  # the FITS standard's limit
+            raise SpectrumReadError(f"{self.source}: HDU {self.index}: damaged header: TFIELDS = {n}")
+        return n
 
     @cached_property
     def record_dtype(self) -> np.dtype:
@@ -200,7 +213,7 @@ class HDU:
             dtype = record_dtype(self.tforms)
         except ValueError as exc:
             raise SpectrumReadError(f"{self.source}: HDU {self.index}: {exc}") from exc
-        row_bytes = int(self.header.get("NAXIS1", 0))
+        row_bytes = self.int_keyword("NAXIS1")
         if dtype.itemsize != row_bytes:
             raise SpectrumReadError(
                 f"{self.source}: HDU {self.index}: columns add up to {dtype.itemsize} bytes per row, NAXIS1 says "
@@ -209,7 +222,7 @@ class HDU:
         return dtype
 
     def _records(self) -> np.ndarray:
-        nrows = int(self.header.get("NAXIS2", 0))
+        nrows = self.int_keyword("NAXIS2")
         return np.frombuffer(self.buf, dtype=self.record_dtype, count=nrows, offset=self.data_start)
 
     def column(self, name: str) -> np.ndarray:
@@ -219,14 +232,25 @@ class HDU:
             raise SpectrumReadError(
                 f"{self.source}: HDU {self.index} ({self.name}) has no column {name!r}; it has {list(self.columns)}"
             )
+        records = self.data  # raises on invalid TFORMs
         tform = self.tforms[number - 1]
         if _TFORM.match(tform).group(2) in "PQ":
             raise SpectrumReadError(f"{self.source}: column {name!r} is variable-length ({tform}), not supported")
-        values = self.data[f"c{number}"]
-        scale, zero = self.header.get(f"TSCAL{number}", 1), self.header.get(f"TZERO{number}", 0)
-        if scale != 1 or zero != 0:
+        values = records[f"c{number}"]
+        if number in self.scaled_columns:
+            scale, zero = self.scaled_columns[number]
             values = values * np.float64(scale) + np.float64(zero)
         return values
+
+    @cached_property
+    def scaled_columns(self) -> dict[int, tuple[float, float]]:
+        """Column number -> (TSCAL, TZERO) for the columns stored scaled (e.g. unsigned ints as TZERO = 2**31)."""
+        scaled = {}
+        for key in self.header.keys():
+            if key.startswith(("TSCAL", "TZERO")) and key[5:].isdigit():
+                number = int(key[5:])
+                scaled[number] = (self.header.get(f"TSCAL{number}", 1), self.header.get(f"TZERO{number}", 0))
+        return scaled
 
 
 class FitsFile:
@@ -255,7 +279,7 @@ class FitsFile:
                     raise SpectrumReadError(f"{source}: not a readable FITS file: {self.truncated}")
                 break
             header, data_start = parsed
-            size = _data_size(header)
+            size = _data_size(header, f"{source}: HDU {len(self.hdus)}")
             self.hdus.append(HDU(buf, len(self.hdus), header, data_start, size, source))
             pos = data_start + -(-size // BLOCK) * BLOCK
             if data_start + size > len(buf):
@@ -322,13 +346,32 @@ def record_dtype(tforms: tuple[str, ...]) -> np.dtype:
     return np.dtype(fields)
 
 
-def _data_size(header: Header) -> int:
-    naxis = int(header.get("NAXIS", 0))
-    if naxis == 0:
+def int_keyword(header: Header, key: str, default: int, where: str) -> int:
+    """A structural keyword (BITPIX, NAXISn, ...) that must be an integer; SpectrumReadError if it is not."""
+    value = header.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise SpectrumReadError(f"{where}: damaged header: {key} should be an integer, it is {value!r}")
+    return value
+
+
+def axes(header: Header, where: str) -> list[int]:
+    """NAXIS1..NAXISn (FITS order), each checked to be a non-negative integer."""
+    naxis = int_keyword(header, "NAXIS", 0, where)
+    if not 0 <= naxis <= 999:  # the FITS standard's limit
+        raise SpectrumReadError(f"{where}: damaged header: NAXIS = {naxis}")
+    lengths = [int_keyword(header, f"NAXIS{i}", 0, where) for i in range(1, naxis + 1)]
+    if any(n < 0 for n in lengths):
+        raise SpectrumReadError(f"{where}: damaged header: negative axis length in {lengths}")
+    return lengths
+
+
+def _data_size(header: Header, where: str) -> int:
+    lengths = axes(header, where)
+    if not lengths:
         return 0
-    bitpix = abs(int(header.get("BITPIX", 8)))
-    axes = [int(header.get(f"NAXIS{i}", 0)) for i in range(1, naxis + 1)]
-    count = int(np.prod(axes, dtype=np.int64))
-    gcount = int(header.get("GCOUNT", 1))
-    pcount = int(header.get("PCOUNT", 0))
-    return bitpix // 8 * gcount * (pcount + count)
+    bitpix = int_keyword(header, "BITPIX", 8, where)
+    if bitpix not in _BITPIX:
+        raise SpectrumReadError(f"{where}: damaged header: BITPIX = {bitpix}")
+    gcount = int_keyword(header, "GCOUNT", 1, where)
+    pcount = int_keyword(header, "PCOUNT", 0, where)
+    return abs(bitpix) // 8 * gcount * (pcount + math.prod(lengths))

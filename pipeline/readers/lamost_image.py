@@ -28,14 +28,15 @@ def primary_rows(hdul: FitsFile) -> np.ndarray | None:
 
 def row_is_wavelength(row: np.ndarray, header: Header) -> bool:
     """Whether row 2 is a wavelength array: positive, increasing, on the header's log-linear grid if it has one."""
-    row = np.asarray(row, dtype=np.float64)
-    if row.size < 2 or not np.all(np.isfinite(row)) or row[0] <= 0 or not np.all(np.diff(row) > 0):
-        return False
-    coeff0, coeff1 = header.get("COEFF0"), header.get("COEFF1")
-    if isinstance(coeff0, (int, float)) and isinstance(coeff1, (int, float)) and coeff1 > 0:
-        model = coeff0 + coeff1 * np.arange(row.size)
-        return bool(np.max(np.abs(np.log10(row) - model)) < MAX_PIXEL_OFFSET * coeff1)
-    return bool(1000.0 < row[0] and row[-1] < 30000.0)  # Angstrom: optical to near-infrared
+    with np.errstate(all="ignore"):  # row 2 may hold anything; garbage just means "not wavelength"
+        row = np.asarray(row, dtype=np.float64)
+        if row.size < 2 or not np.all(np.isfinite(row)) or row[0] <= 0 or not np.all(np.diff(row) > 0):
+            return False
+        coeff0, coeff1 = header.get("COEFF0"), header.get("COEFF1")
+        if isinstance(coeff0, (int, float)) and isinstance(coeff1, (int, float)) and coeff1 > 0:
+            model = coeff0 + coeff1 * np.arange(row.size)
+            return bool(np.max(np.abs(np.log10(row) - model)) < MAX_PIXEL_OFFSET * coeff1)
+        return bool(1000.0 < row[0] and row[-1] < 30000.0)  # Angstrom: optical to near-infrared
 
 
 def identify(hdul: FitsFile) -> bool:
