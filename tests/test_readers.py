@@ -361,6 +361,7 @@ def test_parquet_through_read_spectrum(tmp_path):
     write_parquet(one, 1, False)
     assert read_spectrum(one).meta["obsid"] == 1000
     assert read_spectrum(one.read_bytes()).layout == "parquet"
+    assert read_spectrum(gzip.compress(one.read_bytes())).meta["obsid"] == 1000
     batch = read_batch([f"{path}#1", path])
     assert batch[0].meta["obsid"] == 1001 and batch[1].flags == Flag.UNREADABLE
 
@@ -381,6 +382,9 @@ def test_parquet_bad_rows_are_flagged_and_bad_files_raise(tmp_path):
     pq.write_table(pa.table({"id": [1], "spectrum": [[1.0, 2.0]]}), tmp_path / "noflux.parquet")
     with pytest.raises(SpectrumReadError, match="needs a 'flux' list column"):
         read_parquet_spectra(tmp_path / "noflux.parquet")
+    pq.write_table(pa.table({"id": [1], "flux": [["a", "b"]]}), tmp_path / "strings.parquet")
+    with pytest.raises(SpectrumReadError, match="must hold one list of numbers per spectrum"):
+        read_parquet_spectra(tmp_path / "strings.parquet")
     (tmp_path / "fake.parquet").write_bytes(b"PAR1 not really")
     assert read_batch([tmp_path / "fake.parquet"])[0].flags == Flag.UNREADABLE
 

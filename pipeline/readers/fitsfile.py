@@ -38,14 +38,15 @@ _BITPIX = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
 def parse_value(field: str) -> Any:
     """The value of one card's value field (columns 11-80): str, bool, int, float, or None if undefined."""
-    text = field.strip()
-    if text.startswith("'"):
+    text = field.lstrip()
+    if text[:1] == "'":
+        end = text.find("'", 1)
+        if end > 0 and text[end + 1 : end + 2] != "'":  # the common case: no doubled quote inside
+            return text[1:end].rstrip()
         match = _STRING.match(text)  # ends at the first single quote that is not doubled
         body = match.group(1) if match else text[1:]
         return body.replace("''", "'").rstrip()
-    slash = text.find("/")
-    if slash >= 0:
-        text = text[:slash].strip()
+    text = text.split("/", 1)[0].rstrip()
     if not text:
         return None
     if text == "T":

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from ..spectrum import META_KEYS, Spectrum, SpectrumReadError
 from .common import (
-    META_TYPES, NATIVE_COEFF0, NATIVE_COEFF1, as_mask, empty_spectrum, log_linear_wavelength, validate,
+    META_TYPES, NATIVE_COEFF0, NATIVE_COEFF1, as_float32, as_mask, empty_spectrum, log_linear_wavelength, validate,
 )
 
 NAME = "parquet"
@@ -103,7 +103,8 @@ def _list_cells(column: pa.ChunkedArray, label: str, name: str) -> tuple[np.ndar
     """A list column as (flat values, start offsets, lengths with -1 for null rows)."""
     array = column.combine_chunks()
     kind = array.type
-    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
+    is_list = pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    if not is_list or not (pa.types.is_integer(kind.value_type) or pa.types.is_floating(kind.value_type)):
         raise SpectrumReadError(f"{label}: column {name!r} is {kind}; it must hold one list of numbers per spectrum")
     lengths = pc.fill_null(pc.list_value_length(array), -1).to_numpy()
     # list_flatten skips null rows, so offsets come from the lengths of the non-null ones.
@@ -165,8 +166,8 @@ def _row_spectrum(cells: dict[str, tuple], i: int, meta: dict[str, Any], source:
     wavelength = parts["wavelength"]
     spectrum = Spectrum(
         wavelength=log_linear_wavelength(NATIVE_COEFF0, NATIVE_COEFF1, n) if wavelength is None else wavelength.astype(np.float64),
-        flux=flux.astype(np.float32),
-        ivar=np.ones(n, np.float32) if parts["ivar"] is None else parts["ivar"].astype(np.float32),
+        flux=as_float32(flux),
+        ivar=np.ones(n, np.float32) if parts["ivar"] is None else as_float32(parts["ivar"]),
         andmask=andmask,
         meta=meta,
         source=source,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import zlib
-from pathlib import Path
 
 from ..spectrum import Spectrum, SpectrumReadError
 from . import parquet
@@ -25,10 +24,14 @@ PathOrBytes = str | os.PathLike | bytes | bytearray | memoryview
 
 
 def load(path_or_bytes: PathOrBytes, source: str) -> bytes:
+    """The file's bytes. A Parquet file is left to pyarrow: only its 4-byte magic is returned, so a
+    multi-gigabyte table passed here by mistake is never read into memory."""
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         return bytes(path_or_bytes)
     try:
-        return Path(path_or_bytes).read_bytes()
+        with open(path_or_bytes, "rb") as file:
+            head = file.read(4)
+            return head if parquet.identify(head) else head + file.read()
     except FileNotFoundError as exc:
         raise SpectrumReadError(f"{source}: no such file") from exc
     except IsADirectoryError as exc:
@@ -86,9 +89,12 @@ def read_spectrum(path_or_bytes: PathOrBytes, source: str | None = None) -> Spec
         match = _PARQUET_ROW.match(str(path_or_bytes))
         if match and os.path.isfile(match["path"]):
             return parquet.read_parquet_spectra(match["path"], [int(match["row"])])[0]
-    data = decompress(load(path_or_bytes, source), source)
-    if parquet.identify(data):
-        return _single_parquet_row(path_or_bytes if isinstance(path_or_bytes, (str, os.PathLike)) else data, source)
+    raw = load(path_or_bytes, source)
+    if parquet.identify(raw):  # pyarrow reads it from the path (or the bytes)
+        return _single_parquet_row(path_or_bytes, source)
+    data = decompress(raw, source)
+    if parquet.identify(data):  # a gzipped Parquet file
+        return _single_parquet_row(data, source)
     return validate(read_fits(data, source))
 
 
