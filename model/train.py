@@ -55,7 +55,8 @@ class TrainConfig:
     device: str = "auto"
     num_threads: int | None = None  # None = every CPU this process may use
     resume: bool = True
-    progress: bool = True
+    progress: bool = True  # tqdm bar per epoch
+    log_epochs: bool = True  # one line per epoch on stdout (for SLURM logs, where a bar is noise)
 
 
 @dataclass
@@ -242,7 +243,7 @@ def fit(
         if time.monotonic() - last_plot > PLOT_INTERVAL_S:  # drawing costs ~0.2 s: not after every short epoch
             plot_loss_curves(history, out_dir / "loss.png", best["epoch"])
             last_plot = time.monotonic()
-        if config.progress:
+        if config.log_epochs:
             print(f"epoch {epoch:3d}  lr {lr:.0e}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
                   f"val F1 {row['val_f1_mean']:.4f}  {row['train_spectra_per_s']:.0f} spectra/s")
 

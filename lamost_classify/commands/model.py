@@ -272,7 +272,7 @@ def _train_one(data: LabelledSet, train_idx: np.ndarray, val_idx: np.ndarray, co
         training={
             "data": source, "data_sha256": data.sha256, "train_counts": _counts(train_y),
             "val_counts": _counts(val_y), "dropped": data.dropped,
-            "settings": {k: v for k, v in dataclasses.asdict(config).items() if k not in ("progress", "resume")},
+            "settings": {k: v for k, v in dataclasses.asdict(config).items() if k not in ("progress", "log_epochs", "resume")},
             "best_epoch": result.best_epoch, "epochs_run": len(result.history),
         },
         metrics={"validation": {k: report[k] for k in ("n", "scores", "confusion_matrix", "reweighted_precision")},
