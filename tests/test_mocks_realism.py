@@ -48,6 +48,7 @@ def test_distributions_match_real_a_stars(sets):
     assert ks["flux_range"][0] < 0.2
 
 
+@pytest.mark.slow
 def test_discriminator_cannot_separate_mocks_well(sets):
     real_train, real_eval, mock_train, mock_eval = sets
     res = realism.discriminator_auc(realism.prepared(real_train), realism.prepared(mock_train),
