@@ -211,11 +211,13 @@ def _log_to_rest_grid(loglam_src: np.ndarray, flux: np.ndarray) -> tuple[float, 
 
 
 def default_templates_dir() -> Path | None:
-    """``$LAMOST_TEMPLATES``, else ``../shared/data/templates`` beside the repo, else None."""
-    env = os.environ.get("LAMOST_TEMPLATES")
-    candidates = [Path(env)] if env else []
+    """``$LAMOST_TEMPLATES``, ``$LAMOST_SHARED_DATA/templates``, ``../shared/data/templates`` beside the
+    repo, else None (the analytic fallback)."""
+    candidates = [Path(os.environ["LAMOST_TEMPLATES"])] if os.environ.get("LAMOST_TEMPLATES") else []
+    if os.environ.get("LAMOST_SHARED_DATA"):
+        candidates.append(Path(os.environ["LAMOST_SHARED_DATA"]) / "templates")
     repo = Path(__file__).resolve().parents[1]
-    candidates += [repo.parent / "shared" / "data" / "templates", Path("/work/shared/data/templates")]
+    candidates.append(repo.parent / "shared" / "data" / "templates")
     for c in candidates:
         if (c / "sdss").is_dir() or (c / "redrock").is_dir():
             return c
