@@ -1,0 +1,59 @@
+"""The shipped model through the whole pipeline: a small simulated release comes out classified as its
+truth table says, through the CLI; and the shipped weights load and match their card."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from lamost_classify import CLASS_NAMES
+from lamost_classify.cli import main
+from lamost_classify.mocks.simulate import simulate, write_release
+from lamost_classify.model.inference import Classifier
+from lamost_classify.model.weights import resolve_weights
+
+pytestmark = pytest.mark.slow
+
+
+def test_shipped_weights_load_and_are_small():
+    path = resolve_weights(None)
+    assert path.exists() and path.stat().st_size < 20e6
+    clf = Classifier.load(None, device="cpu")
+    card = clf.card
+    assert card["class_names"] == list(CLASS_NAMES)
+    assert card["metrics"]["test_balanced"]["STAR"]["f1"] > 0.9
+    assert clf.name.startswith(card["name"])
+
+
+@pytest.fixture(scope="module")
+def balanced_release(tmp_path_factory):
+    root = tmp_path_factory.mktemp("release")
+    write_release(simulate(90, seed=123, class_mix="balanced", chunk_size=90), root, seed=123)
+    (root / "20111024" / "MOCK0001" / "spec-55858-MOCK0001_sp16-250.fits.gz").write_bytes(b"")
+    return root
+
+
+def test_run_matches_truth_table(balanced_release, tmp_path):
+    out = tmp_path / "catalog"
+    result = CliRunner().invoke(main, [
+        "run", "--input", str(balanced_release), "--output", str(out), "--batch-size", "32",
+        "--workers", "1", "--no-progress", "--prior", "1,1,1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["spectra"] == 91
+
+    rows = pq.read_table(out / "parquet").to_pylist()
+    truth = pq.read_table(balanced_release / "mock_truth.parquet").to_pylist()
+    by_file = {str(balanced_release / t["file"]): t["class"] for t in truth}
+    got = {r["source"]: r["class"] for r in rows}
+    assert set(by_file) <= set(got)
+    correct = np.mean([got[f] == c for f, c in by_file.items()])
+    # Measured with the shipped model on this seed: see the issue's closing note; the bound leaves margin.
+    assert correct >= 0.85, f"only {correct:.2%} of the mock release classified as its truth"
+    broken = [r for r in rows if r["source"].endswith("sp16-250.fits.gz")]
+    assert len(broken) == 1 and broken[0]["class"] is None and broken[0]["flags"] & 1
+    assert set(summary["classes"]) <= {*CLASS_NAMES, "none"}
