@@ -46,10 +46,16 @@ class Classifier:
         cls,
         model: str | Path | None = None,
         device: str = "auto",
-        target_prior: Sequence[float] | None = SURVEY_PRIOR,
+        target_prior: Sequence[float] | None | str = "card",
     ) -> Classifier:
-        """``model``: None or 'default' (shipped weights), another shipped name, or a .safetensors path."""
+        """``model``: None or 'default' (shipped weights), another shipped name, or a .safetensors path.
+
+        ``target_prior="card"`` takes the card's ``default_target_prior`` (the survey mix, adjusted with the
+        strength chosen on a survey-mix test set when the model was made), else the survey mix.
+        """
         net, card = load_weights(model, device="cpu")
+        if isinstance(target_prior, str):
+            target_prior = card.get("metrics", {}).get("default_target_prior") or SURVEY_PRIOR
         return cls(net, card, device, target_prior)
 
     def _check(self, flux: np.ndarray) -> np.ndarray:
