@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from distributed import Client, WorkerPlugin, as_completed, get_worker
 
 from . import stages
@@ -71,8 +72,6 @@ def write_task(records: stages.PreparedRecords, result: stages.Classified, catal
 
 def write_failed_task(batch: Batch, error: str, model: str, catalog_dir: str, release: str) -> tuple[int, int, str]:
     records = stages.failed_batch_records(batch, error)
-    import numpy as np
-
     result = stages.Classified(prob=np.full((len(batch.sources), 3), np.nan, np.float32), cam=None, model=model,
                                error=error)
     n = stages.write(records, result, Path(catalog_dir), release)
