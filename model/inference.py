@@ -13,7 +13,8 @@ from lamost_classify.pipeline.grid import N_PIXELS
 
 from .calibration import adjust_to_prior, softmax
 from .cam import class_activation_map
-from .runtime import batched_logits, resolve_device
+from .fastpath import FastPath
+from .runtime import resolve_device
 from .weights import FLAT_PRIOR, load_weights
 
 
@@ -22,6 +23,10 @@ class Classifier:
 
     ``predict_proba`` = softmax(logits / T) adjusted from the training prior (flat after balancing)
     to ``target_prior`` (the survey's mix by default; None keeps the training prior).
+
+    The network runs through ``fastpath.FastPath``: folded for inference, in ``precision`` ('fp32',
+    'bf16', or 'auto': bf16 on a GPU, fp32 on the CPU) through ``backend`` ('torch', 'compile' or
+    'onnx'), ``max_batch`` spectra at a time (None: the fastest measured for the device).
     """
 
     def __init__(
@@ -30,15 +35,20 @@ class Classifier:
         card: dict,
         device: str = "auto",
         target_prior: Sequence[float] | None = SURVEY_PRIOR,
-        max_batch: int = 1024,
+        max_batch: int | None = None,
+        precision: str = "auto",
+        backend: str = "torch",
     ) -> None:
-        self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        # onnxruntime runs on the CPU here: 'auto' must not pick a GPU for it.
+        self.device = resolve_device("cpu" if backend == "onnx" and device == "auto" else device)
+        self.model = model.eval()
+        self.fast = FastPath(self.model, self.device, precision, backend, max_batch)
+        self.precision, self.backend = self.fast.precision, backend
         self.card = card
         self.temperature = float(card.get("temperature", 1.0))
         self.train_prior = tuple(card.get("train_prior", FLAT_PRIOR))
         self.target_prior = None if target_prior is None else tuple(target_prior)
-        self.max_batch = max_batch
+        self.max_batch = self.fast.max_batch
         self.name = f"{card.get('name', model.preset)}@{str(card.get('weights_sha256', ''))[:12]}"
 
     @classmethod
@@ -47,6 +57,8 @@ class Classifier:
         model: str | Path | None = None,
         device: str = "auto",
         target_prior: Sequence[float] | None | str = "card",
+        precision: str = "auto",
+        backend: str = "torch",
     ) -> Classifier:
         """``model``: None or 'default' (shipped weights), another shipped name, or a .safetensors path.
 
@@ -56,7 +68,7 @@ class Classifier:
         net, card = load_weights(model, device="cpu")
         if isinstance(target_prior, str):
             target_prior = card.get("metrics", {}).get("default_target_prior") or SURVEY_PRIOR
-        return cls(net, card, device, target_prior)
+        return cls(net, card, device, target_prior, precision=precision, backend=backend)
 
     def _check(self, flux: np.ndarray) -> np.ndarray:
         flux = np.asarray(flux)
@@ -68,7 +80,7 @@ class Classifier:
 
     def logits(self, flux: np.ndarray) -> np.ndarray:
         """Raw network outputs (B, 3) float32, before temperature and prior."""
-        return batched_logits(self.model, self._check(flux), self.device, self.max_batch)
+        return self.fast(self._check(flux))
 
     def predict_proba(self, flux: np.ndarray) -> np.ndarray:
         """(B, 3) float32 probabilities of STAR, GALAXY, QSO. Rows with NaN input come back NaN."""
@@ -84,6 +96,6 @@ class Classifier:
             return np.zeros((0, N_PIXELS), np.float32)
         chosen = self.predict_proba(flux).argmax(axis=1)
         return np.concatenate([
-            class_activation_map(self.model, flux[i:i + self.max_batch], chosen[i:i + self.max_batch])
+            class_activation_map(self.fast.net, flux[i:i + self.max_batch], chosen[i:i + self.max_batch])
             for i in range(0, len(flux), self.max_batch)
         ])

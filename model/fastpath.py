@@ -1,0 +1,338 @@
+"""The trained network rewritten for inference speed: same outputs, fewer and faster kernels.
+
+``fold(model)`` turns a trained ``SpectralDenseNet`` into a ``FastDenseNet`` that computes the same
+logits (to float rounding) from the same (B, 2600) input. Each change below was kept because it
+measured faster (bench/infer.py, bench/RESULTS.md):
+
+- Layout: every activation is (B, C, 1, L) in channels-last memory, and every Conv1d a Conv2d with a
+  (1, k) kernel. oneDNN's convolutions read NWC without reordering; on NCW they reorder the input and
+  output of every call, which cost more than the arithmetic (2-3x slower per conv on this CPU).
+- BatchNorm is pre-activation here (BN -> SE -> ReLU -> conv), so it cannot go into the conv after it.
+  Where one conv feeds one BN (a multi-scale conv and the pre-activation of its fusing conv), the BN
+  goes into that conv's weights and bias. Everywhere else (inputs that are dense concatenations, read
+  by several BNs) the BN stays, as a fixed per-channel affine; SE's first FC absorbs it, so SE reads
+  the raw channel means, and its positive channel weights s are applied after the ReLU:
+  relu(BN(x) * s) = relu(BN(x)) * s, three in-place passes and no (B, C, L) temporaries.
+- A transition's average pooling comes before its 1x1 conv (both linear, per pixel and per channel:
+  they commute), which halves the conv's work.
+- Multi-scale branches narrower than a 16-float AVX-512 vector are grouped in pairs (or more) of
+  neighbouring kernel sizes, each group one convolution with the smaller kernel zero-padded (``fast``,
+  8 maps per kernel: (1, 3) and (7, 11), 1.3x the multiply-adds but 1.5x faster than four half-empty
+  convolutions, 1.4x faster than one padded to 11). Branches of 16 maps or more (``paper``) stay apart.
+
+``precision='bf16'`` casts the folded network to bfloat16 (AVX-512 BF16, or AMX, on a CPU; tensor cores on a
+GPU), except the stem convolution that reads the flux; pooling, the classifier and the logits stay float32.
+
+``FastPath`` runs a folded network on a device, in a precision, through a back-end (eager torch,
+torch.compile, onnxruntime), in batches of the size that measured fastest: what ``Classifier`` uses.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .blocks import ConvBlock, CrossScaleTransition, DenseBlock, MultiScaleConv, PreActivation, Transition
+from .densenet import SpectralDenseNet
+from .runtime import batched_logits
+
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# Floats in one AVX-512 register: convolutions with fewer output maps leave vector lanes idle.
+VECTOR_WIDTH = 16
+
+
+def bn_affine(bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+    """The eval-mode BatchNorm as y = scale * x + shift, per channel."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias.detach() - bn.running_mean * scale
+
+
+def conv2d_from(conv: nn.Conv1d, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> nn.Conv2d:
+    """A Conv2d with a (1, k) kernel doing ``conv``'s work on (B, C, 1, L) (optionally other weights)."""
+    weight = conv.weight.detach() if weight is None else weight
+    out_channels, in_channels, k = weight.shape
+    conv2d = nn.Conv2d(in_channels, out_channels, (1, k), stride=(1, conv.stride[0]), padding=(0, k // 2),
+                       bias=bias is not None)
+    conv2d.weight.data.copy_(weight.unsqueeze(2))
+    if bias is not None:
+        conv2d.bias.data.copy_(bias)
+    return conv2d
+
+
+class FastPreActivation(nn.Module):
+    """BN -> SE -> ReLU as s * relu(scale * x + shift): the same, as SE's weights s are positive.
+
+    The BN runs as a fixed per-channel affine (torch's native BatchNorm kernel, which reads
+    channels-last bfloat16 without a copy); SE reads the raw channel means, the BN folded into its
+    first FC. ``bn_folded=True``: the BN already went into the conv before (SE and ReLU are left).
+    """
+
+    def __init__(self, pre: PreActivation, bn_folded: bool = False) -> None:
+        super().__init__()
+        bn, se = pre[0], (pre[1] if len(pre) == 3 else None)
+        channels = bn.num_features
+        scale, shift = (torch.ones(channels), torch.zeros(channels)) if bn_folded else bn_affine(bn)
+        self.bn_folded = bn_folded
+        self.register_buffer("scale", scale.clone())
+        self.register_buffer("shift", shift.clone())
+        # F.batch_norm with mean 0, variance 1 and eps 0 is the affine alone.
+        self.register_buffer("zeros", torch.zeros(channels))
+        self.register_buffer("ones", torch.ones(channels))
+        self.fc1 = self.fc2 = None
+        if se is not None:
+            # mean(scale * x + shift) = scale * mean(x) + shift, so fc1 can read mean(x) directly.
+            self.fc1 = nn.Linear(channels, se.fc1.out_features)
+            self.fc1.weight.data.copy_(se.fc1.weight.detach() * scale)
+            self.fc1.bias.data.copy_(se.fc1.bias.detach() + se.fc1.weight.detach() @ shift)
+            self.fc2 = copy.deepcopy(se.fc2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = None
+        if self.fc1 is not None:
+            # sum / L rather than mean: torch's bfloat16 mean copies the input to float32 first.
+            mean = x.sum(dim=(2, 3)) / x.shape[3]
+            s = torch.sigmoid(self.fc2(torch.relu(self.fc1(mean))))[:, :, None, None]
+        if self.bn_folded:
+            y = x.relu_()  # x is the output of the conv this BN went into, read by nothing else
+        else:
+            y = F.batch_norm(x, self.zeros, self.ones, self.scale, self.shift, False, 0.0, 0.0).relu_()
+        return y if s is None else y.mul_(s)
+
+
+class FastMultiScaleConv(nn.Module):
+    """``MultiScaleConv`` with the BatchNorm that reads its output (``next_bn``) folded in, and its
+    branches grouped so that each convolution has at least ``VECTOR_WIDTH`` output maps: neighbouring
+    kernel sizes share one convolution, the smaller kernels zero-padded to the group's largest."""
+
+    def __init__(self, block: MultiScaleConv, next_bn: nn.BatchNorm1d) -> None:
+        super().__init__()
+        self.pre = FastPreActivation(block.pre)
+        scale, shift = bn_affine(next_bn)
+        width = block.branches[0].out_channels
+        per_group = -(-VECTOR_WIDTH // width)
+        convs = []
+        for start in range(0, len(block.branches), per_group):
+            group = list(block.branches[start:start + per_group])
+            k_max = max(b.kernel_size[0] for b in group)
+            kernel = torch.cat([F.pad(b.weight.detach(), ((k_max - b.kernel_size[0]) // 2,) * 2) for b in group])
+            maps = slice(start * width, (start + len(group)) * width)
+            convs.append(conv2d_from(group[-1], kernel * scale[maps].view(-1, 1, 1), shift[maps]))
+        self.branches = nn.ModuleList(convs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pre(x)
+        if len(self.branches) == 1:
+            return self.branches[0](x)
+        return torch.cat([branch(x) for branch in self.branches], dim=1)
+
+
+class FastConvBlock(nn.Module):
+    def __init__(self, block: ConvBlock) -> None:
+        super().__init__()
+        self.multi_scale = FastMultiScaleConv(block.multi_scale, block.fuse_pre[0])
+        self.fuse_pre = FastPreActivation(block.fuse_pre, bn_folded=True)
+        self.fuse = conv2d_from(block.fuse)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fuse(self.fuse_pre(self.multi_scale(x)))
+
+
+class FastDenseBlock(nn.Module):
+    def __init__(self, block: DenseBlock) -> None:
+        super().__init__()
+        self.conv_blocks = nn.ModuleList(FastConvBlock(b) for b in block.conv_blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [x]
+        for block in self.conv_blocks:
+            features.append(block(torch.cat(features, dim=1) if len(features) > 1 else x))
+        return torch.cat(features, dim=1)
+
+
+class FastTransition(nn.Module):
+    """Pre-activation -> average pooling by 2 -> 1x1 conv (pooling first: half the conv's pixels)."""
+
+    def __init__(self, transition: Transition | CrossScaleTransition) -> None:
+        super().__init__()
+        self.pre = FastPreActivation(transition[0])
+        self.conv = conv2d_from(transition[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.avg_pool2d(self.pre(x), (1, 2)))
+
+
+class FastDenseNet(nn.Module):
+    """``SpectralDenseNet`` for inference only (see the module docstring); same ``features``/``classifier``
+    contract, so CAMs work on it too. Built by ``fold``."""
+
+    def __init__(self, model: SpectralDenseNet, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.config = model.config
+        self.preset = getattr(model, "preset", None)
+        self.stem = conv2d_from(model.stem)
+        self.dense_blocks = nn.ModuleList(FastDenseBlock(b) for b in model.dense_blocks)
+        self.transitions = nn.ModuleList(FastTransition(t) for t in model.transitions)
+        self.cross_transitions = nn.ModuleList(FastTransition(t) for t in model.cross_transitions)
+        self.final_pre = FastPreActivation(model.final_pre)
+        self.classifier = nn.Linear(model.classifier.in_features, model.classifier.out_features)
+        self.classifier.load_state_dict(model.classifier.state_dict())
+        self.n_features = model.n_features
+        self.dtype = dtype
+        self.eval().requires_grad_(False)
+        self.to(memory_format=torch.channels_last)
+        if dtype != torch.float32:
+            for name, module in self.named_children():
+                if name not in ("stem", "classifier"):
+                    module.to(dtype)
+
+    def _maps(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 2:
+            x = x.unsqueeze(1)
+        # (B, 1, L) -> (B, 1, 1, L): with one input channel, NCHW and channels-last are the same bytes.
+        x = x.float().unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        # The stem stays float32: bfloat16's 8-bit mantissa would round the flux itself (0.4% steps),
+        # and the stem is under 1% of the FLOPs.
+        x = self.stem(x).to(self.dtype)
+        n_transitions = len(self.transitions)
+        for i, block in enumerate(self.dense_blocks):
+            block_input = x
+            x = block(x)
+            if i < n_transitions:
+                x = self.transitions[i](x)
+                if self.config.cross_scale and i >= 1:
+                    x = torch.cat([x, self.cross_transitions[i - 1](block_input)], dim=1)
+        return self.final_pre(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature maps before global pooling, (B, n_features, L') float32, as the reference's."""
+        return self._maps(x).squeeze(2).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self._maps(x).mean(dim=(2, 3), dtype=torch.float32)
+        return self.classifier(pooled)
+
+
+def fold(model: nn.Module, precision: str = "fp32") -> nn.Module:
+    """The inference-speed twin of a trained ``model`` (its eval-mode outputs, to rounding), on the CPU.
+
+    A ``SpectralDenseNet`` becomes a ``FastDenseNet``; other networks (the ``fc4`` baseline) are only
+    cast to the precision. ``model`` itself is not changed.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if isinstance(model, SpectralDenseNet):
+        # Folding reads the weights on the CPU; a copy, as Module.cpu() would move the caller's model.
+        reference = model if next(model.parameters()).device.type == "cpu" else copy.deepcopy(model).cpu()
+        with torch.no_grad():
+            return FastDenseNet(reference, dtype)
+    twin = copy.deepcopy(model).cpu().eval().requires_grad_(False)
+    return twin if dtype == torch.float32 else _CastInput(twin.to(dtype), dtype)
+
+
+class _CastInput(nn.Module):
+    """A network run in ``dtype`` that takes and returns float32."""
+
+    def __init__(self, net: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.net, self.dtype = net, dtype
+        self.config = getattr(net, "config", None)
+        self.preset = getattr(net, "preset", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.to(self.dtype)).float()
+
+
+
+BACKENDS = ("torch", "compile", "onnx")
+# What "auto" means, per device type (bench/RESULTS.md says why).
+DEFAULT_PRECISION: dict[str, str] = {"cpu": "fp32", "cuda": "bf16"}
+# Spectra per forward pass, per device type and precision (bench/RESULTS.md: the batch sweep). On the
+# CPU, batches small enough for the activations to stay in cache are the fastest.
+DEFAULT_BATCH: dict[tuple[str, str], int] = {("cpu", "fp32"): 64, ("cpu", "bf16"): 256,
+                                             ("cuda", "fp32"): 4096, ("cuda", "bf16"): 4096}
+
+
+def check_runtime(device: torch.device, precision: str, backend: str) -> str:
+    """The precision to use ("auto" resolved for ``device``); ValueError for a combination that cannot run."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown back-end {backend!r}; choose one of {list(BACKENDS)}")
+    if precision == "auto":
+        precision = DEFAULT_PRECISION.get(device.type, "fp32")
+        if backend == "onnx":
+            precision = "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)} or 'auto'")
+    if backend == "onnx" and precision != "fp32":
+        raise ValueError("the onnx back-end runs fp32 only (onnxruntime has no bfloat16 convolutions on the CPU); "
+                         "use the torch back-end for bf16")
+    if backend == "onnx" and device.type != "cpu":
+        raise ValueError(f"the onnx back-end runs on the CPU only, not on {device}")
+    return precision
+
+
+class FastPath:
+    """Logits of a trained network on one device, in one precision, through one back-end.
+
+    - ``torch``: the folded network in eager mode (``fold``).
+    - ``compile``: the same through ``torch.compile`` (compiles on the first batch: ~1.5 min per process
+      on this 2-core CPU, for ~1.25x; needs a C++ compiler on the CPU, Triton on a GPU).
+    - ``onnx``: the folded network exported to ONNX and run by onnxruntime on the CPU (fp32 only;
+      needs the ``onnx`` extra).
+
+    Call it on (B, 2600) float32 spectra; it returns (B, n_classes) float32 logits.
+    ``net`` is the folded torch network on the device, for CAMs whatever the back-end.
+    """
+
+    def __init__(self, model: nn.Module, device: str | torch.device = "cpu", precision: str = "auto",
+                 backend: str = "torch", max_batch: int | None = None) -> None:
+        self.device = torch.device(device)
+        self.precision = check_runtime(self.device, precision, backend)
+        self.backend = backend
+        self.max_batch = int(max_batch or DEFAULT_BATCH.get((self.device.type, self.precision), 256))
+        self.net = fold(model, self.precision).to(self.device)
+        self.n_classes = self.net.classifier.out_features if hasattr(self.net, "classifier") else 3
+        self._session = None
+        self._run: nn.Module = self.net
+        if backend == "compile":
+            # dynamic=True: one compilation for every batch size (the pipeline's batches vary with the
+            # number of usable spectra in them).
+            self._run = torch.compile(self.net, dynamic=True)
+        elif backend == "onnx":
+            self._session = onnx_session(self.net)
+
+    def __call__(self, flux: np.ndarray) -> np.ndarray:
+        flux = np.asarray(flux)
+        if flux.ndim != 2:
+            raise ValueError(f"expected flux of shape (batch, n_pixels), got {flux.shape}")
+        if self._session is None:
+            return batched_logits(self._run, flux, self.device, self.max_batch)
+        out = [self._session.run(None, {"flux": np.ascontiguousarray(flux[i:i + self.max_batch], np.float32)})[0]
+               for i in range(0, len(flux), self.max_batch)]
+        return np.concatenate(out) if out else np.zeros((0, self.n_classes), np.float32)
+
+
+def onnx_session(net: nn.Module, n_pixels: int = 2600):
+    """An onnxruntime session (CPU) of ``net`` exported in memory, with a dynamic batch dimension."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ImportError("the onnx back-end needs onnxruntime: pip install 'lamost-classify[onnx]'") from exc
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # torch's legacy (TorchScript) exporter: the dynamo one needs onnxscript, which the extra does not pull in.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net.cpu(), (torch.zeros(2, n_pixels),), buffer, input_names=["flux"],
+                          output_names=["logits"], dynamic_axes={"flux": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])

@@ -1,0 +1,172 @@
+"""The fast inference path (model/fastpath.py): every back-end and precision against the reference network.
+
+Folded fp32 must give the reference's probabilities to 1e-4; bf16, onnx and compile the same labels and
+probabilities within 0.01, on fixed sets: a small trained net on its validation spectra, and the
+shipped model on mock spectra when it is there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lamost_classify.model.calibration import softmax
+from lamost_classify.model.densenet import build_model
+from lamost_classify.model.fastpath import FastDenseNet, FastPath, check_runtime, fold
+from lamost_classify.model.inference import Classifier
+from lamost_classify.model.runtime import batched_logits
+from lamost_classify.model.weights import packaged_weights_dir, save_weights
+from model_fixtures import TINY, one_torch_thread, synthetic_spectra, trained_tiny  # noqa: F401 - fixture
+
+CPU = torch.device("cpu")
+
+
+def with_random_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine terms: folding them must matter."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) * 1.5 - 0.25)  # some negative scales too
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+    return model.eval()
+
+
+def reference_and_fast(model, flux, **kwargs):
+    ref = batched_logits(model, flux, CPU, 64)
+    return ref, FastPath(model, CPU, **kwargs)(flux)
+
+
+@pytest.mark.parametrize("preset, n", [("fast", 12), ("paper", 2), ("plain_densenet", 2)])
+def test_folded_fp32_equals_reference(preset, n):
+    torch.manual_seed(1)
+    model = with_random_batchnorm(build_model(preset))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flux, _ = synthetic_spectra(n, seed=3)
+    flux = flux[:n]
+    ref, fast = reference_and_fast(model, flux, precision="fp32")
+    assert np.abs(softmax(fast) - softmax(ref)).max() < 1e-4
+    np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    # The maps CAMs read are the reference's too.
+    folded = fold(model)
+    with torch.inference_mode():
+        maps, ref_maps = folded.features(torch.from_numpy(flux)), model.features(torch.from_numpy(flux))
+    assert maps.shape == ref_maps.shape
+    torch.testing.assert_close(maps, ref_maps, rtol=1e-4, atol=1e-4 * float(ref_maps.abs().max()))
+    # Folding reads the model, never changes it.
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_fast_preset_groups_branches_to_full_vectors():
+    """fast has 8 maps per kernel: kernels (1, 3) and (7, 11) share a convolution each; paper's 16 stay apart."""
+    fast = fold(build_model("fast"))
+    multi = fast.dense_blocks[0].conv_blocks[0].multi_scale
+    assert [c.kernel_size for c in multi.branches] == [(1, 3), (1, 11)]
+    assert [c.out_channels for c in multi.branches] == [16, 16]
+    paper = fold(build_model("paper")).dense_blocks[0].conv_blocks[0].multi_scale
+    assert [c.kernel_size[1] for c in paper.branches] == [1, 11, 25, 41]
+
+
+@pytest.mark.parametrize("backend, precision", [("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32")])
+def test_backends_keep_labels_of_a_trained_net(backend, precision):
+    if backend == "onnx":
+        pytest.importorskip("onnxruntime")
+    result, *_, val_x, _ = trained_tiny()
+    ref, fast = reference_and_fast(result.model, val_x, precision=precision, backend=backend)
+    assert (fast.argmax(1) == ref.argmax(1)).all()
+    if precision == "fp32":
+        tolerance = 1e-4 if backend == "torch" else 0.01
+        assert np.abs(softmax(fast) - softmax(ref)).max() < tolerance
+    # bf16: labels only. This tiny net is ill-conditioned: rounding its weights alone to bf16 (0.2%)
+    # moves its probabilities by ~0.2. The 0.01 bound is checked on the shipped model below.
+
+
+@pytest.mark.slow
+def test_compiled_backend_keeps_labels():
+    """torch.compile of the folded net (~20-30 s to compile on 2 cores), then a second batch size
+    without a recompilation error (dynamic batch)."""
+    result, *_, val_x, _ = trained_tiny()
+    ref, fast = reference_and_fast(result.model, val_x, precision="fp32", backend="compile")
+    assert (fast.argmax(1) == ref.argmax(1)).all()
+    assert np.abs(softmax(fast) - softmax(ref)).max() < 1e-3
+    path = FastPath(result.model, CPU, precision="fp32", backend="compile")
+    np.testing.assert_allclose(path(val_x[:3]), ref[:3], atol=1e-3)
+
+
+@pytest.mark.parametrize("backend, precision", [("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32")])
+def test_nan_rows_stay_nan_and_do_not_spread(backend, precision):
+    if backend == "onnx":
+        pytest.importorskip("onnxruntime")
+    result, *_, val_x, _ = trained_tiny()
+    flux = val_x[:6].copy()
+    flux[2, 100] = np.nan
+    logits = FastPath(result.model, CPU, precision=precision, backend=backend)(flux)
+    assert np.isnan(logits[2]).all()
+    assert np.isfinite(np.delete(logits, 2, axis=0)).all()
+
+
+def test_empty_batch_and_other_networks():
+    fc4 = build_model("fc4").eval()
+    flux, _ = synthetic_spectra(2, seed=4)
+    ref, fast = reference_and_fast(fc4, flux, precision="bf16")
+    assert fast.dtype == np.float32 and np.abs(softmax(fast) - softmax(ref)).max() < 0.01
+    assert not isinstance(fold(fc4), FastDenseNet)
+    empty = FastPath(build_model("fast"), CPU)(np.zeros((0, 2600), np.float32))
+    assert empty.shape == (0, 3)
+
+
+def test_runtime_choices_are_checked():
+    assert check_runtime(CPU, "auto", "torch") == "fp32"
+    assert check_runtime(torch.device("cuda"), "auto", "torch") == "bf16"
+    assert check_runtime(CPU, "auto", "onnx") == "fp32"
+    with pytest.raises(ValueError, match="fp32 only"):
+        check_runtime(CPU, "bf16", "onnx")
+    with pytest.raises(ValueError, match="CPU only"):
+        check_runtime(torch.device("cuda"), "fp32", "onnx")
+    with pytest.raises(ValueError, match="unknown back-end"):
+        check_runtime(CPU, "fp32", "tensorrt")
+    with pytest.raises(ValueError, match="unknown precision"):
+        check_runtime(CPU, "fp16", "torch")
+
+
+def test_classifier_runs_the_fast_path(tmp_path):
+    result, *_, val_x, _ = trained_tiny()
+    path = save_weights(result.model, tmp_path / "tiny.safetensors", overrides=TINY)
+    reference = softmax(batched_logits(result.model, val_x, CPU, 64))
+    for precision in ("fp32", "bf16"):
+        classifier = Classifier.load(path, device="cpu", target_prior=None, precision=precision)
+        assert classifier.precision == precision and classifier.backend == "torch"
+        probs = classifier.predict_proba(val_x)
+        assert (probs.argmax(1) == reference.argmax(1)).all()
+        if precision == "fp32":
+            assert np.abs(probs - reference).max() < 1e-4
+        cam = classifier.cam(val_x[:2])
+        assert cam.shape == (2, 2600) and np.isfinite(cam).all()
+
+
+@pytest.mark.skipif(not (packaged_weights_dir() / "default.safetensors").exists(), reason="no shipped weights yet")
+def test_shipped_model_keeps_labels_on_mocks():
+    """The shipped model on 150 mock spectra (analytic templates without ../shared): every back-end's
+    labels equal the reference's, probabilities within 0.01 (fp32 folded: 1e-4)."""
+    from lamost_classify.mocks.simulate import simulate
+    from lamost_classify.pipeline.grid import prepare_arrays
+
+    chunk = next(simulate(150, seed=5, class_mix="balanced", chunk_size=150))
+    flux = prepare_arrays(chunk.wavelength, chunk.flux, chunk.ivar, chunk.andmask).flux
+    reference = Classifier.load("default", device="cpu", target_prior=None)
+    ref = softmax(batched_logits(reference.model, flux, CPU, 64), reference.temperature)
+    backends = [("torch", "fp32"), ("torch", "bf16")]
+    try:
+        import onnxruntime  # noqa: F401
+
+        backends.append(("onnx", "fp32"))
+    except ImportError:
+        pass
+    for backend, precision in backends:
+        probs = Classifier.load("default", device="cpu", target_prior=None, precision=precision,
+                                backend=backend).predict_proba(flux)
+        assert (probs.argmax(1) == ref.argmax(1)).all(), (backend, precision)
+        assert np.abs(probs - ref).max() < (1e-4 if (backend, precision) == ("torch", "fp32") else 0.01)
