@@ -29,10 +29,12 @@ class ModelPlugin(WorkerPlugin):
 
     name = PLUGIN_NAME
 
-    def __init__(self, model: str | None, device: str, target_prior: tuple[float, ...] | None):
+    def __init__(self, model: str | None, device: str, target_prior: tuple[float, ...] | None,
+                 precision: str = "auto", backend: str = "torch"):
         self.model = model
         self.device = device
         self.target_prior = target_prior
+        self.precision, self.backend = precision, backend
         self._classifier = None
         self._lock = threading.Lock()
 
@@ -46,7 +48,8 @@ class ModelPlugin(WorkerPlugin):
                 from lamost_classify.model.inference import Classifier
 
                 kwargs = {} if self.target_prior is None else {"target_prior": self.target_prior}
-                self._classifier = Classifier.load(self.model, device=self.device, **kwargs)
+                self._classifier = Classifier.load(self.model, device=self.device, precision=self.precision,
+                                                   backend=self.backend, **kwargs)
             return self._classifier
 
     def __getstate__(self):
@@ -105,9 +108,11 @@ def run_graph(
     save_cam: bool = False,
     retries: int = 2,
     on_batch_done: Callable[[int, int], None] | None = None,
+    precision: str = "auto",
+    backend: str = "torch",
 ) -> GraphResult:
     """Process the batches ``todo`` of ``plan``; returns when every one of them is written."""
-    client.register_plugin(ModelPlugin(model, device, target_prior), name=PLUGIN_NAME)
+    client.register_plugin(ModelPlugin(model, device, target_prior, precision, backend), name=PLUGIN_NAME)
     infer_resources = {"GPU": 1} if gpu_workers(client) else None
     n_threads = sum(client.nthreads().values()) or 1
     window = max(4, 2 * n_threads)

@@ -33,6 +33,8 @@ class RunOptions:
     n_workers: int | None = None
     batch_size: int = 1000
     device: str = "auto"
+    precision: str = "auto"  # fp32 | bf16 | auto (bf16 on a GPU, fp32 on the CPU): model/fastpath.py
+    backend: str = "torch"  # torch | compile | onnx
     overwrite: bool = False
     save_flux: bool = False
     save_cam: bool = False
@@ -89,7 +91,10 @@ def run(opts: RunOptions, log=print) -> dict:
     t0 = time.time()
     sources = discover(opts)
     plan = make_plan(sources, opts.batch_size)
-    model_name = Classifier.load(opts.model, device="cpu").name  # fail early on bad weights, before a cluster
+    # Fail early on bad weights or runtime options, before a cluster.
+    model_name = Classifier.load(opts.model, device="cpu", precision=opts.precision, backend=opts.backend).name
+    if opts.backend == "onnx" and opts.device == "cuda":
+        raise ValueError("--backend onnx runs on the CPU only (onnxruntime's CPU provider): use --device cpu or auto")
     release = opts.release or "custom"
     manifest = Manifest(plan.fingerprint, model_name, len(plan), plan.batch_size, plan.n_batches, release)
     done = prepare_output(opts, plan, manifest)
@@ -110,6 +115,7 @@ def run(opts: RunOptions, log=print) -> dict:
             bar = _progress(len(todo), opts.progress)
             graph_result = run_graph(
                 client, plan, todo, manifest, opts.output, release, opts.model, device=opts.device,
+                precision=opts.precision, backend=opts.backend,
                 target_prior=opts.target_prior, save_flux=opts.save_flux, save_cam=opts.save_cam,
                 on_batch_done=lambda i, n: bar.update(1),
             )

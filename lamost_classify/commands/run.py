@@ -44,6 +44,11 @@ def _parse_adapt(ctx, param, value: str | None) -> tuple[int, int] | None:
 @click.option("--workers", type=int, default=None, help="Local workers (default: one per core).")
 @click.option("--batch-size", type=int, default=1000, show_default=True, help="Spectra per task.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="Network arithmetic: auto = bf16 on a GPU, fp32 on the CPU (bench/RESULTS.md).")
+@click.option("--backend", type=click.Choice(["torch", "compile", "onnx"]), default="torch", show_default=True,
+              help="torch (eager), compile (torch.compile: minutes to start, faster after), "
+                   "onnx (onnxruntime, CPU, fp32).")
 @click.option("--resume/--overwrite", default=True, show_default=True,
               help="Resume a run into the same directory (default), or start it over.")
 @click.option("--save-flux", is_flag=True, help="Also store the normalised 2600-pixel spectra in arrays.zarr.")
@@ -58,8 +63,9 @@ def _parse_adapt(ctx, param, value: str | None) -> tuple[int, int] | None:
 @click.option("--wait-timeout", type=float, default=120.0, show_default=True,
               help="SLURM: seconds to wait for the first workers before giving up (queues can be slow).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def run(release, data_root, inputs, output, model, scheduler, cluster, workers, batch_size, device, resume,
-        save_flux, save_cam, prior, cpu_jobs, gpu_jobs, adapt, jobqueue_config, wait_timeout, progress) -> None:
+def run(release, data_root, inputs, output, model, scheduler, cluster, workers, batch_size, device, precision,
+        backend, resume, save_flux, save_cam, prior, cpu_jobs, gpu_jobs, adapt, jobqueue_config, wait_timeout,
+        progress) -> None:
     """Classify a data release (or any spectra) into a Parquet catalog, exactly once per input.
 
     \b
@@ -85,13 +91,14 @@ def run(release, data_root, inputs, output, model, scheduler, cluster, workers, 
     opts = RunOptions(
         output=output, release=release, data_root=data_root, inputs=list(inputs), model=model,
         scheduler=scheduler, cluster=cluster, n_workers=workers, batch_size=batch_size, device=device,
+        precision=precision, backend=backend,
         overwrite=not resume, save_flux=save_flux, save_cam=save_cam, target_prior=prior, cpu_jobs=cpu_jobs,
         gpu_jobs=gpu_jobs, adapt=adapt, jobqueue_config=jobqueue_config, wait_timeout=wait_timeout,
         progress=progress,
     )
     try:
         summary = run_pipeline(opts, log=click.echo)
-    except (ResumeRefused, SlurmClusterError, ValueError, FileNotFoundError, KeyError) as exc:
+    except (ResumeRefused, SlurmClusterError, ValueError, FileNotFoundError, KeyError, ImportError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
         f"{summary['spectra']} spectra -> {output} in {summary['wall_time_s']} s "
