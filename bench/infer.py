@@ -209,14 +209,23 @@ def throughput(logits_of, batch: np.ndarray, seconds: float) -> float:
     return len(batch) / statistics.median(times)
 
 
+def parse_variant(text: str) -> tuple[str, str, list[int], int | None]:
+    """'torch/bf16@4096~64' -> ('torch', 'bf16', [4096], 64)."""
+    text, _, width = text.partition("~")
+    text, _, batch = text.partition("@")
+    backend, _, precision = text.partition("/")
+    return backend, precision or "fp32", [int(batch)] if batch else [], int(width) if width else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="paper,fast")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: every CPU we may use)")
     parser.add_argument("--variants", default=None,
-                        help=f"backend/precision[@batch] list (default: {CPU_VARIANTS} on CPU, {GPU_VARIANTS} on "
-                             "GPU); @batch times that variant at that batch size only")
+                        help=f"backend/precision[@batch][~width] list (default: {CPU_VARIANTS} on CPU, "
+                             f"{GPU_VARIANTS} on GPU): @batch times the variant at that batch size only, ~width "
+                             "groups multi-scale branches to at least that many maps per convolution")
     parser.add_argument("--batch-sizes", default=None,
                         help="comma list; default: FastPath's default for the device and precision")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per variant and batch size")
@@ -228,7 +237,7 @@ def main() -> None:
     device = resolve_device(args.device)
     threads = set_threads(args.threads)
     default_variants = GPU_VARIANTS if device.type == "cuda" else CPU_VARIANTS
-    variants = [(v.split("@")[0].split("/"), v.split("@")[1:]) for v in (args.variants or default_variants).split(",")]
+    variants = [parse_variant(v) for v in (args.variants or default_variants).split(",")]
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else None
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {threads} threads"
     print(f"# bench/infer.py  {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n"
@@ -248,15 +257,16 @@ def main() -> None:
         ref_logits = batched_logits(net.to(device), flux, device, 256)
         torch.backends.cudnn.allow_tf32 = tf32
         ref_labels, ref_prob = ref_logits.argmax(1), softmax(ref_logits, temperature)
-        for (backend, precision), variant_batch in variants:
-            sizes = [int(b) for b in variant_batch] or batch_sizes or [DEFAULT_BATCH[(device.type, precision)]]
+        for backend, precision, variant_batch, group_width in variants:
+            sizes = variant_batch or batch_sizes or [DEFAULT_BATCH[(device.type, precision)]]
             for batch_size in sizes:
                 try:
                     if backend == "reference":
                         def logits_of(x, net=net, b=batch_size):
                             return batched_logits(net, x, device, b)
                     else:
-                        logits_of = FastPath(net, device, precision, backend, max_batch=batch_size)
+                        logits_of = FastPath(net, device, precision, backend, max_batch=batch_size,
+                                             group_width=group_width)
                     logits = logits_of(flux)
                     timing_batch = np.resize(flux, (batch_size, flux.shape[1]))
                     with PeakMemory(device) as memory:
@@ -266,7 +276,8 @@ def main() -> None:
                     continue
                 dp = np.abs(softmax(logits, temperature) - ref_prob).max(axis=1)
                 gflops = flops * speed / 1e9
-                row = (preset, f"{backend}/{precision}", batch_size, speed, gflops, gflops / rates[precision],
+                name = f"{backend}/{precision}" + (f"~{group_width}" if group_width else "")
+                row = (preset, name, batch_size, speed, gflops, gflops / rates[precision],
                        float((logits.argmax(1) == ref_labels).mean()), float(np.quantile(dp, 0.999)), float(dp.max()),
                        memory.peak_mb)
                 rows.append(row)

@@ -43,8 +43,10 @@ from .densenet import SpectralDenseNet
 from .runtime import batched_logits
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
-# Floats in one AVX-512 register: convolutions with fewer output maps leave vector lanes idle.
-VECTOR_WIDTH = 16
+# Fewest output maps per multi-scale convolution, per device type: narrower branches are grouped.
+# CPU: the floats in one AVX-512 register (fewer leave vector lanes idle), measured. CUDA: the same
+# until bench/gpu.sh has measured the alternatives (tensor cores want 64 or more).
+GROUP_WIDTH: dict[str, int] = {"cpu": 16, "cuda": 16}
 
 
 def bn_affine(bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,15 +109,15 @@ class FastPreActivation(nn.Module):
 
 class FastMultiScaleConv(nn.Module):
     """``MultiScaleConv`` with the BatchNorm that reads its output (``next_bn``) folded in, and its
-    branches grouped so that each convolution has at least ``VECTOR_WIDTH`` output maps: neighbouring
+    branches grouped so that each convolution has at least ``group_width`` output maps: neighbouring
     kernel sizes share one convolution, the smaller kernels zero-padded to the group's largest."""
 
-    def __init__(self, block: MultiScaleConv, next_bn: nn.BatchNorm1d) -> None:
+    def __init__(self, block: MultiScaleConv, next_bn: nn.BatchNorm1d, group_width: int = 16) -> None:
         super().__init__()
         self.pre = FastPreActivation(block.pre)
         scale, shift = bn_affine(next_bn)
         width = block.branches[0].out_channels
-        per_group = -(-VECTOR_WIDTH // width)
+        per_group = -(-group_width // width)
         convs = []
         for start in range(0, len(block.branches), per_group):
             group = list(block.branches[start:start + per_group])
@@ -133,9 +135,9 @@ class FastMultiScaleConv(nn.Module):
 
 
 class FastConvBlock(nn.Module):
-    def __init__(self, block: ConvBlock) -> None:
+    def __init__(self, block: ConvBlock, group_width: int = 16) -> None:
         super().__init__()
-        self.multi_scale = FastMultiScaleConv(block.multi_scale, block.fuse_pre[0])
+        self.multi_scale = FastMultiScaleConv(block.multi_scale, block.fuse_pre[0], group_width)
         self.fuse_pre = FastPreActivation(block.fuse_pre, bn_folded=True)
         self.fuse = conv2d_from(block.fuse)
 
@@ -144,9 +146,9 @@ class FastConvBlock(nn.Module):
 
 
 class FastDenseBlock(nn.Module):
-    def __init__(self, block: DenseBlock) -> None:
+    def __init__(self, block: DenseBlock, group_width: int = 16) -> None:
         super().__init__()
-        self.conv_blocks = nn.ModuleList(FastConvBlock(b) for b in block.conv_blocks)
+        self.conv_blocks = nn.ModuleList(FastConvBlock(b, group_width) for b in block.conv_blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = [x]
@@ -171,12 +173,12 @@ class FastDenseNet(nn.Module):
     """``SpectralDenseNet`` for inference only (see the module docstring); same ``features``/``classifier``
     contract, so CAMs work on it too. Built by ``fold``."""
 
-    def __init__(self, model: SpectralDenseNet, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, model: SpectralDenseNet, dtype: torch.dtype = torch.float32, group_width: int = 16) -> None:
         super().__init__()
         self.config = model.config
         self.preset = getattr(model, "preset", None)
         self.stem = conv2d_from(model.stem)
-        self.dense_blocks = nn.ModuleList(FastDenseBlock(b) for b in model.dense_blocks)
+        self.dense_blocks = nn.ModuleList(FastDenseBlock(b, group_width) for b in model.dense_blocks)
         self.transitions = nn.ModuleList(FastTransition(t) for t in model.transitions)
         self.cross_transitions = nn.ModuleList(FastTransition(t) for t in model.cross_transitions)
         self.final_pre = FastPreActivation(model.final_pre)
@@ -218,7 +220,7 @@ class FastDenseNet(nn.Module):
         return self.classifier(pooled)
 
 
-def fold(model: nn.Module, precision: str = "fp32") -> nn.Module:
+def fold(model: nn.Module, precision: str = "fp32", group_width: int = GROUP_WIDTH["cpu"]) -> nn.Module:
     """The inference-speed twin of a trained ``model`` (its eval-mode outputs, to rounding), on the CPU.
 
     A ``SpectralDenseNet`` becomes a ``FastDenseNet``; other networks (the ``fc4`` baseline) are only
@@ -231,7 +233,7 @@ def fold(model: nn.Module, precision: str = "fp32") -> nn.Module:
         # Folding reads the weights on the CPU; a copy, as Module.cpu() would move the caller's model.
         reference = model if next(model.parameters()).device.type == "cpu" else copy.deepcopy(model).cpu()
         with torch.no_grad():
-            return FastDenseNet(reference, dtype)
+            return FastDenseNet(reference, dtype, group_width)
     twin = copy.deepcopy(model).cpu().eval().requires_grad_(False)
     return twin if dtype == torch.float32 else _CastInput(twin.to(dtype), dtype)
 
@@ -291,12 +293,13 @@ class FastPath:
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cpu", precision: str = "auto",
-                 backend: str = "torch", max_batch: int | None = None) -> None:
+                 backend: str = "torch", max_batch: int | None = None, group_width: int | None = None) -> None:
         self.device = torch.device(device)
         self.precision = check_runtime(self.device, precision, backend)
         self.backend = backend
         self.max_batch = int(max_batch or DEFAULT_BATCH.get((self.device.type, self.precision), 256))
-        self.net = fold(model, self.precision).to(self.device)
+        self.group_width = group_width or GROUP_WIDTH.get(self.device.type, 16)
+        self.net = fold(model, self.precision, self.group_width).to(self.device)
         self.n_classes = self.net.classifier.out_features if hasattr(self.net, "classifier") else 3
         self._session = None
         self._run: nn.Module = self.net
