@@ -209,6 +209,23 @@ def throughput(logits_of, batch: np.ndarray, seconds: float) -> float:
     return len(batch) / statistics.median(times)
 
 
+def ablate(path: FastPath, step: str) -> None:
+    """Undo one kept optimisation of ``path``'s folded network (``--ablation``), to measure what it gives."""
+    from torch.nn import functional as F
+
+    if step == "channels-last":  # back to torch's default (B, C, 1, L) layout for activations and weights
+        path.net.memory_format = torch.contiguous_format
+        path.net.to(memory_format=torch.contiguous_format)
+    elif step == "pool-first":  # the transitions' 1x1 conv on every pixel, then the pooling, as the reference
+        for t in [*path.net.transitions, *path.net.cross_transitions]:
+            t.forward = lambda x, t=t: F.avg_pool2d(t.conv(t.pre(x)), (1, 2))
+    else:
+        raise ValueError(f"unknown ablation {step!r}")
+
+
+ABLATIONS = ("channels-last", "pool-first", "paired-branches")
+
+
 def parse_variant(text: str) -> tuple[str, str, list[int], int | None]:
     """'torch/bf16@4096~64' -> ('torch', 'bf16', [4096], 64)."""
     text, _, width = text.partition("~")
@@ -232,12 +249,18 @@ def main() -> None:
     parser.add_argument("--mocks", type=int, default=3000, help="mock spectra for the agreement columns")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--weights", default=None, help="trained weights for the preset they are of ('default')")
+    parser.add_argument("--ablation", action="store_true",
+                        help=f"also time torch/fp32 and torch/bf16 with each kept step undone in turn: {ABLATIONS}")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
     threads = set_threads(args.threads)
     default_variants = GPU_VARIANTS if device.type == "cuda" else CPU_VARIANTS
-    variants = [parse_variant(v) for v in (args.variants or default_variants).split(",")]
+    variants = [(*parse_variant(v), None) for v in (args.variants or default_variants).split(",")]
+    if args.ablation:
+        # Without "paired-branches": group width 8 = one convolution per kernel size (fast: 8 maps each).
+        variants += [("torch", precision, [], 8 if step == "paired-branches" else None, step)
+                     for precision in ("fp32", "bf16") for step in ABLATIONS]
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else None
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {threads} threads"
     print(f"# bench/infer.py  {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n"
@@ -257,7 +280,7 @@ def main() -> None:
         ref_logits = batched_logits(net.to(device), flux, device, 256)
         torch.backends.cudnn.allow_tf32 = tf32
         ref_labels, ref_prob = ref_logits.argmax(1), softmax(ref_logits, temperature)
-        for backend, precision, variant_batch, group_width in variants:
+        for backend, precision, variant_batch, group_width, step in variants:
             sizes = variant_batch or batch_sizes or [DEFAULT_BATCH[(device.type, precision)]]
             for batch_size in sizes:
                 try:
@@ -267,6 +290,8 @@ def main() -> None:
                     else:
                         logits_of = FastPath(net, device, precision, backend, max_batch=batch_size,
                                              group_width=group_width)
+                        if step and step != "paired-branches":
+                            ablate(logits_of, step)
                     logits = logits_of(flux)
                     timing_batch = np.resize(flux, (batch_size, flux.shape[1]))
                     with PeakMemory(device) as memory:
@@ -276,7 +301,8 @@ def main() -> None:
                     continue
                 dp = np.abs(softmax(logits, temperature) - ref_prob).max(axis=1)
                 gflops = flops * speed / 1e9
-                name = f"{backend}/{precision}" + (f"~{group_width}" if group_width else "")
+                name = f"{backend}/{precision}" + (f"~{group_width}" if group_width and not step else "")
+                name += f" without {step}" if step else ""
                 row = (preset, name, batch_size, speed, gflops, gflops / rates[precision],
                        float((logits.argmax(1) == ref_labels).mean()), float(np.quantile(dp, 0.999)), float(dp.max()),
                        memory.peak_mb)

@@ -187,7 +187,8 @@ class FastDenseNet(nn.Module):
         self.n_features = model.n_features
         self.dtype = dtype
         self.eval().requires_grad_(False)
-        self.to(memory_format=torch.channels_last)
+        self.memory_format = torch.channels_last
+        self.to(memory_format=self.memory_format)
         if dtype != torch.float32:
             for name, module in self.named_children():
                 if name not in ("stem", "classifier"):
@@ -197,7 +198,7 @@ class FastDenseNet(nn.Module):
         if x.ndim == 2:
             x = x.unsqueeze(1)
         # (B, 1, L) -> (B, 1, 1, L): with one input channel, NCHW and channels-last are the same bytes.
-        x = x.float().unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        x = x.float().unsqueeze(2).contiguous(memory_format=self.memory_format)
         # The stem stays float32: bfloat16's 8-bit mantissa would round the flux itself (0.4% steps),
         # and the stem is under 1% of the FLOPs.
         x = self.stem(x).to(self.dtype)
