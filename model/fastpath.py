@@ -258,7 +258,7 @@ BACKENDS = ("torch", "compile", "onnx")
 DEFAULT_PRECISION: dict[str, str] = {"cpu": "fp32", "cuda": "bf16"}
 # Spectra per forward pass, per device type and precision (bench/RESULTS.md: the batch sweep). On the
 # CPU, batches small enough for the activations to stay in cache are the fastest.
-DEFAULT_BATCH: dict[tuple[str, str], int] = {("cpu", "fp32"): 64, ("cpu", "bf16"): 256,
+DEFAULT_BATCH: dict[tuple[str, str], int] = {("cpu", "fp32"): 128, ("cpu", "bf16"): 256,
                                              ("cuda", "fp32"): 4096, ("cuda", "bf16"): 4096}
 
 
@@ -285,7 +285,8 @@ class FastPath:
 
     - ``torch``: the folded network in eager mode (``fold``).
     - ``compile``: the same through ``torch.compile`` (compiles on the first batch: ~1.5 min per process
-      on this 2-core CPU, for ~1.25x; needs a C++ compiler on the CPU, Triton on a GPU).
+      on this 2-core CPU; needs a C++ compiler on the CPU, Triton on a GPU). Batches are padded to
+      ``max_batch``, one compiled shape: on a GPU give the pipeline batches of at least that size.
     - ``onnx``: the folded network exported to ONNX and run by onnxruntime on the CPU (fp32 only;
       needs the ``onnx`` extra).
 
@@ -305,9 +306,9 @@ class FastPath:
         self._session = None
         self._run: nn.Module = self.net
         if backend == "compile":
-            # dynamic=True: one compilation for every batch size (the pipeline's batches vary with the
-            # number of usable spectra in them).
-            self._run = torch.compile(self.net, dynamic=True)
+            # One static shape, max_batch (``__call__`` pads to it): inductor's dynamic-shape C++ code
+            # for bfloat16 does not compile in torch 2.13, and every new shape would cost a compilation.
+            self._run = torch.compile(self.net, dynamic=False)
         elif backend == "onnx":
             self._session = onnx_session(self.net)
 
@@ -315,10 +316,17 @@ class FastPath:
         flux = np.asarray(flux)
         if flux.ndim != 2:
             raise ValueError(f"expected flux of shape (batch, n_pixels), got {flux.shape}")
-        if self._session is None:
+        if self.backend == "torch":
             return batched_logits(self._run, flux, self.device, self.max_batch)
-        out = [self._session.run(None, {"flux": np.ascontiguousarray(flux[i:i + self.max_batch], np.float32)})[0]
-               for i in range(0, len(flux), self.max_batch)]
+        out = []
+        for start in range(0, len(flux), self.max_batch):
+            chunk = np.ascontiguousarray(flux[start:start + self.max_batch], np.float32)
+            if self._session is not None:
+                out.append(self._session.run(None, {"flux": chunk})[0])
+            else:  # compiled: pad to the one compiled shape (zero rows change no other row in eval mode)
+                padded = np.zeros((self.max_batch, chunk.shape[1]), np.float32)
+                padded[:len(chunk)] = chunk
+                out.append(batched_logits(self._run, padded, self.device, self.max_batch)[:len(chunk)])
         return np.concatenate(out) if out else np.zeros((0, self.n_classes), np.float32)
 
 
