@@ -44,6 +44,24 @@ class DenseNetConfig:
     n_classes: int = 3
 
 
+def dense_stages(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The dense blocks, transitions and cross-scale paths of ``net`` applied to the stem's output.
+
+    Shared by ``SpectralDenseNet`` and its inference twin ``fastpath.FastDenseNet`` (channels on dim 1
+    in both), so the two cannot drift apart.
+    """
+    n_transitions = len(net.transitions)
+    for i, block in enumerate(net.dense_blocks):
+        block_input = x
+        x = block(x)
+        if i < n_transitions:
+            x = net.transitions[i](x)
+            if net.config.cross_scale and i >= 1:
+                # The input of this dense block skips to after transition i (fig. 2).
+                x = torch.cat([x, net.cross_transitions[i - 1](block_input)], dim=1)
+    return x
+
+
 class SpectralDenseNet(nn.Module):
     def __init__(self, config: DenseNetConfig) -> None:
         super().__init__()
@@ -90,16 +108,7 @@ class SpectralDenseNet(nn.Module):
         """The last feature maps before global pooling, (B, n_features, L'): what CAM weighs."""
         if x.ndim == 2:
             x = x.unsqueeze(1)
-        x = self.stem(x)
-        n_transitions = len(self.transitions)
-        for i, block in enumerate(self.dense_blocks):
-            block_input = x
-            x = block(x)
-            if i < n_transitions:
-                x = self.transitions[i](x)
-                if self.config.cross_scale and i >= 1:
-                    x = torch.cat([x, self.cross_transitions[i - 1](block_input)], dim=1)
-        return self.final_pre(x)
+        return self.final_pre(dense_stages(self, self.stem(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))

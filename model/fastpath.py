@@ -40,7 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .blocks import ConvBlock, CrossScaleTransition, DenseBlock, MultiScaleConv, PreActivation, Transition
-from .densenet import SpectralDenseNet
+from .densenet import SpectralDenseNet, dense_stages
 from .runtime import batched_logits
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -202,16 +202,7 @@ class FastDenseNet(nn.Module):
         x = x.float().unsqueeze(2).contiguous(memory_format=self.memory_format)
         # The stem stays float32: bfloat16's 8-bit mantissa would round the flux itself (0.4% steps),
         # and the stem is under 1% of the FLOPs.
-        x = self.stem(x).to(self.dtype)
-        n_transitions = len(self.transitions)
-        for i, block in enumerate(self.dense_blocks):
-            block_input = x
-            x = block(x)
-            if i < n_transitions:
-                x = self.transitions[i](x)
-                if self.config.cross_scale and i >= 1:
-                    x = torch.cat([x, self.cross_transitions[i - 1](block_input)], dim=1)
-        return self.final_pre(x)
+        return self.final_pre(dense_stages(self, self.stem(x).to(self.dtype)))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature maps before global pooling, (B, n_features, L') float32, as the reference's."""
