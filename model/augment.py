@@ -2,13 +2,16 @@
 
 Three noises, applied to normalised spectra (values in [0, 1], masked pixels 0), each its own function:
 ``ccd_noise`` (4.2.1), ``bad_pixels`` (4.2.2), ``cosmic_ray`` (4.2.3), and ``combined`` (4.2.4) in the
-paper's order: noise -> cosmic ray -> bad pixels. Every function takes a (n_pixels,) spectrum or a
+paper's order: noise -> cosmic ray -> bad pixels. One of ours, ``survey_artefacts``, adds the defects
+of real LAMOST files that the mocks lack (spikes that set the normalisation, arm-scale errors) to a
+fraction of every class's spectra. Every function takes a (n_pixels,) spectrum or a
 (batch, n_pixels) block (rows drawn independently), returns a new float32 array, leaves its input
 alone, and draws from the ``rng`` it is given (a ``np.random.Generator`` or a seed).
 
 Balancing to 1:1:1: each epoch keeps ``per_class`` spectra of every class; a class with more
 (STAR) is undersampled without replacement, a class with fewer (GALAXY, QSO) keeps all of its
-spectra once and is topped up with augmented copies of randomly drawn members.
+spectra once and is topped up with augmented copies of randomly drawn members. Independently of
+that, ``artefact_fraction`` of every epoch's spectra, of every class, get ``survey_artefacts``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lamost_classify import CLASS_NAMES
+from lamost_classify.pipeline.grid import N_PIXELS, WAVELENGTH
 
 # Defaults; the paper gives neither value. Normalised LAMOST spectra of S/N 10-50 scatter by
 # ~0.01-0.05 per pixel, so 0.02 is noise of a typical spectrum; 100 pixels is ~4% of the grid (~200 A).
@@ -27,6 +31,7 @@ NOISE_SIGMA = 0.02
 BAD_PIXEL_MAX_LENGTH = 100
 COSMIC_RAY_VALUE = 1.0  # the normalised maximum
 BAD_PIXEL_VALUE = 0.0  # what masked pixels already hold (pipeline.grid.FILL_VALUE)
+ARM_JOIN = (5700.0, 5900.0)  # Angstrom: the blue arm ends and the red arm starts here (dichroic)
 
 RngLike = np.random.Generator | int | None
 
@@ -77,6 +82,43 @@ def combined(
     """All three, in the paper's order (4.2.4): CCD noise -> cosmic ray -> bad pixels."""
     rng = np.random.default_rng(rng)
     return bad_pixels(cosmic_ray(ccd_noise(x, sigma, rng), rng), max_length, rng)
+
+
+def survey_artefacts(x: np.ndarray, rng: RngLike = None) -> np.ndarray:
+    """Defects seen in real LAMOST files that the mocks lack, applied before the network sees them.
+
+    The real stars our first shipped model got wrong (7 of 1,151) all carried one of two defects:
+    an unmasked spike (a cosmic ray, a sky residual or the edge of a masked region: 2-5 native
+    pixels, 3-300x the continuum) that sets the maximum of the min-max normalisation and squashes
+    the spectrum under it; or the two arms' flux scales disagreeing by up to 2x at the 5700-5900 A
+    join. Each row gets one or both, drawn at random, then is renormalised to a maximum of 1
+    (masked pixels stay 0). Meant for every class alike, so that a defect says nothing of the class.
+    """
+    rng = np.random.default_rng(rng)
+    out = _rows(x)
+    block = out.reshape(-1, out.shape[-1])
+    n = block.shape[1]
+    join_lo, join_hi = np.searchsorted(WAVELENGTH, ARM_JOIN) * n // N_PIXELS
+    for row in block:
+        valid = np.flatnonzero(row != BAD_PIXEL_VALUE)
+        if len(valid) == 0:
+            continue
+        kind = rng.integers(0, 3)  # 0: spikes, 1: arm scale, 2: both
+        if kind >= 1:
+            join = rng.integers(join_lo, join_hi + 1)
+            row[join:] *= np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
+        if kind != 1:
+            for _ in range(rng.integers(1, 4)):
+                width = int(rng.integers(1, 5))
+                start = int(rng.choice(valid))
+                hit = slice(start, min(start + width, n))
+                # Heights log-uniform from 0.5x to 30x the spectrum's maximum (before renormalising).
+                row[hit] = np.where(row[hit] != BAD_PIXEL_VALUE,
+                                    row[hit] + row.max() * np.exp(rng.uniform(np.log(0.5), np.log(30.0))), row[hit])
+        peak = row.max()
+        if peak > 0:
+            row /= peak
+    return out
 
 
 def default_per_class(labels: np.ndarray, n_classes: int = len(CLASS_NAMES)) -> int:
@@ -139,6 +181,7 @@ class BalancedSpectra(Dataset):
         augment: bool = True,
         sigma: float = NOISE_SIGMA,
         max_length: int = BAD_PIXEL_MAX_LENGTH,
+        artefact_fraction: float = 0.0,
     ) -> None:
         if len(flux) != len(labels):
             raise ValueError(f"{len(flux)} spectra but {len(labels)} labels")
@@ -149,6 +192,7 @@ class BalancedSpectra(Dataset):
         self.augment = augment
         self.sigma = sigma
         self.max_length = max_length
+        self.artefact_fraction = artefact_fraction
         self.set_epoch(1)
 
     def set_epoch(self, epoch: int) -> None:
@@ -166,9 +210,12 @@ class BalancedSpectra(Dataset):
         x = np.empty((len(rows), self.flux.shape[1]), np.float32)
         x[order] = self.flux[rows[order]]
         if self.augment:
-            for j in np.flatnonzero(self.augmented[items]):
+            for j in range(len(items)):
                 rng = np.random.default_rng((self.seed, self.epoch, int(items[j])))
-                x[j] = combined(x[j], rng, self.sigma, self.max_length)
+                if self.augmented[items[j]]:
+                    x[j] = combined(x[j], rng, self.sigma, self.max_length)
+                if rng.random() < self.artefact_fraction:
+                    x[j] = survey_artefacts(x[j], rng)
         return torch.from_numpy(x), torch.from_numpy(self.labels[rows])
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:

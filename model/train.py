@@ -27,12 +27,13 @@ from .augment import BAD_PIXEL_MAX_LENGTH, NOISE_SIGMA, BalancedSpectra
 from .densenet import build_model, config_dict
 from .evaluate import confusion_matrix, scores_from_confusion
 from .runtime import batched_logits, resolve_device, set_threads
+from .weights import load_weights
 
 CHECKPOINT = "checkpoint.pt"
 PLOT_INTERVAL_S = 60.0  # loss.png is redrawn at most this often, and at the end
 # Fields that must match for a checkpoint to be resumed: they define the model and the data it saw.
-_RESUME_KEYS = ("preset", "model_overrides", "seed", "per_class", "augment", "noise_sigma", "bad_pixel_max_length",
-                "batch_size", "lr", "lr_milestones", "lr_gamma", "weight_decay", "precise_bn_batches")
+_RESUME_KEYS = ("preset", "model_overrides", "init_from", "seed", "per_class", "augment", "noise_sigma",
+                "bad_pixel_max_length", "artefact_fraction", "batch_size", "lr", "lr_milestones", "lr_gamma", "weight_decay", "precise_bn_batches")
 
 
 @dataclass
@@ -51,6 +52,8 @@ class TrainConfig:
     augment: bool = True
     noise_sigma: float = NOISE_SIGMA
     bad_pixel_max_length: int = BAD_PIXEL_MAX_LENGTH
+    artefact_fraction: float = 0.0  # share of every class given augment.survey_artefacts each epoch
+    init_from: str | None = None  # start from these trained weights (a name or path, as load_weights takes)
     precise_bn_batches: int = 50  # re-estimate BatchNorm statistics on this many batches per epoch; 0 = off
     device: str = "auto"
     num_threads: int | None = None  # None = every CPU this process may use
@@ -168,11 +171,18 @@ def fit(
         raise ValueError("the validation set is empty: the best epoch is chosen on it")
 
     torch.manual_seed(config.seed)
-    model = build_model(config.preset, **config.model_overrides).to(device)
+    model = build_model(config.preset, **config.model_overrides)
+    if config.init_from:
+        trained, _ = load_weights(config.init_from)
+        if config_dict(trained) != config_dict(model):
+            raise ValueError(f"--init-from {config.init_from}: its network is not preset {config.preset!r} "
+                             f"with overrides {config.model_overrides}")
+        model.load_state_dict(trained.state_dict())
+    model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_gamma)
     data = BalancedSpectra(train_x, train_y, config.seed, config.per_class, config.augment,
-                           config.noise_sigma, config.bad_pixel_max_length)
+                           config.noise_sigma, config.bad_pixel_max_length, config.artefact_fraction)
     history: list[dict] = []
     best = {"epoch": 0, "val_loss": float("inf"), "model": None}
     start_epoch = 1

@@ -8,8 +8,9 @@ import torch
 from scipy import stats
 
 from lamost_classify.model.augment import (
-    BalancedSpectra, bad_pixels, balanced_epoch_indices, ccd_noise, combined, cosmic_ray,
+    ARM_JOIN, BalancedSpectra, bad_pixels, balanced_epoch_indices, ccd_noise, combined, cosmic_ray, survey_artefacts,
 )
+from lamost_classify.pipeline.grid import WAVELENGTH
 
 
 @pytest.fixture
@@ -107,3 +108,43 @@ def test_balanced_dataset_is_deterministic_and_augments_only_copies(spectra):
     np.testing.assert_array_equal(batched.numpy(), x.numpy())
     data.set_epoch(4)
     assert not np.array_equal(data.indices, rows)  # a fresh draw each epoch
+
+
+def test_survey_artefacts_squash_or_step_the_spectrum_keep_masks_and_renormalise(spectra):
+    x = spectra.copy()
+    x[:, 300:400] = 0.0  # a masked band
+    out = survey_artefacts(x, rng=5)
+    assert out.shape == x.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out.max(axis=1), 1.0)  # renormalised
+    assert (out[:, 300:400] == 0).all()  # masked pixels stay masked
+    assert out.min() >= 0
+    # Each row gets tall spikes (at most 3 of 4 pixels), or one side of the arm join rescaled, or both;
+    # elsewhere it is the same spectrum times one factor per side of the join.
+    valid = x[0] > 0
+    blue, red = valid & (WAVELENGTH < ARM_JOIN[0]), valid & (WAVELENGTH > ARM_JOIN[1])
+    changed = 0
+    for before, after in zip(x, out):
+        factors, spiked = [], 0
+        for side in (blue, red):
+            r = after[side] / before[side]
+            factors.append(np.median(r))
+            spiked += (~np.isclose(r, factors[-1], rtol=1e-4)).sum()
+        assert spiked <= 12
+        changed += spiked > 0 or not np.isclose(factors[0], factors[1], rtol=1e-4)
+    assert changed == len(out)
+    # Not a no-op on average, deterministic with the same seed.
+    np.testing.assert_array_equal(out, survey_artefacts(x, rng=5))
+    assert not np.array_equal(out, survey_artefacts(x, rng=6))
+
+
+def test_survey_artefacts_reach_every_class_at_the_asked_fraction():
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0.05, 0.95, size=(600, 2600)).astype(np.float32)
+    labels = np.repeat([0, 1, 2], 200)
+    data = BalancedSpectra(x, labels, seed=1, per_class=200, artefact_fraction=0.3)
+    out, y = data.__getitems__(np.arange(len(data)))
+    hit = (out.numpy() != x[data.indices]).any(axis=1)
+    for c in range(3):  # class-blind: ~30% of each class, none of the rows augmented otherwise
+        assert 0.2 < hit[y.numpy() == c].mean() < 0.4
+    none = BalancedSpectra(x, labels, seed=1, per_class=200)
+    assert (none.__getitems__(np.arange(len(none)))[0].numpy() == x[none.indices]).all()

@@ -97,3 +97,23 @@ def test_a_diverged_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpo
     with pytest.raises(FloatingPointError, match="diverged in epoch 2"):
         fit(x, y, x, y, TrainConfig(**{**config.__dict__, "epochs": 2}), tmp_path)
     assert torch.load(tmp_path / CHECKPOINT, weights_only=True)["epoch"] == 1
+
+
+def test_fine_tuning_starts_from_the_given_weights_and_refuses_another_network(tmp_path):
+    from lamost_classify.model.weights import save_weights
+
+    x, y = synthetic_spectra(4, seed=7)
+    config = TrainConfig(preset="fast", model_overrides=TINY, epochs=1, lr=1e-12, batch_size=6,
+                         precise_bn_batches=0, num_threads=1, progress=False)
+    base = fit(x, y, x, y, config, tmp_path / "base").model
+    path = save_weights(base, tmp_path / "base-weights", name="tiny", overrides=TINY)
+    tuned = fit(x, y, x, y, TrainConfig(**{**config.__dict__, "init_from": str(path), "seed": 3}),
+                tmp_path / "tuned").model
+    # lr 1e-12: one epoch leaves the weights where they started, not at a fresh seed-3 initialisation
+    # (BatchNorm's running statistics do move: they are not learned).
+    tuned_parameters = dict(tuned.named_parameters())
+    for key, value in base.named_parameters():
+        torch.testing.assert_close(tuned_parameters[key], value, rtol=0, atol=1e-6, msg=key)
+    with pytest.raises(ValueError, match="not preset"):
+        fit(x, y, x, y, TrainConfig(**{**config.__dict__, "init_from": str(path), "preset": "fc4",
+                                       "model_overrides": {}}), tmp_path / "other")

@@ -306,6 +306,11 @@ def _train_one(data: LabelledSet, train_idx: np.ndarray, val_idx: np.ndarray, co
               help="Use at most this many training spectra of each class.")
 @click.option("--per-class", type=click.IntRange(1), default=None,
               help="Spectra per class per balanced epoch [default: the median class size].")
+@click.option("--artefacts", "artefact_fraction", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of every class given the spikes and arm-scale errors of real files each epoch "
+                   "(0 = the paper's recipe; the shipped model used 0.3).")
+@click.option("--init-from", default=None,
+              help="Start from these trained weights (name or path) instead of random ones: fine-tuning.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output directory: checkpoint, logs, loss curves, weights + model card.")
 @click.option("--name", default="model", show_default=True, help="Weights file name (<name>.safetensors).")
@@ -317,7 +322,7 @@ def _train_one(data: LabelledSet, train_idx: np.ndarray, val_idx: np.ndarray, co
               help="Train fc4, plain_densenet and PRESET on the same data and recipe; print Table 3.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def train(data, truth, preset, epochs, lr, lr_milestones, batch_size, seed, val_fraction, max_train_per_class,
-          per_class, out_dir, name, resume, device, threads, ablation, progress) -> None:
+          per_class, artefact_fraction, init_from, out_dir, name, resume, device, threads, ablation, progress) -> None:
     """Train the DenseNet on labelled spectra in DATA (Parquet table, or FITS directory + --truth)."""
     from lamost_classify.model.train import TrainConfig
 
@@ -331,8 +336,8 @@ def train(data, truth, preset, epochs, lr, lr_milestones, batch_size, seed, val_
     click.echo(f"{data}: training {_counts(labelled.labels[train_idx])}, validation "
                f"{_counts(labelled.labels[val_idx])}" + (f"; left out {labelled.dropped}" if labelled.dropped else ""))
     config = TrainConfig(preset=preset, epochs=epochs, lr=lr, lr_milestones=milestones, batch_size=batch_size,
-                         seed=seed, per_class=per_class, device=device, num_threads=threads, resume=resume,
-                         progress=progress)
+                         seed=seed, per_class=per_class, artefact_fraction=artefact_fraction, init_from=init_from,
+                         device=device, num_threads=threads, resume=resume, progress=progress)
     if not ablation:
         _train_one(labelled, train_idx, val_idx, config, out_dir, name, str(data))
         return
