@@ -37,18 +37,23 @@ import numpy as np
 import torch
 
 from lamost_classify.model.densenet import build_model, count_flops
-from lamost_classify.model.fastpath import DEFAULT_BATCH, FastPath
+from lamost_classify.model.fastpath import DEFAULT_BATCH, PRECISIONS, FastPath
 from lamost_classify.model.runtime import batched_logits, resolve_device, set_threads
 
 CACHE = Path(__file__).resolve().parents[1] / "work" / "bench"
 CPU_VARIANTS = "reference/fp32,torch/fp32,torch/bf16,onnx/fp32"
-GPU_VARIANTS = "reference/fp32,torch/fp32,torch/bf16,compile/fp32,compile/bf16"
+GPU_VARIANTS = "reference/fp32,torch/fp32,torch/bf16,torch/fp16,compile/fp32,compile/bf16,compile/fp16"
 PROBE_DECAY = 0.1  # L2 weight of the linear probe: margins of a few tenths, as ambiguous spectra have
 
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def matmul_rates(device: torch.device) -> dict[str, float]:
+    """The matmul rate, GFLOP/s, of each precision FastPath offers."""
+    return {p: matmul_rate(dtype, device) for p, dtype in PRECISIONS.items()}
 
 
 def matmul_rate(dtype: torch.dtype, device: torch.device, seconds: float = 1.0) -> float:
@@ -267,8 +272,8 @@ def main() -> None:
     print(f"# bench/infer.py  {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n"
           f"command: python {' '.join(sys.argv)}\n"
           f"torch {torch.__version__}, {name}, load average {os.getloadavg()[0]:.1f}", flush=True)
-    rates = {"fp32": matmul_rate(torch.float32, device), "bf16": matmul_rate(torch.bfloat16, device)}
-    print(f"matmul: fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s", flush=True)
+    rates = matmul_rates(device)
+    print("matmul: " + ", ".join(f"{p} {r:.3g}" for p, r in rates.items()) + " GFLOP/s", flush=True)
     flux, labels = mock_set(args.mocks, args.seed)
 
     rows = []
@@ -327,9 +332,9 @@ def main() -> None:
     for preset, variant, batch, speed, gflops, ratio, agree, dp999, max_dp, peak in rows:
         print(f"| {preset} | {variant} | {batch} | {speed:,.0f} | {gflops:.1f} | {ratio:.2f} | {agree:.2%} | "
               f"{dp999:.4f} | {max_dp:.4f} | {peak:.0f} |")
-    after = {"fp32": matmul_rate(torch.float32, device), "bf16": matmul_rate(torch.bfloat16, device)}
-    print(f"\nmatmul before/after: fp32 {rates['fp32']:.0f}/{after['fp32']:.0f}, bf16 {rates['bf16']:.0f}/"
-          f"{after['bf16']:.0f} GFLOP/s; load average {os.getloadavg()[0]:.1f}")
+    after = matmul_rates(device)
+    print("\nmatmul before/after: " + ", ".join(f"{p} {rates[p]:.3g}/{after[p]:.3g}" for p in rates)
+          + f" GFLOP/s; load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ class Classifier:
     to ``target_prior`` (the survey's mix by default; None keeps the training prior).
 
     The network runs through ``fastpath.FastPath``: folded for inference, in ``precision`` ('fp32',
-    'bf16', or 'auto': bf16 on a GPU, fp32 on the CPU) through ``backend`` ('torch', 'compile' or
+    'bf16', 'fp16', or 'auto': fp16 on a GPU, fp32 on the CPU) through ``backend`` ('torch', 'compile' or
     'onnx'), ``max_batch`` spectra at a time (None: the fastest measured for the device).
     """
 

@@ -33,7 +33,7 @@ class RunOptions:
     n_workers: int | None = None
     batch_size: int = 1000
     device: str = "auto"
-    precision: str = "auto"  # fp32 | bf16 | auto (bf16 on a GPU, fp32 on the CPU): model/fastpath.py
+    precision: str = "auto"  # fp32 | bf16 | fp16 | auto (fp16 on a GPU, fp32 on the CPU): model/fastpath.py
     backend: str = "torch"  # torch | compile | onnx
     overwrite: bool = False
     save_flux: bool = False

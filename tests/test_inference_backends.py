@@ -1,8 +1,8 @@
 """The fast inference path (model/fastpath.py): every back-end and precision against the reference network.
 
 Folded fp32 must give the reference's probabilities to 1e-4; onnx and compile the same labels and
-probabilities within 0.01; bf16 the same labels and probabilities within 0.03 (the issue's goal of 0.01
-is not met in bf16, bench/RESULTS.md). Fixed sets: a small trained net on its validation spectra, and
+probabilities within 0.01; fp16 the same labels and probabilities within 0.01; bf16 the same labels
+and probabilities within 0.03 (the issue's goal of 0.01 is not met in bf16, bench/RESULTS.md). Fixed sets: a small trained net on its validation spectra, and
 the shipped model on mock spectra.
 """
 
@@ -71,7 +71,8 @@ def test_fast_preset_groups_branches_to_full_vectors():
     assert [c.kernel_size[1] for c in paper.branches] == [1, 11, 25, 41]
 
 
-@pytest.mark.parametrize("backend, precision", [("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32")])
+@pytest.mark.parametrize("backend, precision", [("torch", "fp32"), ("torch", "bf16"), ("torch", "fp16"),
+                                                ("onnx", "fp32")])
 def test_backends_keep_labels_of_a_trained_net(backend, precision):
     if backend == "onnx":
         pytest.importorskip("onnxruntime")
@@ -81,8 +82,8 @@ def test_backends_keep_labels_of_a_trained_net(backend, precision):
     if precision == "fp32":
         tolerance = 1e-4 if backend == "torch" else 0.01
         assert np.abs(softmax(fast) - softmax(ref)).max() < tolerance
-    # bf16: labels only. This tiny net is ill-conditioned: rounding its weights alone to bf16 (0.2%)
-    # moves its probabilities by ~0.2. bf16 probabilities are checked on the shipped model below.
+    # bf16, fp16: labels only. This tiny net is ill-conditioned: rounding its weights alone to bf16
+    # (0.2%) moves its probabilities by ~0.2. Probabilities are checked on the shipped model below.
 
 
 @pytest.mark.slow
@@ -98,7 +99,8 @@ def test_compiled_backend_keeps_labels():
     assert np.abs(softmax(compiled) - softmax(eager)).max() < 0.05
 
 
-@pytest.mark.parametrize("backend, precision", [("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32")])
+@pytest.mark.parametrize("backend, precision", [("torch", "fp32"), ("torch", "bf16"), ("torch", "fp16"),
+                                                ("onnx", "fp32")])
 def test_nan_rows_stay_nan_and_do_not_spread(backend, precision):
     if backend == "onnx":
         pytest.importorskip("onnxruntime")
@@ -108,6 +110,20 @@ def test_nan_rows_stay_nan_and_do_not_spread(backend, precision):
     logits = FastPath(result.model, CPU, precision=precision, backend=backend)(flux)
     assert np.isnan(logits[2]).all()
     assert np.isfinite(np.delete(logits, 2, axis=0)).all()
+
+
+def test_fp16_overflow_is_redone_in_fp32():
+    """A network whose activations pass float16's 65,504: those rows come back as float32 computes them."""
+    result, *_, val_x, _ = trained_tiny()
+    loud = build_model("fast", **TINY)
+    loud.load_state_dict(result.model.state_dict())
+    with torch.no_grad():
+        loud.stem.weight *= 1e6  # the stem stays float32; what it hands on overflows float16
+    loud.eval()
+    fp16 = FastPath(loud, CPU, precision="fp16")(val_x[:8])
+    fp32 = FastPath(loud, CPU, precision="fp32")(val_x[:8])
+    assert np.isfinite(fp32).all()
+    np.testing.assert_allclose(fp16, fp32, rtol=1e-4, atol=1e-4)
 
 
 def test_empty_batch_and_other_networks():
@@ -122,16 +138,17 @@ def test_empty_batch_and_other_networks():
 
 def test_runtime_choices_are_checked():
     assert check_runtime(CPU, "auto", "torch") == "fp32"
-    assert check_runtime(torch.device("cuda"), "auto", "torch") == "bf16"
+    assert check_runtime(torch.device("cuda"), "auto", "torch") == "fp16"
     assert check_runtime(CPU, "auto", "onnx") == "fp32"
-    with pytest.raises(ValueError, match="fp32 only"):
-        check_runtime(CPU, "bf16", "onnx")
+    for precision in ("bf16", "fp16"):
+        with pytest.raises(ValueError, match="fp32 only"):
+            check_runtime(CPU, precision, "onnx")
     with pytest.raises(ValueError, match="CPU only"):
         check_runtime(torch.device("cuda"), "fp32", "onnx")
     with pytest.raises(ValueError, match="unknown back-end"):
         check_runtime(CPU, "fp32", "tensorrt")
     with pytest.raises(ValueError, match="unknown precision"):
-        check_runtime(CPU, "fp16", "torch")
+        check_runtime(CPU, "int8", "torch")
 
 
 def test_classifier_runs_the_fast_path(tmp_path):
@@ -160,7 +177,7 @@ def test_shipped_model_keeps_labels_on_mocks():
     flux = prepare_arrays(chunk.wavelength, chunk.flux, chunk.ivar, chunk.andmask).flux
     reference = Classifier.load("default", device="cpu", target_prior=None)
     ref = softmax(batched_logits(reference.model, flux, CPU, 64), reference.temperature)
-    backends = [("torch", "fp32"), ("torch", "bf16")]
+    backends = [("torch", "fp32"), ("torch", "bf16"), ("torch", "fp16")]
     try:
         import onnxruntime  # noqa: F401
 
@@ -172,6 +189,6 @@ def test_shipped_model_keeps_labels_on_mocks():
                                 backend=backend).predict_proba(flux)
         assert (probs.argmax(1) == ref.argmax(1)).all(), (backend, precision)
         # Issue 7's goal for bf16 is 0.01; the shipped model reaches 0.019 (labels all equal), so bf16 is
-        # not the CPU default and the goal stays open there. fp32-folded and ONNX meet theirs.
+        # not the CPU default and the goal stays open there. fp32-folded, fp16 and ONNX meet theirs.
         tolerance = {("torch", "fp32"): 1e-4, ("torch", "bf16"): 0.03}.get((backend, precision), 0.01)
         assert np.abs(probs - ref).max() < tolerance, (backend, precision)

@@ -44,8 +44,8 @@ def _parse_adapt(ctx, param, value: str | None) -> tuple[int, int] | None:
 @click.option("--workers", type=int, default=None, help="Local workers (default: one per core).")
 @click.option("--batch-size", type=int, default=1000, show_default=True, help="Spectra per task.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="Network arithmetic: auto = bf16 on a GPU, fp32 on the CPU (bench/RESULTS.md).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+              help="Network arithmetic: auto = fp16 on a GPU, fp32 on the CPU (bench/RESULTS.md).")
 @click.option("--backend", type=click.Choice(["torch", "compile", "onnx"]), default="torch", show_default=True,
               help="torch (eager), compile (torch.compile: minutes to start, faster after), "
                    "onnx (onnxruntime, CPU, fp32).")
