@@ -87,7 +87,7 @@ def combined(
 def survey_artefacts(x: np.ndarray, rng: RngLike = None) -> np.ndarray:
     """Defects seen in real LAMOST files that the mocks lack, applied before the network sees them.
 
-    The real stars our first shipped model got wrong (7 of 1,151) all carried one of two defects:
+    The real stars our first shipped model got wrong (6 of 1,152) all carried one of two defects:
     an unmasked spike (a cosmic ray, a sky residual or the edge of a masked region: 2-5 native
     pixels, 3-300x the continuum) that sets the maximum of the min-max normalisation and squashes
     the spectrum under it; or the two arms' flux scales disagreeing by up to 2x at the 5700-5900 A

@@ -15,6 +15,7 @@ from lamost_classify.cli import main
 from lamost_classify.mocks.simulate import simulate, write_release
 from lamost_classify.model.inference import Classifier
 from lamost_classify.model.weights import resolve_weights
+from conftest import LAMOST_DATA, requires_shared
 
 pytestmark = pytest.mark.slow
 
@@ -57,3 +58,22 @@ def test_run_matches_truth_table(balanced_release, tmp_path):
     broken = [r for r in rows if r["source"].endswith("sp16-250.fits.gz")]
     assert len(broken) == 1 and broken[0]["class"] is None and broken[0]["flags"] & 1
     assert set(summary["classes"]) <= {*CLASS_NAMES, "none"}
+
+
+@requires_shared
+def test_real_lamost_stars_stay_stars():
+    """Every real LAMOST spectrum the survey calls STAR (1,152 in ../shared: DR1, DR2, DR5-13, DR10 A
+    stars) through read -> prepare -> the shipped model at the survey prior. At the survey's mix a
+    STAR recall of 0.995 already makes ~30% of "galaxies" stars, so this is the number that matters.
+    The first shipped model reached 0.9948 here (6 misses, all spikes or arm-scale errors); the one
+    fine-tuned with survey_artefacts misses 3 (S/N 1.7, 7.5, 8.6)."""
+    from lamost_classify.pipeline import grid
+    from lamost_classify.pipeline.readers import read_batch
+
+    files = sorted(str(p) for sub in ("dr10-stars-A", "releases", "dr2", "dr1") for p in (LAMOST_DATA / sub).glob("spec-*"))
+    spectra = [s for s in read_batch(files) if (s.meta.get("lamost_class") or "").upper() == "STAR"]
+    assert len(spectra) > 1000
+    prepared = grid.prepare(spectra)
+    labels = Classifier.load("default", device="cpu").predict_proba(prepared.flux).argmax(axis=1)
+    missed = [(s.source, float(snr)) for s, label, snr in zip(spectra, labels, prepared.snr) if label != 0]
+    assert 1 - len(missed) / len(spectra) >= 0.995, missed

@@ -137,6 +137,11 @@ def main() -> None:
         training = {"sets": {n: len(sets[n][0]) for n in sets}, "recipe": " ".join(sys.argv),
                     "config": {k: v for k, v in config.__dict__.items() if k != "progress"},
                     "data_sha256": _hash_dir(args.data)}
+        if args.init_from:  # the whole chain of recipes stays on the card
+            from lamost_classify.model.weights import read_card, resolve_weights
+
+            base = read_card(resolve_weights(args.init_from))
+            training["fine_tuned_from"] = {k: base[k] for k in ("name", "weights_sha256", "training")}
         metrics = {k: report[k] for k in ("best_epoch", "best_val_loss", "val_ece_before", "val_ece_after",
                                           "test_ece", "chosen_prior_strength", "default_target_prior",
                                           "real_held_out_star_recall", "real_all_star_recall")}
