@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,48 @@ PAPER_TABLE3: dict[str, tuple[int, float, float, float]] = {
 SNR_BINS: tuple[tuple[str, float, float], ...] = (
     ("snr<5", -math.inf, 5.0), ("5-10", 5.0, 10.0), ("10-20", 10.0, 20.0), ("snr>20", 20.0, math.inf),
 )
+
+
+def _subclass_is(pattern: str):
+    return lambda t: np.array([re.match(pattern, str(v)) is not None for v in t["subclass"]])
+
+
+def _template_is(pattern: str):
+    return lambda t: np.array([re.match(pattern, str(v)) is not None for v in t["template"]])
+
+
+def _column(t: Mapping[str, Sequence], key: str) -> np.ndarray:
+    return np.asarray(t[key], dtype=np.float64)
+
+
+# The cases that template fitters are known to confuse (docs/facts.md, "Known hard cases"): name ->
+# (true class, which spectra of a mock truth table, with columns class, subclass, template, z, snr_g).
+HARD_CASES: dict[str, tuple[str, Callable[[Mapping[str, Sequence]], np.ndarray]]] = {
+    "K and M stars (vs passive galaxies)": ("STAR", _subclass_is(r"^[KM]\d")),
+    "passive galaxies at z < 0.1 (vs K stars)":
+        ("GALAXY", lambda t: _subclass_is("^PASSIVE$")(t) & (_column(t, "z") < 0.1)),
+    "emission-line O/B stars (vs star-forming galaxies)": ("STAR", _template_is(r"^sdss-star:[OB][\w.]*e")),
+    "star-forming galaxies at z < 0.1 (vs emission-line stars)":
+        ("GALAXY", lambda t: _subclass_is("^STARFORMING$")(t) & (_column(t, "z") < 0.1)),
+    "QSOs at z < 1, S/N < 10 (vs galaxies)":
+        ("QSO", lambda t: (_column(t, "z") < 1.0) & (_column(t, "snr_g") < 10.0)),
+}
+
+
+def hard_cases(truth: Mapping[str, Sequence], y_pred: np.ndarray) -> dict[str, dict]:
+    """Recall of each of ``HARD_CASES`` present in ``truth`` and what its misses were called."""
+    classes = np.asarray(truth["class"])
+    y_pred = np.asarray(y_pred)
+    out = {}
+    for name, (true_class, select) in HARD_CASES.items():
+        inside = select(truth) & (classes == true_class)
+        if not inside.any():
+            continue
+        called = np.bincount(y_pred[inside], minlength=len(CLASS_NAMES))
+        out[name] = {"class": true_class, "n": int(inside.sum()),
+                     "recall": float(called[CLASS_NAMES.index(true_class)] / inside.sum()),
+                     "called": dict(zip(CLASS_NAMES, called.tolist()))}
+    return out
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = len(CLASS_NAMES)) -> np.ndarray:
@@ -97,8 +140,10 @@ def evaluate(
     predicted: np.ndarray,
     snr: np.ndarray | None = None,
     target_prior: Sequence[float] = SURVEY_PRIOR,
+    truth: Mapping[str, Sequence] | None = None,
 ) -> dict:
-    """The full report. ``predicted`` is class indices (B,) or probabilities (B, n_classes)."""
+    """The full report. ``predicted`` is class indices (B,) or probabilities (B, n_classes); ``truth``, a
+    mock truth table (class, subclass, template, z, snr_g), adds the recall of ``HARD_CASES``."""
     y_true = np.asarray(y_true, dtype=np.int64)
     predicted = np.asarray(predicted)
     y_pred = predicted.argmax(axis=1) if predicted.ndim == 2 else predicted.astype(np.int64)
@@ -124,7 +169,10 @@ def evaluate(
                     "n": int(inside.sum()),
                     "scores": scores_from_confusion(bin_cm),
                     "confusion_matrix": bin_cm.tolist(),
+                    "reweighted_precision": reweighted_precision(bin_cm, target_prior),
                 }
+    if truth is not None:
+        report["hard_cases"] = hard_cases(truth, y_pred)
     return report
 
 
@@ -159,6 +207,16 @@ def format_report(report: dict, compare_paper: bool = True) -> str:
         lines.append(f"{'bin':10s}{'n':>8s}" + "".join(f"{DISPLAY[n]:>10s}" for n in (*CLASS_NAMES, "mean")))
         for label, b in report["by_snr"].items():
             lines.append(f"{label:10s}{b['n']:>8d}" + "".join(f"{_fmt(b['scores'][n]['f1']):>10s}" for n in (*CLASS_NAMES, "mean")))
+        lines += ["", f"Precision re-weighted to the {prior} mix, by S/N bin"]
+        lines.append(f"{'bin':10s}{'n':>8s}" + "".join(f"{DISPLAY[n]:>10s}" for n in CLASS_NAMES))
+        for label, b in report["by_snr"].items():
+            lines.append(f"{label:10s}{b['n']:>8d}"
+                         + "".join(f"{_fmt(b['reweighted_precision'][n]):>10s}" for n in CLASS_NAMES))
+    if report.get("hard_cases"):
+        lines += ["", "Known hard cases: recall (what the misses were called)"]
+        for name, case in report["hard_cases"].items():
+            misses = ", ".join(f"{n} {k}" for k, n in case["called"].items() if k != case["class"] and n)
+            lines.append(f"{name:58s}{case['n']:>6d}  {_fmt(case['recall'])}" + (f"  ({misses})" if misses else ""))
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lamost_classify.model.evaluate import (
+    hard_cases,
     PAPER_TABLE1, confusion_matrix, evaluate, format_report, format_table3, reweighted_precision, save_report,
     scores_from_confusion,
 )
@@ -68,3 +69,46 @@ def test_absent_class_gives_undefined_not_a_crash():
 def test_table3_layout():
     text = format_table3({"fc4": {"precision": 0.5, "recall": 0.4, "f1": 0.45}})
     assert "fc4" in text and "[0.3299]" in text
+
+
+def test_hard_cases_pick_their_spectra_and_count_what_the_misses_were_called():
+    truth = {
+        "class": ["STAR", "STAR", "STAR", "GALAXY", "GALAXY", "GALAXY", "QSO", "QSO", "STAR"],
+        "subclass": ["K5", "M2", "A1", "PASSIVE", "PASSIVE", "STARFORMING", "QSO", "QSO", "B2"],
+        "template": ["sdss-star:K5III (1)", "rr-star-M", "sdss-star:A1V (2)", "rr-galaxy", "rr-galaxy",
+                     "rr-galaxy", "sdss-qso", "sdss-qso", "sdss-star:B2Ve (3)"],
+        "z": [0.0, 0.0, 0.0, 0.05, 0.3, 0.02, 0.5, 2.5, 0.0],
+        "snr_g": [30, 30, 30, 30, 30, 30, 4, 4, 30],
+    }
+    #        K5 M2 A1 pas pas-far sf  qso-lowz qso-hiz Be
+    y_pred = [0, 1, 1, 0, 1, 1, 1, 2, 1]
+    cases = hard_cases(truth, np.array(y_pred))
+    km = cases["K and M stars (vs passive galaxies)"]
+    assert (km["n"], km["recall"], km["called"]) == (2, 0.5, {"STAR": 1, "GALAXY": 1, "QSO": 0})
+    passive = cases["passive galaxies at z < 0.1 (vs K stars)"]
+    assert (passive["n"], passive["recall"], passive["called"]["STAR"]) == (1, 0.0, 1)  # z = 0.3 is not in it
+    assert cases["emission-line O/B stars (vs star-forming galaxies)"]["n"] == 1
+    assert cases["emission-line O/B stars (vs star-forming galaxies)"]["called"]["GALAXY"] == 1
+    assert cases["star-forming galaxies at z < 0.1 (vs emission-line stars)"]["recall"] == 1.0
+    qso = cases["QSOs at z < 1, S/N < 10 (vs galaxies)"]
+    assert (qso["n"], qso["recall"], qso["called"]["GALAXY"]) == (1, 0.0, 1)
+    # Through evaluate: in the report, printed, and absent cases left out.
+    report = evaluate(np.array([["STAR", "GALAXY", "QSO"].index(c) for c in truth["class"]]), np.array(y_pred),
+                      np.array(truth["snr_g"], float), truth=truth)
+    assert report["hard_cases"] == cases
+    assert "Known hard cases" in format_report(report)
+    assert set(hard_cases({k: v[:3] for k, v in truth.items()}, np.array(y_pred[:3]))) == {
+        "K and M stars (vs passive galaxies)"}
+
+
+def test_precision_is_reweighted_to_the_survey_mix_in_every_snr_bin():
+    # Balanced, one S/N bin: 100 per class, 1 star called GALAXY. At 98.5 : 1.2 : 0.3 that one star
+    # weighs 98.5/1.2 against each galaxy: GALAXY purity 100 / (100 + 82.1) = 0.549.
+    y_true = np.repeat([0, 1, 2], 100)
+    y_pred = y_true.copy()
+    y_pred[0] = 1
+    report = evaluate(y_true, y_pred, np.full(300, 7.0))
+    rp = report["by_snr"]["5-10"]["reweighted_precision"]
+    assert rp["GALAXY"] == pytest.approx(100 / (100 + 98.5 / 1.2), rel=1e-3)
+    assert rp["STAR"] == 1.0 and rp["QSO"] == 1.0
+    assert "by S/N bin" in format_report(report).split("re-weighted")[-1]

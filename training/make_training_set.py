@@ -23,18 +23,24 @@ import pyarrow.parquet as pq
 
 from lamost_classify import CLASS_NAMES
 
-# set name -> (number of spectra, seed, templates: 'real' or 'analytic', class mix)
+# set name -> (number of spectra, seed, templates: 'real' or 'analytic', class mix, S/N distribution:
+# 'real' = the real files' (mostly bright stars), 'loguniform' = uniform in log S/N over 2-100, so that
+# every S/N bin of every class, faint galaxies and QSOs included, holds enough spectra to score)
 SETS = {
-    "train": (48_000, 1, "real", "balanced"),
-    "train_analytic": (9_000, 2, "analytic", "balanced"),
-    "val": (6_000, 3, "real", "balanced"),
-    "test": (6_000, 4, "real", "balanced"),
-    "test_survey": (20_000, 5, "real", "survey"),
+    "train": (48_000, 1, "real", "balanced", "real"),
+    "train_analytic": (9_000, 2, "analytic", "balanced", "real"),
+    "val": (6_000, 3, "real", "balanced", "real"),
+    "test": (6_000, 4, "real", "balanced", "real"),
+    "test_survey": (20_000, 5, "real", "survey", "real"),
+    "test_snr": (9_000, 6, "real", "balanced", "loguniform"),
+    "train_snr": (30_000, 7, "real", "balanced", "loguniform"),
+    "val_snr": (3_000, 8, "real", "balanced", "loguniform"),
 }
+LOGUNIFORM_SNR = (2.0, 100.0)
 
 
-def shard(args: tuple[str, int, int, int, str, str]) -> dict:
-    name, start, n, seed, templates, mix = args
+def shard(args: tuple[str, int, int, int, str, str, str]) -> dict:
+    name, start, n, seed, templates, mix, snr = args
     from lamost_classify.mocks.instrument import noise_library
     from lamost_classify.mocks.simulate import Simulator, simulate
     from lamost_classify.mocks.templates import analytic_templates
@@ -42,10 +48,12 @@ def shard(args: tuple[str, int, int, int, str, str]) -> dict:
     from lamost_classify.mocks.instrument import WAVELENGTH
 
     mix_values = {"balanced": (1, 1, 1), "survey": (0.985, 0.012, 0.003)}[mix]
+    snr_args = {"snr_distribution": "loguniform", "snr_range": LOGUNIFORM_SNR} if snr == "loguniform" else {}
     if templates == "analytic":
-        sim = Simulator(templates=analytic_templates(), library=noise_library("summary"), class_mix=mix_values)
+        sim = Simulator(templates=analytic_templates(), library=noise_library("summary"), class_mix=mix_values,
+                        **snr_args)
     else:
-        sim = Simulator(class_mix=mix_values)
+        sim = Simulator(class_mix=mix_values, **snr_args)
     flux, truth = [], []
     for chunk in simulate(n, seed, start=start, simulator=sim):
         prepared = prepare_arrays(WAVELENGTH, chunk.flux, chunk.ivar, chunk.andmask)
@@ -59,9 +67,9 @@ def shard(args: tuple[str, int, int, int, str, str]) -> dict:
 
 
 def make_set(name: str, out: Path, workers: int) -> None:
-    n, seed, templates, mix = SETS[name]
+    n, seed, templates, mix, snr = SETS[name]
     step = -(-n // workers)
-    jobs = [(name, s, min(step, n - s), seed, templates, mix) for s in range(0, n, step)]
+    jobs = [(name, s, min(step, n - s), seed, templates, mix, snr) for s in range(0, n, step)]
     t0 = time.time()
     with ProcessPoolExecutor(workers) as pool:
         parts = list(pool.map(shard, jobs))
