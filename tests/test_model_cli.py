@@ -148,3 +148,25 @@ def test_a_fits_directory_with_a_truth_table(tmp_path):
     assert data.dropped == {"unusable spectrum (flags)": 1}  # the missing file, counted, not a crash
     assert list(tmp_path.glob("truth.csv.prepared-*/flux.npy"))  # cached beside the truth table
     assert not list(root.parent.glob("*.prepared-*"))  # nothing written into the data tree
+
+
+def test_evaluate_scores_the_hard_cases_when_the_table_has_mock_truth(trained, tmp_path):
+    root, table, _ = trained
+    labelled = pq.read_table(table)
+    n = labelled.num_rows
+    with_truth = labelled.append_column("subclass", pa.array(["K5"] * n)).append_column(
+        "template", pa.array(["sdss-star:K5III (1)"] * n)).append_column(
+        "z", pa.array([0.0] * n)).append_column("snr_g", pa.array([30.0] * n))
+    path = tmp_path / "with-truth.parquet"
+    pq.write_table(with_truth, path)
+    result = CliRunner().invoke(main, ["evaluate", str(root / "run" / "tiny.safetensors"), str(path),
+                                       "--out", str(tmp_path / "eval"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    stars = int(sum(c == "STAR" for c in labelled.column("class").to_pylist()))  # the UNKNOWN one is left out
+    assert report["hard_cases"]["K and M stars (vs passive galaxies)"]["n"] == stars
+    assert "Known hard cases" in result.output
+    # Without those columns (the table above): no hard-case section, no error.
+    plain = CliRunner().invoke(main, ["evaluate", str(root / "run" / "tiny.safetensors"), str(table),
+                                      "--out", str(tmp_path / "plain"), "--device", "cpu"])
+    assert plain.exit_code == 0 and "Known hard cases" not in plain.output

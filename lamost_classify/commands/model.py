@@ -81,6 +81,29 @@ def _read_truth(path: Path) -> tuple[list[str], list[object]]:
     return [str(v) for v in table.column(key).to_pylist()], table.column(names["class"]).to_pylist()
 
 
+HARD_CASE_COLUMNS = ("class", "subclass", "template", "z", "snr_g")
+
+
+def _hard_case_truth(data: Path, truth: Path | None, labelled: LabelledSet) -> dict[str, list] | None:
+    """The mock truth columns ``evaluate.HARD_CASES`` needs, for the usable rows; None when the table
+    (DATA, or --truth beside a FITS directory) lacks any of them."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path = Path(truth) if data.is_dir() else data
+    names = pq.ParquetFile(path).schema_arrow.names if path.suffix == ".parquet" else None
+    if names is None:
+        table = pacsv.read_csv(path)
+    elif not set(HARD_CASE_COLUMNS) <= {n.lower() for n in names}:
+        return None
+    else:
+        table = pq.read_table(path, columns=[n for n in names if n.lower() in HARD_CASE_COLUMNS])
+    columns = {n.lower(): n for n in table.column_names}
+    if not set(HARD_CASE_COLUMNS) <= set(columns):
+        return None
+    return {k: table.column(columns[k]).take(labelled.rows).to_pylist() for k in HARD_CASE_COLUMNS}
+
+
 def _prepare_parquet(path: Path) -> dict[str, np.ndarray]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -373,7 +396,8 @@ def evaluate(model, data, truth, out_dir, prior, device) -> None:
     classifier = Classifier.load(model, device=device, target_prior=SURVEY_PRIOR if prior == "survey" else None)
     labelled = load_labelled(data, truth)
     probs = classifier.predict_proba(labelled.spectra())
-    report = evaluate_predictions(labelled.labels, probs, labelled.snr, SURVEY_PRIOR)
+    report = evaluate_predictions(labelled.labels, probs, labelled.snr, SURVEY_PRIOR,
+                                  truth=_hard_case_truth(Path(data), truth, labelled))
     report["model"] = classifier.name
     report["prior"] = prior
     report["ece"] = expected_calibration_error(probs, labelled.labels)
