@@ -78,17 +78,67 @@ def write_parquet(reader: pa.RecordBatchReader, out: str | Path) -> int:
 
 
 def write_votable(reader: pa.RecordBatchReader, out: str | Path) -> int:
-    """Write ``reader`` as a VOTable (BINARY2 serialisation, nulls kept) with units and descriptions.
-    Holds the selection in memory."""
+    """Stream ``reader`` as a VOTable (TABLEDATA serialisation, nulls as empty cells) with units and
+    descriptions; memory stays at one batch whatever the selection's size.
+
+    astropy writes the header (FIELDs with datatype, unit, description) from the first row; the rows
+    are formatted batch by batch with Arrow's vectorised string functions, as astropy only writes a
+    table it holds whole.
+    """
     from astropy.io.votable import from_table
 
-    table = arrow_to_astropy(reader.read_all())
+    rows = 0
+    footer = ""
+    with open(out, "w", encoding="utf-8") as sink:
+        for batch in reader:
+            if batch.num_rows == 0:
+                continue
+            if not rows:
+                header, footer = _votable_frame(from_table, pa.Table.from_batches([batch.slice(0, 1)]))
+                sink.write(header)
+            sink.write(_votable_rows(batch))
+            rows += batch.num_rows
+        if not rows:  # no rows: astropy's own empty table (no DATA element)
+            header, footer = _votable_frame(from_table, reader.schema.empty_table())
+            sink.write(header)
+        sink.write(footer)
+    return rows
+
+
+def _votable_frame(from_table, first: pa.Table) -> tuple[str, str]:
+    """The VOTable text before and after the rows, from astropy, with strings of any length allowed."""
+    import io
+
+    table = arrow_to_astropy(first)
     votable = from_table(table)
     for f in votable.get_first_table().fields:
-        # astropy's writer carries the unit but not the description; put it back from the column.
-        f.description = table[f.name].description
-    votable.to_xml(str(out), tabledata_format="binary2")
-    return len(table)
+        f.description = table[f.name].description  # astropy carries the unit but not the description
+        if f.datatype in ("char", "unicodeChar"):
+            f.arraysize = "*"
+    text = io.BytesIO()
+    votable.to_xml(text, tabledata_format="tabledata")
+    xml = text.getvalue().decode("utf-8")
+    if len(first) == 0:
+        return xml, ""
+    start, stop = xml.index("<TABLEDATA>") + len("<TABLEDATA>"), xml.index("</TABLEDATA>")
+    return xml[:start] + "\n", xml[stop:]
+
+
+def _votable_rows(batch: pa.RecordBatch) -> str:
+    """``<TR><TD>..</TD>..</TR>`` lines for a batch: XML-escaped strings, NaN as VOTable spells it."""
+    cells = []
+    for column in batch.columns:
+        if pa.types.is_floating(column.type):
+            text = pc.if_else(pc.is_nan(column), "NaN", pc.cast(column, pa.string()))
+        elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            text = pc.replace_substring_regex(column, "[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f]", "")  # not allowed in XML
+            for char, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;")):
+                text = pc.replace_substring(text, char, entity)
+        else:
+            text = pc.cast(column, pa.string())
+        cells.append(pc.binary_join_element_wise("<TD>", pc.fill_null(text, ""), "</TD>", ""))
+    rows = pc.binary_join_element_wise("<TR>", *cells, "</TR>\n", "")
+    return "".join(rows.to_pylist())
 
 
 # -- FITS --------------------------------------------------------------------------------------------

@@ -396,6 +396,43 @@ def test_export_votable_read_back(catalog, tmp_path):
     assert t["prob_qso"].description.startswith("calibrated probability of QSO")
 
 
+def test_votable_is_written_batch_by_batch_with_nulls_and_markup_kept(tmp_path):
+    """The writer streams (one batch in memory): rows of every batch, in order; nulls, NaN, strings
+    longer than the first row's and with XML markup or control characters come back as they were."""
+    from astropy.table import Table
+
+    from lamost_classify.export import write_votable
+
+    schema = pa.schema([
+        pa.field("obsid", pa.int64(), metadata={"description": "LAMOST obsid"}),
+        pa.field("ra", pa.float64(), metadata={"unit": "deg", "description": "right ascension"}),
+        pa.field("prob", pa.float32()),
+        pa.field("error", pa.string()),
+    ])
+    batches = [
+        pa.record_batch([pa.array([1, 2]), pa.array([10.5, None]), pa.array([0.25, float("nan")], pa.float32()),
+                         pa.array([None, "x"])], schema=schema),
+        pa.record_batch([pa.array([3]), pa.array([359.999999]), pa.array([1.0], pa.float32()),
+                         pa.array(["unreadable: <HDU 1> & 'no data'\x00 (truncated)"])], schema=schema),
+        pa.record_batch([pa.array([], pa.int64()), pa.array([], pa.float64()), pa.array([], pa.float32()),
+                         pa.array([], pa.string())], schema=schema),
+        pa.record_batch([pa.array([None]), pa.array([0.0]), pa.array([None], pa.float32()), pa.array([""])],
+                        schema=schema),
+    ]
+    out = tmp_path / "stream.vot"
+    assert write_votable(pa.RecordBatchReader.from_batches(schema, batches), out) == 4
+    t = Table.read(out, format="votable")
+    assert t["obsid"].tolist()[:3] == [1, 2, 3] and t["obsid"].mask.tolist() == [False, False, False, True]
+    assert t["ra"][0] == 10.5 and t["ra"].mask[1] and t["ra"][2] == 359.999999 and t["ra"].unit == "deg"
+    assert t["ra"].description == "right ascension" and t["obsid"].description == "LAMOST obsid"
+    assert t["prob"][0] == 0.25 and t["prob"].mask.tolist() == [False, True, False, True]
+    assert t["error"][2] == "unreadable: <HDU 1> & 'no data' (truncated)"
+    assert t["error"][1] == "x"
+    empty = tmp_path / "empty.vot"
+    assert write_votable(pa.RecordBatchReader.from_batches(schema, []), empty) == 0
+    assert len(Table.read(empty, format="votable")) == 0
+
+
 def test_query_parquet_read_back(catalog, tmp_path):
     import pyarrow.parquet as pq
 
