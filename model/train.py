@@ -33,7 +33,8 @@ CHECKPOINT = "checkpoint.pt"
 PLOT_INTERVAL_S = 60.0  # loss.png is redrawn at most this often, and at the end
 # Fields that must match for a checkpoint to be resumed: they define the model and the data it saw.
 _RESUME_KEYS = ("preset", "model_overrides", "init_from", "seed", "per_class", "augment", "noise_sigma",
-                "bad_pixel_max_length", "artefact_fraction", "batch_size", "lr", "lr_milestones", "lr_gamma", "weight_decay", "precise_bn_batches")
+                "bad_pixel_max_length", "artefact_fraction", "batch_size", "lr", "lr_milestones", "lr_gamma",
+                "weight_decay", "precise_bn_batches")
 
 
 @dataclass
@@ -191,8 +192,9 @@ def fit(
     saved_config = dataclasses.asdict(config)
     if config.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        differs = {k: (state["config"].get(k), v) for k, v in _comparable(saved_config).items()
-                   if _comparable(state["config"]).get(k) != v}
+        # A field the checkpoint predates had its default value then.
+        before = _comparable({**dataclasses.asdict(TrainConfig()), **state["config"]})
+        differs = {k: (before.get(k), v) for k, v in _comparable(saved_config).items() if before.get(k) != v}
         if differs:
             raise ValueError(
                 f"{ckpt_path} was written with other settings; resume it with the same ones, or train "

@@ -117,3 +117,16 @@ def test_fine_tuning_starts_from_the_given_weights_and_refuses_another_network(t
     with pytest.raises(ValueError, match="not preset"):
         fit(x, y, x, y, TrainConfig(**{**config.__dict__, "init_from": str(path), "preset": "fc4",
                                        "model_overrides": {}}), tmp_path / "other")
+
+
+def test_a_checkpoint_older_than_a_setting_resumes_when_that_setting_is_at_its_default(tmp_path):
+    x, y = synthetic_spectra(3, seed=8)
+    config = TrainConfig(preset="fc4", epochs=2, batch_size=9, num_threads=1, progress=False)
+    fit(x, y, x, y, TrainConfig(**{**config.__dict__, "epochs": 1}), tmp_path)
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    for newer in ("artefact_fraction", "init_from"):  # written before these settings existed
+        del state["config"][newer]
+    torch.save(state, tmp_path / CHECKPOINT)
+    assert [row["epoch"] for row in fit(x, y, x, y, config, tmp_path).history] == [1, 2]
+    with pytest.raises(ValueError, match="artefact_fraction"):
+        fit(x, y, x, y, TrainConfig(**{**config.__dict__, "epochs": 3, "artefact_fraction": 0.3}), tmp_path)
