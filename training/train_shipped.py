@@ -62,7 +62,7 @@ def main() -> None:
     p.add_argument("--milestones", default="10,30,50")
     p.add_argument("--per-class", type=int, default=None)
     p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--artefacts", type=float, default=0.3, help="TrainConfig.artefact_fraction")
+    p.add_argument("--artefacts", type=float, default=0.0, help="TrainConfig.artefact_fraction (0: the paper's recipe)")
     p.add_argument("--init-from", default=None, help="fine-tune these weights (name or path)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto")
