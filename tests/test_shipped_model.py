@@ -66,7 +66,7 @@ def test_real_lamost_stars_stay_stars():
     stars) through read -> prepare -> the shipped model at the survey prior. At the survey's mix a
     STAR recall of 0.995 already makes ~30% of "galaxies" stars, so this is the number that matters.
     The first shipped model reached 0.9948 here (6 misses, all spikes or arm-scale errors); the one
-    fine-tuned with survey_artefacts and faint mocks misses 2 (S/N 7.5 and 8.6)."""
+    fine-tuned with survey_artefacts and faint mocks misses 1 (S/N 7.5, a broken arm join)."""
     from lamost_classify.pipeline import grid
     from lamost_classify.pipeline.readers import read_batch
 

@@ -33,7 +33,7 @@ SETS = {
     "test": (6_000, 4, "real", "balanced", "real"),
     "test_survey": (20_000, 5, "real", "survey", "real"),
     "test_snr": (9_000, 6, "real", "balanced", "loguniform"),
-    "train_snr": (30_000, 7, "real", "balanced", "loguniform"),
+    "train_snr": (60_000, 7, "real", "balanced", "loguniform"),
     "val_snr": (3_000, 8, "real", "balanced", "loguniform"),
 }
 LOGUNIFORM_SNR = (2.0, 100.0)
