@@ -36,6 +36,7 @@ torch.compile, onnxruntime), in batches of the size that measured fastest: what 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import io
 import warnings
 
@@ -251,6 +252,7 @@ class _CastInput(nn.Module):
 
 
 BACKENDS = ("torch", "compile", "onnx")
+ONNX_MISSING = "the onnx back-end needs onnxruntime: pip install 'lamost-classify[onnx]'"
 # What "auto" means, per device type. CPU: bf16 keeps labels but moves probabilities by up to 0.06
 # (the goal was 0.01) for 1.5x, while CPU runs are bound by the readers (bench/RESULTS.md).
 # GPU: fp16, the same tensor-core rate as bf16 on an H100, 4x closer to fp32 than bf16 (0.014 at worst).
@@ -276,6 +278,8 @@ def check_runtime(device: torch.device, precision: str, backend: str) -> str:
                          f"use the torch back-end for {precision}")
     if backend == "onnx" and device.type != "cpu":
         raise ValueError(f"the onnx back-end runs on the CPU only, not on {device}")
+    if backend == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+        raise ImportError(ONNX_MISSING)
     return precision
 
 
@@ -318,11 +322,12 @@ class FastPath:
         if flux.ndim != 2:
             raise ValueError(f"expected flux of shape (batch, n_pixels), got {flux.shape}")
         logits = self._logits(flux)
-        overflowed = ~np.isfinite(logits).all(axis=1)
-        if self.precision == "fp16" and overflowed.any():
-            if self._fp32 is None:
-                self._fp32 = fold(self._model, "fp32", self.group_width).to(self.device)
-            logits[overflowed] = batched_logits(self._fp32, flux[overflowed], self.device, self.max_batch)
+        if self.precision == "fp16":
+            overflowed = ~np.isfinite(logits).all(axis=1)
+            if overflowed.any():
+                if self._fp32 is None:
+                    self._fp32 = fold(self._model, "fp32", self.group_width).to(self.device)
+                logits[overflowed] = batched_logits(self._fp32, flux[overflowed], self.device, self.max_batch)
         return logits
 
     def _logits(self, flux: np.ndarray) -> np.ndarray:
@@ -345,7 +350,7 @@ def onnx_session(net: nn.Module, n_pixels: int = 2600):
     try:
         import onnxruntime
     except ImportError as exc:
-        raise ImportError("the onnx back-end needs onnxruntime: pip install 'lamost-classify[onnx]'") from exc
+        raise ImportError(ONNX_MISSING) from exc
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # torch's legacy (TorchScript) exporter: the dynamo one needs onnxscript, which the extra does not pull in.

@@ -86,15 +86,18 @@ def prepare_output(opts: RunOptions, plan: Plan, manifest: Manifest) -> set[int]
 
 def run(opts: RunOptions, log=print) -> dict:
     """Classify every input into ``opts.output``; returns the summary (also written as summary.json)."""
+    import torch
+
+    from lamost_classify.model.fastpath import check_runtime
     from lamost_classify.model.inference import Classifier
 
     t0 = time.time()
     sources = discover(opts)
     plan = make_plan(sources, opts.batch_size)
-    # Fail early on bad weights or runtime options, before a cluster.
-    model_name = Classifier.load(opts.model, device="cpu", precision=opts.precision, backend=opts.backend).name
-    if opts.backend == "onnx" and opts.device == "cuda":
-        raise ValueError("--backend onnx runs on the CPU only (onnxruntime's CPU provider): use --device cpu or auto")
+    # Fail early on bad weights or runtime options, before a cluster (the workers may be elsewhere:
+    # 'auto' is checked as the CPU, which can run every option).
+    model_name = Classifier.load(opts.model, device="cpu").name
+    check_runtime(torch.device("cpu" if opts.device == "auto" else opts.device), opts.precision, opts.backend)
     release = opts.release or "custom"
     manifest = Manifest(plan.fingerprint, model_name, len(plan), plan.batch_size, plan.n_batches, release)
     done = prepare_output(opts, plan, manifest)

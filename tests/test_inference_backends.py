@@ -71,8 +71,11 @@ def test_fast_preset_groups_branches_to_full_vectors():
     assert [c.kernel_size[1] for c in paper.branches] == [1, 11, 25, 41]
 
 
-@pytest.mark.parametrize("backend, precision", [("torch", "fp32"), ("torch", "bf16"), ("torch", "fp16"),
-                                                ("onnx", "fp32")])
+# Every (back-end, precision) pair FastPath runs on a CPU (compile is slow: its own test below).
+EVERY_BACKEND = [("torch", "fp32"), ("torch", "bf16"), ("torch", "fp16"), ("onnx", "fp32")]
+
+
+@pytest.mark.parametrize("backend, precision", EVERY_BACKEND)
 def test_backends_keep_labels_of_a_trained_net(backend, precision):
     if backend == "onnx":
         pytest.importorskip("onnxruntime")
@@ -99,8 +102,7 @@ def test_compiled_backend_keeps_labels():
     assert np.abs(softmax(compiled) - softmax(eager)).max() < 0.05
 
 
-@pytest.mark.parametrize("backend, precision", [("torch", "fp32"), ("torch", "bf16"), ("torch", "fp16"),
-                                                ("onnx", "fp32")])
+@pytest.mark.parametrize("backend, precision", EVERY_BACKEND)
 def test_nan_rows_stay_nan_and_do_not_spread(backend, precision):
     if backend == "onnx":
         pytest.importorskip("onnxruntime")
