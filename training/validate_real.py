@@ -1,0 +1,117 @@
+"""Score a model on every real spectrum in ../shared: the validation galaxies and QSOs, and the real stars.
+
+    python training/validate_real.py                     # the shipped model
+    python training/validate_real.py --model runs/x/model.safetensors --json out.json
+
+Prints one row per real galaxy/QSO (SDSS DR8+ ``spec-`` files, the LAMOST QSO; validation only: report on
+them, never train or tune on them) with the published class and probabilities (target prior), the balanced
+probabilities (what the spectrum alone says) and the reference class and z; then STAR recall on the real
+LAMOST stars per directory, the stars kept out of noise donors and training (``is_held_out``) apart, and
+each miss. Reads through the pipeline's own readers and grid, as a catalog run would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lamost_classify import CLASS_NAMES
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+VALIDATION_DIRS = ("sdss/galaxy", "sdss/qso", "lamost-qso")
+STAR_DIRS = ("lamost/dr1", "lamost/dr2", "lamost/releases", "lamost/dr10-stars-A", "lamost-dr8-stars")
+
+
+def _files(sub: str) -> list[str]:
+    return sorted(str(p) for p in (SHARED / sub).rglob("*") if p.is_file() and ".fit" in p.name)
+
+
+def classify_files(classifier, files: list[str]) -> list[dict]:
+    """One dict per file: reference class/subclass/z from the file, and the model's outputs."""
+    from lamost_classify.pipeline import grid
+    from lamost_classify.pipeline.readers import read_batch
+
+    spectra = read_batch(files)
+    prepared = grid.prepare(spectra)
+    probs, balanced = classifier.predict_proba_and_balanced(prepared.flux)
+    rows = []
+    for i, s in enumerate(spectra):
+        rows.append({
+            "file": Path(files[i]).name,
+            "ref_class": (s.meta.get("lamost_class") or "").upper(),
+            "ref_subclass": s.meta.get("lamost_subclass"),
+            "ref_z": s.meta.get("lamost_z"),
+            "snr_pixel": float(prepared.snr[i]),
+            "flags": int(prepared.flags[i]),
+            "class": CLASS_NAMES[int(np.argmax(probs[i]))],
+            "prob": [round(float(p), 4) for p in probs[i]],
+            "class_balanced": CLASS_NAMES[int(np.argmax(balanced[i]))],
+            "prob_balanced": [round(float(p), 4) for p in balanced[i]],
+        })
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="a .safetensors path (default: the shipped model)")
+    p.add_argument("--json", type=Path, default=None, help="write every row and the summary here")
+    args = p.parse_args()
+    if not SHARED.is_dir():
+        raise SystemExit(f"validate_real: {SHARED} not found: the real spectra live in ../shared/data")
+
+    from lamost_classify.mocks.instrument import is_held_out
+    from lamost_classify.model.inference import Classifier
+
+    classifier = Classifier.load(args.model, device="cpu", precision="fp32")
+    print(f"model {classifier.name}")
+    report: dict[str, object] = {"model": classifier.name}
+
+    validation = [dict(r, set=sub) for sub in VALIDATION_DIRS for r in classify_files(classifier, _files(sub))]
+    print("\n| set | file | reference (SDSS/LAMOST) | z | S/N | class (published) | p star/gal/qso | "
+          "class (balanced prior) | p balanced |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in validation:
+        ref = r["ref_class"] + (f" {r['ref_subclass']}" if r["ref_subclass"] else "")
+        z = "" if r["ref_z"] is None else f"{r['ref_z']:.3f}"
+        print(f"| {r['set']} | {r['file']} | {ref} | {z} | {r['snr_pixel']:.1f} | {r['class']} | "
+              f"{'/'.join(f'{x:.2f}' for x in r['prob'])} | {r['class_balanced']} | "
+              f"{'/'.join(f'{x:.2f}' for x in r['prob_balanced'])} |")
+    right = sum(r["class"] == r["ref_class"] for r in validation)
+    right_balanced = sum(r["class_balanced"] == r["ref_class"] for r in validation)
+    print(f"\nreal galaxies and QSOs right: {right}/{len(validation)} published, "
+          f"{right_balanced}/{len(validation)} under the balanced prior")
+    report["validation"] = validation
+    report["validation_right"] = right
+    report["validation_right_balanced"] = right_balanced
+
+    print("\n| stars | n | STAR | recall | held out: n | STAR | misses |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    totals = {"n": 0, "star": 0, "held_n": 0, "held_star": 0}
+    stars = {}
+    for sub in STAR_DIRS:
+        rows = [r for r in classify_files(classifier, _files(sub)) if r["ref_class"] == "STAR"]
+        if not rows:
+            continue
+        held = [r for r in rows if is_held_out(r["file"])]
+        kept = sum(r["class"] == "STAR" for r in rows)
+        held_kept = sum(r["class"] == "STAR" for r in held)
+        misses = [f"{r['file']} ({r['ref_subclass']}, S/N {r['snr_pixel']:.0f}: {r['class']} "
+                  f"{max(r['prob']):.2f})" for r in rows if r["class"] != "STAR"]
+        print(f"| {sub} | {len(rows)} | {kept} | {kept / len(rows):.4f} | {len(held)} | {held_kept} | "
+              f"{'; '.join(misses)} |")
+        stars[sub] = {"n": len(rows), "star": kept, "held_n": len(held), "held_star": held_kept, "misses": misses}
+        for k, v in zip(totals, (len(rows), kept, len(held), held_kept)):
+            totals[k] += v
+    print(f"| all | {totals['n']} | {totals['star']} | {totals['star'] / max(totals['n'], 1):.4f} | "
+          f"{totals['held_n']} | {totals['held_star']} | |")
+    report["stars"] = stars
+    report["stars_total"] = totals
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
