@@ -8,6 +8,15 @@ analytic-template mocks (what the package ships, and what the built-in sample is
 model usable on those too.
 
     python training/make_training_set.py --out work/trainset
+
+``--family NAME`` makes the same sets from another mock family (mocks/families.py; default 'survey',
+mocks/simulate.py, as before); every truth table has a ``family`` column. The ``lofo_*`` sets are the
+leave-one-family-out yardstick's (training/leave_one_family_out.py), one directory per family:
+
+    python training/make_training_set.py --family eigen --sets lofo_train lofo_val lofo_test lofo_test_snr
+
+writes work/families/eigen/lofo_train_flux.npy, ..._truth.parquet (``--out`` defaults to
+work/families/<family>; ``--n-<set>`` changes a set's size).
 """
 
 from __future__ import annotations
@@ -35,30 +44,39 @@ SETS = {
     "test_snr": (9_000, 6, "real", "balanced", "loguniform"),
     "train_snr": (60_000, 7, "real", "balanced", "loguniform"),
     "val_snr": (3_000, 8, "real", "balanced", "loguniform"),
+    # leave-one-family-out: the same four sets for every family, sized for 2 cores
+    "lofo_train": (12_000, 11, "real", "balanced", "real"),
+    "lofo_val": (1_500, 12, "real", "balanced", "real"),
+    "lofo_test": (3_000, 13, "real", "balanced", "real"),
+    "lofo_test_snr": (3_000, 14, "real", "balanced", "loguniform"),
 }
 LOGUNIFORM_SNR = (2.0, 100.0)
+REAL_SNR_RANGE = (2.0, 300.0)  # Simulator's default, which the survey family's sets were always made with
 
 
-def shard(args: tuple[str, int, int, int, str, str, str]) -> dict:
-    name, start, n, seed, templates, mix, snr = args
+def shard(args: tuple[str, str, int, int, int, str, str, str]) -> dict:
+    family, name, start, n, seed, templates, mix, snr = args
+    from lamost_classify.mocks.families import generate
     from lamost_classify.mocks.instrument import noise_library
     from lamost_classify.mocks.simulate import Simulator, simulate
     from lamost_classify.mocks.templates import analytic_templates
     from lamost_classify.pipeline.grid import prepare_arrays
     from lamost_classify.mocks.instrument import WAVELENGTH
 
-    mix_values = {"balanced": (1, 1, 1), "survey": (0.985, 0.012, 0.003)}[mix]
-    snr_args = {"snr_distribution": "loguniform", "snr_range": LOGUNIFORM_SNR} if snr == "loguniform" else {}
-    if templates == "analytic":
+    mix_values = {"balanced": (1 / 3, 1 / 3, 1 / 3), "survey": (0.985, 0.012, 0.003)}[mix]
+    snr_args = {"snr_distribution": snr, "snr_range": LOGUNIFORM_SNR if snr == "loguniform" else REAL_SNR_RANGE}
+    if templates == "analytic":  # the survey family's built-in analytic library (checked in make_set)
         sim = Simulator(templates=analytic_templates(), library=noise_library("summary"), class_mix=mix_values,
                         **snr_args)
+        chunks = simulate(n, seed, start=start, simulator=sim)
     else:
-        sim = Simulator(class_mix=mix_values, **snr_args)
+        chunks = generate(family, n, seed, start=start, class_mix=mix_values, **snr_args)
     flux, truth = [], []
-    for chunk in simulate(n, seed, start=start, simulator=sim):
+    for chunk in chunks:
         prepared = prepare_arrays(WAVELENGTH, chunk.flux, chunk.ivar, chunk.andmask)
         flux.append(prepared.flux)
         t = chunk.truth_table().to_pydict()
+        t["family"] = [family] * len(chunk)
         t["flags"] = prepared.flags.tolist()
         t["snr_pixel"] = prepared.snr.tolist()
         truth.append(t)
@@ -66,10 +84,18 @@ def shard(args: tuple[str, int, int, int, str, str, str]) -> dict:
     return {"flux": np.concatenate(flux), "truth": merged}
 
 
-def make_set(name: str, out: Path, workers: int) -> None:
-    n, seed, templates, mix, snr = SETS[name]
-    step = -(-n // workers)
-    jobs = [(name, s, min(step, n - s), seed, templates, mix, snr) for s in range(0, n, step)]
+def make_set(name: str, out: Path, workers: int, family: str = "survey", n: int | None = None) -> None:
+    """Write ``<out>/<name>_flux.npy`` and ``_truth.parquet``: set ``name`` of ``SETS`` made by ``family``
+    (``n`` spectra instead of the table's)."""
+    size, seed, templates, mix, snr = SETS[name]
+    n = size if n is None else n
+    if n < 1:
+        raise SystemExit(f"set {name}: asked for {n} spectra; give at least 1")
+    if templates == "analytic" and family != "survey":
+        raise SystemExit(f"set {name} is made from the survey family's analytic templates; "
+                         f"it has no {family!r} version: leave it out of --sets")
+    step = max(1, -(-n // workers))
+    jobs = [(family, name, s, min(step, n - s), seed, templates, mix, snr) for s in range(0, n, step)]
     t0 = time.time()
     with ProcessPoolExecutor(workers) as pool:
         parts = list(pool.map(shard, jobs))
@@ -85,13 +111,23 @@ def make_set(name: str, out: Path, workers: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--family", default="survey", help="mock family (mocks/families.py)")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: work/families/<family>)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--sets", nargs="*", default=list(SETS))
+    parser.add_argument("--sets", nargs="*", default=[s for s in SETS if not s.startswith("lofo_")],
+                        choices=list(SETS), metavar="SET", help=f"sets to make, of: {' '.join(SETS)}")
+    for name in SETS:
+        parser.add_argument(f"--n-{name.replace('_', '-')}", type=int, default=None, metavar="N",
+                            help=f"size of set {name} (default {SETS[name][0]})")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    from lamost_classify.mocks.families import FAMILIES
+
+    if args.family not in FAMILIES:
+        parser.error(f"--family {args.family}: known families are {', '.join(FAMILIES)}")
+    out = args.out or Path("work") / "families" / args.family
+    out.mkdir(parents=True, exist_ok=True)
     for name in args.sets:
-        make_set(name, args.out, args.workers)
+        make_set(name, out, args.workers, args.family, getattr(args, f"n_{name}"))
 
 
 if __name__ == "__main__":
