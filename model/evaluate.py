@@ -2,7 +2,7 @@
 
 Per class: precision, recall and F1 and their mean over classes; the confusion matrix (rows = true
 class, columns = prediction); precision re-weighted to a target class mix; and all of it again per
-S/N bin. ``evaluate`` returns a plain dict (JSON-able), ``format_report`` prints it next to the
+S/N bin; recall of galaxies and QSOs per redshift bin when a mock truth table is given. ``evaluate`` returns a plain dict (JSON-able), ``format_report`` prints it next to the
 paper's numbers, ``save_report`` writes JSON and a PNG.
 """
 
@@ -35,6 +35,12 @@ PAPER_TABLE3: dict[str, tuple[int, float, float, float]] = {
 SNR_BINS: tuple[tuple[str, float, float], ...] = (
     ("snr<5", -math.inf, 5.0), ("5-10", 5.0, 10.0), ("10-20", 10.0, 20.0), ("snr>20", 20.0, math.inf),
 )
+
+# Redshift bins (label, low, high), low <= z < high, per true class: recall only, a prediction has no z.
+Z_BINS: dict[str, tuple[tuple[str, float, float], ...]] = {
+    "GALAXY": (("z<0.1", -math.inf, 0.1), ("0.1-0.2", 0.1, 0.2), ("0.2-0.3", 0.2, 0.3), ("z>0.3", 0.3, math.inf)),
+    "QSO": (("z<1", -math.inf, 1.0), ("1-2", 1.0, 2.0), ("2-3", 2.0, 3.0), ("z>3", 3.0, math.inf)),
+}
 
 
 def _subclass_is(pattern: str):
@@ -76,6 +82,24 @@ def hard_cases(truth: Mapping[str, Sequence], y_pred: np.ndarray) -> dict[str, d
         out[name] = {"class": true_class, "n": int(inside.sum()),
                      "recall": float(called[CLASS_NAMES.index(true_class)] / inside.sum()),
                      "called": dict(zip(CLASS_NAMES, called.tolist()))}
+    return out
+
+
+def recall_by_redshift(truth: Mapping[str, Sequence], y_pred: np.ndarray) -> dict[str, dict[str, dict]]:
+    """{class: {z bin: n, recall, what they were called}} over ``Z_BINS``, from truth columns class and z."""
+    classes = np.asarray(truth["class"])
+    z = _column(truth, "z")
+    y_pred = np.asarray(y_pred)
+    out: dict[str, dict[str, dict]] = {}
+    for true_class, bins in Z_BINS.items():
+        for label, low, high in bins:
+            inside = (classes == true_class) & (z >= low) & (z < high)
+            if not inside.any():
+                continue
+            called = np.bincount(y_pred[inside], minlength=len(CLASS_NAMES))
+            out.setdefault(true_class, {})[label] = {
+                "n": int(inside.sum()), "recall": float(called[CLASS_NAMES.index(true_class)] / inside.sum()),
+                "called": dict(zip(CLASS_NAMES, called.tolist()))}
     return out
 
 
@@ -135,6 +159,13 @@ def reweighted_precision(cm: np.ndarray, target_prior: Sequence[float]) -> dict[
     return {name: _ratio(weighted[c, c], weighted[:, c].sum()) for c, name in enumerate(CLASS_NAMES[: len(cm)])}
 
 
+def reweighted_f1(cm: np.ndarray, target_prior: Sequence[float]) -> dict[str, float]:
+    """F1 per class with precision re-weighted to ``target_prior`` (recall does not depend on the mix)."""
+    precision = reweighted_precision(cm, target_prior)
+    recall = scores_from_confusion(cm)
+    return {name: _f1(precision[name], recall[name]["recall"]) for name in precision}
+
+
 def evaluate(
     y_true: np.ndarray,
     predicted: np.ndarray,
@@ -143,7 +174,8 @@ def evaluate(
     truth: Mapping[str, Sequence] | None = None,
 ) -> dict:
     """The full report. ``predicted`` is class indices (B,) or probabilities (B, n_classes); ``truth``, a
-    mock truth table (class, subclass, template, z, snr_g), adds the recall of ``HARD_CASES``."""
+    mock truth table (class, subclass, template, z, snr_g), adds the recall of ``HARD_CASES`` and
+    of galaxies and QSOs by redshift bin (``Z_BINS``)."""
     y_true = np.asarray(y_true, dtype=np.int64)
     predicted = np.asarray(predicted)
     y_pred = predicted.argmax(axis=1) if predicted.ndim == 2 else predicted.astype(np.int64)
@@ -157,6 +189,7 @@ def evaluate(
         "confusion_matrix": cm.tolist(),
         "target_prior": list(target_prior),
         "reweighted_precision": reweighted_precision(cm, target_prior),
+        "reweighted_f1": reweighted_f1(cm, target_prior),
         "by_snr": {},
     }
     if snr is not None:
@@ -170,9 +203,12 @@ def evaluate(
                     "scores": scores_from_confusion(bin_cm),
                     "confusion_matrix": bin_cm.tolist(),
                     "reweighted_precision": reweighted_precision(bin_cm, target_prior),
+                    "reweighted_f1": reweighted_f1(bin_cm, target_prior),
                 }
     if truth is not None:
         report["hard_cases"] = hard_cases(truth, y_pred)
+        if "z" in truth and "class" in truth:
+            report["by_redshift"] = recall_by_redshift(truth, y_pred)
     return report
 
 
@@ -202,6 +238,8 @@ def format_report(report: dict, compare_paper: bool = True) -> str:
     prior = ":".join(f"{100 * p:g}" for p in report["target_prior"])
     lines += ["", f"Precision re-weighted to a {prior} class mix: "
               + ", ".join(f"{n} {_fmt(v)}" for n, v in report["reweighted_precision"].items())]
+    if "reweighted_f1" in report:  # reports saved before it existed lack it
+        lines.append("F1 at that mix: " + ", ".join(f"{n} {_fmt(v)}" for n, v in report["reweighted_f1"].items()))
     if report["by_snr"]:
         lines += ["", "F1 by S/N bin"]
         lines.append(f"{'bin':10s}{'n':>8s}" + "".join(f"{DISPLAY[n]:>10s}" for n in (*CLASS_NAMES, "mean")))
@@ -212,6 +250,13 @@ def format_report(report: dict, compare_paper: bool = True) -> str:
         for label, b in report["by_snr"].items():
             lines.append(f"{label:10s}{b['n']:>8d}"
                          + "".join(f"{_fmt(b['reweighted_precision'][n]):>10s}" for n in CLASS_NAMES))
+    if report.get("by_redshift"):
+        lines += ["", "Recall by redshift bin (what the misses were called)"]
+        for true_class, bins in report["by_redshift"].items():
+            for label, b in bins.items():
+                misses = ", ".join(f"{n} {k}" for k, n in b["called"].items() if k != true_class and n)
+                lines.append(f"{DISPLAY[true_class]:10s}{label:10s}{b['n']:>8d}  {_fmt(b['recall'])}"
+                             + (f"  ({misses})" if misses else ""))
     if report.get("hard_cases"):
         lines += ["", "Known hard cases: recall (what the misses were called)"]
         for name, case in report["hard_cases"].items():

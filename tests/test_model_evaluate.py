@@ -112,3 +112,36 @@ def test_precision_is_reweighted_to_the_survey_mix_in_every_snr_bin():
     assert rp["GALAXY"] == pytest.approx(100 / (100 + 98.5 / 1.2), rel=1e-3)
     assert rp["STAR"] == 1.0 and rp["QSO"] == 1.0
     assert "by S/N bin" in format_report(report).split("re-weighted")[-1]
+
+
+def test_recall_by_redshift_bins_each_class_by_its_own_bins():
+    truth = {
+        "class": ["GALAXY", "GALAXY", "GALAXY", "GALAXY", "QSO", "QSO", "QSO", "STAR"],
+        "subclass": ["PASSIVE"] * 4 + ["BROADLINE"] * 3 + ["G5"],
+        "template": ["t"] * 8,
+        "z": [0.05, 0.15, 0.25, 0.45, 0.5, 2.5, 3.5, 0.0001],
+        "snr_g": [10.0] * 8,
+    }
+    #          g<.1 g.1-.2 g.2-.3 g>.3 q<1 q2-3 q>3 star
+    y_pred = [0, 1, 1, 1, 1, 2, 2, 0]
+    report = evaluate(np.array([1, 1, 1, 1, 2, 2, 2, 0]), np.array(y_pred), truth=truth)
+    galaxy, qso = report["by_redshift"]["GALAXY"], report["by_redshift"]["QSO"]
+    assert list(galaxy) == ["z<0.1", "0.1-0.2", "0.2-0.3", "z>0.3"]
+    assert galaxy["z<0.1"] == {"n": 1, "recall": 0.0, "called": {"STAR": 1, "GALAXY": 0, "QSO": 0}}
+    assert galaxy["z>0.3"]["recall"] == 1.0
+    assert set(qso) == {"z<1", "2-3", "z>3"}  # no QSO at 1-2: no empty bin
+    assert qso["z<1"]["called"]["GALAXY"] == 1 and qso["z>3"]["recall"] == 1.0
+    assert "STAR" not in report["by_redshift"]
+    text = format_report(report)
+    assert "Recall by redshift bin" in text and "0.2-0.3" in text
+
+
+def test_f1_at_the_survey_mix_uses_reweighted_precision():
+    cm = np.array([[960, 40, 0], [30, 970, 0], [0, 0, 1000]])
+    report = evaluate(np.repeat([0, 1, 2], 1000), np.concatenate([np.repeat([0, 1], [960, 40]),
+                                                                 np.repeat([0, 1], [30, 970]), np.full(1000, 2)]))
+    assert report["confusion_matrix"] == cm.tolist()
+    p = 0.97 * 0.012 / (0.97 * 0.012 + 0.04 * 0.985)
+    assert report["reweighted_f1"]["GALAXY"] == pytest.approx(2 * p * 0.97 / (p + 0.97))
+    assert report["reweighted_f1"]["QSO"] == 1.0
+    assert report["reweighted_f1"]["GALAXY"] < report["scores"]["GALAXY"]["f1"]
