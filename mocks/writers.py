@@ -20,7 +20,7 @@ CARD = 80
 GZIP_LEVEL = 1
 LAYOUTS = ("dr1", "dr2-8", "v2")
 # Keywords every LAMOST file carries (the data release default depends on the layout).
-LAMOST_DEFAULTS: dict[str, Any] = {"COEFF0": 3.5682, "COEFF1": 1e-4, "VACUUM": True}
+LAMOST_DEFAULTS: dict[str, Any] = {"TELESCOP": "LAMOST", "ORIGIN": "NAOC-LAMOST", "COEFF0": 3.5682, "COEFF1": 1e-4, "VACUUM": True}
 DEFAULT_DATA_V = {"dr1": "LAMOST DR1", "dr2-8": "LAMOST DR5", "v2": "LAMOST DR10"}
 
 
@@ -201,7 +201,8 @@ def write_sdss_spec(
     and a one-row SPECOBJ (or SPALL) table from ``specobj`` (e.g. CLASS, SUBCLASS, Z, PLUG_RA, PLUG_DEC)."""
     n = np.asarray(wavelength).size
     or_mask = np.zeros(n, np.int32) if or_mask is None else or_mask
-    primary = {"SIMPLE": True, "BITPIX": 8, "NAXIS": 0, "EXTEND": True, **{k.upper(): v for k, v in (header or {}).items()}}
+    primary = {"SIMPLE": True, "BITPIX": 8, "NAXIS": 0, "EXTEND": True, "TELESCOP": "SDSS 2.5-M",
+               **{k.upper(): v for k, v in (header or {}).items()}}
     coadd = [
         ("flux", np.asarray(flux, np.float32), "E"),
         ("loglam", np.log10(np.asarray(wavelength, np.float64)).astype(np.float32), "E"),

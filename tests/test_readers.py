@@ -132,7 +132,7 @@ def test_dr2_8_image_stored_as_big_endian_float64(tmp_path):
     image = np.stack([flux, ivar, NATIVE, andmask, np.zeros(N)]).astype(">f8")
     hdu = fits.PrimaryHDU(image)
     hdu.header["EXTNAME"] = "Flux"
-    for key, value in {**HEADER, "FIBERID": "8", "COEFF0": 3.5682, "COEFF1": 1e-4}.items():
+    for key, value in {**HEADER, "TELESCOP": "LAMOST", "FIBERID": "8", "COEFF0": 3.5682, "COEFF1": 1e-4}.items():
         hdu.header[key] = value
     path = tmp_path / "dr2.fits"
     hdu.writeto(path)
@@ -175,7 +175,7 @@ def test_a_dr2_8_image_on_any_increasing_grid_keeps_its_own_wavelengths():
 
 def test_registry_asks_readers_in_turn_and_names_unknown_layouts():
     unknown = write_sdss_spec(None, NATIVE, np.ones(N), np.ones(N), np.zeros(N)).replace(b"loglam  ", b"lambda  ")
-    with pytest.raises(SpectrumReadError, match=r"no reader knows this FITS layout \(PRIMARY: image no data; COADD: table"):
+    with pytest.raises(SpectrumReadError, match=r"no reader knows this SDSS FITS layout \(PRIMARY: image no data; COADD: table"):
         read_spectrum(unknown, source="odd.fits")
     saved = list(READERS)
     try:

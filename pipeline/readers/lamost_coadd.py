@@ -2,7 +2,7 @@
 array columns FLUX, IVAR, WAVELENGTH, ANDMASK, ORMASK, NORMALIZATION.
 
 DR7 is served in this layout too, so the release string never decides: the 'COADD' table with a
-WAVELENGTH column does (SDSS's 'COADD' has loglam instead).
+WAVELENGTH column does (SDSS's 'COADD' has loglam instead), in a file whose header says LAMOST.
 """
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ from __future__ import annotations
 from ..spectrum import Spectrum, SpectrumReadError
 from .common import as_float32, as_mask, as_wavelength, lamost_header_meta
 from .fitsfile import FitsFile
+from .instrument import LAMOST, instrument
 
 NAME = "lamost_coadd"
 
 
 def identify(hdul: FitsFile) -> bool:
+    if instrument(hdul.primary.header) != LAMOST:
+        return False
     coadd = hdul.get("COADD")
     return coadd is not None and coadd.kind == "bintable" and "WAVELENGTH" in coadd.columns
 

@@ -1,7 +1,8 @@
 """LAMOST DR1: the DR2-DR8 image, but row 2 is a sub-continuum (values near 1), not wavelength.
 
 The wavelength comes from the header's log-linear solution: lambda_i = 10**(COEFF0 + COEFF1 * i).
-This reader takes every 5-row image whose row 2 is not a wavelength array (``lamost_image.identify``).
+This reader takes every LAMOST 5-row image whose row 2 is not a wavelength array (``lamost_image.identify``)
+and whose row names, when the header gives them, say Subcontinuum.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 from ..spectrum import Spectrum, SpectrumReadError
 from .common import as_float32, as_mask, lamost_header_meta, log_linear_wavelength
 from .fitsfile import FitsFile
-from .lamost_image import ANDMASK, FLUX, IVAR, WAVELENGTH, primary_rows, row_is_wavelength
+from .lamost_image import ANDMASK, FLUX, IVAR, WAVELENGTH, lamost_rows, primary_rows, row_is_wavelength
 
 NAME = "lamost_dr1"
 
 
 def identify(hdul: FitsFile) -> bool:
-    rows = primary_rows(hdul)
+    rows = lamost_rows(hdul, "subcontinuum")
     return rows is not None and not row_is_wavelength(rows[WAVELENGTH], hdul.primary.header)
 
 

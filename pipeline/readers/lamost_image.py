@@ -1,7 +1,9 @@
 """LAMOST DR2-DR8: the primary HDU is a (5, N) image of flux, ivar, wavelength, andmask, ormask.
 
 The image is float32 or float64, big-endian, and named 'Flux' in some files. DR1 files have the same
-image with a sub-continuum in row 2 (``lamost_dr1``); the two are told apart by what row 2 holds.
+image with a sub-continuum in row 2 (``lamost_dr1``); the two are told apart by what row 2 holds, and by
+the row names (EXTEN0) when the header gives them. Only files whose header says LAMOST are taken: an SDSS
+spSpec image has the same shape (``instrument``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import numpy as np
 from ..spectrum import Spectrum, SpectrumReadError
 from .common import as_float32, as_mask, as_wavelength, lamost_header_meta
 from .fitsfile import FitsFile, Header
+from .instrument import LAMOST, instrument, lamost_row_names, sdss_row_names
 
 NAME = "lamost_image"
 FLUX, IVAR, WAVELENGTH, ANDMASK = 0, 1, 2, 3
@@ -24,6 +27,19 @@ def primary_rows(hdul: FitsFile) -> np.ndarray | None:
     if not primary.has_data or len(primary.shape) != 2 or not 4 <= primary.shape[0] <= 5:
         return None
     return primary.data
+
+
+def lamost_rows(hdul: FitsFile, row_2: str) -> np.ndarray | None:
+    """The primary image of a LAMOST file with the LAMOST shape, whose row names (when the header gives
+    them) are flux, inverse variance and ``row_2`` ('wavelength' or 'subcontinuum'); else None. Rows
+    named the SDSS way (ARRAYn) are not LAMOST's, whatever TELESCOP says."""
+    header = hdul.primary.header
+    if instrument(header) != LAMOST or sdss_row_names(header) is not None:
+        return None
+    names = lamost_row_names(header)
+    if names is not None and names[:3] != ["flux", "inverse", row_2]:
+        return None
+    return primary_rows(hdul)
 
 
 def row_is_wavelength(row: np.ndarray, header: Header) -> bool:
@@ -40,7 +56,7 @@ def row_is_wavelength(row: np.ndarray, header: Header) -> bool:
 
 
 def identify(hdul: FitsFile) -> bool:
-    rows = primary_rows(hdul)
+    rows = lamost_rows(hdul, "wavelength")
     return rows is not None and row_is_wavelength(rows[WAVELENGTH], hdul.primary.header)
 
 

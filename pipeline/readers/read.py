@@ -14,9 +14,13 @@ from ..spectrum import Spectrum, SpectrumReadError
 from . import parquet
 from .common import empty_spectrum, validate
 from .fitsfile import FitsFile
+from .instrument import KNOWN, LAMOST, SDSS, describe_instrument, instrument
 from .registry import find_reader
 
 GZIP_MAGIC = b"\x1f\x8b"
+# A LAMOST or SDSS spectrum is under ~1 MB. Past this size (on disk, or once gunzipped) a file is not a
+# spectrum, and reading it whole could exhaust a worker's memory: a gzip bomb expands ~1000-fold.
+MAX_FILE_BYTES = 64 * 2**20
 # "table.parquet#12": one row of a Parquet table, as read_parquet_spectra names its sources.
 _PARQUET_ROW = re.compile(r"^(?P<path>.+)#(?P<row>\d+)$")
 
@@ -31,22 +35,44 @@ def load(path_or_bytes: PathOrBytes, source: str) -> bytes:
     try:
         with open(path_or_bytes, "rb") as file:
             head = file.read(4)
-            return head if parquet.identify(head) else head + file.read()
+            if parquet.identify(head):
+                return head
+            data = head + file.read(MAX_FILE_BYTES - 3)
     except FileNotFoundError as exc:
         raise SpectrumReadError(f"{source}: no such file") from exc
     except IsADirectoryError as exc:
         raise SpectrumReadError(f"{source}: is a directory, not a spectrum file") from exc
     except OSError as exc:
         raise SpectrumReadError(f"{source}: cannot read the file ({exc.strerror or exc})") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise SpectrumReadError(f"{source}: {too_large('file size')}")
+    return data
 
 
-def gunzip(data: bytes) -> bytes:
-    """All members of a gzip stream. zlib checks each member's CRC in C, which makes this faster than
-    gzip.decompress (a Python loop plus a second CRC pass); EOFError when the stream is cut short."""
-    parts = []
+def too_large(what: str) -> str:
+    return f"{what} exceeds {MAX_FILE_BYTES // 2**20} MB: not a spectrum file? (a LAMOST or SDSS spectrum is under ~1 MB)"
+
+
+class DecompressedTooLarge(Exception):
+    pass
+
+
+def gunzip(data: bytes, limit: int = MAX_FILE_BYTES) -> bytes:
+    """All members of a gzip stream, never more than ``limit`` bytes of output (DecompressedTooLarge past
+    it). zlib checks each member's CRC in C, which makes this faster than gzip.decompress (a Python loop
+    plus a second CRC pass); EOFError when the stream is cut short."""
+    parts, total = [], 0
     while data:
         inflater = zlib.decompressobj(wbits=31)
-        parts.append(inflater.decompress(data))
+        pending = data
+        while pending and not inflater.eof:
+            # max_length stops the inflater one byte past the limit; the rest waits in unconsumed_tail.
+            part = inflater.decompress(pending, limit - total + 1)
+            total += len(part)
+            if total > limit:
+                raise DecompressedTooLarge
+            parts.append(part)
+            pending = inflater.unconsumed_tail
         if not inflater.eof:
             raise EOFError("the compressed stream ends before its end-of-stream marker")
         data = inflater.unused_data.lstrip(b"\0")  # members may be separated by zero padding
@@ -61,6 +87,8 @@ def decompress(data: bytes, source: str) -> bytes:
         return data
     try:
         return gunzip(data)
+    except DecompressedTooLarge:
+        raise SpectrumReadError(f"{source}: {too_large('decompressed size')}") from None
     except (EOFError, zlib.error) as exc:
         raise SpectrumReadError(
             f"{source}: the gzip stream is truncated or corrupt ({exc}); the file was probably cut short "
@@ -72,9 +100,21 @@ def read_fits(data: bytes, source: str) -> Spectrum:
     hdul = FitsFile(data, source)
     reader = find_reader(hdul)
     if reader is None:
-        why = f"; {hdul.truncated}" if hdul.truncated else ""
-        raise SpectrumReadError(f"{source}: no reader knows this FITS layout ({hdul.describe()}){why}")
+        raise SpectrumReadError(f"{source}: {why_no_reader(hdul)}")
     return reader.read(hdul, source)
+
+
+def why_no_reader(hdul: FitsFile) -> str:
+    """Why no reader took the file: an instrument none knows, none named, or a layout of a known one."""
+    header = hdul.primary.header
+    layout = f"({hdul.describe()})" + (f"; {hdul.truncated}" if hdul.truncated else "")
+    named = instrument(header)
+    if named in (LAMOST, SDSS):
+        return f"no reader knows this {named} FITS layout {layout}"
+    if named is None:
+        return (f"the header names no instrument (no TELESCOP or ORIGIN keyword), and a file is not read by its "
+                f"shape alone; readers know {KNOWN} {layout}")
+    return f"no reader for this instrument ({describe_instrument(header)}); readers know {KNOWN} {layout}"
 
 
 def read_spectrum(path_or_bytes: PathOrBytes, source: str | None = None) -> Spectrum:

@@ -1,9 +1,10 @@
 """Which reader takes which FITS file: each reader says whether it recognises the file's structure.
 
 Like astropy's io registry, but small: a reader is (name, identify, read). ``identify(hdul) -> bool``
-looks only at structure (which HDUs, which columns, what row 2 of the image holds), never at the file
-name or DATA_V. The LAMOST identifiers are mutually exclusive, so the order below only matters for
-readers added later with ``register_reader``.
+looks at the instrument the header names (TELESCOP/ORIGIN, ``instrument``) and at structure (which HDUs,
+which columns, the row names, what row 2 of the image holds), never at the file name or DATA_V. The
+built-in identifiers are mutually exclusive, so the order below only matters for readers added later
+with ``register_reader``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..spectrum import Spectrum
-from . import lamost_coadd, lamost_dr1, lamost_image, sdss
+from . import lamost_coadd, lamost_dr1, lamost_image, sdss, sdss_spspec
 from .fitsfile import FitsFile
 
 
@@ -24,7 +25,7 @@ class Reader:
 
 
 READERS: list[Reader] = [
-    Reader(module.NAME, module.identify, module.read) for module in (lamost_coadd, sdss, lamost_image, lamost_dr1)
+    Reader(module.NAME, module.identify, module.read) for module in (lamost_coadd, sdss, sdss_spspec, lamost_image, lamost_dr1)
 ]
 
 

@@ -1,6 +1,7 @@
 """SDSS/BOSS ``spec-PLATE-MJD-FIBER.fits``: binary table 'COADD' (one row per pixel) with loglam, flux,
 ivar, and_mask, or_mask; the pipeline's class and redshift in table 'SPECOBJ' (or 'SPALL') as CLASS,
 SUBCLASS, Z. They land in lamost_class/lamost_subclass/lamost_z so a catalog compares them the same way.
+Only files whose header says SDSS (TELESCOP = 'SDSS 2.5-M') are taken.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import numpy as np
 from ..spectrum import META_KEYS, Spectrum, SpectrumReadError
 from .common import as_float32, as_mask, to_float, to_int, to_str
 from .fitsfile import HDU, FitsFile
+from .instrument import SDSS, instrument
 
 NAME = "sdss"
 
 
 def identify(hdul: FitsFile) -> bool:
+    if instrument(hdul.primary.header) != SDSS:
+        return False
     coadd = hdul.get("COADD")
     return coadd is not None and coadd.kind == "bintable" and "LOGLAM" in coadd.columns
 
