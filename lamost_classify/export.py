@@ -12,6 +12,8 @@ by ``hats-import``, the optional extra ``lamost-classify[hats]``.
 from __future__ import annotations
 
 import dataclasses
+import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from .query import (
     Selection,
     _ident,
     arrow_to_astropy,
+    catalog_root,
     connect,
     open_catalog,
     select,
@@ -262,6 +265,21 @@ def hats_available() -> bool:
     return True
 
 
+# A HATS catalog name is one plain folder name under --out: never a path, never '.' or '..'.
+HATS_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
+def check_output_path(catalog: str | Path, out: str | Path) -> None:
+    """Refuse an output inside the catalog (a reader would take it for part of the catalog, or it would
+    replace catalog files) or one that holds the catalog (replacing it would delete the catalog)."""
+    root = catalog_root(catalog)
+    target = Path(out).resolve()
+    if target == root or root in target.parents:
+        raise QueryError(f"output {out} is inside the catalog {root}: write it outside the catalog directory")
+    if target in root.parents:
+        raise QueryError(f"output {out} holds the catalog {root}: choose an output outside it")
+
+
 def export_hats(
     catalog: str | Path,
     out: str | Path,
@@ -269,27 +287,50 @@ def export_hats(
     workers: int = 1,
     pixel_threshold: int = 1_000_000,
     highest_order: int = HATS_MAX_ORDER,
+    overwrite: bool = False,
 ) -> dict[str, int]:
     """Write the whole catalog as a HATS catalog ``out/name`` with hats-import (its own local Dask
     cluster of ``workers`` processes). Rows without ra/dec cannot be placed and are left out.
+    ``overwrite`` replaces an existing HATS catalog ``out/name``, and only after every check has passed.
     Returns {'rows': written, 'dropped': rows without a position}."""
+    if not HATS_NAME.fullmatch(name or ""):
+        raise QueryError(
+            f"--name {name!r}: a HATS catalog name is one folder name (letters, digits, '.', '_', '-'; "
+            "not starting with '.'), not a path: put the folder in --out"
+        )
     if not hats_available():
         raise QueryError("HATS export needs the optional extra: pip install 'lamost-classify[hats]'")
+    out = Path(out)
+    target = out / name
+    check_output_path(catalog, target)
+    if out.exists() and not out.is_dir():
+        raise QueryError(f"--out {out} is a file: HATS export needs a folder")
+    if target.exists() or target.is_symlink():
+        if not overwrite:
+            raise QueryError(f"{target} exists; pass --overwrite to replace it")
+        if target.is_symlink() or not target.is_dir():
+            raise QueryError(f"{target} is not a folder: remove it yourself or choose another --name")
+        is_hats = (target / "hats.properties").exists() or (target / "properties").exists()
+        if not is_hats and any(target.iterdir()):
+            raise QueryError(
+                f"{target} is not a HATS catalog: --overwrite replaces only a HATS catalog; "
+                "remove it yourself or choose another --name"
+            )
     from dask.distributed import Client
     from hats_import.catalog.arguments import ImportArguments
     from hats_import.pipeline import pipeline_with_client
 
     from ._hats import PositionedRowsReader
+    from .query import count
 
-    from .query import catalog_files, count
-
-    files = catalog_files(catalog)
+    dataset = open_catalog(catalog)
+    files = list(dataset.files)
     if not files:
         raise QueryError(f"catalog {catalog} has no Parquet files to export")
-    dataset = open_catalog(catalog)
     total = count(dataset)
     placed = count(dataset, Selection(where="ra IS NOT NULL AND dec IS NOT NULL"))
-    out = Path(out)
+    if target.exists():  # every check above has passed
+        shutil.rmtree(target)
     with tempfile.TemporaryDirectory(prefix="hats-", dir=out.parent if out.parent.exists() else None) as tmp:
         # An empty file with the catalog schema: hats-import copies its field metadata (unit,
         # description) into the HATS Parquet files.
@@ -298,7 +339,7 @@ def export_hats(
         args = ImportArguments(
             output_artifact_name=name,
             output_path=str(out),
-            input_file_list=[str(f) for f in files],
+            input_file_list=files,
             file_reader=PositionedRowsReader(),
             ra_column="ra",
             dec_column="dec",
@@ -339,8 +380,14 @@ def write(catalog: str | Path | ds.Dataset, selection: Selection | None, fmt: st
         raise QueryError(f"--format {fmt} needs --out FILE")
     if out is None:
         return write_csv(select(catalog, selection), None)
-    # Written under a hidden name and renamed when complete: a failed export leaves no half file.
     out = Path(out)
+    if not isinstance(catalog, ds.Dataset):
+        check_output_path(catalog, out)
+    if out.is_dir():
+        raise QueryError(f"--out {out} is a folder: give a file name")
+    if not out.parent.is_dir():
+        raise QueryError(f"--out {out}: folder {out.parent} does not exist; create it first")
+    # Written under a hidden name and renamed when complete: a failed export leaves no half file.
     partial = out.with_name(f".{out.name}.partial")
     try:
         if fmt == "fits":

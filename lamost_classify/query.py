@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,11 +59,26 @@ class UnsafeWhereError(QueryError):
 # 1. open
 
 
-def catalog_files(path: str | Path) -> list[Path]:
-    """The Parquet files of a catalog, in batch order.
+# The pipeline's batch files; anything else in parquet/ (a copy, an export) is not the catalog's.
+BATCH_FILE = re.compile(r"batch-\d{6,}\.parquet")
 
-    ``path`` may be the catalog directory (its ``parquet/`` folder is used), a folder of Parquet files,
-    or one Parquet file. Hidden and ``_``-prefixed files (temporaries of a running pipeline) are skipped.
+
+def catalog_root(path: str | Path) -> Path:
+    """The catalog directory of ``path``: the folder holding ``parquet/`` (``path`` itself, or its parent
+    when ``path`` is that ``parquet/`` folder), or the Parquet file itself. Outputs must not land inside it."""
+    path = Path(path).resolve()
+    if path.is_dir() and not (path / "parquet").is_dir() and path.name == "parquet":
+        return path.parent
+    return path
+
+
+def catalog_files(path: str | Path) -> list[Path]:
+    """The batch files of a catalog, in batch order.
+
+    ``path`` may be the catalog directory (its ``parquet/`` folder is read), that ``parquet/`` folder, or
+    one Parquet file. Only ``batch-NNNNNN.parquet`` files are the catalog: hidden temporaries of a running
+    pipeline are skipped silently, any other file is skipped with one note on stderr naming it (a stray
+    copy would otherwise count its rows twice). A directory that is neither is a ``QueryError``.
     """
     path = Path(path)
     if path.is_file():
@@ -69,15 +86,29 @@ def catalog_files(path: str | Path) -> list[Path]:
     if not path.is_dir():
         raise QueryError(f"catalog not found: {path}")
     folder = path / "parquet" if (path / "parquet").is_dir() else path
-    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_")))
+    visible = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")))
+    batches = [p for p in visible if p.is_file() and BATCH_FILE.fullmatch(p.name)]
+    if folder is path and not batches:
+        raise QueryError(
+            f"{path} is not a lamost-classify catalog: it has no parquet/ folder and no batch-NNNNNN.parquet "
+            "files; give the directory that `lamost-classify run --output` wrote"
+        )
+    ignored = [p.name for p in visible if p not in batches]
+    if ignored:
+        print(f"note: ignored {len(ignored)} file(s) in {folder} that are not catalog batches "
+              f"(batch-NNNNNN.parquet): {', '.join(ignored)}", file=sys.stderr)
+    return batches
 
 
 def open_catalog(path: str | Path) -> ds.Dataset:
     """The catalog at ``path`` as a pyarrow dataset with the catalog ``SCHEMA`` (units and descriptions
     in each field's metadata). Filters and column selections on it read only what they need."""
     files = catalog_files(path)
-    schema = _dataset_schema(files)
-    return ds.dataset([str(f) for f in files], schema=schema, format="parquet")
+    try:
+        schema = _dataset_schema(files)
+        return ds.dataset([str(f) for f in files], schema=schema, format="parquet")
+    except (pa.ArrowException, OSError) as exc:
+        raise QueryError(f"cannot read the catalog at {path}: {exc}") from None
 
 
 def _dataset_schema(files: Sequence[Path]) -> pa.Schema:
@@ -86,7 +117,10 @@ def _dataset_schema(files: Sequence[Path]) -> pa.Schema:
         return SCHEMA
     import pyarrow.parquet as pq
 
-    first = pq.read_schema(files[0])
+    try:
+        first = pq.read_schema(files[0])
+    except (pa.ArrowException, OSError) as exc:
+        raise QueryError(f"cannot read catalog file {files[0]}: {exc}") from None
     extra = [f for f in first if f.name not in SCHEMA.names]
     return pa.schema(list(SCHEMA) + extra)
 
@@ -280,7 +314,8 @@ def selection_sql(selection: Selection, columns: Sequence[str]) -> str:
         )
     if selection.where is not None:
         validate_where(selection.where, columns)
-        parts.append(f"({selection.where})")
+        # The newline ends the condition's text even if the tokenizer and parser ever disagreed on a comment.
+        parts.append(f"({selection.where}\n)")
     return " AND ".join(f"({p})" for p in parts) if parts else "TRUE"
 
 
@@ -329,12 +364,23 @@ def validate_where(where: str, columns: Sequence[str]) -> None:
     """
     if not where or not where.strip():
         raise UnsafeWhereError("--where is empty")
-    for token, why in ((";", "more than one statement"), ("--", "an SQL comment"), ("/*", "an SQL comment")):
-        if token in where:
-            raise UnsafeWhereError(f"--where refused: {token!r} ({why}) is not allowed in a condition")
+    # A comment or ';' could cut the condition loose from the query it is pasted into. Looked for in
+    # DuckDB's own tokens, so text inside string literals ('%--%', '*/*') is just text.
+    tokens = duckdb.tokenize(where)
+    for i, (start, kind) in enumerate(tokens):
+        text = where[start : tokens[i + 1][0] if i + 1 < len(tokens) else len(where)]
+        if kind == duckdb.token_type.comment:
+            raise UnsafeWhereError(f"--where refused: an SQL comment ({text.strip()!r}) is not allowed in a condition")
+        if kind == duckdb.token_type.operator and ";" in text:
+            raise UnsafeWhereError("--where refused: ';' (more than one statement) is not allowed in a condition")
     sql = f"SELECT * FROM catalog WHERE ({where})"
-    with duckdb.connect(config={"enable_external_access": False}) as con:
-        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    try:
+        with duckdb.connect(config={"enable_external_access": False}) as con:
+            tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    except RecursionError:
+        tree = {"error": True, "error_message": "expression depth"}
+    if tree.get("error") and "expression depth" in str(tree.get("error_message")):
+        raise UnsafeWhereError("--where is nested too deeply to check: write it with fewer nested levels")
     if tree.get("error"):
         raise UnsafeWhereError(f"--where is not a valid SQL condition: {tree.get('error_message', tree)}")
     statements = tree["statements"]
@@ -358,13 +404,19 @@ def validate_where(where: str, columns: Sequence[str]) -> None:
     _check_node(node["where_clause"], known)
 
 
-def _check_node(node: Any, known: set[str]) -> None:
-    if isinstance(node, list):
-        for item in node:
-            _check_node(item, known)
-        return
-    if not isinstance(node, dict):
-        return
+def _check_node(tree: Any, known: set[str]) -> None:
+    """Check every node of a parsed condition; a stack, not recursion, so any depth DuckDB parses is fine."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            _check_one_node(node, known)
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+
+
+def _check_one_node(node: dict, known: set[str]) -> None:
     kind = node.get("class")
     if kind is not None and "type" in node:
         if kind not in _ALLOWED_NODES and kind != "FUNCTION":
@@ -390,9 +442,6 @@ def _check_node(node: Any, known: set[str]) -> None:
                     f"--where refers to unknown column {'.'.join(node.get('column_names', []))!r}; "
                     f"columns are: {', '.join(sorted(known))}"
                 )
-    for value in node.values():
-        if isinstance(value, (dict, list)):
-            _check_node(value, known)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -403,6 +452,11 @@ _DUCKDB_TYPES = {
     pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.int16(): "SMALLINT", pa.float64(): "DOUBLE",
     pa.float32(): "FLOAT", pa.string(): "VARCHAR", pa.bool_(): "BOOLEAN",
 }
+
+
+def _first_line(exc: Exception) -> str:
+    """DuckDB's message without the SQL excerpt it appends on later lines."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def connect(dataset: ds.Dataset, obsids: Sequence[int] | None = None) -> duckdb.DuckDBPyConnection:
@@ -423,7 +477,11 @@ def connect(dataset: ds.Dataset, obsids: Sequence[int] | None = None) -> duckdb.
         listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
         # union_by_name: batch files from an older pipeline may lack a newer column; one that no file
         # has is added as typed nulls, as the pyarrow dataset does.
-        con.execute(f"CREATE VIEW _files AS SELECT * FROM read_parquet([{listing}], union_by_name = true)")
+        try:
+            con.execute(f"CREATE VIEW _files AS SELECT * FROM read_parquet([{listing}], union_by_name = true)")
+        except duckdb.Error as exc:  # a damaged batch file: DuckDB names it
+            con.close()
+            raise QueryError(f"cannot read the catalog: {_first_line(exc)}") from None
         present = {row[0] for row in con.execute("DESCRIBE _files").fetchall()}
         missing = [
             f"CAST(NULL AS {_DUCKDB_TYPES.get(f.type, 'VARCHAR')}) AS {_ident(f.name)}"
@@ -506,7 +564,7 @@ def select(
         reader = con.sql(sql).to_arrow_reader(batch_rows)
     except duckdb.Error as exc:
         con.close()
-        raise QueryError(f"query failed: {exc}") from exc
+        raise QueryError(f"query failed: {_first_line(exc)}") from None
     schema = output_schema(reader.schema)
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -517,7 +575,7 @@ def select(
                     [col.cast(f.type) for col, f in zip(batch.columns, schema)], schema=schema
                 )
         except duckdb.Error as exc:
-            raise QueryError(f"query failed: {exc}") from exc
+            raise QueryError(f"query failed: {_first_line(exc)}") from None
         finally:
             con.close()
 
@@ -533,7 +591,7 @@ def count(catalog: str | Path | ds.Dataset, selection: Selection | None = None) 
         try:
             return int(con.execute(f"SELECT count(*) FROM ({inner})").fetchone()[0])
         except duckdb.Error as exc:
-            raise QueryError(f"query failed: {exc}") from exc
+            raise QueryError(f"query failed: {_first_line(exc)}") from None
 
 
 def read_obsids(values: Iterable[str]) -> tuple[int, ...]:
@@ -641,7 +699,7 @@ def stats(catalog: str | Path | ds.Dataset, selection: Selection | None = None) 
                     counts[min(max(int(b), 0), HIST_BINS - 1)] += n
                 histograms[col] = counts
         except duckdb.Error as exc:
-            raise QueryError(f"query failed: {exc}") from exc
+            raise QueryError(f"query failed: {_first_line(exc)}") from None
     return {
         "rows": int(total),
         "flagged": int(flagged or 0),

@@ -264,6 +264,22 @@ def _counts(labels: np.ndarray) -> dict[str, int]:
 
 # ---------------------------------------------------------------- commands
 
+def _load_classifier(model: str, **options):
+    """``Classifier.load``, with a missing, tampered or mismatched weights file as one clear line."""
+    from lamost_classify.model.inference import Classifier
+    from lamost_classify.model.weights import ModelCardMismatch, WeightsIntegrityError
+
+    try:
+        return Classifier.load(model, **options)
+    except FileNotFoundError as exc:
+        raise click.ClickException(f"model {model!r}: {exc}") from None
+    except (WeightsIntegrityError, ModelCardMismatch) as exc:
+        raise click.ClickException(
+            f"model {model!r} refused: {exc}; use the weights file and card exactly as `train` wrote them, "
+            "or the shipped 'default'"
+        ) from None
+
+
 def _train_one(data: LabelledSet, train_idx: np.ndarray, val_idx: np.ndarray, config, out_dir: Path,
                name: str, source: str) -> dict:
     """fit -> temperature on validation -> metrics -> weights + card. Returns the validation report."""
@@ -353,6 +369,8 @@ def train(data, truth, preset, epochs, lr, lr_milestones, batch_size, seed, val_
         milestones = tuple(int(m) for m in lr_milestones.split(",") if m.strip())
     except ValueError as exc:
         raise click.BadParameter(f"--lr-milestones must be integers separated by commas, got {lr_milestones!r}") from exc
+    if init_from:
+        _load_classifier(init_from, device="cpu")  # refused weights fail now, not after the data is prepared
     labelled = load_labelled(data, truth)
     train_idx, val_idx = split_validation(labelled.labels, val_fraction, seed)
     train_idx = _cap_per_class(train_idx, labelled.labels, max_train_per_class, seed)
@@ -391,9 +409,8 @@ def evaluate(model, data, truth, out_dir, prior, device) -> None:
     from lamost_classify.model.calibration import expected_calibration_error
     from lamost_classify.model.evaluate import evaluate as evaluate_predictions
     from lamost_classify.model.evaluate import format_report, save_report
-    from lamost_classify.model.inference import Classifier
 
-    classifier = Classifier.load(model, device=device, target_prior=SURVEY_PRIOR if prior == "survey" else None)
+    classifier = _load_classifier(model, device=device, target_prior=SURVEY_PRIOR if prior == "survey" else None)
     labelled = load_labelled(data, truth)
     probs = classifier.predict_proba(labelled.spectra())
     report = evaluate_predictions(labelled.labels, probs, labelled.snr, SURVEY_PRIOR,
@@ -443,9 +460,8 @@ def explain(model, spectrum_file, redshift, out_png, device) -> None:
     import matplotlib.pyplot as plt
 
     from lamost_classify.model.cam import plot_cam
-    from lamost_classify.model.inference import Classifier
 
-    classifier = Classifier.load(model, device=device)
+    classifier = _load_classifier(model, device=device)
     flux, file_z, label = _read_one_spectrum(spectrum_file)
     z = redshift if redshift is not None else file_z
     probs = classifier.predict_proba(flux[None])[0]

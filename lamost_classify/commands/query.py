@@ -23,8 +23,18 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
 
 
-def _check_out(out: Path | None, overwrite: bool) -> None:
-    if out is not None and out.exists() and not overwrite:
+def _check_out(catalog_dir: Path, out: Path | None, overwrite: bool) -> None:
+    """Before anything is read or written: the output lies outside the catalog, and is new or --overwrite."""
+    from ..export import check_output_path
+    from ..query import QueryError
+
+    if out is None:
+        return
+    try:
+        check_output_path(catalog_dir, out)
+    except QueryError as exc:
+        raise click.UsageError(str(exc)) from None
+    if out.exists() and not overwrite:
         raise click.UsageError(f"{out} exists; pass --overwrite to replace it")
 
 
@@ -108,10 +118,10 @@ def query(catalog_dir, classes, min_prob, min_confidence, flags, cone, obsid, di
     from ..query import QueryError, arrow_to_astropy, format_stats, open_catalog, plot_stats, select, stats
 
     selection = _selection(classes, min_prob, min_confidence, flags, cone, obsid, disagree, where, columns, limit)
-    _check_out(out, overwrite)
+    _check_out(catalog_dir, out, overwrite)
     if plot is not None and not want_stats:
         raise click.UsageError("--plot goes with --stats")
-    _check_out(plot, overwrite)
+    _check_out(catalog_dir, plot, overwrite)
     try:
         dataset = open_catalog(catalog_dir)
         if want_stats:
@@ -178,21 +188,15 @@ def export(catalog_dir, fmt, out, columns, overwrite, name, workers, max_order, 
             if columns:
                 raise click.UsageError("--columns does not apply to hats (the HATS catalog keeps every column)")
             target = out / name
-            if target.exists() and not overwrite:
-                raise click.UsageError(f"{target} exists; pass --overwrite to replace it")
-            if target.exists():
-                import shutil
-
-                shutil.rmtree(target)
-            result = export_hats(catalog_dir, out, name=name, workers=workers,
-                                 pixel_threshold=pixel_threshold, highest_order=max_order)
+            result = export_hats(catalog_dir, out, name=name, workers=workers, pixel_threshold=pixel_threshold,
+                                 highest_order=max_order, overwrite=overwrite)
             click.echo(
                 f"wrote HATS catalog {target}: {result['rows']:,d} rows"
                 + (f"; {result['dropped']:,d} rows without ra/dec left out" if result["dropped"] else ""),
                 err=True,
             )
             return
-        _check_out(out, overwrite)
+        _check_out(catalog_dir, out, overwrite)
         rows = write(catalog_dir, Selection(columns=_split(columns) or None), fmt, out)
         click.echo(f"wrote {rows:,d} rows to {out}", err=True)
     except QueryError as exc:

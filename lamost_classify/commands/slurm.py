@@ -19,6 +19,10 @@ def slurm_script(jobqueue_config: Path | None, sections: tuple[str, ...]) -> Non
     The scheduler address is a placeholder: `run` fills in its own. Check partition (-p), account (-A),
     memory (--mem), walltime (-t), --gres and the worker's --lifetime here before a long run.
     """
+    try:
+        import dask_jobqueue  # noqa: F401 - the scripts are dask-jobqueue's own
+    except ImportError:
+        raise click.ClickException("slurm-script needs dask-jobqueue: pip install 'lamost-classify[slurm]'") from None
     from lamost_classify.pipeline.slurm import SlurmClusterError, job_scripts, load_jobqueue_config
 
     try:
