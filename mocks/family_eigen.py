@@ -70,7 +70,13 @@ SKY_LINES = np.array([4359.6, 5578.9, 5891.6, 5897.6, 6302.0, 6365.5, 6865.0, 69
                       7966.0, 7995.0, 8346.0, 8401.0, 8432.0, 8467.0, 8507.0, 8763.0, 8769.0, 8829.0,
                       8888.0, 8921.0, 8945.0, 8990.0, 9003.0])
 
-STAR_SOURCES = {"sdss": 0.38, "lamost": 0.32, "be": 0.08, "dme": 0.08, "cv": 0.06, "wd": 0.04, "carbon": 0.04}
+STAR_SOURCES = {"sdss": 0.28, "lamost": 0.26, "redrock": 0.16, "be": 0.08, "dme": 0.08, "cv": 0.06, "wd": 0.04,
+                "carbon": 0.04}
+#: redrock stellar archetype sets used (subclass = the set's letter), and how many archetypes of each
+REDROCK_STAR_SETS = ("A", "B", "F", "G", "K", "M", "WD")
+REDROCK_ARCHETYPES_PER_SET = 48
+#: Line-of-sight broadening left in redrock archetypes after averaging them into 1e-4 dex pixels
+REDROCK_SIGMA_KMS = 20.0
 AGN_FRACTION = 0.25  #: share of line-emitting galaxies given an AGN narrow-line set
 PASSIVE_FRACTION = 0.45  #: share of galaxies drawn from passive projected archetypes
 BAL_FRACTION = 0.12
@@ -137,8 +143,41 @@ def _library(root_str: str) -> dict:
     lib["star_subclass"] = [_sdss_subclass(n) for n in names]
     lc, cv, _ = _read_log_grid(root / "sdss" / "spEigenCVstar-55734.fits")
     lib["cv_loglam"], lib["cv_eigen"] = lc, cv
+    lib["rr_loglam"] = np.arange(np.log10(3050.0), np.log10(10900.0), 1e-4)
+    rr_flux, rr_sub, rr_name = [], [], []
+    for letter in REDROCK_STAR_SETS:
+        path = root / "redrock" / f"rrtemplate-STAR-{letter}-v0.1.fits"
+        if path.is_file():
+            flux, picked = _redrock_archetypes(path, lib["rr_loglam"], REDROCK_ARCHETYPES_PER_SET)
+            rr_flux.append(flux)
+            rr_sub += [letter] * len(flux)
+            rr_name += [f"rrtemplate-STAR-{letter}:{i}" for i in picked]
+    lib["rr_flux"], lib["rr_subclass"], lib["rr_name"] = np.concatenate(rr_flux), rr_sub, rr_name
     lib.update(_read_lamost_stars(_stars_dir(root)))
     return lib
+
+
+def _binned_to_log(wave: np.ndarray, spectra: np.ndarray, loglam: np.ndarray) -> np.ndarray:
+    """Average spectra on a fine linear grid into log pixels centred on ``loglam`` (step 1e-4 dex)."""
+    edges = 10.0 ** np.concatenate([loglam - 0.5e-4, [loglam[-1] + 0.5e-4]])
+    idx = np.searchsorted(wave, edges)
+    cums = np.concatenate([np.zeros((spectra.shape[0], 1)), np.cumsum(spectra, axis=1)], axis=1)
+    out = (cums[:, idx[1:]] - cums[:, idx[:-1]]) / np.maximum(idx[1:] - idx[:-1], 1)
+    out[:, (edges[:-1] < wave[0]) | (edges[1:] > wave[-1])] = 0.0
+    return out
+
+
+def _redrock_archetypes(path: Path, loglam: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` archetypes spread evenly through a redrock star file, clipped at zero, on the log grid."""
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        basis = np.asarray(hdul[0].data, dtype=np.float64)
+        arche = np.asarray(hdul[1].data, dtype=np.float64)
+        wave = hdul[0].header["CRVAL1"] + hdul[0].header["CDELT1"] * np.arange(basis.shape[1])
+    picked = np.unique(np.linspace(0, len(arche) - 1, count).astype(int))
+    flux = np.clip(_binned_to_log(wave, basis, loglam).T @ arche[picked].T, 0.0, None).T
+    return flux, picked
 
 
 def _sdss_subclass(name: str) -> str:
@@ -172,10 +211,7 @@ def _project_archetypes(path: Path, loglam: np.ndarray, eigen: np.ndarray) -> tu
     # average the 0.1 A archetypes into the eigen grid's log pixels (a boxcar LSF, close to SDSS's)
     edges = 10.0 ** np.concatenate([loglam - 0.5e-4, [loglam[-1] + 0.5e-4]])
     inside = (edges[:-1] > wave[0]) & (edges[1:] < wave[-1])
-    idx = np.searchsorted(wave, edges)
-    cums = np.concatenate([np.zeros((basis.shape[0], 1)), np.cumsum(basis, axis=1)], axis=1)
-    binned = (cums[:, idx[1:]] - cums[:, idx[:-1]]) / np.maximum(idx[1:] - idx[:-1], 1)
-    spectra = (arche @ binned)[:, inside]
+    spectra = (arche @ _binned_to_log(wave, basis, loglam))[:, inside]
     wl = 10.0 ** loglam[inside]
     fit_range = (wl > 3000) & (wl < 9000)
     coeff = np.linalg.lstsq(eigen[:, inside][:, fit_range].T, spectra[:, fit_range].T, rcond=None)[0].T
@@ -427,14 +463,16 @@ def _draw_star(rng: np.random.Generator, lib: dict) -> tuple[np.ndarray, str, st
         pick = [i for i, s in enumerate(subs) if s == "C"]
     elif kind == "be":
         pick = [i for i, s in enumerate(subs) if s[:1] == "B" or s in ("A0", "A1", "A2")]
-    elif kind == "dme":
-        pick = [i for i, s in enumerate(subs) if s[:1] == "M"]
-        lam_m = [i for i, s in enumerate(lib["lamost_subclass"]) if s[:1] == "M"]
-        if lam_m and rng.random() < 0.6:  # real LAMOST M stars are mostly dwarfs
-            k = lam_m[int(rng.integers(len(lam_m)))]
-            flux = lib["lamost_flux"][k].copy()
-            flux += _balmer_emission(rng, LOGW, flux, lib["lamost_z"][k], "dme")
-            return flux, "dMe", f"lamost-dr8:{lib['lamost_name'][k]} +Balmer emission", lib["lamost_z"][k], 0.0
+    elif kind in ("dme", "redrock"):
+        # the SDSS library's M stars are giants: M dwarfs come from the redrock M archetypes
+        pool = [i for i, s in enumerate(lib["rr_subclass"]) if kind == "redrock" or s == "M"]
+        k = pool[int(rng.integers(len(pool)))]
+        flux = _to_native(lib["rr_loglam"], lib["rr_flux"][k][None], np.array([z]))[0]
+        subclass, template = lib["rr_subclass"][k], lib["rr_name"][k]
+        if kind == "dme":
+            flux = flux + _balmer_emission(rng, LOGW, flux, z, "dme")
+            subclass, template = "dMe", template + " +Balmer emission"
+        return flux, subclass, template, z, REDROCK_SIGMA_KMS
     else:  # any SDSS library star; supergiants are rare among LAMOST targets
         weight = np.array([0.15 if _is_supergiant(n) else 1.0 for n in names])
         pick = list(range(len(names)))
@@ -444,9 +482,9 @@ def _draw_star(rng: np.random.Generator, lib: dict) -> tuple[np.ndarray, str, st
     k = int(pick[int(rng.integers(len(pick)))])
     flux = _to_native(lib["star_loglam"], lib["star_flux"][k][None], np.array([z]))[0]
     subclass, template = subs[k], f"spEigenStar-55734:{names[k]}"
-    if kind in ("be", "dme"):
+    if kind == "be":
         flux = flux + _balmer_emission(rng, LOGW, flux, z, kind)
-        subclass, template = ("Be" if kind == "be" else "dMe"), template + " +Balmer emission"
+        subclass, template = "Be", template + " +Balmer emission"
     return flux, subclass, template, z, sigma_kms
 
 
@@ -511,9 +549,8 @@ def _real_snr(rng: np.random.Generator, lib: dict, snr_distribution: str, lo: fl
 def _instrument(rng: np.random.Generator, lib: dict, flux: np.ndarray, snr: float) -> tuple[np.ndarray, ...]:
     wave = WAVELENGTH
     flux = flux * 10.0 ** (-0.4 * rng.exponential(0.04) * _milky_way_k(wave))
-    flux = flux / max(np.median(flux[G_BAND]), 1e-30)
-    if not np.isfinite(flux).all() or np.median(flux[G_BAND]) <= 0:
-        flux = np.nan_to_num(flux, nan=0.0, posinf=0.0, neginf=0.0)
+    flux = np.nan_to_num(flux, nan=0.0, posinf=0.0, neginf=0.0)
+    flux = flux / max(np.median(flux[G_BAND]), 1e-3 * np.median(flux[R_BAND]), 1e-30)
     # flux calibration: a power-law tilt and a gentle curvature
     x = (wave - 6400.0) / 2700.0
     flux = flux * (wave / 5500.0) ** rng.normal(0, 0.15) * (1 + rng.normal(0, 0.04) * (x**2 - 1 / 3))
@@ -527,7 +564,8 @@ def _instrument(rng: np.random.Generator, lib: dict, flux: np.ndarray, snr: floa
     # noise: the per-pixel noise shape and mask of a real LAMOST star, scaled to the drawn S/N
     d = int(rng.integers(len(lib["noise_sigma"])))
     shape, donor_masked = lib["noise_sigma"][d], lib["noise_mask"][d]
-    level = np.median(np.abs(flux[G_BAND])) / snr
+    # a g band emptied by the Lyman forest must not make the red side noiseless
+    level = max(np.median(np.abs(flux[G_BAND])), 0.1 * np.median(np.abs(flux[R_BAND]))) / snr
     sigma = shape * level
     # sky-subtraction residuals: a few percent of a sky spectrum that outshines faint objects
     sky_lines = np.zeros(NPIX)

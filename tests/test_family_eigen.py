@@ -57,6 +57,7 @@ def test_interface_columns_and_types(bright: MockChunk) -> None:
     assert np.isfinite(bright.flux).all() and np.isfinite(bright.ivar).all()
     masked = bright.andmask != 0
     assert (bright.ivar[masked] == 0).all() and masked.any()
+    assert (bright.andmask[bright.ivar == 0] != 0).all()
     # beyond the data (as in real files: LAMOST covers ~3700-9100 A) some pixels are masked at the red end
     assert (bright.ivar[:, -1] == 0).mean() > 0.05
 
