@@ -22,7 +22,8 @@ class Classifier:
     """A trained network with its temperature and class priors.
 
     ``predict_proba`` = softmax(logits / T) adjusted from the training prior (flat after balancing)
-    to ``target_prior`` (the survey's mix by default; None keeps the training prior).
+    to ``target_prior`` (the survey's mix by default; None keeps the training prior);
+    ``predict_proba_and_balanced`` adds the same adjusted to the flat prior instead.
 
     The network runs through ``fastpath.FastPath``: folded for inference, in ``precision`` ('fp32',
     'bf16', 'fp16', or 'auto': fp16 on a GPU, fp32 on the CPU) through ``backend`` ('torch', 'compile' or
@@ -84,10 +85,16 @@ class Classifier:
 
     def predict_proba(self, flux: np.ndarray) -> np.ndarray:
         """(B, 3) float32 probabilities of STAR, GALAXY, QSO. Rows with NaN input come back NaN."""
-        probs = softmax(self.logits(flux), self.temperature)
-        if self.target_prior is not None:
-            probs = adjust_to_prior(probs, self.target_prior, self.train_prior)
-        return probs.astype(np.float32)
+        return self.predict_proba_and_balanced(flux)[0]
+
+    def predict_proba_and_balanced(self, flux: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, 3) float32 probabilities under the target prior (``predict_proba``) and under the balanced
+        1:1:1 prior (what the spectrum alone says), from one pass of the network."""
+        calibrated = softmax(self.logits(flux), self.temperature)
+        balanced = adjust_to_prior(calibrated, FLAT_PRIOR, self.train_prior)
+        probs = calibrated if self.target_prior is None else adjust_to_prior(calibrated, self.target_prior,
+                                                                             self.train_prior)
+        return probs.astype(np.float32), balanced.astype(np.float32)
 
     def cam(self, flux: np.ndarray) -> np.ndarray:
         """Class activation maps (B, 2600) float32 in [0, 1] of the class ``predict_proba`` picks."""

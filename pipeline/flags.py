@@ -23,6 +23,7 @@ class Flag(enum.IntFlag):
     # --- model stage (bits 16-31) ---
     LOW_CONFIDENCE = 1 << 16  # top class probability below LOW_CONFIDENCE
     INFERENCE_FAILED = 1 << 17  # the model raised on this spectrum's batch (error text in the catalog)
+    PRIOR_DOMINATED = 1 << 18  # the class under the balanced prior (the spectrum alone) is not the published one
 
 
 # A spectrum with any of these bits has no class in the catalog: the network never saw a usable input.
@@ -56,4 +57,11 @@ FLAG_DOCS: dict[Flag, str] = {
     Flag.MISSING_METADATA: "OBSID, RA or DEC absent from the file",
     Flag.LOW_CONFIDENCE: f"top class probability below {LOW_CONFIDENCE:g}",
     Flag.INFERENCE_FAILED: "the model failed on this spectrum's batch",
+    Flag.PRIOR_DOMINATED: "the class prior decided: under the balanced prior (prob_*_balanced) another class wins",
+}
+
+# The catalog's error text for a row that has no class because of its flux, not because of a read error.
+UNUSABLE_FLUX_ERRORS: dict[Flag, str] = {
+    Flag.NO_FLUX: "no usable flux pixel on the grid",
+    Flag.CONSTANT_FLUX: "constant flux: normalisation undefined",
 }

@@ -16,7 +16,7 @@ import pyarrow as pa
 from lamost_classify import CLASS_NAMES
 
 from . import catalog, grid
-from .flags import LOW_CONFIDENCE, UNUSABLE, Flag
+from .flags import LOW_CONFIDENCE, UNUSABLE, UNUSABLE_FLUX_ERRORS, Flag
 from .plan import Batch
 from .readers import read_batch, read_parquet_spectra
 from .spectrum import Spectrum
@@ -27,7 +27,7 @@ class ProbabilityModel(Protocol):
 
     name: str
 
-    def predict_proba(self, flux: np.ndarray) -> np.ndarray: ...
+    def predict_proba_and_balanced(self, flux: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
     def cam(self, flux: np.ndarray) -> np.ndarray: ...
 
@@ -52,11 +52,12 @@ class PreparedRecords:
 class Classified:
     """Stage 2's output: probabilities for the usable rows (NaN elsewhere), optional CAM, who ran it."""
 
-    prob: np.ndarray  # (B, 3) float32
+    prob: np.ndarray  # (B, 3) float32, under the target prior
     cam: np.ndarray | None
     model: str
     worker: str = ""
     error: str | None = None
+    prob_balanced: np.ndarray | None = None  # (B, 3) float32 under the 1:1:1 prior; None: no probabilities
 
 
 def read_sources(sources: tuple[str, ...]) -> list[Spectrum]:
@@ -95,13 +96,14 @@ def read_and_prepare(batch: Batch) -> PreparedRecords:
 def classify(records: PreparedRecords, model: ProbabilityModel, with_cam: bool = False) -> Classified:
     """Stage 2: probabilities for the usable spectra of the batch (unusable rows stay NaN)."""
     prob = np.full((len(records.flags), len(CLASS_NAMES)), np.nan, np.float32)
+    prob_balanced = prob.copy()
     cam = np.full((len(records.flags), grid.N_PIXELS), np.nan, np.float32) if with_cam else None
     usable = records.usable
     if usable.any():
-        prob[usable] = model.predict_proba(records.flux[usable])
+        prob[usable], prob_balanced[usable] = model.predict_proba_and_balanced(records.flux[usable])
         if with_cam:
             cam[usable] = model.cam(records.flux[usable])
-    return Classified(prob=prob, cam=cam, model=model.name)
+    return Classified(prob=prob, cam=cam, model=model.name, prob_balanced=prob_balanced)
 
 
 def build_table(records: PreparedRecords, result: Classified, release: str) -> pa.Table:
@@ -117,12 +119,16 @@ def build_table(records: PreparedRecords, result: Classified, release: str) -> p
     margin = np.where(has_prob, order[:, -1] - order[:, -2], np.nan)
     flags |= np.where(has_prob & (confidence < LOW_CONFIDENCE), int(Flag.LOW_CONFIDENCE), 0)
     best = np.argmax(np.where(has_prob[:, None], prob, -1.0), axis=1)
+    balanced = np.full_like(prob, np.nan) if result.prob_balanced is None else result.prob_balanced
+    has_balanced = has_prob & np.isfinite(balanced).all(axis=1)
+    best_balanced = np.argmax(np.where(has_balanced[:, None], balanced, -1.0), axis=1)
+    flags |= np.where(has_balanced & (best_balanced != best), int(Flag.PRIOR_DOMINATED), 0)
     meta = records.meta
 
     def col(key: str) -> list:
         return [m.get(key) for m in meta]
 
-    errors = list(records.errors)
+    errors = [e or _flux_error(int(f)) for e, f in zip(records.errors, flags)]
     if result.error is not None:
         errors = [e or result.error for e in errors]
     columns: dict[str, Any] = {
@@ -143,6 +149,9 @@ def build_table(records: PreparedRecords, result: Classified, release: str) -> p
         "prob_star": np.where(has_prob, prob[:, 0], np.nan),
         "prob_galaxy": np.where(has_prob, prob[:, 1], np.nan),
         "prob_qso": np.where(has_prob, prob[:, 2], np.nan),
+        "prob_star_balanced": np.where(has_balanced, balanced[:, 0], np.nan),
+        "prob_galaxy_balanced": np.where(has_balanced, balanced[:, 1], np.nan),
+        "prob_qso_balanced": np.where(has_balanced, balanced[:, 2], np.nan),
         "confidence": confidence,
         "margin": margin,
         "flags": flags,
@@ -154,7 +163,8 @@ def build_table(records: PreparedRecords, result: Classified, release: str) -> p
         "error": errors,
     }
     # NaN is "not measured" in the arrays; the catalog says so with a null.
-    for key in ("snr_pixel", "prob_star", "prob_galaxy", "prob_qso", "confidence", "margin"):
+    for key in ("snr_pixel", "prob_star", "prob_galaxy", "prob_qso", "prob_star_balanced", "prob_galaxy_balanced",
+                "prob_qso_balanced", "confidence", "margin"):
         values = np.asarray(columns[key], dtype=np.float32)
         columns[key] = pa.array(values, mask=~np.isfinite(values))
     return catalog.to_table(columns)
@@ -174,17 +184,24 @@ def write(records: PreparedRecords, result: Classified, catalog_dir: Path, relea
     return table.num_rows
 
 
-def failed_batch_records(batch: Batch, error: str) -> PreparedRecords:
-    """Rows for a batch whose reading itself failed after every retry: each source flagged, none lost."""
+def failed_batch_records(batch: Batch, error: str, stage: str = "read") -> PreparedRecords:
+    """Rows for sources lost to a task that failed for good: each flagged, none lost. INFERENCE_FAILED marks
+    them for a rerun to retry; UNREADABLE too when reading (``stage == "read"``) was what failed."""
     n = len(batch.sources)
+    flags = Flag.INFERENCE_FAILED | (Flag.UNREADABLE if stage == "read" else Flag(0))
     return PreparedRecords(
         batch=batch,
         flux=np.zeros((n, grid.N_PIXELS), np.float32),
-        flags=np.full(n, int(Flag.UNREADABLE), np.uint32),
+        flags=np.full(n, int(flags), np.uint32),
         snr=np.full(n, np.nan, np.float32),
         meta=[{} for _ in range(n)],
         errors=[error] * n,
     )
+
+
+def _flux_error(flags: int) -> str | None:
+    """Why a readable spectrum has no class, from its flux flags (None when it has one)."""
+    return "; ".join(text for flag, text in UNUSABLE_FLUX_ERRORS.items() if flags & flag) or None
 
 
 def _parquet_row(source: str) -> tuple[str, int] | None:

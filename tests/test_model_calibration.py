@@ -53,3 +53,33 @@ def test_ece_of_perfect_and_of_overconfident_predictions():
     # Always 90 % sure, right half the time: ECE = 0.4.
     probs = np.tile([0.9, 0.05, 0.05], (4, 1))
     assert expected_calibration_error(probs, np.array([0, 1, 0, 2])) == pytest.approx(0.4)
+
+
+def test_classifier_gives_published_and_balanced_probabilities_from_one_set_of_logits():
+    from model_fixtures import TINY
+
+    from lamost_classify.model.densenet import build_model
+    from lamost_classify.model.inference import Classifier
+
+    logits = np.random.default_rng(1).normal(0, 3, size=(50, 3)).astype(np.float32)
+
+    class Fixed(Classifier):
+        def logits(self, flux: np.ndarray) -> np.ndarray:
+            return logits
+
+    net = build_model("fast", **TINY)
+    flux = np.zeros((50, 2600), np.float32)
+    survey = Fixed(net, {"temperature": 0.93}, device="cpu", target_prior=SURVEY_PRIOR)
+    published, balanced = survey.predict_proba_and_balanced(flux)
+    assert published.dtype == balanced.dtype == np.float32
+    # Balanced: the calibrated softmax itself. Published: exactly what predict_proba returns.
+    np.testing.assert_allclose(balanced, softmax(logits, 0.93), rtol=1e-6)
+    np.testing.assert_array_equal(published, survey.predict_proba(flux))
+    np.testing.assert_allclose(published, adjust_to_prior(softmax(logits, 0.93), SURVEY_PRIOR), rtol=1e-6)
+    # A model trained on an unbalanced mix: balanced means the flat prior, not the training one.
+    skewed = Fixed(net, {"temperature": 0.93, "train_prior": [0.6, 0.3, 0.1]}, device="cpu", target_prior=None)
+    published, balanced = skewed.predict_proba_and_balanced(flux)
+    np.testing.assert_allclose(published, softmax(logits, 0.93), rtol=1e-6)
+    np.testing.assert_allclose(balanced, adjust_to_prior(softmax(logits, 0.93), [1 / 3] * 3, [0.6, 0.3, 0.1]),
+                               rtol=1e-6)
+    assert (balanced.argmax(1) != published.argmax(1)).any()
