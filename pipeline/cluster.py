@@ -46,8 +46,10 @@ def open_client(
     resources = None
     if _has_cuda():
         resources = {"GPU": 1}  # one GPU per machine: let every local worker share it
+    # Scheduler and dashboard on the loopback only: a local cluster has no business on other interfaces.
     with LocalCluster(n_workers=n_workers or workers, threads_per_worker=threads, processes=True,
-                      dashboard_address=":0", resources=resources) as lc, Client(lc) as client:
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0", resources=resources) as lc, \
+            Client(lc) as client:
         yield client
 
 

@@ -1,5 +1,6 @@
 """Run the plan on a Dask cluster: per batch, read+prepare (any worker) -> classify (a GPU worker when the
-cluster has one) -> write (any worker), with a bounded number of batches in flight.
+cluster has one) -> write (any worker), with a bounded number of batches in flight; a batch whose task
+fails for good is redone in ever smaller parts (``failsafe``) so only the spectrum at fault is lost.
 
 Stages are submitted per call with client.submit, because resources given through graph annotations
 are not honoured reliably (seen with distributed 2026.8). The model is loaded once per worker by a
@@ -17,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from distributed import Client, WorkerPlugin, as_completed, get_worker
 
-from . import stages
-from .manifest import Manifest
+from . import failsafe, stages
+from .manifest import Manifest, model_id
 from .plan import Batch, Plan
 
 PLUGIN_NAME = "lamost-classify-model"
@@ -50,6 +51,7 @@ class ModelPlugin(WorkerPlugin):
                 kwargs = {} if self.target_prior is None else {"target_prior": self.target_prior}
                 self._classifier = Classifier.load(self.model, device=self.device, precision=self.precision,
                                                    backend=self.backend, **kwargs)
+                self._classifier.name = model_id(self._classifier.card)  # weights and card: see model_id
             return self._classifier
 
     def __getstate__(self):
@@ -73,8 +75,14 @@ def write_task(records: stages.PreparedRecords, result: stages.Classified, catal
     return records.batch.index, n, result.worker
 
 
+def write_parts_task(batch: Batch, outcomes: list[tuple], model: str, catalog_dir: str, release: str,
+                     save_flux: bool) -> tuple[int, int, str]:
+    records, result = failsafe.assemble(batch, [failsafe.PartOutcome(*o) for o in outcomes], model)
+    return write_task(records, result, catalog_dir, release, save_flux)
+
+
 def write_failed_task(batch: Batch, error: str, model: str, catalog_dir: str, release: str) -> tuple[int, int, str]:
-    records = stages.failed_batch_records(batch, error)
+    records = stages.failed_batch_records(batch, error, stage="write")
     result = stages.Classified(prob=np.full((len(batch.sources), 3), np.nan, np.float32), cam=None, model=model,
                                error=error)
     n = stages.write(records, result, Path(catalog_dir), release)
@@ -90,8 +98,17 @@ def gpu_workers(client: Client) -> list[str]:
 class GraphResult:
     rows: int = 0
     batches: int = 0
-    failed_batches: list[int] = field(default_factory=list)
+    failed_batches: list[int] = field(default_factory=list)  # batches a task failed on for good (then split)
     inference_workers: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _SplitBatch:
+    """A batch being redone in parts after its task failed for good."""
+
+    batch: Batch
+    in_flight: int = 0
+    outcomes: list[tuple] = field(default_factory=list)  # failsafe.PartOutcome fields, futures for data
 
 
 def run_graph(
@@ -111,47 +128,98 @@ def run_graph(
     precision: str = "auto",
     backend: str = "torch",
 ) -> GraphResult:
-    """Process the batches ``todo`` of ``plan``; returns when every one of them is written."""
+    """Process the batches ``todo`` of ``plan``; returns when every one of them is written.
+
+    A batch whose task fails for good is redone in parts (``failsafe``), so one bad spectrum costs only
+    its own row. A write that fails for lack of space or permission stops the run (raised): the batches
+    written so far stay, and rerunning the command resumes from them.
+    """
     client.register_plugin(ModelPlugin(model, device, target_prior, precision, backend), name=PLUGIN_NAME)
     infer_resources = {"GPU": 1} if gpu_workers(client) else None
     n_threads = sum(client.nthreads().values()) or 1
     window = max(4, 2 * n_threads)
     result = GraphResult()
     pending = list(reversed(todo))
-    outstanding: dict = {}  # write future -> batch
+    in_flight = 0
+    tracked: dict = {}  # future -> what it finishes: ("batch", batch, ...), ("part", ...) or ("assembled", batch)
     seq = as_completed()
     last_save = 0.0
+    tag = manifest.fingerprint[:8]
+
+    def submit_read_infer(batch: Batch, key: str, n_retries: int):
+        prepared = client.submit(stages.read_and_prepare, batch, key=f"read-{key}", retries=n_retries, pure=False)
+        classified = client.submit(infer_task, prepared, save_cam, key=f"infer-{key}", retries=n_retries,
+                                   resources=infer_resources, pure=False)
+        return prepared, classified
+
+    def track(fut, what: tuple) -> None:
+        tracked[fut] = what
+        seq.add(fut)
 
     def submit_next() -> None:
+        nonlocal in_flight
         batch = plan.batch(pending.pop())
-        key = f"{manifest.fingerprint[:8]}-{batch.name}"
-        prepared = client.submit(stages.read_and_prepare, batch, key=f"read-{key}", retries=retries, pure=False)
-        classified = client.submit(infer_task, prepared, save_cam, key=f"infer-{key}", retries=retries,
-                                   resources=infer_resources, pure=False)
+        key = f"{tag}-{batch.name}"
+        prepared, classified = submit_read_infer(batch, key, retries)
         written = client.submit(write_task, prepared, classified, str(catalog_dir), release, save_flux,
                                 key=f"write-{key}", retries=retries, pure=False)
-        outstanding[written] = batch
-        seq.add(written)
+        track(written, ("batch", batch))
+        in_flight += 1
 
-    while pending and len(outstanding) < window:
+    def submit_part(split: _SplitBatch, part: Batch) -> None:
+        key = f"{tag}-{part.name}-{part.start}-{part.stop}"
+        prepared, classified = submit_read_infer(part, key, 0)
+        track(classified, ("part", split, part, prepared))
+        split.in_flight += 1
+
+    def part_done(split: _SplitBatch, part: Batch, prepared, fut) -> None:
+        split.in_flight -= 1
+        if fut.status == "finished":
+            split.outcomes.append((part, prepared, fut, None))
+        elif len(part.sources) > 1:
+            for sub in failsafe.split(part):
+                submit_part(split, sub)
+        else:
+            stage = "read" if prepared.status == "error" else "classify"
+            reason = failsafe.failure_reason(stage, fut.exception())
+            split.outcomes.append((part, None if stage == "read" else prepared, None, reason))
+        if split.in_flight == 0:
+            written = client.submit(write_parts_task, split.batch, split.outcomes, manifest.model, str(catalog_dir),
+                                    release, save_flux, key=f"write-{tag}-{split.batch.name}-parts", pure=False)
+            track(written, ("assembled", split.batch))
+
+    while pending and in_flight < window:
         submit_next()
     for fut in seq:
-        batch = outstanding.pop(fut)
+        what = tracked.pop(fut)
+        if what[0] == "part":
+            part_done(*what[1:], fut)
+            continue
+        batch = what[1]
         if fut.status == "finished":
             index, n, worker = fut.result()
             if worker:
                 result.inference_workers.add(worker)
         else:
-            # Every retry failed: the batch's sources still get their rows, flagged, so none is lost.
-            error = f"batch failed after {retries} retries: {fut.exception()!r}"
+            exc = fut.exception()
+            if failsafe.is_storage_error(exc):
+                manifest.save(catalog_dir)
+                raise exc
+            if what[0] == "batch":
+                result.failed_batches.append(batch.index)
+                split = _SplitBatch(batch)
+                for part in failsafe.split(batch):
+                    submit_part(split, part)
+                continue
+            # Even the parts could not be put together: every source still gets its row, flagged.
+            error = f"write failed: {type(exc).__name__}: {exc}"
             index, n, _ = client.submit(write_failed_task, batch, error, manifest.model, str(catalog_dir), release,
-                                        key=f"fail-{manifest.fingerprint[:8]}-{batch.name}", pure=False).result()
-            result.failed_batches.append(index)
-        fut.release()
+                                        key=f"fail-{tag}-{batch.name}", pure=False).result()
+        in_flight -= 1
         result.rows += n
         result.batches += 1
         manifest.finished.append(index)
-        if time.monotonic() - last_save > 2.0 or not outstanding:
+        if time.monotonic() - last_save > 2.0 or not tracked:
             manifest.save(catalog_dir)
             last_save = time.monotonic()
         if on_batch_done:

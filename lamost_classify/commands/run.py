@@ -22,6 +22,19 @@ def _parse_prior(ctx, param, value: str | None) -> tuple[float, ...] | None:
     return tuple(p / total for p in parts)
 
 
+def _check_release(ctx, param, value: str | None) -> str | None:
+    """Refuse an unknown release name before anything runs, listing the valid ones."""
+    if value is None:
+        return None
+    from lamost_classify.pipeline.releases import get_release
+
+    try:
+        get_release(value)
+    except (KeyError, ValueError) as exc:
+        raise click.BadParameter(str(exc.args[0]) if exc.args else str(exc)) from None
+    return value
+
+
 def _parse_adapt(ctx, param, value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
@@ -33,7 +46,7 @@ def _parse_adapt(ctx, param, value: str | None) -> tuple[int, int] | None:
 
 
 @click.command()
-@click.option("--release", help="Release profile: DR1 .. DR13 (and later), or 'sample' (a built-in simulated release).")
+@click.option("--release", callback=_check_release, help="Release profile: DR1 .. DR13 (and later), or 'sample' (a built-in simulated release).")
 @click.option("--data-root", type=click.Path(path_type=Path), help="Where the release's <obsdate>/<planid>/spec-*.fits.gz tree is.")
 @click.option("--input", "inputs", multiple=True,
               help="Spectrum files, directories, globs, a text list, a LAMOST general catalog (CSV/FITS) or a Parquet table of spectra. Repeatable.")
@@ -74,16 +87,15 @@ def run(release, data_root, inputs, output, model, scheduler, cluster, workers, 
       lamost-classify run --release DR5 --data-root /data/lamost/dr5 --output dr5-classes/
       lamost-classify run --input 'spectra/*.fits.gz' --output mine/ --scheduler tcp://head:8786
 
-    Rerunning the same command resumes: finished batches are skipped. A directory holding another
-    run (other inputs or model) is refused unless --overwrite.
+    Rerunning the same command resumes: finished batches are skipped, batches with rows a task failed
+    on are retried. A directory holding another run (other inputs, model or settings) is refused unless
+    --overwrite; so is one another run is using right now, even with --overwrite.
     """
-    from lamost_classify.pipeline.manifest import ResumeRefused
-    from lamost_classify.pipeline.run import RunOptions
-    from lamost_classify.pipeline.run import run as run_pipeline
-    from lamost_classify.pipeline.slurm import SlurmClusterError
-
     if not release and not inputs:
         raise click.UsageError("give --release (with --data-root) or --input; try --release sample")
+    from lamost_classify.pipeline.run import RunOptions
+    from lamost_classify.pipeline.run import run as run_pipeline
+
     if release and release.lower() == "sample" and data_root is None and not inputs:
         from lamost_classify.pipeline.sample import sample_release
 
@@ -98,13 +110,47 @@ def run(release, data_root, inputs, output, model, scheduler, cluster, workers, 
     )
     try:
         summary = run_pipeline(opts, log=click.echo)
-    except (ResumeRefused, SlurmClusterError, ValueError, FileNotFoundError, KeyError, ImportError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except Exception as exc:
+        message = run_error_message(exc, output)
+        if message is None:
+            raise
+        raise click.ClickException(message) from None
     click.echo(
         f"{summary['spectra']} spectra -> {output} in {summary['wall_time_s']} s "
         f"({summary['spectra_per_s']} spectra/s)\n"
         f"classes: {summary['classes']}\nflags:   {summary['flags']}"
     )
+    if summary["rows_lost"]:
+        click.echo(f"{summary['rows_lost']} spectra lost to failed tasks (flagged INFERENCE_FAILED, reason in "
+                   f"'error'; listed in summary.json): rerun the same command to retry them", err=True)
+
+
+def run_error_message(exc: BaseException, output: Path) -> str | None:
+    """The one line that tells the user what went wrong and what to do; None for a bug (kept a traceback)."""
+    import errno
+
+    from lamost_classify.model.weights import ModelCardMismatch, WeightsIntegrityError
+    from lamost_classify.pipeline.failsafe import is_storage_error
+    from lamost_classify.pipeline.lock import CatalogLocked
+    from lamost_classify.pipeline.manifest import ManifestError, ResumeRefused
+    from lamost_classify.pipeline.run import CatalogIncomplete, OutputError
+    from lamost_classify.pipeline.slurm import SlurmClusterError
+
+    if isinstance(exc, (WeightsIntegrityError, ModelCardMismatch)):
+        return (f"{exc} -- the model cannot be trusted: reinstall lamost-classify for the shipped weights, "
+                "or pass --model with a .safetensors file and the card it was saved with")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left writing {exc.filename or output} ({exc.strerror}): the batches already written "
+                "are kept and nothing is lost; free space, then rerun the same command to resume")
+    if is_storage_error(exc):
+        return (f"cannot write {exc.filename or output} ({exc.strerror}): the batches already written are kept; "
+                "fix the permissions or use another --output, then rerun the same command")
+    if isinstance(exc, KeyError):
+        return str(exc.args[0]) if exc.args else str(exc)
+    if isinstance(exc, (OutputError, CatalogLocked, ManifestError, ResumeRefused, CatalogIncomplete,
+                        SlurmClusterError, ValueError, FileNotFoundError, ImportError)):
+        return str(exc)
+    return None
 
 
 @click.command()

@@ -1,0 +1,101 @@
+"""What happens to a batch whose task fails for good, free of Dask so it tests alone.
+
+The batch is split into parts and each part is read and classified again, and a part that fails is split
+again, down to single spectra: only a spectrum that fails on its own (a file that kills the worker
+reading it, say) is lost. Its row is still written, flagged INFERENCE_FAILED (and UNREADABLE when reading
+was what failed), with the reason in ``error``; a rerun of the same command retries such batches.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+
+import numpy as np
+
+from lamost_classify import CLASS_NAMES
+
+from . import grid, stages
+from .flags import Flag
+from .plan import Batch
+
+# Parts per split: a batch of 1000 reaches single spectra in four rounds of splitting.
+SPLIT_INTO = 8
+
+# Errors from writing the catalog that say the disk, not the batch, is at fault: splitting cannot help.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
+def split(batch: Batch, parts: int = SPLIT_INTO) -> list[Batch]:
+    """Contiguous parts of ``batch`` (same index: they are written back as that batch's file)."""
+    n = len(batch.sources)
+    size = -(-n // min(parts, n))
+    return [Batch(batch.index, batch.start + lo, batch.start + min(lo + size, n), batch.sources[lo:lo + size])
+            for lo in range(0, n, size)]
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
+
+
+def failure_reason(stage: str, exc: BaseException) -> str:
+    """The ``error`` text of a spectrum lost at ``stage`` ('read' or 'classify')."""
+    if type(exc).__name__ == "KilledWorker":
+        return (f"{stage} failed: the worker process died on this spectrum every time it was tried "
+                "(out of memory or crashed; e.g. a file that decompresses to gigabytes)")
+    return f"{stage} failed: {type(exc).__name__}: {exc}"
+
+
+@dataclass
+class PartOutcome:
+    """One part of a split batch: records and result when it went through; the reason when it did not."""
+
+    part: Batch
+    records: stages.PreparedRecords | None  # None when reading failed
+    result: stages.Classified | None  # None when reading or classifying failed
+    reason: str | None = None
+
+
+def assemble(batch: Batch, outcomes: list[PartOutcome], model: str) -> tuple[stages.PreparedRecords,
+                                                                            stages.Classified]:
+    """One batch's records and result from its parts, in row order; lost spectra flagged, none dropped."""
+    outcomes = sorted(outcomes, key=lambda o: o.part.start)
+    covered = [i for o in outcomes for i in range(o.part.start, o.part.stop)]
+    if covered != list(range(batch.start, batch.stop)):
+        raise ValueError(f"{batch.name}: its parts cover rows {covered[:3]}..., not {batch.start}..{batch.stop - 1}")
+    records, results = [], []
+    for o in outcomes:
+        n = o.part.stop - o.part.start
+        if o.result is not None and o.records is not None:
+            records.append(o.records)
+            results.append(o.result)
+            continue
+        if o.records is None:
+            rec = stages.failed_batch_records(o.part, o.reason or "failed", stage="read")
+        else:
+            rec = o.records
+            rec.flags = rec.flags | np.uint32(int(Flag.INFERENCE_FAILED))
+            rec.errors = [e or o.reason for e in rec.errors]
+        records.append(rec)
+        results.append(stages.Classified(prob=np.full((n, len(CLASS_NAMES)), np.nan, np.float32), cam=None,
+                                         model=model))
+    with_cam = any(r.cam is not None for r in results)
+    merged = stages.PreparedRecords(
+        batch=batch,
+        flux=np.concatenate([r.flux for r in records]),
+        flags=np.concatenate([r.flags for r in records]).astype(np.uint32),
+        snr=np.concatenate([r.snr for r in records]),
+        meta=[m for r in records for m in r.meta],
+        errors=[e for r in records for e in r.errors],
+    )
+    cam = None
+    if with_cam:
+        cam = np.concatenate([r.cam if r.cam is not None else np.full((len(r.prob), grid.N_PIXELS), np.nan,
+                                                                      np.float32) for r in results])
+    result = stages.Classified(prob=np.concatenate([r.prob for r in results]), cam=cam, model=model,
+                               worker=next((r.worker for r in results if r.worker), ""))
+    if any(getattr(r, "prob_balanced", None) is not None for r in results):
+        result.prob_balanced = np.concatenate([
+            r.prob_balanced if getattr(r, "prob_balanced", None) is not None else np.full_like(r.prob, np.nan)
+            for r in results])
+    return merged, result
