@@ -485,8 +485,9 @@ CATALOG_COLUMNS = ["obsid", "designation", "obsdate", "lmjd", "planid", "spid", 
 
 
 def write_release(chunks: Iterator[MockChunk], root: str | Path, seed: int, layout: str = "v2",
-                  progress: Callable[[int], None] | None = None) -> dict[str, Path]:
-    """Write FITS files in the release tree, the general catalog (CSV) and the truth table (Parquet)."""
+                  progress: Callable[[int], None] | None = None, data_v: str = "MOCK") -> dict[str, Path]:
+    """Write FITS files in the release tree, the general catalog (CSV) and the truth table (Parquet).
+    ``data_v``: the release the files claim (DATA_V), which becomes the catalog's ``release``."""
     from .writers import write_lamost_fits
 
     root = Path(root)
@@ -508,7 +509,7 @@ def write_release(chunks: Iterator[MockChunk], root: str | Path, seed: int, layo
                     "FIBERID": int(p.fiberid[i]), "OBSDATE": str(p.obsdate[i]), "FILENAME": Path(rel).name[:-3],
                     "CLASS": str(t["class"][i]), "SUBCLASS": str(t["subclass"][i])[:60], "Z": float(t["z"][i]),
                     **{f"SNR{b.upper()}": _finite(t[f"snr_{b}"][i]) for b in "ugriz"},
-                    "DATA_V": "MOCK", "OBJTYPE": "Mock", "TEMPLATE": str(t["template"][i])[:60],
+                    "DATA_V": data_v, "OBJTYPE": "Mock", "TEMPLATE": str(t["template"][i])[:60],
                 }
                 write_lamost_fits(root / rel, layout, WAVELENGTH, chunk.flux[i], chunk.ivar[i], chunk.andmask[i], header=header)
                 files.append(rel)

@@ -9,9 +9,12 @@ Python strings would cost gigabytes on the client.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import glob
 import hashlib
+import logging
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,10 @@ import pyarrow.parquet as pq
 from .releases import ReleaseProfile
 
 SPECTRUM_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fz")
+# The columns by which a LAMOST general catalog names a spectrum file (without a 'file' column).
+CATALOG_KEYS = ("obsdate", "lmjd", "planid", "spid", "fiberid")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,54 @@ class Plan:
         return cls(pq.read_table(path).column("source").combine_chunks(), batch_size)
 
 
+def walk_files(root: str | os.PathLike) -> Iterator[str]:
+    """Every file below ``root``. Directory symlinks are followed (a release may be assembled from links to
+    several disks), but each real directory is entered once, so a link back up the tree (a loop) or a
+    second link to the same directory adds nothing."""
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            stat = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (stat.st_dev, stat.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        for name in filenames:
+            yield os.path.join(dirpath, name)
+
+
+def _match_parts(names: list[str], parts: list[str]) -> bool:
+    """Whether path components ``names`` match glob components ``parts`` ('**' = any number of directories).
+    As in glob, a wildcard does not match a name starting with '.' unless the pattern does."""
+    if not parts:
+        return not names
+    head, rest = parts[0], parts[1:]
+    if head == "**":
+        return any(_match_parts(names[i:], rest) for i in range(len(names) + 1)
+                   if not any(name.startswith(".") for name in names[:i]))
+    return (bool(names) and (head.startswith(".") or not names[0].startswith("."))
+            and fnmatch.fnmatchcase(names[0], head) and _match_parts(names[1:], rest))
+
+
+def expand_glob(pattern: str) -> list[str]:
+    """The files a glob names, sorted. '**' walks with :func:`walk_files` (Python's glob follows a symlink
+    loop until the path is too long, listing one file dozens of times)."""
+    if "**" not in pattern:
+        return sorted(glob.glob(pattern))
+    parts = pattern.split(os.sep)
+    fixed = next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))
+    root = os.sep.join(parts[:fixed]) or (os.sep if pattern.startswith(os.sep) else "")
+    found = []
+    for path in walk_files(root or os.curdir):
+        relative = os.path.relpath(path, root or os.curdir)
+        if _match_parts(relative.split(os.sep), parts[fixed:]):
+            found.append(os.path.join(root, relative) if root else relative)
+    return sorted(found)
+
+
 def discover_release(profile: ReleaseProfile, data_root: Path) -> list[str]:
     """All spectrum files of a release below ``data_root``, in a stable (sorted) order."""
     data_root = Path(data_root)
@@ -80,35 +135,43 @@ def discover_release(profile: ReleaseProfile, data_root: Path) -> list[str]:
         raise FileNotFoundError(f"data root {data_root} does not exist or is not a directory")
     files = sorted(glob.glob(str(data_root / profile.pattern)))
     if not files:  # some mirrors flatten the tree
-        files = sorted(str(p) for p in data_root.rglob("spec-*.fit*"))
+        files = sorted(p for p in walk_files(data_root) if fnmatch.fnmatchcase(os.path.basename(p), "spec-*.fit*"))
     return files
 
 
 def discover_inputs(inputs: list[str], data_root: Path | None = None) -> list[str]:
     """Expand ``--input`` items: files, directories, globs, text lists (.txt/.lst), LAMOST general catalogs
     (.csv, or a FITS/Parquet table with obsid/planid columns: one spectrum file per row) and Parquet tables
-    of spectra (one ``path#row`` source per row). Order is kept as given; within an item, sorted."""
+    of spectra (one ``path#row`` source per row). Order is kept as given; within an item, sorted. Relative
+    paths in a text list are relative to the list's folder. Duplicates are left to :func:`make_plan`."""
     out: list[str] = []
     for item in inputs:
         path = Path(item)
         if any(c in item for c in "*?["):
-            out.extend(sorted(glob.glob(item, recursive=True)))
+            out.extend(expand_glob(item))
         elif path.is_dir():
-            out.extend(sorted(str(p) for p in path.rglob("*") if p.name.endswith(SPECTRUM_SUFFIXES)))
+            out.extend(sorted(p for p in walk_files(path) if p.endswith(SPECTRUM_SUFFIXES)))
         elif not path.exists():
             raise FileNotFoundError(f"input {item} does not exist")
         elif path.suffix in (".txt", ".lst"):
             lines = [ln.strip() for ln in path.read_text().splitlines()]
-            out.extend(ln for ln in lines if ln and not ln.startswith("#"))
+            # os.path.join keeps an absolute entry as it is
+            out.extend(os.path.join(path.parent, os.path.expanduser(ln)) for ln in lines if ln and not ln.startswith("#"))
         elif path.suffix == ".csv":
-            out.extend(catalog_files(_read_csv(path), data_root or path.parent))
+            out.extend(catalog_files(_read_csv(path), data_root or path.parent, item))
         elif path.suffix == ".parquet":
-            names = pq.read_schema(path).names
-            if "flux" in names or "flux_norm" in names:
+            names = {name.lower() for name in pq.read_schema(path).names}
+            if "flux" in names:  # the Parquet reader's test for a table of spectra
                 n = pq.read_metadata(path).num_rows
                 out.extend(f"{item}#{i}" for i in range(n))
+            elif "flux_norm" in names:
+                raise ValueError(
+                    f"{item}: a table of flux_norm (spectra already resampled and normalised for the network) "
+                    f"has no native 'flux' column for `run` to read; score it with `lamost-classify evaluate "
+                    f"MODEL {item}`, or give `run` a table with a 'flux' list column"
+                )
             else:
-                out.extend(catalog_files(pq.read_table(path).to_pylist(), data_root or path.parent))
+                out.extend(catalog_files(pq.read_table(path).to_pylist(), data_root or path.parent, item))
         elif path.name.endswith(SPECTRUM_SUFFIXES) and not _is_catalog_fits(path):
             out.append(item)
         elif path.name.endswith(SPECTRUM_SUFFIXES):
@@ -116,21 +179,27 @@ def discover_inputs(inputs: list[str], data_root: Path | None = None) -> list[st
 
             table = Table.read(path)
             rows = [dict(zip(table.colnames, r)) for r in table.iterrows()]
-            out.extend(catalog_files(rows, data_root or path.parent))
+            out.extend(catalog_files(rows, data_root or path.parent, item))
         else:
             out.append(item)  # unknown kind: the reader will say what is wrong with it, in its catalog row
     return out
 
 
-def catalog_files(rows: list[dict], root: Path) -> list[str]:
+def catalog_files(rows: list[dict], root: Path, catalog: str = "the catalog") -> list[str]:
     """Spectrum paths for the rows of a LAMOST general catalog, laid out as a release lays them out."""
     out = []
-    for row in rows:
+    for number, row in enumerate(rows, start=1):
         row = {k.lower(): v for k, v in row.items()}
         name = row.get("file") or row.get("filename")
         if name:
             out.append(str(Path(root) / str(name)))
             continue
+        missing = [key for key in CATALOG_KEYS if row.get(key) in (None, "")]
+        if missing:
+            raise ValueError(
+                f"{catalog}: row {number} has no {', '.join(missing)}; a LAMOST general catalog names each "
+                f"spectrum by {', '.join(CATALOG_KEYS)} (or a 'file' column with the path)"
+            )
         obsdate = str(row["obsdate"]).replace("-", "")[:8]
         planid = str(row["planid"]).strip()
         fname = f"spec-{int(row['lmjd'])}-{planid}_sp{int(row['spid']):02d}-{int(row['fiberid']):03d}.fits.gz"
@@ -159,7 +228,33 @@ def _is_catalog_fits(path: Path) -> bool:
         return False
 
 
-def make_plan(sources: list[str], batch_size: int) -> Plan:
+def unique_sources(sources: list[str]) -> list[str]:
+    """The sources without repeats, first occurrence kept: the same name, or the same file reached through
+    another path to its directory (a symlink, '..', a relative path). Only directories are resolved
+    (one realpath per directory, not per file: a release has millions of files in thousands of them)."""
+    real_dirs: dict[str, str] = {}
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for source in sources:
+        directory, name = os.path.split(source)
+        if directory not in real_dirs:
+            real_dirs[directory] = os.path.realpath(directory or os.curdir)
+        key = (real_dirs[directory], name)
+        if key not in seen:
+            seen.add(key)
+            unique.append(source)
+    return unique
+
+
+def make_plan(sources: list[str], batch_size: int, warn: Callable[[str], None] = log.warning) -> Plan:
+    """The plan of a run: every input spectrum once. Repeats are dropped, with one warning that counts them."""
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
-    return Plan(pa.array([os.fspath(s) for s in sources], type=pa.string()), batch_size)
+    given = [os.fspath(s) for s in sources]
+    unique = unique_sources(given)
+    if len(unique) < len(given):
+        repeats = len(given) - len(unique)
+        inputs, verb = ("inputs", "were") if repeats > 1 else ("input", "was")
+        warn(f"{repeats} duplicate {inputs} {verb} ignored (a file named twice, or reached again through a "
+             "symlink): each spectrum is classified once")
+    return Plan(pa.array(unique, type=pa.string()), batch_size)

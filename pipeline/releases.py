@@ -7,6 +7,8 @@ reports surprises); readers always pick the layout from the file's structure.
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
 
 
@@ -27,11 +29,19 @@ RELEASES: dict[str, ReleaseProfile] = {f"DR{n}": _profile(n) for n in range(1, 1
 RELEASES["sample"] = ReleaseProfile(name="sample", layout="lamost_coadd", catalog="catalog.csv")
 
 
+class UnknownRelease(ValueError):
+    """A release name that is not in RELEASES; the message lists the valid ones."""
+
+
 def get_release(name: str) -> ReleaseProfile:
-    """The profile for ``name`` (case-insensitive: 'dr5', 'DR5', 'sample'); unknown names list the known ones."""
-    key = name.upper() if name.lower() != "sample" else "sample"
-    if key not in RELEASES:
-        if key.startswith("DR") and key[2:].isdigit():  # a release newer than this table: v2.0 layout
-            return ReleaseProfile(name=key, layout="lamost_coadd", catalog=f"{key.lower()}_lrs_catalogue.csv")
-        raise KeyError(f"unknown release {name!r}; known: {', '.join(RELEASES)}")
-    return RELEASES[key]
+    """The profile for ``name`` (case-insensitive: 'dr5', 'DR5', 'sample'); UnknownRelease for any other
+    name, with the valid names and the nearest one."""
+    by_key = {key.lower(): profile for key, profile in RELEASES.items()}
+    profile = by_key.get(name.strip().lower())
+    if profile is None:
+        close = difflib.get_close_matches(name.strip().lower(), list(by_key), n=1)
+        hint = f"did you mean {by_key[close[0]].name!r}? " if close else ""
+        newer = ("; a release this table does not know can be read with --input DIRECTORY (each file's layout "
+                 "is read from the file)") if re.fullmatch(r"dr\s*\d+", name.strip().lower()) else ""
+        raise UnknownRelease(f"unknown release {name!r}: {hint}valid names are {', '.join(RELEASES)} (any case){newer}")
+    return profile

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from lamost_classify import SURVEY_PRIOR
 
-SAMPLE_VERSION = 1
+# 2: files carry TELESCOP/ORIGIN (readers check the instrument) and DATA_V = 'sample'.
+SAMPLE_VERSION = 2
 SAMPLE_SIZE = 2000
 SAMPLE_SEED = 20260
 BROKEN_FILES = {
@@ -43,7 +44,9 @@ def sample_release(log=print, root: Path | None = None) -> Path:
     tmp = root.with_name(f".{root.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     sim = Simulator(templates=analytic_templates(), library=noise_library("summary"), class_mix=SURVEY_PRIOR)
-    write_release(simulate(SAMPLE_SIZE, SAMPLE_SEED, simulator=sim), tmp, seed=SAMPLE_SEED, layout="v2")
+    # DATA_V = 'sample': the catalog's release column says which release a row came from.
+    write_release(simulate(SAMPLE_SIZE, SAMPLE_SEED, simulator=sim), tmp, seed=SAMPLE_SEED, layout="v2",
+                  data_v="sample")
     for rel, content in BROKEN_FILES.items():
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp / rel).write_bytes(content)

@@ -64,7 +64,9 @@ def _column_map(schema: pa.Schema, label: str) -> tuple[dict[str, str], dict[str
     by_lower = {name.lower(): name for name in schema.names}
     arrays = {role: by_lower[role] for role in ARRAY_COLUMNS if role in by_lower}
     if "flux" not in arrays:
-        raise SpectrumReadError(f"{label}: a Parquet table of spectra needs a 'flux' list column; it has {schema.names}")
+        hint = (" (flux_norm is already resampled and normalised for the network: score such a table with "
+                "`lamost-classify evaluate`)") if "flux_norm" in by_lower else ""
+        raise SpectrumReadError(f"{label}: a Parquet table of spectra needs a 'flux' list column; it has {schema.names}{hint}")
     meta: dict[str, str] = {}
     for lower, name in by_lower.items():
         key = lower if lower in META_KEYS else ALIASES.get(lower)
