@@ -130,3 +130,25 @@ class CrossScaleTransition(Transition):
     The same layers as a Transition; its own type so that it is easy to tell apart: it runs beside
     the main path (a dense block and its transition), so it adds no depth to the network.
     """
+
+
+class RedshiftHead(nn.Module):
+    """log(1 + z) and its log-variance from the last feature maps (B, C, L'), as (B, 2).
+
+    The maps are flattened, not pooled: a redshift is a shift along the spectrum, and global average
+    pooling of translation-equivariant maps forgets exactly that. A 1x1 convolution first narrows the
+    channels, so the head stays small whatever the preset's width.
+    """
+
+    def __init__(self, channels: int, length: int, hidden: int, reduced_channels: int = 16) -> None:
+        super().__init__()
+        self.reduce = nn.Conv1d(channels, reduced_channels, 1)
+        self.fc1 = nn.Linear(reduced_channels * length, hidden)
+        self.fc2 = nn.Linear(hidden, 2)
+        # Start at z = 0 with sigma 1: a fresh head sends no large gradients into trained features.
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.reduce(maps)).flatten(1)
+        return self.fc2(torch.relu(self.fc1(x)))

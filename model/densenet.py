@@ -17,11 +17,19 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from .baselines import FCConfig, FullyConnectedNet, plain_densenet_widths
-from .blocks import CrossScaleTransition, DenseBlock, MultiScaleConv, PreActivation, SqueezeExcitation1d, Transition
+from .blocks import (
+    CrossScaleTransition, DenseBlock, MultiScaleConv, PreActivation, RedshiftHead, SqueezeExcitation1d, Transition,
+)
+
+# The redshift head's log-variance of log(1 + z) is held in this range: sigma from ~3e-4 (a third of a
+# grid pixel) to 1 (more than the whole range of log(1 + z)); without a floor the Gaussian NLL of a
+# near-exact guess runs to minus infinity.
+LOG_VAR_RANGE = (-16.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,7 @@ class DenseNetConfig:
     cross_channels: int = 16  # width of each extra cross-scale transition
     n_pixels: int = 2600
     n_classes: int = 3
+    redshift_hidden: int = 0  # hidden width of the redshift head (blocks.RedshiftHead); 0 = no head
 
 
 def dense_stages(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -94,6 +103,13 @@ class SpectralDenseNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool1d(1)
         self.classifier = nn.Linear(channels, c.n_classes)
         self.n_features = channels
+        self.redshift = None
+        if c.redshift_hidden:
+            self.eval()  # a probe pass to learn the maps' length, which must not move BatchNorm statistics
+            with torch.no_grad():
+                length = self.features(torch.zeros(1, c.n_pixels)).shape[2]
+            self.train()
+            self.redshift = RedshiftHead(channels, length, c.redshift_hidden)
 
         for m in self.modules():
             if isinstance(m, nn.Conv1d):
@@ -112,6 +128,22 @@ class SpectralDenseNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+    def forward_with_redshift(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, n_classes), redshift head output (B, 2): log(1+z), log-variance) from one pass."""
+        if self.redshift is None:
+            raise ValueError("this network has no redshift head (config redshift_hidden = 0)")
+        maps = self.features(x)
+        return self.classifier(torch.flatten(self.pool(maps), 1)), self.redshift(maps)
+
+
+def redshift_estimate(head_output: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(z, z_err) float32 from the redshift head's (B, 2) output; z_err is the 1-sigma of z, propagated
+    from the head's sigma in log(1 + z)."""
+    out = torch.as_tensor(head_output, dtype=torch.float32)
+    log1pz, log_var = out[:, 0], out[:, 1].clamp(*LOG_VAR_RANGE)
+    z = torch.expm1(log1pz)
+    return z.numpy(), ((1.0 + z) * torch.exp(0.5 * log_var)).numpy()
 
 
 # Width choices.
@@ -171,11 +203,11 @@ def count_layers(module: nn.Module) -> int:
     The parallel kernels of a multi-scale conv are one layer (they sit side by side); the SE's two
     small FCs and the cross-scale transitions are side paths and add no depth. So ``paper`` counts
     1 stem + 7 dense blocks x 2 conv blocks x 2 convs + 6 transitions + 1 FC = 36, as the paper's
-    Table 3, and ``fc4`` counts 4.
+    Table 3, and ``fc4`` counts 4. The redshift head is a second output beside the classifier: no depth.
     """
     if isinstance(module, MultiScaleConv):
         return 1
-    if isinstance(module, (SqueezeExcitation1d, CrossScaleTransition)):
+    if isinstance(module, (SqueezeExcitation1d, CrossScaleTransition, RedshiftHead)):
         return 0
     if isinstance(module, (nn.Conv1d, nn.Linear)):
         return 1

@@ -127,7 +127,7 @@ def save_weights(
         "card_version": CARD_VERSION,
         "name": name or f"{model.preset}-{path.stem}",
         "preset": model.preset,
-        "overrides": overrides or {},
+        "overrides": {**_differs_from_preset(model), **(overrides or {})},
         "config": config_dict(model),
         "class_names": list(CLASS_NAMES),
         "grid": grid_card(),
@@ -143,6 +143,13 @@ def save_weights(
     }
     card_path(path).write_text(json.dumps(card, indent=2, default=float))
     return path
+
+
+def _differs_from_preset(model: nn.Module) -> dict:
+    """The config fields where ``model`` is not its preset (e.g. a redshift head added in training),
+    so that the card rebuilds this network even when the caller names no overrides."""
+    preset = config_dict(build_model(model.preset))
+    return {k: v for k, v in config_dict(model).items() if preset.get(k) != v}
 
 
 def read_card(weights_path: Path) -> dict:
@@ -178,6 +185,9 @@ def check_card(card: dict, path: Path) -> nn.Module:
         raise ModelCardMismatch(card_path(path), mismatches) from exc
     code_config = config_dict(model)
     card_config = card.get("config") or {}
+    # A field the card predates (the redshift head's width) had its default then: that is no mismatch.
+    defaults = config_dict(build_model(preset))
+    card_config = {**{k: defaults[k] for k in set(code_config) - set(card_config) if k in defaults}, **card_config}
     for field in sorted(set(code_config) | set(card_config)):
         if card_config.get(field) != code_config.get(field):
             mismatches[f"config.{field}"] = (card_config.get(field), code_config.get(field))
