@@ -1,0 +1,1 @@
+"""Mock family "physical": spectra built from first principles (see mocks/family_physical.py)."""
