@@ -331,7 +331,7 @@ def _lyman_forest(rng: np.random.Generator, wave_obs: np.ndarray, z: float) -> n
 # --------------------------------------------------------------------------------------------------
 # the three classes, rendered onto the native grid (before the instrument)
 
-def _draw_galaxy(rng: np.random.Generator, lib: dict) -> tuple[np.ndarray, str, str, float, float]:
+def _draw_galaxy(rng: np.random.Generator, lib: dict, info: dict) -> tuple[np.ndarray, str, str, float, float]:
     loglam, eigen = lib["gal_loglam"], lib["gal_eigen"]
     passive = rng.random() < PASSIVE_FRACTION
     pool = lib["gal_passive"] if passive else lib["gal_emitting"]
@@ -349,16 +349,19 @@ def _draw_galaxy(rng: np.random.Generator, lib: dict) -> tuple[np.ndarray, str, 
     elif not passive:
         subclass = _bpt_subclass(wave_rest, rest)
     # dust in the galaxy (rest frame)
-    ebv = rng.exponential(0.08)
+    ebv = info["ebv"] = rng.exponential(0.08)
     rest = rest * 10.0 ** (-0.4 * ebv * _calzetti_k(wave_rest))
     # redshift: LAMOST-like, most below 0.3
     z = float(np.clip(0.5 * rng.beta(1.5, 4.0), 0.003, 0.5))
     flux = _to_native(loglam, rest[None], np.array([z]))[0]
-    sigma_v = float(rng.uniform(50.0, 350.0))
+    sigma_v = info["velocity_dispersion"] = float(rng.uniform(50.0, 350.0))
+    return _with_dispersion(flux, sigma_v), subclass, template, z, TEMPLATE_SIGMA_KMS
+
+
+def _with_dispersion(flux: np.ndarray, sigma_v: float) -> np.ndarray:
+    """Broaden an eigen-galaxy spectrum on the native grid to a stellar velocity dispersion sigma_v (km/s)."""
     extra = np.sqrt(max(sigma_v**2 - EIGEN_GALAXY_SIGMA_KMS**2, 0.0)) / KMS_PER_PIX
-    if extra > 0.3:
-        flux = gaussian_filter1d(flux, extra)
-    return flux, subclass, template, z, TEMPLATE_SIGMA_KMS
+    return gaussian_filter1d(flux, extra) if extra > 0.3 else flux
 
 
 def _agn_lines(rng: np.random.Generator, loglam: np.ndarray, rest: np.ndarray, kind: str) -> np.ndarray:
@@ -391,7 +394,7 @@ def _bpt_subclass(wave: np.ndarray, rest: np.ndarray) -> str:
     return "SEYFERT" if y > 1.05 * x + 0.45 else "LINER"  # Schawinski et al. 2007
 
 
-def _draw_qso(rng: np.random.Generator, lib: dict) -> tuple[np.ndarray, str, str, float, float]:
+def _draw_qso(rng: np.random.Generator, lib: dict, info: dict) -> tuple[np.ndarray, str, str, float, float]:
     loglam, eigen = lib["qso_loglam"], lib["qso_eigen"]
     wave_rest = 10.0**loglam
     check = (wave_rest > 1250) & (wave_rest < 7500)
@@ -409,7 +412,8 @@ def _draw_qso(rng: np.random.Generator, lib: dict) -> tuple[np.ndarray, str, str
     if rng.random() < BAL_FRACTION:
         subclass = "BAL"
         rest = rest * _bal_troughs(rng, wave_rest)
-    rest = rest * 10.0 ** (-0.4 * rng.exponential(0.04) * _smc_k(wave_rest))
+    info["ebv"] = rng.exponential(0.04)
+    rest = rest * 10.0 ** (-0.4 * info["ebv"] * _smc_k(wave_rest))
     if z < 0.5:  # host-galaxy light, a passive eigen galaxy, fading with redshift
         pool = lib["gal_passive"]
         host = pool[rng.integers(len(pool))] @ lib["gal_eigen"]
@@ -436,7 +440,7 @@ def _bal_troughs(rng: np.random.Generator, wave_rest: np.ndarray) -> np.ndarray:
     return trans
 
 
-def _draw_star(rng: np.random.Generator, lib: dict) -> tuple[np.ndarray, str, str, float, float]:
+def _draw_star(rng: np.random.Generator, lib: dict, info: dict) -> tuple[np.ndarray, str, str, float, float]:
     kinds = list(STAR_SOURCES)
     p = np.array(list(STAR_SOURCES.values()))
     kind = kinds[rng.choice(len(kinds), p=p / p.sum())]
@@ -603,10 +607,12 @@ def _block(seed: int, block: int, lib: dict, class_mix: np.ndarray, snr_distribu
     n = BLOCK
     classes = np.array(["STAR", "GALAXY", "QSO"])[rng.choice(3, size=n, p=class_mix)]
     rows: dict[str, list] = {k: [] for k in ("flux", "ivar", "andmask", "class", "subclass", "template", "z", "snr_g",
-                                               "snr_r", "resolution", "snr_target", "arm_scale", "arm_join")}
+                                               "snr_r", "resolution", "snr_target", "arm_scale", "arm_join",
+                                               "velocity_dispersion", "ebv")}
     drawers = {"STAR": _draw_star, "GALAXY": _draw_galaxy, "QSO": _draw_qso}
     for cls in classes:
-        flux, subclass, template, z, tmpl_sigma = drawers[cls](rng, lib)
+        info: dict = {}
+        flux, subclass, template, z, tmpl_sigma = drawers[cls](rng, lib, info)
         if tmpl_sigma > 0:
             flux, resolution = _lsf(rng, flux, tmpl_sigma)
         else:  # real LAMOST stars: already at LAMOST's resolution
@@ -615,7 +621,9 @@ def _block(seed: int, block: int, lib: dict, class_mix: np.ndarray, snr_distribu
         noisy, ivar, andmask, snr_g, snr_r, arm, join = _instrument(rng, lib, flux, snr)
         for key, value in (("flux", noisy), ("ivar", ivar), ("andmask", andmask), ("class", cls), ("subclass", subclass),
                            ("template", template), ("z", z), ("snr_g", snr_g), ("snr_r", snr_r),
-                           ("resolution", resolution), ("snr_target", snr), ("arm_scale", arm), ("arm_join", join)):
+                           ("resolution", resolution), ("snr_target", snr), ("arm_scale", arm), ("arm_join", join),
+                           ("velocity_dispersion", info.get("velocity_dispersion", np.nan)),
+                           ("ebv", info.get("ebv", 0.0))):
             rows[key].append(value)
     return rows
 
@@ -652,6 +660,9 @@ def simulate(n: int, seed: int, *, class_mix: Sequence[float] = (1 / 3, 1 / 3, 1
             "snr_target": np.array(parts["snr_target"], dtype=np.float32),
             "arm_scale": np.array(parts["arm_scale"], dtype=np.float32),
             "arm_join": np.array(parts["arm_join"], dtype=np.float32),
+            # galaxies' stellar velocity dispersion (km/s; NaN for others) and intrinsic E(B-V) (0 for stars)
+            "velocity_dispersion": np.array(parts["velocity_dispersion"], dtype=np.float32),
+            "ebv": np.array(parts["ebv"], dtype=np.float32),
         }
         yield MockChunk(np.array(parts["flux"], dtype=np.float32), np.array(parts["ivar"], dtype=np.float32),
                         np.array(parts["andmask"], dtype=np.int32), truth)

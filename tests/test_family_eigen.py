@@ -101,6 +101,18 @@ def test_halpha_emission_at_the_observed_wavelength(bright: MockChunk) -> None:
     assert np.nanmean(at_line > off_line) > 0.85
 
 
+def test_galaxies_carry_a_velocity_dispersion_that_broadens_their_lines(bright: MockChunk) -> None:
+    t = bright.truth
+    gal = t["class"] == "GALAXY"
+    sigma = t["velocity_dispersion"]
+    assert np.isnan(sigma[~gal]).all() and sigma[gal].min() >= 50 and sigma[gal].max() <= 350
+    # one galaxy at a small and a large dispersion: the large one's absorption lines are shallower
+    row = np.flatnonzero(gal)[0]
+    clean = bright.flux[row] * (bright.ivar[row] > 0)
+    structure = [np.abs(np.diff(family_eigen._with_dispersion(clean, s))).sum() for s in (60.0, 200.0, 340.0)]
+    assert structure[0] > structure[1] > structure[2]
+
+
 def test_passive_galaxies_show_the_4000_break_and_ca_k_redshifted(bright: MockChunk) -> None:
     t = bright.truth
     rows = np.flatnonzero((t["subclass"] == "PASSIVE") & (t["z"] > 0.0) & (t["z"] < 0.4))
