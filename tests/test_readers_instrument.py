@@ -81,6 +81,8 @@ CASES = {
     "LAMOST DR2-8 by ORIGIN alone": (lamost("dr2-8", {"TELESCOP": None}), "lamost_image", None),
     "LAMOST DR2-8 of another telescope": (lamost("dr2-8", {"TELESCOP": "WHT", "ORIGIN": "ING"}), None,
                                           "TELESCOP = 'WHT', ORIGIN = 'ING'"),
+    "LAMOST-written file of another telescope": (lamost("dr2-8", {"TELESCOP": "WHT"}), None,
+                                                 "no reader for this instrument (TELESCOP = 'WHT', ORIGIN = 'NAOC-LAMOST')"),
     "LAMOST DR2-8 whose EXTEN0 says row 2 is a subcontinuum": (
         lamost("dr2-8", {"EXTEN0": "Flux Inverse Subcontinuum Andmask Ormask"}), None, "no reader knows this LAMOST"),
     "LAMOST DR1 whose EXTEN0 names its rows": (

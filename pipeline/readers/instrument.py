@@ -21,16 +21,17 @@ KNOWN = "LAMOST (TELESCOP = 'LAMOST', ORIGIN = 'NAOC-LAMOST') and SDSS (TELESCOP
 
 
 def instrument(header: Header) -> str | None:
-    """LAMOST or SDSS when TELESCOP or ORIGIN names one; else the TELESCOP (or ORIGIN) text as written,
-    or None when the header has neither."""
-    named = [text for text in (to_str(header.get("TELESCOP")), to_str(header.get("ORIGIN"))) if text]
-    for text in named:
-        upper = text.upper()
-        if "LAMOST" in upper:
-            return LAMOST
-        if upper.startswith("SDSS"):
-            return SDSS
-    return named[0] if named else None
+    """LAMOST or SDSS when TELESCOP names one; else the TELESCOP text as written; ORIGIN (who wrote the
+    file) only stands in when TELESCOP is absent; None when the header has neither."""
+    named = to_str(header.get("TELESCOP")) or to_str(header.get("ORIGIN"))
+    if named is None:
+        return None
+    upper = named.upper()
+    if "LAMOST" in upper:
+        return LAMOST
+    if upper.startswith("SDSS"):
+        return SDSS
+    return named
 
 
 def describe_instrument(header: Header) -> str:
