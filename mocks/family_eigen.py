@@ -312,7 +312,7 @@ def _milky_way_k(wave_a: np.ndarray) -> np.ndarray:
 
 
 def _lyman_forest(rng: np.random.Generator, wave_obs: np.ndarray, z: float) -> np.ndarray:
-    """Transmission of a random Lyman-alpha/beta forest whose mean optical depth follows a Madau-like law."""
+    """Transmission of a random Lyman-alpha/beta forest whose mean transmission follows a Madau-like law."""
     tau_mean = np.zeros_like(wave_obs)
     for line, amp in ((LYA, 0.0036), (LYB, 0.0017)):
         covered = wave_obs < line * (1 + z)
@@ -323,6 +323,15 @@ def _lyman_forest(rng: np.random.Generator, wave_obs: np.ndarray, z: float) -> n
     counts = rng.poisson(np.clip(expected, 0, 50))
     tau = rng.gamma(np.maximum(counts, 1e-9), mean_strength) * (counts > 0)
     tau = gaussian_filter1d(tau, width_pix) * width_pix * np.sqrt(2 * np.pi)
+    covered = tau_mean > 0
+    if covered.any() and tau[covered].any():
+        # Madau's law is the effective depth, -ln <exp(-tau)>: scale the clumpy field until it has that mean transmission
+        target = np.exp(-tau_mean[covered]).sum()
+        lo, hi = 0.0, 50.0
+        for _ in range(30):
+            k = 0.5 * (lo + hi)
+            lo, hi = (k, hi) if np.exp(-k * tau[covered]).sum() > target else (lo, k)
+        tau = tau * 0.5 * (lo + hi)
     below_limit = wave_obs < LYLIMIT * (1 + z)
     tau[below_limit] += rng.exponential(1.5)  # Lyman-limit systems along the line of sight
     return np.exp(-tau)
