@@ -148,9 +148,15 @@ def discover_inputs(inputs: list[str], data_root: Path | None = None) -> list[st
     for item in inputs:
         path = Path(item)
         if any(c in item for c in "*?["):
-            out.extend(expand_glob(item))
+            found = expand_glob(item)
+            if not found:
+                log.warning(f"input {item} matches no file")
+            out.extend(found)
         elif path.is_dir():
-            out.extend(sorted(p for p in walk_files(path) if p.endswith(SPECTRUM_SUFFIXES)))
+            found = sorted(p for p in walk_files(path) if p.endswith(SPECTRUM_SUFFIXES))
+            if not found:
+                log.warning(f"input {item} holds no spectrum file ({', '.join(SPECTRUM_SUFFIXES)})")
+            out.extend(found)
         elif not path.exists():
             raise FileNotFoundError(f"input {item} does not exist")
         elif path.suffix in (".txt", ".lst"):

@@ -50,6 +50,16 @@ def test_a_glob_through_a_symlink_loop_lists_each_file_once(looped_tree):
         map(os.path.realpath, expand_glob(pattern)))
 
 
+def test_an_input_that_names_no_file_is_warned_about(tmp_path, caplog):
+    (tmp_path / "empty").mkdir()
+    with caplog.at_level(logging.WARNING):
+        assert discover_inputs([str(tmp_path / "empty"), str(tmp_path / "*.fits")]) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"input {tmp_path / 'empty'} holds no spectrum file (.fits, .fits.gz, .fit, .fit.gz, .fz)",
+        f"input {tmp_path / '*.fits'} matches no file",
+    ]
+
+
 def test_glob_matching_follows_glob_rules(tmp_path, monkeypatch):
     for name in ("x/spec-1.fits", "x/y/spec-2.fits", "x/.hidden/spec-3.fits", "x/y/notes.txt", "x/y/z/spec-4.fits.gz"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)

@@ -194,3 +194,15 @@ def test_an_oversized_file_is_refused(tmp_path):
         out.truncate(MAX_FILE_BYTES + 1)  # sparse: no disk used
     with pytest.raises(SpectrumReadError, match=r"file size exceeds 64 MB: not a spectrum file\?"):
         read_spectrum(big)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "sdss").is_dir() or not (SHARED_DATA / "lamost").is_dir(),
+                    reason=f"real files not found under {SHARED_DATA} (../shared absent)")
+def test_every_real_file_goes_to_its_instruments_reader():
+    paths = sorted(p for p in SHARED_DATA.rglob("*.fit*") if "templates" not in p.parts)
+    readers = {"lamost": {"lamost_dr1", "lamost_image", "lamost_coadd"}, "sdss": {"sdss", "sdss_spspec"}}
+    for path, s in zip(paths, read_batch(paths)):
+        with fits.open(path) as hdul:
+            telescope = hdul[0].header["TELESCOP"]
+        assert s.layout in readers["lamost" if telescope == "LAMOST" else "sdss"], (path, s.meta.get("error"))
+    assert len(paths) > 1300
