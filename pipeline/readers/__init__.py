@@ -1,7 +1,8 @@
-"""Readers for every spectrum file layout the pipeline takes, chosen by the file's structure.
+"""Readers for every spectrum file layout the pipeline takes, chosen by the instrument the header names
+and then the file's structure.
 
 ``read_spectrum(path_or_bytes)`` reads one file (LAMOST DR1, DR2-DR8 image, DR9+ COADD table, SDSS/BOSS
-spec, gzipped or not); ``read_batch(sources)`` reads many and never raises; ``read_parquet_spectra`` and
+spec, SDSS DR7 spSpec, gzipped or not); ``read_batch(sources)`` reads many and never raises; ``read_parquet_spectra`` and
 ``count_parquet_spectra`` serve Parquet tables of many spectra by row range.
 """
 
