@@ -17,7 +17,10 @@ from .simulate import CLASSES, MockChunk, Simulator, simulate
 
 def _pick_mocks(sim: Simulator, seed: int, per_class: int) -> dict[str, MockChunk]:
     sim.class_mix = np.array([1 / 3, 1 / 3, 1 / 3])
-    chunk = MockChunk.concat(list(simulate(60, seed, simulator=sim, chunk_size=60)))
+    return _by_class(MockChunk.concat(list(simulate(60, seed, simulator=sim, chunk_size=60))), per_class)
+
+
+def _by_class(chunk: MockChunk, per_class: int) -> dict[str, MockChunk]:
     out = {}
     for cls in CLASSES:
         rows = np.flatnonzero(chunk.truth["class"] == cls)[:per_class]
@@ -25,9 +28,21 @@ def _pick_mocks(sim: Simulator, seed: int, per_class: int) -> dict[str, MockChun
     return out
 
 
+def family_figure(family: str, path: str | Path, seed: int = 0, per_class: int = 3,
+                  lamost_dir: str | Path | None = None) -> Path:
+    """The figure for mock family ``family`` (mocks/families.py), from 60 balanced mocks of it."""
+    from .families import generate
+
+    chunk = MockChunk.concat(list(generate(family, 60, seed, class_mix=(1 / 3, 1 / 3, 1 / 3), chunk_size=60)))
+    return mock_vs_real_figure(path, seed, per_class, lamost_dir=lamost_dir, mocks=_by_class(chunk, per_class),
+                               label=f"family {family}")
+
+
 def mock_vs_real_figure(path: str | Path, seed: int = 0, per_class: int = 3, simulator: Simulator | None = None,
-                        lamost_dir: str | Path | None = None) -> Path:
-    """Draw the figure into ``path`` (PNG). Real spectra come from non-held-out files, when present."""
+                        lamost_dir: str | Path | None = None, mocks: dict[str, MockChunk] | None = None,
+                        label: str = "") -> Path:
+    """Draw the figure into ``path`` (PNG). Real spectra come from non-held-out files, when present.
+    ``mocks`` (class -> mocks) replaces the simulator's; ``label`` names them in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,10 +51,11 @@ def mock_vs_real_figure(path: str | Path, seed: int = 0, per_class: int = 3, sim
     from lamost_classify.pipeline.grid import WAVELENGTH as GRID
     from lamost_classify.pipeline.grid import prepare_arrays
 
-    sim = simulator or Simulator(class_mix=(1, 1, 1))
-    saved_mix = sim.class_mix
-    mocks = _pick_mocks(sim, seed, per_class)
-    sim.class_mix = saved_mix
+    if mocks is None:
+        sim = simulator or Simulator(class_mix=(1, 1, 1))
+        saved_mix = sim.class_mix
+        mocks = _pick_mocks(sim, seed, per_class)
+        sim.class_mix = saved_mix
     root = Path(lamost_dir) if lamost_dir else default_lamost_dir()
     real = []
     if root is not None:
@@ -73,7 +89,7 @@ def mock_vs_real_figure(path: str | Path, seed: int = 0, per_class: int = 3, sim
         ax.tick_params(labelsize=6)
     for ax in axes[-1]:
         ax.set_xlabel("vacuum wavelength (A)", fontsize=7)
-    fig.suptitle("Mock spectra (blue) and real LAMOST spectra of similar S/N (red), as the network sees them", fontsize=9)
+    fig.suptitle((f"{label}: " if label else "") + "Mock spectra (blue) and real LAMOST spectra of similar S/N (red), as the network sees them", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

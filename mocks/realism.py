@@ -196,15 +196,132 @@ def run_round(lamost_dir: str | Path, seed: int = 0, epochs: int = 12, simulator
 TEST_AUC_BOUND = 0.80  #: what tests/test_mocks_realism.py asserts (4 epochs, seed 0); see docs/realism.md
 
 
-def main() -> None:
-    """``python -m lamost_classify.mocks.realism [LAMOST_DIR] [EPOCHS]``: one realism round, printed."""
-    import sys
+# --------------------------------------------------------------------------------------------------
+# any mock family (mocks/families.py) against real A stars or real stars of every type
 
-    lamost_dir = sys.argv[1] if len(sys.argv) > 1 else instrument.default_lamost_dir()
+#: Real LAMOST stars of every type: every directory of ../shared/data/lamost (all are STAR). Not
+#: lamost-dr8-stars: family "eigen" builds its stars from those spectra.
+REAL_STAR_SUBDIRS = ("dr10-stars-A", "releases", "dr2", "dr1")
+REFERENCES = ("A", "stars")
+
+
+def real_stars(lamost_dir: str | Path, held_out: bool, reference: str = "A") -> SpectraSet:
+    """Real reference spectra: A stars (``real_a_stars``) or every real star with a g-band S/N."""
+    if reference == "A":
+        return real_a_stars(lamost_dir, held_out)
+    if reference != "stars":
+        raise ValueError(f"reference must be one of {REFERENCES}, not {reference!r}")
+    rows, names = [], []
+    for p in instrument.real_files(lamost_dir, REAL_STAR_SUBDIRS):
+        r = _read_real(p) if is_held_out(p) == held_out else None
+        if r is not None and np.isfinite(r["snr"][1]):
+            rows.append(r)
+            names.append(p.name)
+    return SpectraSet(flux=np.stack([r["flux"] for r in rows]).astype(np.float32),
+                      ivar=np.stack([r["ivar"] for r in rows]).astype(np.float32),
+                      andmask=np.stack([r["andmask"] for r in rows]).astype(np.int32),
+                      snr_g=np.array([r["snr"][1] for r in rows], np.float64), names=names)
+
+
+def subset(s: SpectraSet, rows: np.ndarray) -> SpectraSet:
+    return SpectraSet(s.flux[rows], s.ivar[rows], s.andmask[rows], s.snr_g[rows], [s.names[i] for i in rows])
+
+
+def family_stars(family: str, n: int, seed: int, snr_range: tuple[float, float], subclass_prefix: str = "",
+                 max_draw: int | None = None) -> SpectraSet:
+    """Up to ``n`` stars of ``family`` whose subclass starts with ``subclass_prefix``, S/N log-uniform over
+    ``snr_range``, drawn in order until ``n`` are found or ``max_draw`` (default 40 n) mocks were made."""
+    from .families import generate
+
+    found: list[MockChunk] = []
+    have = 0
+    for chunk in generate(family, max_draw or 40 * n, seed, class_mix=(1.0, 0.0, 0.0), snr_distribution="loguniform",
+                          snr_range=snr_range, chunk_size=256):
+        keep = np.flatnonzero((chunk.truth["class"] == "STAR")
+                              & np.char.startswith(chunk.truth["subclass"].astype(str), subclass_prefix))
+        found += [chunk.slice(int(i), int(i) + 1) for i in keep]
+        have += len(keep)
+        if have >= n:
+            break
+    if not found:
+        raise ValueError(f"family {family!r} made no star of subclass {subclass_prefix!r}*")
+    c = MockChunk.concat(found[:n])
+    return SpectraSet(flux=c.flux, ivar=c.ivar, andmask=c.andmask, snr_g=c.truth["snr_g"].astype(np.float64),
+                      names=list(c.truth["template"]))
+
+
+def match_snr(pool: SpectraSet, target_snr: np.ndarray, used: np.ndarray) -> SpectraSet:
+    """For each target S/N, the unused pool spectrum closest in log S/N (marked used): S/N-matched mocks."""
+    log_pool = np.log(np.maximum(pool.snr_g, 0.1))
+    rows = []
+    for t in np.log(np.maximum(np.asarray(target_snr, np.float64), 0.1)):
+        gap = np.where(used, np.inf, np.abs(log_pool - t))
+        i = int(np.argmin(gap))
+        if not np.isfinite(gap[i]):
+            raise ValueError("the mock pool is smaller than the spectra to match")
+        used[i] = True
+        rows.append(i)
+    return subset(pool, np.array(rows))
+
+
+def family_round(family: str, lamost_dir: str | Path, reference: str = "A", seed: int = 0, epochs: int = 12,
+                 max_real: int = 300) -> dict:
+    """The discriminator round of ``run_round`` for any family: up to ``max_real`` real reference stars
+    (train: not held out, eval: held out) against the family's stars (of type A for reference 'A'), each
+    matched in g-band S/N to one real star."""
+    rng = np.random.default_rng(seed)
+    real = {}
+    for held_out in (False, True):
+        s = real_stars(lamost_dir, held_out, reference)
+        real[held_out] = subset(s, np.sort(rng.permutation(len(s.flux))[:max_real]))
+    n = len(real[False].flux) + len(real[True].flux)
+    all_snr = np.r_[real[False].snr_g, real[True].snr_g]
+    snr_range = (float(max(np.min(all_snr), 1.0)), float(np.max(all_snr)))
+    pool = family_stars(family, 2 * n, seed, snr_range, "A" if reference == "A" else "")
+    if len(pool.flux) < n:
+        raise ValueError(f"family {family!r}: only {len(pool.flux)} mock stars for {n} real ones")
+    used = np.zeros(len(pool.flux), bool)
+    mock_tr, mock_ev = match_snr(pool, real[False].snr_g, used), match_snr(pool, real[True].snr_g, used)
+    res = discriminator_auc(prepared(real[False]), prepared(mock_tr), prepared(real[True]), prepared(mock_ev),
+                            epochs=epochs, seed=seed)
+    return {"family": family, "reference": reference, "auc": res.auc, "train_auc": res.train_auc,
+            "regions": saliency_regions(res.saliency), "ks": distribution_checks(real[True], mock_ev),
+            "n_real_train": len(real[False].flux), "n_real_eval": len(real[True].flux),
+            "snr_match_median_dex": float(np.median(np.abs(np.log10(mock_ev.snr_g / real[True].snr_g))))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m lamost_classify.mocks.realism [LAMOST_DIR] [EPOCHS]``: one realism round, printed.
+    ``--family F`` (repeatable) runs ``family_round`` per family and reference instead; ``--figure-dir``
+    draws each family's fig. 8-style figure there too."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("lamost_dir", nargs="?", default=None, help="directory holding dr10-stars-A/")
+    parser.add_argument("epochs", nargs="?", type=int, default=12)
+    parser.add_argument("--family", action="append", default=[], help="mock family (mocks/families.py)")
+    parser.add_argument("--reference", nargs="*", default=list(REFERENCES), choices=REFERENCES)
+    parser.add_argument("--max-real", type=int, default=300, help="real stars per split (train, eval)")
+    parser.add_argument("--figure-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    lamost_dir = args.lamost_dir or instrument.default_lamost_dir()
     if lamost_dir is None:
         raise SystemExit("no real LAMOST files: give the directory holding dr10-stars-A/")
-    epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 12
-    r = run_round(lamost_dir, epochs=epochs)
+    for family in args.family:
+        if args.figure_dir:
+            from .figures import family_figure
+
+            print(f"{family}: figure {family_figure(family, args.figure_dir / f'family_{family}_fig8.png', lamost_dir=lamost_dir)}")
+        for reference in args.reference:
+            r = family_round(family, lamost_dir, reference, epochs=args.epochs, max_real=args.max_real)
+            print(f"{family} vs real {'A stars' if reference == 'A' else 'stars'}: discriminator AUC {r['auc']:.3f} "
+                  f"(train {r['train_auc']:.3f}); real {r['n_real_train']} train, {r['n_real_eval']} eval (held out); "
+                  f"S/N matched within {r['snr_match_median_dex']:.3f} dex (median); KS flux range D "
+                  f"{r['ks']['flux_range'][0]:.3f}, masked fraction D {r['ks']['masked_fraction'][0]:.3f}; "
+                  "looks at " + ", ".join(f"{c:.0f}" for c, _ in r["regions"][:4]) + " A", flush=True)
+    if args.family:
+        return
+    r = run_round(lamost_dir, epochs=args.epochs)
     print(f"discriminator AUC {r['auc']:.3f} (train {r['train_auc']:.3f}); real A stars: "
           f"{r['n_real_train']} train (not held out), {r['n_real_eval']} eval (held out)")
     print("where it looks (window centre A: share of saliency):",

@@ -57,3 +57,26 @@ def test_discriminator_cannot_separate_mocks_well(sets):
     # held-out real stars.
     assert res.train_auc > 0.55
     assert res.auc <= realism.TEST_AUC_BOUND, f"discriminator AUC {res.auc:.3f}"
+
+
+def test_match_snr_takes_the_closest_unused_mock_once():
+    pool = realism.SpectraSet(flux=np.arange(5)[:, None] * np.ones((5, 3)), ivar=np.ones((5, 3)),
+                              andmask=np.zeros((5, 3), np.int32), snr_g=np.array([5.0, 10, 20, 40, 80]),
+                              names=list("abcde"))
+    used = np.zeros(5, bool)
+    first = realism.match_snr(pool, np.array([11.0, 14.0]), used)
+    assert first.names == ["b", "c"]  # 14 finds 10 taken: 20 is the closest left in log S/N
+    second = realism.match_snr(pool, np.array([100.0]), used)
+    assert second.names == ["e"] and used.sum() == 3
+    with pytest.raises(ValueError, match="smaller"):
+        realism.match_snr(pool, np.ones(3), used)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reference", realism.REFERENCES)
+def test_family_round_matches_real_stars_in_snr_and_keeps_held_out_for_evaluation(reference):
+    r = realism.family_round("survey", LAMOST_DATA, reference, epochs=2, max_real=30)
+    assert (r["n_real_train"], r["n_real_eval"]) == (30, 30)
+    assert r["snr_match_median_dex"] < 0.05
+    assert 0.0 <= r["auc"] <= 1.0 and r["train_auc"] > 0.5
+    assert r["ks"]["snr_g"][1] > realism.KS_ALPHA
