@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import os
 import re
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -86,23 +87,40 @@ LAMOST_TEMPLATE_MIN_SNR = 30.0
 # --------------------------------------------------------------------------------------------------
 # reading the data files (our own readers)
 
+REPO_SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _shared_data_candidates() -> list[Path]:
+    env = os.environ.get("LAMOST_SHARED_DATA")
+    return ([Path(env)] if env else []) + [REPO_SHARED_DATA]
+
+
 def _templates_root(templates_dir: str | Path | None) -> Path:
-    root = Path(templates_dir) if templates_dir else Path(__file__).resolve().parents[1].parent / "shared" / "data" / "templates"
+    """``templates_dir``, else $LAMOST_TEMPLATES, $LAMOST_SHARED_DATA/templates, ../shared/data/templates."""
+    if templates_dir:
+        root = Path(templates_dir)
+    else:
+        env = os.environ.get("LAMOST_TEMPLATES")
+        candidates = ([Path(env)] if env else []) + [d / "templates" for d in _shared_data_candidates()]
+        root = next((c for c in candidates if c.is_dir()), candidates[-1])
     needed = [root / "sdss" / f for f in ("spEigenGal-56436.fits", "spEigenQSO-55732.fits", "spEigenStar-55734.fits",
-                                          "spEigenCVstar-55734.fits")] + [root / "redrock" / "rrtemplate-galaxy.fits"]
+                                          "spEigenCVstar-55734.fits")] + [root / "redrock" / f for f in ("rrtemplate-galaxy.fits",
+                                                                                            "rrtemplate-STAR-M-v0.1.fits")]
     missing = [str(p) for p in needed if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"mock family 'eigen' needs the SDSS/redrock templates: missing {', '.join(missing)} "
-                                "(put ../shared/data/templates beside the repo or pass templates_dir)")
+                                "(put ../shared/data/templates beside the repo, set $LAMOST_TEMPLATES or pass templates_dir)")
     return root
 
 
 def _stars_dir(root: Path) -> Path:
-    stars = root.parent / "lamost-dr8-stars"
-    if not stars.is_dir() or not glob.glob(str(stars / "spec-*.fits*")):
-        raise FileNotFoundError(f"mock family 'eigen' needs the real LAMOST DR8 stars (noise shapes, K/M templates): "
-                                f"{stars} is missing or empty")
-    return stars
+    """lamost-dr8-stars beside the templates, else in $LAMOST_SHARED_DATA or ../shared/data."""
+    candidates = [root.parent / "lamost-dr8-stars"] + [d / "lamost-dr8-stars" for d in _shared_data_candidates()]
+    for stars in candidates:
+        if glob.glob(str(stars / "spec-*.fits*")):
+            return stars
+    raise FileNotFoundError(f"mock family 'eigen' needs the real LAMOST DR8 stars (noise shapes, star templates): "
+                            f"no spec-*.fits* in {', '.join(map(str, candidates))}")
 
 
 def _read_log_grid(path: Path) -> tuple[np.ndarray, np.ndarray, object]:
