@@ -71,6 +71,9 @@ SKY_LINES = np.array([4359.6, 5578.9, 5891.6, 5897.6, 6302.0, 6365.5, 6865.0, 69
                       7966.0, 7995.0, 8346.0, 8401.0, 8432.0, 8467.0, 8507.0, 8763.0, 8769.0, 8829.0,
                       8888.0, 8921.0, 8945.0, 8990.0, 9003.0])
 
+#: the sky lines as seen through the spectrograph (unit peaks, ~1.8 A sigma)
+SKY_PROFILE = np.exp(-0.5 * ((WAVELENGTH[:, None] - SKY_LINES[None, :]) / 1.8) ** 2).sum(axis=1)
+
 STAR_SOURCES = {"sdss": 0.28, "lamost": 0.26, "redrock": 0.16, "be": 0.08, "dme": 0.08, "cv": 0.06, "wd": 0.04,
                 "carbon": 0.04}
 #: redrock stellar archetype sets used (subclass = the set's letter), and how many archetypes of each
@@ -578,6 +581,8 @@ def _real_snr(rng: np.random.Generator, lib: dict, snr_distribution: str, lo: fl
 
 
 def _instrument(rng: np.random.Generator, lib: dict, flux: np.ndarray, snr: float) -> tuple[np.ndarray, ...]:
+    """Dust, calibration, arms, throughput, noise, sky, cosmic rays, masks: (flux, ivar, andmask, snr_g, snr_r,
+    arm scale, arm join)."""
     wave = WAVELENGTH
     flux = flux * 10.0 ** (-0.4 * rng.exponential(0.04) * _milky_way_k(wave))
     flux = np.nan_to_num(flux, nan=0.0, posinf=0.0, neginf=0.0)
@@ -590,7 +595,7 @@ def _instrument(rng: np.random.Generator, lib: dict, flux: np.ndarray, snr: floa
     arm = np.exp(rng.normal(0, 0.3)) if big else np.exp(rng.normal(0, 0.04))
     join = rng.uniform(5700.0, 5900.0)
     flux = flux * (1 + (arm - 1) / (1 + np.exp(-(wave - join) / 8.0)))
-    throughput = rng.uniform(0.3, 1.0)  # fibre throughput: sets the flux scale at given S/N
+    throughput = rng.uniform(0.3, 1.0)  # fibre throughput: a fainter fibre sees relatively more sky
     flux = flux * throughput * 100.0
     # noise: the per-pixel noise shape and mask of a real LAMOST star, scaled to the drawn S/N
     d = int(rng.integers(len(lib["noise_sigma"])))
@@ -599,10 +604,8 @@ def _instrument(rng: np.random.Generator, lib: dict, flux: np.ndarray, snr: floa
     level = max(np.median(np.abs(flux[G_BAND])), 0.1 * np.median(np.abs(flux[R_BAND]))) / snr
     sigma = shape * level
     # sky-subtraction residuals: a few percent of a sky spectrum that outshines faint objects
-    sky_lines = np.zeros(NPIX)
-    for line in SKY_LINES:
-        sky_lines += np.exp(-0.5 * ((wave - line) / 1.8) ** 2)
-    sky_strength = level * rng.uniform(5, 40) * sky_lines  # sky-line photon noise is what shows in sigma
+    sky_lines = SKY_PROFILE
+    sky_strength = level * rng.uniform(5, 40) * (0.65 / throughput) * sky_lines
     sigma = np.sqrt(sigma**2 + (0.3 * sky_strength) ** 2 * (sky_lines > 0.05))
     noisy = flux + sigma * rng.standard_normal(NPIX) + rng.normal(0, 0.05) * sky_strength * 3
     # cosmic rays (1-3 pixels, unmasked) and, rarely, a huge spike of the kind that sets min-max scaling
