@@ -258,7 +258,7 @@ def _read_lamost_stars(stars: Path) -> dict:
     """Real LAMOST DR8 stars: noise shapes (1/sqrt(ivar)) with masks for every file, flux templates for S/N > 30."""
     from astropy.io import fits
 
-    sigma, donor_mask, snr_g, tmpl, tmpl_sub, tmpl_z, tmpl_name = [], [], [], [], [], [], []
+    sigma, donor_mask, snr_g, tmpl, tmpl_sub, tmpl_z, tmpl_name, tmpl_snr = [], [], [], [], [], [], [], []
     for path in sorted(glob.glob(str(stars / "spec-*.fits*"))):
         with fits.open(path) as hdul:
             data = np.asarray(hdul[0].data, dtype=np.float64)
@@ -290,9 +290,10 @@ def _read_lamost_stars(stars: Path) -> dict:
             tmpl_sub.append(mk.group(0) if mk else "?")
             tmpl_z.append(float(h.get("Z", 0.0)) if np.isfinite(float(h.get("Z", 0.0))) else 0.0)
             tmpl_name.append(Path(path).name.split(".fits")[0])
+            tmpl_snr.append(float(h.get("SNRG", 0.0)))
     return {"noise_sigma": np.array(sigma), "noise_mask": np.array(donor_mask), "real_snr_g": np.array(snr_g),
             "lamost_flux": np.array(tmpl), "lamost_subclass": tmpl_sub, "lamost_z": np.array(tmpl_z),
-            "lamost_name": tmpl_name}
+            "lamost_name": tmpl_name, "lamost_snr": np.array(tmpl_snr)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -482,6 +483,7 @@ def _draw_star(rng: np.random.Generator, lib: dict, info: dict) -> tuple[np.ndar
         k = int(rng.integers(len(lib["lamost_flux"])))
         dv = float(rng.normal(0, 20))  # a small extra shift: the star keeps its own RV
         flux = np.interp(LOGW - np.log10(1 + dv / C_KMS), LOGW, lib["lamost_flux"][k])
+        info["intrinsic_snr"] = float(lib["lamost_snr"][k])  # its own noise counts toward the drawn S/N
         return flux, lib["lamost_subclass"][k], f"lamost-dr8:{lib['lamost_name'][k]}", lib["lamost_z"][k] + dv / C_KMS, 0.0
     if kind == "cv":
         if rng.random() < 0.5:
@@ -580,9 +582,10 @@ def _real_snr(rng: np.random.Generator, lib: dict, snr_distribution: str, lo: fl
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
-def _instrument(rng: np.random.Generator, lib: dict, flux: np.ndarray, snr: float) -> tuple[np.ndarray, ...]:
+def _instrument(rng: np.random.Generator, lib: dict, flux: np.ndarray, snr: float,
+                intrinsic_snr: float = np.inf) -> tuple[np.ndarray, ...]:
     """Dust, calibration, arms, throughput, noise, sky, cosmic rays, masks: (flux, ivar, andmask, snr_g, snr_r,
-    arm scale, arm join)."""
+    arm scale, arm join). ``intrinsic_snr``: the S/N of noise the template already carries (real spectra)."""
     wave = WAVELENGTH
     flux = flux * 10.0 ** (-0.4 * rng.exponential(0.04) * _milky_way_k(wave))
     flux = np.nan_to_num(flux, nan=0.0, posinf=0.0, neginf=0.0)
@@ -602,12 +605,14 @@ def _instrument(rng: np.random.Generator, lib: dict, flux: np.ndarray, snr: floa
     shape, donor_masked = lib["noise_sigma"][d], lib["noise_mask"][d]
     # a g band emptied by the Lyman forest must not make the red side noiseless
     level = max(np.median(np.abs(flux[G_BAND])), 0.1 * np.median(np.abs(flux[R_BAND]))) / snr
-    sigma = shape * level
-    # sky-subtraction residuals: a few percent of a sky spectrum that outshines faint objects
+    level_intrinsic = level * snr / intrinsic_snr
+    added = shape * np.sqrt(max(level**2 - level_intrinsic**2, (0.2 * level) ** 2))
+    # sky-subtraction residuals (a sky that outshines faint objects) and the sky lines' photon noise
     sky_lines = SKY_PROFILE
     sky_strength = level * rng.uniform(5, 40) * (0.65 / throughput) * sky_lines
-    sigma = np.sqrt(sigma**2 + (0.3 * sky_strength) ** 2 * (sky_lines > 0.05))
-    noisy = flux + sigma * rng.standard_normal(NPIX) + rng.normal(0, 0.05) * sky_strength * 3
+    added = np.sqrt(added**2 + (0.3 * sky_strength * (sky_lines > 0.05)) ** 2)
+    sigma = np.sqrt(added**2 + (shape * level_intrinsic) ** 2)
+    noisy = flux + added * rng.standard_normal(NPIX) + rng.normal(0, 0.05) * sky_strength * 3
     # cosmic rays (1-3 pixels, unmasked) and, rarely, a huge spike of the kind that sets min-max scaling
     for _ in range(rng.poisson(1.0)):
         p = int(rng.integers(NPIX - 3))
@@ -648,7 +653,8 @@ def _block(seed: int, block: int, lib: dict, class_mix: np.ndarray, snr_distribu
         else:  # real LAMOST stars: already at LAMOST's resolution
             resolution = 1800.0
         snr = _real_snr(rng, lib, snr_distribution, *snr_range)
-        noisy, ivar, andmask, snr_g, snr_r, arm, join = _instrument(rng, lib, flux, snr)
+        noisy, ivar, andmask, snr_g, snr_r, arm, join = _instrument(rng, lib, flux, snr,
+                                                                    info.get("intrinsic_snr", np.inf))
         for key, value in (("flux", noisy), ("ivar", ivar), ("andmask", andmask), ("class", cls), ("subclass", subclass),
                            ("template", template), ("z", z), ("snr_g", snr_g), ("snr_r", snr_r),
                            ("resolution", resolution), ("snr_target", snr), ("arm_scale", arm), ("arm_join", join),
