@@ -8,6 +8,8 @@ the shipped model on mock spectra.
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -141,7 +143,11 @@ def test_empty_batch_and_other_networks():
 def test_runtime_choices_are_checked():
     assert check_runtime(CPU, "auto", "torch") == "fp32"
     assert check_runtime(torch.device("cuda"), "auto", "torch") == "fp16"
-    assert check_runtime(CPU, "auto", "onnx") == "fp32"
+    if importlib.util.find_spec("onnxruntime") is not None:
+        assert check_runtime(CPU, "auto", "onnx") == "fp32"
+    else:  # without the extra the choice is refused with the install line, not at the first batch
+        with pytest.raises(ImportError, match=r"lamost-classify\[onnx\]"):
+            check_runtime(CPU, "auto", "onnx")
     for precision in ("bf16", "fp16"):
         with pytest.raises(ValueError, match="fp32 only"):
             check_runtime(CPU, precision, "onnx")

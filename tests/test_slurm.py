@@ -7,6 +7,7 @@ without having run them.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -23,6 +24,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+if importlib.util.find_spec("dask_jobqueue") is None and not IN_CI:
+    pytest.skip("dask-jobqueue is not installed: pip install -e '.[test]' (or '.[slurm]')", allow_module_level=True)
+
 from lamost_classify.pipeline.slurm import (
     SlurmClusterError,
     check_section,
@@ -34,7 +39,6 @@ from lamost_classify.pipeline.slurm import (
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 LIVE_STATES = "PENDING,CONFIGURING,RUNNING,SUSPENDED,COMPLETING"
 
 
@@ -42,19 +46,24 @@ LIVE_STATES = "PENDING,CONFIGURING,RUNNING,SUSPENDED,COMPLETING"
 
 
 def slurm_unavailable() -> str | None:
-    """Why the SLURM tests cannot run here, or None when a node is idle."""
+    """Why the SLURM tests cannot run here, or None when a node with a GPU gres is idle (the GPU worker
+    jobs ask --gres=gpu:1; deploy/local-slurm/start.sh declares a placeholder GPU on a CPU-only machine)."""
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
         return "SLURM client tools (sinfo, sbatch) not found; start one with: sudo bash deploy/local-slurm/start.sh"
     try:
-        done = subprocess.run(["sinfo", "--noheader", "--Node", "--format", "%T"], capture_output=True, text=True,
-                              timeout=20)
+        done = subprocess.run(["sinfo", "--noheader", "--Node", "--format", "%T %G"], capture_output=True,
+                              text=True, timeout=20)
     except subprocess.TimeoutExpired:
         return "sinfo did not answer within 20 s (slurmctld down?)"
     if done.returncode != 0:
         return f"sinfo failed: {done.stderr.strip()} (slurmctld down? sudo bash deploy/local-slurm/start.sh)"
-    states = done.stdout.split()
-    if not any(s.rstrip("*") in {"idle", "mixed"} for s in states):
-        return f"no idle SLURM node (sinfo: {states or 'no nodes'})"
+    nodes = [line.split(maxsplit=1) + [""] for line in done.stdout.splitlines() if line.strip()]
+    idle = [gres for state, gres, *_ in nodes if state.rstrip("*") in {"idle", "mixed"}]
+    if not idle:
+        return f"no idle SLURM node (sinfo: {[n[0] for n in nodes] or 'no nodes'})"
+    if not any("gpu" in gres for gres in idle):
+        return (f"no idle SLURM node has a GPU gres (sinfo %G: {idle}); the GPU worker jobs need --gres=gpu:1: "
+                "declare one (deploy/local-slurm/start.sh does, SLURM_NODE_GPUS=1)")
     return None
 
 
