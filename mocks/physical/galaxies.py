@@ -31,7 +31,7 @@ BALMER_DECREMENT = np.array([2.86, 1.0, 0.468, 0.259, 0.159, 0.105])  #: case B,
 #: unresolved metal lines, and the shape of the 4000 A break, tabulated once in the rest frame
 OLD_CONTINUUM = (0.55 * planck(REST_WAVE, 4000.0) + 0.35 * planck(REST_WAVE, 5200.0) + 0.10 * planck(REST_WAVE, 7000.0)) \
     * np.exp(-0.3 * (3800.0 / REST_WAVE) ** 6)
-BELOW_BREAK = 1.0 - smooth_step(REST_WAVE, 3990.0, 25.0)
+BELOW_BREAK = 1.0 - smooth_step(REST_WAVE, 3980.0, 40.0)
 BELOW_BALMER_JUMP = 1.0 - smooth_step(REST_WAVE, 3650.0, 15.0)
 #: the strongest lines of the metal forest: enough to blanket the blue, few enough to stay fast
 GALAXY_FOREST = tuple(a[np.argsort(METAL_FOREST[1])[-120:]] for a in METAL_FOREST)

@@ -195,8 +195,8 @@ def draw_and_render(rng: np.random.Generator, n: int) -> tuple[np.ndarray, dict[
         k = be.sum()
         lines = BALMER[:3]
         ew = rng.uniform(8, 60, k)[:, None] * np.array([1.0, 0.12, 0.04])[None, :]
-        split = np.where(rng.uniform(0, 1, k) < 0.5, rng.uniform(80, 200, k), 0.0)[:, None]
-        emission(em, rows[be], z[be], lines, ew, rng.uniform(60, 150, k)[:, None], cont_at(be, lines), split)
+        split = np.where(rng.uniform(0, 1, k) < 0.5, rng.uniform(80, 200, k), 0.0)[:, None]  # disc seen edge-on
+        emission(em, rows[be], z[be], lines, ew, rng.uniform(100, 220, k)[:, None], cont_at(be, lines), split)
     dme = kind == "dMe"
     if dme.any():
         k = dme.sum()
