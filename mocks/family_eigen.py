@@ -82,7 +82,10 @@ REDROCK_ARCHETYPES_PER_SET = 48
 #: Line-of-sight broadening left in redrock archetypes after averaging them into 1e-4 dex pixels
 REDROCK_SIGMA_KMS = 20.0
 AGN_FRACTION = 0.25  #: share of line-emitting galaxies given an AGN narrow-line set
-PASSIVE_FRACTION = 0.45  #: share of galaxies drawn from passive projected archetypes
+PASSIVE_FRACTION = 0.4  #: share of galaxies mixed from two passive projected archetypes
+#: share mixed from a passive and a line-emitting one (weights 0.03-0.5 on the latter): the projected
+#: emitters alone have H-alpha EW 35-155 A (5-95%), far stronger than most galaxies'
+WEAK_EMITTER_FRACTION = 0.2
 BAL_FRACTION = 0.12
 LAMOST_TEMPLATE_MIN_SNR = 30.0
 
@@ -364,20 +367,25 @@ def _lyman_forest(rng: np.random.Generator, wave_obs: np.ndarray, z: float) -> n
 
 def _draw_galaxy(rng: np.random.Generator, lib: dict, info: dict) -> tuple[np.ndarray, str, str, float, float]:
     loglam, eigen = lib["gal_loglam"], lib["gal_eigen"]
-    passive = rng.random() < PASSIVE_FRACTION
-    pool = lib["gal_passive"] if passive else lib["gal_emitting"]
-    a, b = rng.integers(len(pool), size=2)
-    t = rng.random()
-    coeff = (1 - t) * pool[a] + t * pool[b]
-    rest = coeff @ eigen
+    u = rng.random()
+    passive, emitting = lib["gal_passive"], lib["gal_emitting"]
+    if u < PASSIVE_FRACTION:
+        kind, first, second, t = "passive", passive, passive, rng.random()
+    elif u < PASSIVE_FRACTION + WEAK_EMITTER_FRACTION:  # mostly old light with a little star formation
+        kind, first, second, t = "weak-emitting", passive, emitting, rng.uniform(0.03, 0.5)
+    else:
+        kind, first, second, t = "emitting", emitting, emitting, rng.random()
+    a, b = int(rng.integers(len(first))), int(rng.integers(len(second)))
+    rest = ((1 - t) * first[a] + t * second[b]) @ eigen
     wave_rest = 10.0**loglam
-    subclass = "PASSIVE" if passive else "STARFORMING"
-    template = f"spEigenGal-56436 archetype-mix {'passive' if passive else 'emitting'} {a}/{b}"
-    if not passive and rng.random() < AGN_FRACTION:
-        subclass = "SEYFERT" if rng.random() < 0.5 else "LINER"
-        rest = rest + _agn_lines(rng, loglam, rest, subclass)
-        template += f" +{subclass.lower()} lines"
-    elif not passive:
+    template = f"spEigenGal-56436 archetype-mix {kind} {a}/{b} t={t:.2f}"
+    if kind == "passive":
+        subclass = "PASSIVE"
+    else:
+        if rng.random() < AGN_FRACTION:
+            agn = "SEYFERT" if rng.random() < 0.5 else "LINER"
+            rest = rest + _agn_lines(rng, loglam, rest, agn)
+            template += f" +{agn.lower()} lines"
         subclass = _bpt_subclass(wave_rest, rest)
     # dust in the galaxy (rest frame)
     ebv = info["ebv"] = rng.exponential(0.08)
