@@ -515,7 +515,8 @@ def _draw_star(rng: np.random.Generator, lib: dict, info: dict) -> tuple[np.ndar
         subclass, template = lib["rr_subclass"][k], lib["rr_name"][k]
         if kind == "dme":
             flux = flux + _balmer_emission(rng, LOGW, flux, z, "dme")
-            subclass, template = "dMe", template + " +Balmer emission"
+            # 'Me' as the physical family writes 'M3e': these archetypes carry no subtype
+            subclass, template = "Me", template + " +Balmer emission (dMe)"
         return flux, subclass, template, z, REDROCK_SIGMA_KMS
     else:  # any SDSS library star; supergiants are rare among LAMOST targets
         weight = np.array([0.15 if _is_supergiant(n) else 1.0 for n in names])

@@ -83,7 +83,7 @@ def test_subclasses_include_the_hard_cases(bright: MockChunk) -> None:
     t = bright.truth
     sub = Counter(zip(t["class"], t["subclass"]))
     for cls, name in (("GALAXY", "PASSIVE"), ("GALAXY", "STARFORMING"), ("QSO", "BROADLINE"), ("QSO", "BAL"),
-                      ("STAR", "Be"), ("STAR", "dMe"), ("STAR", "CV"), ("STAR", "WD"), ("STAR", "C")):
+                      ("STAR", "Be"), ("STAR", "Me"), ("STAR", "CV"), ("STAR", "WD"), ("STAR", "C")):
         assert sub[(cls, name)] > 0, (cls, name, sub)
     assert sub[("GALAXY", "SEYFERT")] + sub[("GALAXY", "LINER")] > 0
     assert any(s.startswith("K") for c, s in sub if c == "STAR")
