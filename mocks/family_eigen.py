@@ -651,7 +651,7 @@ def _block(seed: int, block: int, lib: dict, class_mix: np.ndarray, snr_distribu
     n = BLOCK
     classes = np.array(["STAR", "GALAXY", "QSO"])[rng.choice(3, size=n, p=class_mix)]
     rows: dict[str, list] = {k: [] for k in ("flux", "ivar", "andmask", "class", "subclass", "template", "z", "snr_g",
-                                               "snr_r", "resolution", "snr_target", "arm_scale", "arm_join",
+                                               "snr_r", "resolution", "snr_requested", "arm_mismatch", "arm_join",
                                                "velocity_dispersion", "ebv")}
     drawers = {"STAR": _draw_star, "GALAXY": _draw_galaxy, "QSO": _draw_qso}
     for cls in classes:
@@ -666,7 +666,7 @@ def _block(seed: int, block: int, lib: dict, class_mix: np.ndarray, snr_distribu
                                                                     info.get("intrinsic_snr", np.inf))
         for key, value in (("flux", noisy), ("ivar", ivar), ("andmask", andmask), ("class", cls), ("subclass", subclass),
                            ("template", template), ("z", z), ("snr_g", snr_g), ("snr_r", snr_r),
-                           ("resolution", resolution), ("snr_target", snr), ("arm_scale", arm), ("arm_join", join),
+                           ("resolution", resolution), ("snr_requested", snr), ("arm_mismatch", float(np.log(arm))), ("arm_join", join),
                            ("velocity_dispersion", info.get("velocity_dispersion", np.nan)),
                            ("ebv", info.get("ebv", 0.0))):
             rows[key].append(value)
@@ -702,8 +702,8 @@ def simulate(n: int, seed: int, *, class_mix: Sequence[float] = (1 / 3, 1 / 3, 1
             "template": np.array(parts["template"], dtype=str), "z": np.array(parts["z"], dtype=np.float64),
             "snr_g": np.array(parts["snr_g"], dtype=np.float32), "snr_r": np.array(parts["snr_r"], dtype=np.float32),
             "resolution": np.array(parts["resolution"], dtype=np.float32), "family": np.full(m, FAMILY),
-            "snr_target": np.array(parts["snr_target"], dtype=np.float32),
-            "arm_scale": np.array(parts["arm_scale"], dtype=np.float32),
+            "snr_requested": np.array(parts["snr_requested"], dtype=np.float32),
+            "arm_mismatch": np.array(parts["arm_mismatch"], dtype=np.float32),  # ln(red arm / blue arm scale)
             "arm_join": np.array(parts["arm_join"], dtype=np.float32),
             # galaxies' stellar velocity dispersion (km/s; NaN for others) and intrinsic E(B-V) (0 for stars)
             "velocity_dispersion": np.array(parts["velocity_dispersion"], dtype=np.float32),
