@@ -97,8 +97,10 @@ def observe(rng: np.random.Generator, source: np.ndarray, snr_g: np.ndarray) -> 
     sky = sky_cont + sky_lines
     obj_g = np.median(flux[:, G_WINDOW], axis=1)
     sky_g = np.median(sky[:, G_WINDOW], axis=1)
-    # how bright the sky is against the object: faint objects are sky dominated
-    sky_ratio = 0.3 * (20.0 / snr_g) * 10 ** rng.normal(0, 0.3, n)
+    # how bright the sky is against the object: faint objects are sky dominated, and a fibre that lets
+    # through less of its object's light (position error, seeing) still gets all of the sky
+    fibre_throughput = rng.uniform(0.3, 1.0, n)
+    sky_ratio = 0.2 * (20.0 / snr_g) * 10 ** rng.normal(0, 0.2, n) / fibre_throughput
     sky = sky * (sky_ratio * obj_g / np.maximum(sky_g, 1e-30))[:, None]
     read = rng.uniform(2.0, 5.0, n)[:, None] ** 2
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import (C_KMS, REST_LOGLAM, REST_WAVE, STEP, WORK_LOGLAM, WORK_WAVE, LineAccumulator, dust, equivalent_width_area,
+from .common import (C_KMS, REST_LOGLAM, REST_WAVE, STEP, WORK_WAVE, LineAccumulator, dust, equivalent_width_area,
                      log_uniform, planck, redshifted, smc_k, smooth_step)
 from .galaxies import starlight
 

@@ -83,7 +83,7 @@ def absorption_lines(acc: LineAccumulator, rows: np.ndarray, z: np.ndarray, teff
     one = 1.0 + z[:, None]
     b = balmer_strength(teff)[:, None] * BALMER_EW_A0[None, :] * np.asarray(balmer_scale).reshape(-1, 1)
     # pressure-broadened Balmer lines: a narrow core and wide wings (wider in dwarfs, hotter stars)
-    wing_kms = wing[:, None] * 900.0 * (1.0 + BALMER[None, :] * 0)
+    wing_kms = wing[:, None] * 900.0
     r = np.broadcast_to(rows[:, None], b.shape)
     acc.add(r, BALMER[None, :] * one, np.hypot(broad_kms[:, None], 120.0), equivalent_width_area(0.45 * b, BALMER))
     acc.add(r, BALMER[None, :] * one, np.hypot(broad_kms[:, None], wing_kms), equivalent_width_area(0.55 * b, BALMER))
