@@ -110,12 +110,12 @@ def _templates_root(templates_dir: str | Path | None) -> Path:
         candidates = ([Path(env)] if env else []) + [d / "templates" for d in _shared_data_candidates()]
         root = next((c for c in candidates if c.is_dir()), candidates[-1])
     needed = [root / "sdss" / f for f in ("spEigenGal-56436.fits", "spEigenQSO-55732.fits", "spEigenStar-55734.fits",
-                                          "spEigenCVstar-55734.fits")] + [root / "redrock" / f for f in ("rrtemplate-galaxy.fits",
-                                                                                            "rrtemplate-STAR-M-v0.1.fits")]
+                                          "spEigenCVstar-55734.fits")]
+    needed += [root / "redrock" / f for f in ("rrtemplate-galaxy.fits", "rrtemplate-STAR-M-v0.1.fits")]
     missing = [str(p) for p in needed if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"mock family 'eigen' needs the SDSS/redrock templates: missing {', '.join(missing)} "
-                                "(put ../shared/data/templates beside the repo, set $LAMOST_TEMPLATES or pass templates_dir)")
+        raise FileNotFoundError(f"mock family 'eigen' needs the SDSS/redrock templates: missing {', '.join(missing)} (put "
+                                "../shared/data/templates beside the repo, set $LAMOST_TEMPLATES or pass templates_dir)")
     return root
 
 
@@ -408,10 +408,9 @@ def _agn_lines(rng: np.random.Generator, loglam: np.ndarray, rest: np.ndarray, k
     wave = 10.0**loglam
     ha_flux = rng.uniform(5.0, 60.0) * _local_continuum(rest, wave, HALPHA)  # EW(H-alpha) 5-60 A
     hb = ha_flux / 3.1 * rng.uniform(0.6, 1.0)  # Balmer decrement with some reddening
-    if kind == "SEYFERT":
-        o3, n2, s2, o1 = rng.uniform(4, 12) * hb, rng.uniform(0.6, 1.5) * ha_flux, rng.uniform(0.4, 0.8) * ha_flux, rng.uniform(0.05, 0.2) * ha_flux
-    else:
-        o3, n2, s2, o1 = rng.uniform(0.8, 2.5) * hb, rng.uniform(1.0, 2.5) * ha_flux, rng.uniform(0.6, 1.2) * ha_flux, rng.uniform(0.2, 0.5) * ha_flux
+    # ([O III]/H-beta, [N II]/H-alpha, [S II]/H-alpha, [O I]/H-alpha) ranges
+    ranges = ((4, 12), (0.6, 1.5), (0.4, 0.8), (0.05, 0.2)) if kind == "SEYFERT" else ((0.8, 2.5), (1.0, 2.5), (0.6, 1.2), (0.2, 0.5))
+    o3, n2, s2, o1 = (rng.uniform(*r) * base for r, base in zip(ranges, (hb, ha_flux, ha_flux, ha_flux)))
     centers = np.array([HALPHA, HBETA, OIII_5008, OIII_4960, NII_6585, NII_6550, SII_6718, SII_6733, OI_6302, OII_3728])
     fluxes = np.array([ha_flux, hb, o3, o3 / 2.98, n2, n2 / 2.95, s2 * 0.55, s2 * 0.45, o1, rng.uniform(1, 3) * hb])
     return _gaussian_lines(loglam, centers, fluxes, rng.uniform(150.0, 400.0))
@@ -500,7 +499,7 @@ def _draw_star(rng: np.random.Generator, lib: dict, info: dict) -> tuple[np.ndar
             flux = _to_native(lib["cv_loglam"], rest[None], np.array([z]))[0]
             return flux, "CV", "spEigenCVstar-55734", z, sigma_kms
         flux = _made_cv(rng, z)
-        return flux, "CV", "made: blue continuum + broad Balmer/He", z, 0.0
+        return flux, "CV", "made: blue continuum + broad Balmer/He", z, 1.0  # made at full resolution
     if kind == "wd":
         pick = [i for i, s in enumerate(subs) if s == "WD"]
     elif kind == "carbon":
@@ -666,7 +665,8 @@ def _block(seed: int, block: int, lib: dict, class_mix: np.ndarray, snr_distribu
                                                                     info.get("intrinsic_snr", np.inf))
         for key, value in (("flux", noisy), ("ivar", ivar), ("andmask", andmask), ("class", cls), ("subclass", subclass),
                            ("template", template), ("z", z), ("snr_g", snr_g), ("snr_r", snr_r),
-                           ("resolution", resolution), ("snr_requested", snr), ("arm_mismatch", float(np.log(arm))), ("arm_join", join),
+                           ("resolution", resolution), ("snr_requested", snr), ("arm_mismatch", float(np.log(arm))),
+                           ("arm_join", join),
                            ("velocity_dispersion", info.get("velocity_dispersion", np.nan)),
                            ("ebv", info.get("ebv", 0.0))):
             rows[key].append(value)
