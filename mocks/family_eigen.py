@@ -71,13 +71,14 @@ SKY_LINES = np.array([4359.6, 5578.9, 5891.6, 5897.6, 6302.0, 6365.5, 6865.0, 69
                       7966.0, 7995.0, 8346.0, 8401.0, 8432.0, 8467.0, 8507.0, 8763.0, 8769.0, 8829.0,
                       8888.0, 8921.0, 8945.0, 8990.0, 9003.0])
 
-#: the sky lines as seen through the spectrograph (unit peaks, ~1.8 A sigma)
-SKY_PROFILE = np.exp(-0.5 * ((WAVELENGTH[:, None] - SKY_LINES[None, :]) / 1.8) ** 2).sum(axis=1)
+#: each sky line as seen through the spectrograph (unit peak, ~1.8 A sigma), and all of them
+SKY_LINE_PROFILES = np.exp(-0.5 * ((WAVELENGTH[None, :] - SKY_LINES[:, None]) / 1.8) ** 2)
+SKY_PROFILE = SKY_LINE_PROFILES.sum(axis=0)
 
 STAR_SOURCES = {"sdss": 0.28, "lamost": 0.26, "redrock": 0.16, "be": 0.08, "dme": 0.08, "cv": 0.06, "wd": 0.04,
                 "carbon": 0.04}
 #: redrock stellar archetype sets used (subclass = the set's letter), and how many archetypes of each
-REDROCK_STAR_SETS = ("A", "B", "F", "G", "K", "M", "WD")
+REDROCK_STAR_SETS = ("A", "B", "F", "G", "K", "M", "WD")  # STAR-CV has a basis but no archetypes
 REDROCK_ARCHETYPES_PER_SET = 48
 #: Line-of-sight broadening left in redrock archetypes after averaging them into 1e-4 dex pixels
 REDROCK_SIGMA_KMS = 20.0
@@ -616,11 +617,11 @@ def _instrument(rng: np.random.Generator, lib: dict, flux: np.ndarray, snr: floa
     level_intrinsic = level * snr / intrinsic_snr
     added = shape * np.sqrt(max(level**2 - level_intrinsic**2, (0.2 * level) ** 2))
     # sky-subtraction residuals (a sky that outshines faint objects) and the sky lines' photon noise
-    sky_lines = SKY_PROFILE
-    sky_strength = level * rng.uniform(5, 40) * (0.65 / throughput) * sky_lines
-    added = np.sqrt(added**2 + (0.3 * sky_strength * (sky_lines > 0.05)) ** 2)
+    sky_peak = level * rng.uniform(3, 30) * (0.65 / throughput)
+    added = np.sqrt(added**2 + (0.15 * sky_peak * SKY_PROFILE) ** 2)
     sigma = np.sqrt(added**2 + (shape * level_intrinsic) ** 2)
-    noisy = flux + added * rng.standard_normal(NPIX) + rng.normal(0, 0.05) * sky_strength * 3
+    residual = sky_peak * (rng.normal(0, 0.04, len(SKY_LINES)) @ SKY_LINE_PROFILES)  # per-line subtraction errors
+    noisy = flux + added * rng.standard_normal(NPIX) + residual
     # cosmic rays (1-3 pixels, unmasked) and, rarely, a huge spike of the kind that sets min-max scaling
     for _ in range(rng.poisson(1.0)):
         p = int(rng.integers(NPIX - 3))
