@@ -217,7 +217,7 @@ def markdown(result: dict) -> str:
     lines += ["", "Goals: " + ", ".join(f"{k} >= {v['goal']}" for k, v in next(iter(rows.values()))["scores"]["goals"].items()), ""]
     for name, row in rows.items():
         test, snr_set = row["scores"][TEST], row["scores"][TEST_SNR]
-        lines += [f"## {name}", "", row.get("note", ""), "",
+        lines += [f"## {name}", ""] + ([row["note"], ""] if row.get("note") else []) + [
                   f"Per class on {TEST} ({test['balanced']['n']} spectra). Balanced: as trained (flat prior). "
                   "At the mix: survey prior applied, precision re-weighted to 98.5 : 1.2 : 0.3. "
                   "Paper: Table 1 (real LAMOST, survey mix).", "",
