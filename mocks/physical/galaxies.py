@@ -27,9 +27,10 @@ OI_A, OI_B, NII_A, NII_B, SII_A, SII_B, HEI = 6302.05, 6365.54, 6549.86, 6585.27
 BALMER_DECREMENT = np.array([2.86, 1.0, 0.468, 0.259, 0.159, 0.105])  #: case B, relative to H-beta
 
 
-#: the old population's blackbody mix (K, G and F giants and dwarfs), with the blue end dimmed by
-#: unresolved metal lines, and the shape of the 4000 A break, tabulated once in the rest frame
-OLD_CONTINUUM = (0.55 * planck(REST_WAVE, 4000.0) + 0.35 * planck(REST_WAVE, 5200.0) + 0.10 * planck(REST_WAVE, 7000.0)) \
+#: the old population's blackbody mix (K, G and F giants and dwarfs, at colour temperatures), with the
+#: blue end dimmed by unresolved metal lines, and the shape of the 4000 A break, tabulated once in the
+#: rest frame. The temperatures give the colours of nearby ellipticals, g-r ~ 0.77, g-i ~ 1.2 (AB).
+OLD_CONTINUUM = (0.55 * planck(REST_WAVE, 4400.0) + 0.35 * planck(REST_WAVE, 5500.0) + 0.10 * planck(REST_WAVE, 7200.0)) \
     * np.exp(-0.3 * (3800.0 / REST_WAVE) ** 6)
 BELOW_BREAK = 1.0 - smooth_step(REST_WAVE, 3980.0, 40.0)
 BELOW_BALMER_JUMP = 1.0 - smooth_step(REST_WAVE, 3650.0, 15.0)
