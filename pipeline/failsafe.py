@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -36,6 +37,15 @@ def split(batch: Batch, parts: int = SPLIT_INTO) -> list[Batch]:
 
 def is_storage_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
+
+
+def failed_stage(exc: BaseException, read_failed: bool) -> str:
+    """'read' or 'classify': which task of a part failed. A worker's death names its task (a ``read-`` or
+    ``infer-`` key); the read future's own status can lag behind the error of the task that needed it."""
+    task = getattr(exc, "task", None) if type(exc).__name__ == "KilledWorker" else None
+    if isinstance(task, str):
+        return "read" if task.startswith("read-") else "classify"
+    return "read" if read_failed else "classify"
 
 
 def failure_reason(stage: str, exc: BaseException) -> str:
@@ -99,3 +109,20 @@ def assemble(batch: Batch, outcomes: list[PartOutcome], model: str) -> tuple[sta
             r.prob_balanced if getattr(r, "prob_balanced", None) is not None else np.full_like(r.prob, np.nan)
             for r in results])
     return merged, result
+
+
+def write_assembled(batch: Batch, outcomes: list[PartOutcome], model: str, catalog_dir: Path, release: str,
+                    save_flux: bool = False) -> int:
+    """Write a split batch's file from its parts; returns its rows. If even that fails (not for lack of
+    space or permission: that is raised), every source of the batch still gets its row, flagged."""
+    try:
+        records, result = assemble(batch, outcomes, model)
+        return stages.write(records, result, catalog_dir, release, save_flux=save_flux)
+    except Exception as exc:
+        if is_storage_error(exc):
+            raise
+        error = f"write failed: {type(exc).__name__}: {exc}"
+        records = stages.failed_batch_records(batch, error, stage="write")
+        result = stages.Classified(prob=np.full((len(batch.sources), len(CLASS_NAMES)), np.nan, np.float32),
+                                   cam=None, model=model, error=error)
+        return stages.write(records, result, catalog_dir, release)

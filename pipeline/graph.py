@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from distributed import Client, WorkerPlugin, as_completed, get_worker
 
 from . import failsafe, stages
@@ -75,20 +74,6 @@ def write_task(records: stages.PreparedRecords, result: stages.Classified, catal
     return records.batch.index, n, result.worker
 
 
-def write_parts_task(batch: Batch, outcomes: list[tuple], model: str, catalog_dir: str, release: str,
-                     save_flux: bool) -> tuple[int, int, str]:
-    records, result = failsafe.assemble(batch, [failsafe.PartOutcome(*o) for o in outcomes], model)
-    return write_task(records, result, catalog_dir, release, save_flux)
-
-
-def write_failed_task(batch: Batch, error: str, model: str, catalog_dir: str, release: str) -> tuple[int, int, str]:
-    records = stages.failed_batch_records(batch, error, stage="write")
-    result = stages.Classified(prob=np.full((len(batch.sources), 3), np.nan, np.float32), cam=None, model=model,
-                               error=error)
-    n = stages.write(records, result, Path(catalog_dir), release)
-    return batch.index, n, ""
-
-
 def gpu_workers(client: Client) -> list[str]:
     info = client.scheduler_info(n_workers=-1)["workers"]
     return [addr for addr, w in info.items() if w.get("resources", {}).get("GPU", 0) >= 1]
@@ -108,7 +93,7 @@ class _SplitBatch:
 
     batch: Batch
     in_flight: int = 0
-    outcomes: list[tuple] = field(default_factory=list)  # failsafe.PartOutcome fields, futures for data
+    outcomes: list[failsafe.PartOutcome] = field(default_factory=list)
 
 
 def run_graph(
@@ -141,7 +126,7 @@ def run_graph(
     result = GraphResult()
     pending = list(reversed(todo))
     in_flight = 0
-    tracked: dict = {}  # future -> what it finishes: ("batch", batch, ...), ("part", ...) or ("assembled", batch)
+    tracked: dict = {}  # future -> what it finishes: ("batch", batch) or ("part", split, part, prepared, attempt)
     seq = as_completed()
     last_save = 0.0
     tag = manifest.fingerprint[:8]
@@ -166,55 +151,48 @@ def run_graph(
         track(written, ("batch", batch))
         in_flight += 1
 
-    def submit_part(split: _SplitBatch, part: Batch) -> None:
-        key = f"{tag}-{part.name}-{part.start}-{part.stop}"
+    def submit_part(split: _SplitBatch, part: Batch, attempt: int = 1) -> None:
+        key = f"{tag}-{part.name}-{part.start}-{part.stop}-{attempt}"
         prepared, classified = submit_read_infer(part, key, 0)
-        track(classified, ("part", split, part, prepared))
+        track(classified, ("part", split, part, prepared, attempt))
         split.in_flight += 1
 
-    def part_done(split: _SplitBatch, part: Batch, prepared, fut) -> None:
+    def part_done(split: _SplitBatch, part: Batch, prepared, attempt: int, fut) -> tuple[int, int] | None:
+        """Take in one part's outcome; when it was the batch's last, write the batch and return (index, n)."""
         split.in_flight -= 1
-        if fut.status == "finished":
-            split.outcomes.append((part, prepared, fut, None))
-        elif len(part.sources) > 1:
+        # Results come to this process at once: left in a worker's memory, they would die with the next
+        # worker the bad spectrum kills, and their recomputation could fail the same way.
+        try:
+            records, classified = client.gather([prepared, fut])
+        except Exception as exc:  # noqa: BLE001 - any task failure is handled the same way below
+            part_failed(split, part, prepared, attempt, exc)
+        else:
+            split.outcomes.append(failsafe.PartOutcome(part, records, classified))
+        if split.in_flight:
+            return None
+        n = failsafe.write_assembled(split.batch, split.outcomes, manifest.model, catalog_dir, release, save_flux)
+        return split.batch.index, n
+
+    def part_failed(split: _SplitBatch, part: Batch, prepared, attempt: int, exc: BaseException) -> None:
+        if len(part.sources) > 1:
             for sub in failsafe.split(part):
                 submit_part(split, sub)
+        elif attempt == 1 and type(exc).__name__ == "KilledWorker":
+            # A worker's death counts against every task queued on it, not only the one that killed it:
+            # an innocent spectrum gets a second try before it is given up.
+            submit_part(split, part, attempt=2)
         else:
-            stage = "read" if prepared.status == "error" else "classify"
-            reason = failsafe.failure_reason(stage, fut.exception())
-            split.outcomes.append((part, None if stage == "read" else prepared, None, reason))
-        if split.in_flight == 0:
-            written = client.submit(write_parts_task, split.batch, split.outcomes, manifest.model, str(catalog_dir),
-                                    release, save_flux, key=f"write-{tag}-{split.batch.name}-parts", pure=False)
-            track(written, ("assembled", split.batch))
+            stage = failsafe.failed_stage(exc, read_failed=prepared.status == "error")
+            records = None
+            if stage == "classify":
+                try:
+                    records = prepared.result()
+                except Exception:  # noqa: BLE001 - lost with its worker: the row is flagged without it
+                    stage = "read"
+            split.outcomes.append(failsafe.PartOutcome(part, records, None, failsafe.failure_reason(stage, exc)))
 
-    while pending and in_flight < window:
-        submit_next()
-    for fut in seq:
-        what = tracked.pop(fut)
-        if what[0] == "part":
-            part_done(*what[1:], fut)
-            continue
-        batch = what[1]
-        if fut.status == "finished":
-            index, n, worker = fut.result()
-            if worker:
-                result.inference_workers.add(worker)
-        else:
-            exc = fut.exception()
-            if failsafe.is_storage_error(exc):
-                manifest.save(catalog_dir)
-                raise exc
-            if what[0] == "batch":
-                result.failed_batches.append(batch.index)
-                split = _SplitBatch(batch)
-                for part in failsafe.split(batch):
-                    submit_part(split, part)
-                continue
-            # Even the parts could not be put together: every source still gets its row, flagged.
-            error = f"write failed: {type(exc).__name__}: {exc}"
-            index, n, _ = client.submit(write_failed_task, batch, error, manifest.model, str(catalog_dir), release,
-                                        key=f"fail-{tag}-{batch.name}", pure=False).result()
+    def batch_done(index: int, n: int) -> None:
+        nonlocal in_flight, last_save
         in_flight -= 1
         result.rows += n
         result.batches += 1
@@ -226,5 +204,30 @@ def run_graph(
             on_batch_done(index, n)
         if pending:
             submit_next()
-    manifest.save(catalog_dir)
+
+    while pending and in_flight < window:
+        submit_next()
+    try:
+        for fut in seq:
+            what = tracked.pop(fut)
+            if what[0] == "part":
+                if (done := part_done(*what[1:], fut)) is not None:
+                    batch_done(*done)
+                continue
+            batch = what[1]
+            if fut.status == "finished":
+                index, n, worker = fut.result()
+                if worker:
+                    result.inference_workers.add(worker)
+                batch_done(index, n)
+                continue
+            exc = fut.exception()
+            if failsafe.is_storage_error(exc):
+                raise exc
+            result.failed_batches.append(batch.index)
+            split = _SplitBatch(batch)
+            for part in failsafe.split(batch):
+                submit_part(split, part)
+    finally:
+        manifest.save(catalog_dir)
     return result

@@ -101,9 +101,10 @@ def test_inference_only_on_gpu_resource_workers_and_resume(release, models, tmp_
 
 
 def summary_model(path: str) -> str:
-    from lamost_classify.model.inference import Classifier
+    from lamost_classify.model.weights import read_card
+    from lamost_classify.pipeline.manifest import model_id
 
-    return Classifier.load(path, device="cpu").name
+    return model_id(read_card(Path(path)))
 
 
 def test_worker_killed_mid_run(release, models, tmp_path):
