@@ -79,9 +79,9 @@ class SetLoader:
                 np.concatenate([np.asarray(t["label"], np.int64) for _, t in parts]))
 
 
-def families_in(data: Path) -> list[str]:
-    """Families with every LOFO set in ``data`` (a directory per family), sorted."""
-    return sorted(d.name for d in data.iterdir() if d.is_dir() and all((d / f"{s}_flux.npy").exists() for s in SETS))
+def families_in(data: Path, sets: tuple[str, ...] = SETS) -> list[str]:
+    """Families with all of ``sets`` in ``data`` (a directory per family), sorted."""
+    return sorted(d.name for d in data.iterdir() if d.is_dir() and all((d / f"{s}_flux.npy").exists() for s in sets))
 
 
 def survey_prior(strength: float) -> list[float]:
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if not args.data.is_dir():
         raise SystemExit(f"--data {args.data} is not a directory: make the sets first (training/make_training_set.py)")
-    families = args.families or families_in(args.data)
+    families = args.families or families_in(args.data, (TEST, TEST_SNR) if args.model else SETS)
     loader = SetLoader(args.data)
     if args.model:
         from lamost_classify.model.weights import load_weights
