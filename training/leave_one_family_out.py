@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
         set_threads(args.threads)
         model, card = load_weights(args.model, resolve_device(args.device))
         temperature = float(card.get("temperature", 1.0))
-        prior = list(card.get("default_target_prior", SURVEY_PRIOR))
+        prior = list(card.get("metrics", {}).get("default_target_prior") or SURVEY_PRIOR)  # as Classifier.load
         loader.fold = "model"
         scores = score_families(loader, model, temperature, prior, families, "test")
         stars = real_star_recall(model, temperature, prior)
