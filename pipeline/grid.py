@@ -59,6 +59,7 @@ class PreparedBatch:
     flags: np.ndarray  # (B,) uint32, reader flags | preparation flags
     snr: np.ndarray  # (B,) float32 median S/N per output pixel over valid pixels (nan if none)
     coverage: np.ndarray  # (B,) float32 fraction of the grid covered by the spectrum
+    ivar: np.ndarray | None = None  # (B, 2600) float32 inverse variance of ``flux`` (normalised units), 0 where masked
 
 
 def native_edges(wavelength: np.ndarray) -> np.ndarray:
@@ -177,6 +178,11 @@ def prepare_arrays(
     valid, nonfinite = pixel_validity(flux, ivar, None if andmask is None else np.atleast_2d(andmask))
     res = resample(wavelength, flux, ivar, valid)
     norm, flags = normalise(res.flux, res.valid)
+    # The inverse variance in normalised units (ivar x span^2): what a template fit of ``flux`` weighs by.
+    fmin = np.where(res.valid, res.flux, np.inf).min(axis=1, initial=np.inf).astype(np.float64)
+    fmax = np.where(res.valid, res.flux, -np.inf).max(axis=1, initial=-np.inf).astype(np.float64)
+    span = np.where(fmax > fmin, fmax - fmin, 0.0)
+    ivar_norm = np.where(res.valid, res.ivar.astype(np.float64) * span[:, None] ** 2, 0.0)
 
     n_covered = res.covered.sum(axis=1)
     coverage = n_covered / N_PIXELS
@@ -192,7 +198,8 @@ def prepare_arrays(
     flags |= np.where(coverage < MIN_COVERAGE, int(Flag.LOW_COVERAGE), 0).astype(np.uint32)
     flags |= np.where(has_valid & (masked_fraction > MAX_MASKED_FRACTION), int(Flag.MANY_MASKED), 0).astype(np.uint32)
     flags |= np.where(has_valid & ~(snr >= LOW_SNR), int(Flag.LOW_SNR), 0).astype(np.uint32)
-    return PreparedBatch(flux=norm, flags=flags, snr=np.clip(snr, -_F32_MAX, _F32_MAX).astype(np.float32), coverage=coverage.astype(np.float32))
+    return PreparedBatch(flux=norm, flags=flags, snr=np.clip(snr, -_F32_MAX, _F32_MAX).astype(np.float32),
+                         coverage=coverage.astype(np.float32), ivar=np.minimum(ivar_norm, _F32_MAX).astype(np.float32))
 
 
 def _placeable(s: Spectrum) -> bool:
@@ -212,6 +219,7 @@ def prepare(spectra: list[Spectrum]) -> PreparedBatch:
         flags=np.array([s.flags for s in spectra], dtype=np.uint32),
         snr=np.full(b, np.nan, np.float32),
         coverage=np.zeros(b, np.float32),
+        ivar=np.zeros((b, N_PIXELS), np.float32),
     )
     groups: dict[bytes, list[int]] = {}
     for i, s in enumerate(spectra):
@@ -235,4 +243,5 @@ def prepare(spectra: list[Spectrum]) -> PreparedBatch:
         out.flags[rows] |= block.flags
         out.snr[rows] = block.snr
         out.coverage[rows] = block.coverage
+        out.ivar[rows] = block.ivar
     return out

@@ -1,0 +1,421 @@
+"""Redshift and spectral type by template fitting on the pipeline's grid, vectorised over a batch.
+
+Every spectrum is fitted with the templates of the class the network gave it (``model/data/
+redshift_templates.npz``, made by ``training/make_redshift_templates.py`` from the SDSS spEigen*
+files), by least squares weighted with the spectrum's inverse variance, at every redshift of the class's
+range that is a whole number of grid pixels (the grid is log-linear: a redshift is a shift):
+
+- STAR: each of the 124 typed star spectra times a quadratic polynomial (a multiplicative polynomial
+  absorbs flux-calibration and extinction tilts), radial velocities within +-``STAR_MAX_SHIFT`` pixels.
+  The best template gives the subclass (its MK letter and subtype, or WD, CV, C, L).
+- GALAXY (spEigenGal, 4 eigenspectra) and QSO (spEigenQSO, 4 eigenspectra): the eigenspectra plus a
+  quadratic polynomial, added. Every sum the normal equations need, at every shift, is a correlation of a
+  template (or a product of two) with the spectrum's weights, so one FFT per sum gives the whole chi2(z)
+  curve of a class's redshift range at once (galaxies: -0.005 to 1.2, QSOs: 0 to 6).
+
+The redshift is the lowest chi2 of that curve, plus a Gaussian prior in log(1 + z) when the network's
+redshift head gives a proposal (``proposal``; its sigma is floored at ``PRIOR_SIGMA_FLOOR`` so that an
+overconfident head cannot overrule a clear fit). A parabola through the minimum and its two neighbours
+gives the sub-pixel redshift, and its curvature the 1-sigma error (delta chi2 = 1). ``delta_chi2`` is the
+chi2 of the second-best solution minus the best: for galaxies and QSOs the lowest other local minimum
+more than ``EXCLUDE_KMS`` away (an ambiguous redshift when small, as redrock's ZWARN), for stars the best
+template of another MK letter (an ambiguous type).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lamost_classify import CLASS_NAMES
+from lamost_classify.pipeline.grid import LOG_WAVELENGTH, N_PIXELS, WAVELENGTH
+
+C_KMS = 299792.458
+STEP = float(LOG_WAVELENGTH[1] - LOG_WAVELENGTH[0])  # dex per grid pixel
+KMS_PER_PIXEL = C_KMS * np.log(10.0) * STEP
+STAR_MAX_SHIFT = 4  # pixels: +-4 x 104 km/s, stellar radial velocities to ~400 km/s
+N_POLY = 3  # polynomial terms (Legendre degree 0..2) added to the galaxy and QSO eigenspectra
+STAR_N_POLY = 5  # terms of the polynomial multiplying each star template (degree 4: the continuum shape is
+#   left to the polynomial, the type to the lines; 1-3 terms typed the real LAMOST stars worse)
+EXCLUDE_KMS = {"GALAXY": 1000.0, "QSO": 3000.0}  # a second solution must lie this far from the best
+SMALL_DELTA_CHI2 = 9.0  # redrock's threshold: below it the second-best redshift is about as good
+MIN_GOOD_PIXELS = 500  # fewer valid grid pixels than this (a fifth of the grid): the fit is flagged
+PRIOR_SIGMA_FLOOR = 0.01  # in log(1 + z): the head's proposal narrows the search, never to below this
+
+
+@dataclass
+class RedshiftResult:
+    """Per spectrum of the batch (NaN / None where not fitted: no class, or no valid pixel)."""
+
+    z: np.ndarray  # (B,) float64
+    z_err: np.ndarray  # (B,) float64, 1 sigma from the chi2 curvature
+    subclass: list[str | None]
+    chi2: np.ndarray  # (B,) best chi2
+    delta_chi2: np.ndarray  # (B,) second-best solution's chi2 minus the best (see the module docstring)
+    n_good: np.ndarray  # (B,) valid pixels used
+    small_delta_chi2: np.ndarray  # (B,) bool: galaxy/QSO redshift ambiguous (delta_chi2 < SMALL_DELTA_CHI2)
+    at_edge: np.ndarray  # (B,) bool: best redshift at the edge of the class's range
+    few_pixels: np.ndarray  # (B,) bool: fewer than MIN_GOOD_PIXELS valid pixels
+
+
+@dataclass
+class ClassTemplates:
+    basis: torch.Tensor  # (K, M) float64, rest frame on the grid's step
+    k0: int  # template pixel j sits at the grid's pixel (j - k0) at z = 0
+    subclass: list[str] | None = None  # stars: one label per template
+
+    @property
+    def n_shifts(self) -> int:
+        return self.basis.shape[1] - N_PIXELS + 1
+
+    def z_of_offset(self, u: np.ndarray | float) -> np.ndarray:
+        """Redshift of template offset ``u`` (the template pixel under grid pixel 0); shift s = k0 - u."""
+        return 10.0 ** ((self.k0 - np.asarray(u, dtype=np.float64)) * STEP) - 1.0
+
+
+def templates_path() -> Path:
+    return Path(str(resources.files("lamost_classify.model") / "data" / "redshift_templates.npz"))
+
+
+@functools.lru_cache(maxsize=2)
+def load_templates(path: str | None = None) -> dict[str, ClassTemplates]:
+    """The shipped template library (or ``path``), one ``ClassTemplates`` per class, checked against the grid."""
+    file = Path(path) if path else templates_path()
+    if not file.exists():
+        raise FileNotFoundError(f"redshift templates {file} are missing: run training/make_redshift_templates.py")
+    with np.load(file) as data:
+        if abs(float(data["step"]) - STEP) > 1e-12 or abs(float(data["loglam_first_pixel"]) - LOG_WAVELENGTH[0]) > 1e-12:
+            raise ValueError(f"{file} was made for another wavelength grid: rerun training/make_redshift_templates.py")
+        return {c: ClassTemplates(torch.from_numpy(data[f"{c}_basis"].astype(np.float64)), int(data[f"{c}_k0"]),
+                                  [str(s) for s in data["STAR_subclass"]] if c == "STAR" else None)
+                for c in CLASS_NAMES}
+
+
+def legendre_basis(n_terms: int = N_POLY, n_pixels: int = N_PIXELS) -> torch.Tensor:
+    """(n_terms, n_pixels) Legendre polynomials over the grid mapped to [-1, 1]."""
+    x = np.linspace(-1.0, 1.0, n_pixels)
+    return torch.from_numpy(np.stack([np.polynomial.legendre.Legendre.basis(k)(x) for k in range(n_terms)]))
+
+
+def _solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Solutions of the normal equations a x = b (..., p, p), (..., p), lightly regularised so that
+    a template that is zero under the valid pixels gives x = 0 instead of an error."""
+    scale = torch.diagonal(a, dim1=-2, dim2=-1).mean(-1, keepdim=True).clamp_min(1e-30)
+    ridge = torch.diag_embed(1e-9 * scale.expand(b.shape))
+    return torch.linalg.solve(a + ridge, b.unsqueeze(-1)).squeeze(-1)
+
+
+def _z_err(z: np.ndarray, sigma_pixels: np.ndarray, reduced_chi2: np.ndarray) -> np.ndarray:
+    """1-sigma of z from the chi2 curvature (in pixels), scaled up by sqrt(reduced chi2) when the best
+    template fits worse than the noise allows (template mismatch, underestimated noise)."""
+    return (1.0 + z) * np.log(10.0) * STEP * sigma_pixels * np.sqrt(np.maximum(reduced_chi2, 1.0))
+
+
+def _curve_minimum(chi2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(position of the minimum in samples, sub-sample; its 1-sigma in samples; at the curve's edge) of
+    chi2 curves (B, S), from a parabola through the lowest sample and its neighbours."""
+    ar = torch.arange(len(chi2))
+    best = chi2.argmin(1)
+    edge = (best == 0) | (best == chi2.shape[1] - 1)
+    mid = best.clamp(1, chi2.shape[1] - 2)
+    offset, sigma = _parabola(chi2[ar, mid - 1], chi2[ar, mid], chi2[ar, mid + 1])
+    offset = torch.where(edge, torch.zeros_like(offset), offset + (mid - best))
+    return best + offset, sigma, edge
+
+
+def _parabola(c_minus: torch.Tensor, c0: torch.Tensor, c_plus: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(offset of the vertex from the middle point in pixels, 1-sigma in pixels) of chi2 samples at -1, 0, +1."""
+    curvature = c_minus - 2 * c0 + c_plus
+    ok = curvature > 0
+    safe = torch.where(ok, curvature, torch.ones_like(curvature))
+    offset = torch.where(ok, 0.5 * (c_minus - c_plus) / safe, torch.zeros_like(c0)).clamp(-0.5, 0.5)
+    sigma = torch.where(ok, torch.sqrt(2.0 / safe), torch.full_like(c0, float("nan")))
+    return offset, sigma
+
+
+class RedshiftFitter:
+    """Fits batches of normalised spectra on the pipeline grid with their inverse variances.
+
+    ``fit(flux, ivar, classes, proposal=None)``: ``classes`` are class indices (-1: skip the row);
+    ``proposal`` is the network head's (z, z_err) per row, or None.
+    """
+
+    def __init__(self, templates: dict[str, ClassTemplates] | None = None, device: str | torch.device = "cpu",
+                 star_poly: int = STAR_N_POLY) -> None:
+        self.templates = templates or load_templates()
+        self.device = torch.device(device)
+        self.poly = legendre_basis().to(self.device)
+        self.star_poly = legendre_basis(star_poly).to(self.device)
+        self.star_pairs = [(j, k) for j in range(star_poly) for k in range(j, star_poly)]
+        pp_basis = legendre_basis(2 * star_poly - 1)
+        products = torch.stack([self.star_poly[j].cpu() * self.star_poly[k].cpu() for j, k in self.star_pairs])
+        self.star_pp_basis = pp_basis.float().to(self.device)
+        self.star_pp_coeffs = torch.linalg.lstsq(pp_basis.T, products.T).solution.T.contiguous().to(self.device)
+        stars = self.templates["STAR"]
+        # The star templates at every allowed radial-velocity shift, (S * T, N) float32: one matmul each.
+        k0, shifts = stars.k0, np.arange(-STAR_MAX_SHIFT, STAR_MAX_SHIFT + 1)
+        if k0 - shifts.max() < 0 or k0 - shifts.min() + N_PIXELS > stars.basis.shape[1]:
+            raise ValueError("the star templates do not cover the radial-velocity window")
+        sliced = torch.stack([stars.basis[:, k0 - s:k0 - s + N_PIXELS] for s in shifts])  # (S, T, N)
+        self.star_shifts = shifts
+        # The radial velocity is measured with the best of one template per type letter (the first
+        # listed), which is enough to place the lines; every template is then fitted at that shift.
+        first = {}
+        for i, label in enumerate(stars.subclass):
+            first.setdefault(_letter(label), i)
+        self.star_representatives = torch.tensor(sorted(first.values()), device=self.device)
+        self.star_t = sliced.reshape(-1, N_PIXELS).float().to(self.device)
+        self._spectra_fft: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # ------------------------------------------------------------------------------------------
+    def fit(self, flux: np.ndarray, ivar: np.ndarray, classes: np.ndarray,
+            proposal: tuple[np.ndarray, np.ndarray] | None = None) -> RedshiftResult:
+        flux = np.asarray(flux, dtype=np.float64)
+        ivar = np.where(np.isfinite(ivar) & (np.asarray(ivar) > 0), ivar, 0.0).astype(np.float64)
+        classes = np.asarray(classes)
+        b = len(flux)
+        out = RedshiftResult(z=np.full(b, np.nan), z_err=np.full(b, np.nan), subclass=[None] * b,
+                             chi2=np.full(b, np.nan), delta_chi2=np.full(b, np.nan), n_good=(ivar > 0).sum(1),
+                             small_delta_chi2=np.zeros(b, bool), at_edge=np.zeros(b, bool),
+                             few_pixels=np.zeros(b, bool))
+        out.few_pixels = (out.n_good < MIN_GOOD_PIXELS) & (classes >= 0)
+        for label, name in enumerate(CLASS_NAMES):
+            rows = np.flatnonzero((classes == label) & (out.n_good > 0))
+            if len(rows) == 0:
+                continue
+            if name == "STAR":
+                self._fit_stars(flux[rows], ivar[rows], rows, out)
+            else:
+                prior = None if proposal is None else (np.asarray(proposal[0])[rows], np.asarray(proposal[1])[rows])
+                self._fit_scan(name, flux[rows], ivar[rows], rows, out, prior)
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    def _star_chi2(self, f: torch.Tensor, w: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
+        """chi2 (B, R) of each spectrum against each of R templates (R, N) times a polynomial.
+
+        Model T(x) * sum_j a_j P_j(x): A_jk = sum w P_j P_k T^2 and b_j = sum w f P_j T are two matmuls
+        of the batch's weighted polynomials with the templates (squared), then R small solves per spectrum.
+        """
+        p = self.star_poly
+        n_poly = len(p)
+        pairs = self.star_pairs
+        n_b, n_r = len(f), len(templates)
+        # P_j P_k is a polynomial of degree <= 2 (n_poly - 1): sums against the 2 n_poly - 1 Legendre
+        # polynomials of that degree, recombined, give all the pairs' sums for fewer matmul rows.
+        w_pp = (w.float().unsqueeze(1) * self.star_pp_basis.unsqueeze(0)).reshape(-1, N_PIXELS)
+        w_fp = ((w * f).float().unsqueeze(1) * p.float().unsqueeze(0)).reshape(-1, N_PIXELS)
+        sums = (w_pp @ templates.square().T).reshape(n_b, len(self.star_pp_basis), n_r).double()
+        gram = torch.einsum("ql,blr->bqr", self.star_pp_coeffs, sums)
+        rhs = (w_fp @ templates.T).reshape(n_b, n_poly, n_r).double().transpose(1, 2)  # (B, R, n_poly)
+        a = torch.empty(n_b, n_r, n_poly, n_poly, dtype=torch.float64, device=self.device)
+        for i, (j, k) in enumerate(pairs):
+            a[..., j, k] = a[..., k, j] = gram[:, i]
+        return (w * f * f).sum(1, keepdim=True) - (rhs * _solve(a, rhs)).sum(-1)
+
+    def _fit_stars(self, flux: np.ndarray, ivar: np.ndarray, rows: np.ndarray, out: RedshiftResult) -> None:
+        """Four passes, so that no spectrum meets every template at every shift: (1) one template per
+        type letter at z = 0 picks the best; (2) that template over the radial-velocity window gives the
+        whole-pixel shift; (3) every template at that shift gives the type and delta chi2; (4) the best
+        template over the window again gives z and its error."""
+        stars = self.templates["STAR"]
+        n_s, n_t = len(self.star_shifts), len(stars.subclass)
+        shifted = self.star_t.reshape(n_s, n_t, N_PIXELS)
+        f = torch.from_numpy(flux).to(self.device)
+        w = torch.from_numpy(ivar).to(self.device)
+        reps = self.star_representatives
+        t_first = reps[self._star_chi2(f, w, shifted[STAR_MAX_SHIFT][reps]).argmin(1)]
+        s_idx = self._star_shift_curve(f, w, t_first).argmin(1)
+        per_template = torch.empty(len(f), n_t, dtype=torch.float64, device=self.device)
+        for s in torch.unique(s_idx).tolist():
+            members = s_idx == s
+            per_template[members] = self._star_chi2(f[members], w[members], shifted[s])
+        t_best = per_template.argmin(1)
+        curve = self._star_shift_curve(f, w, t_best)
+        shift, sigma, edge = _curve_minimum(curve)
+        shift = shift + float(self.star_shifts[0])
+        best_chi2 = curve.min(1).values
+        subclass = [stars.subclass[t] for t in t_best.tolist()]
+        letters = np.array([_letter(s) for s in stars.subclass])
+        published = np.array([_letter(s) for s in subclass])
+        other_letter = torch.from_numpy(letters[None, :] != published[:, None]).to(self.device)
+        second = torch.where(other_letter, per_template, torch.full_like(per_template, float("inf"))).min(1).values
+        z = 10.0 ** (shift.cpu().numpy() * STEP) - 1.0
+        dof = np.maximum((ivar > 0).sum(1) - len(self.star_poly), 1)
+        out.z[rows] = z
+        out.z_err[rows] = _z_err(z, sigma.cpu().numpy(), best_chi2.cpu().numpy() / dof)
+        out.chi2[rows] = best_chi2.cpu().numpy()
+        out.delta_chi2[rows] = (second - per_template.min(1).values).cpu().numpy()
+        out.at_edge[rows] = edge.cpu().numpy()
+        for r, label in zip(rows, subclass):
+            out.subclass[r] = label
+
+    def _star_shift_curve(self, f: torch.Tensor, w: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
+        """chi2 (B, S) of each spectrum against its own template (index per row) at every allowed shift."""
+        n_s = len(self.star_shifts)
+        shifted = self.star_t.reshape(n_s, -1, N_PIXELS)
+        return torch.stack([self._star_chi2_rows(f, w, shifted[s][template]) for s in range(n_s)], 1)
+
+    def _star_chi2_rows(self, f: torch.Tensor, w: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
+        """chi2 (B,) of each spectrum against its own template (B, N) times the polynomial."""
+        p = self.star_poly.float()
+        wt = (w.float() * templates)  # (B, N)
+        a = torch.einsum("bn,jn,kn->bjk", wt * templates, p, p).double()
+        rhs = torch.einsum("bn,jn->bj", wt * f.float(), p).double()
+        return (w * f * f).sum(1) - (rhs * _solve(a, rhs)).sum(-1)
+
+    # ------------------------------------------------------------------------------------------
+    def _template_fft(self, name: str, n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """FFTs of a class's eigenspectra (K, F) and of their pairwise products (pairs, F), cached."""
+        key = (name, n_fft)
+        if key not in self._spectra_fft:
+            e = self.templates[name].basis.to(self.device)
+            k = len(e)
+            products = torch.stack([e[i] * e[j] for i in range(k) for j in range(i, k)])
+            self._spectra_fft[key] = (torch.fft.rfft(e, n_fft), torch.fft.rfft(products, n_fft))
+        return self._spectra_fft[key]
+
+    def _fit_scan(self, name: str, flux: np.ndarray, ivar: np.ndarray, rows: np.ndarray, out: RedshiftResult,
+                  prior: tuple[np.ndarray, np.ndarray] | None) -> None:
+        tpl = self.templates[name]
+        e = tpl.basis
+        k, m = e.shape
+        n_u = tpl.n_shifts
+        n_fft = 1 << int(np.ceil(np.log2(m + N_PIXELS)))
+        e_fft, ee_fft = self._template_fft(name, n_fft)
+        f = torch.from_numpy(flux).to(self.device)
+        w = torch.from_numpy(ivar).to(self.device)
+        p = self.poly
+        nb = len(f)
+
+        def correlate(spectra_fft: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
+            """sum_i signal[b, i] * template[u + i] for every offset u: (B, rows, U)."""
+            s_fft = torch.fft.rfft(signal.flip(-1), n_fft)  # correlation = convolution with the flipped signal
+            full = torch.fft.irfft(spectra_fft.unsqueeze(0) * s_fft.unsqueeze(1), n_fft)
+            return full[..., N_PIXELS - 1:N_PIXELS - 1 + n_u]
+
+        ee = correlate(ee_fft, w)  # (B, pairs, U): sum w E_i E_j
+        signals = torch.cat([w.unsqueeze(1) * p.unsqueeze(0), (w * f).unsqueeze(1)], 1)  # (B, N_POLY + 1, N)
+        ep = torch.stack([correlate(e_fft, signals[:, j]) for j in range(N_POLY + 1)], 2)  # (B, K, N_POLY+1, U)
+        n_par = k + N_POLY
+        a = torch.zeros(nb, n_u, n_par, n_par, dtype=torch.float64, device=self.device)
+        i = 0
+        for r in range(k):
+            for c in range(r, k):
+                a[:, :, r, c] = a[:, :, c, r] = ee[:, i]
+                i += 1
+        for r in range(k):
+            for j in range(N_POLY):
+                a[:, :, r, k + j] = a[:, :, k + j, r] = ep[:, r, j]
+        pp = torch.einsum("bn,jn,ln->bjl", w, p, p)
+        a[:, :, k:, k:] = pp.unsqueeze(1)
+        rhs = torch.zeros(nb, n_u, n_par, dtype=torch.float64, device=self.device)
+        rhs[:, :, :k] = ep[:, :, N_POLY].transpose(1, 2)
+        rhs[:, :, k:] = ((w * f) @ p.T).unsqueeze(1)
+        chi2 = (w * f * f).sum(1, keepdim=True) - (rhs * _solve(a, rhs)).sum(-1)  # (B, U)
+
+        z_grid = torch.from_numpy(tpl.z_of_offset(np.arange(n_u))).to(self.device)
+        score = chi2
+        if prior is not None:
+            mu = torch.from_numpy(np.log1p(prior[0]).astype(np.float64)).to(self.device)
+            sig = torch.from_numpy(np.asarray(prior[1], np.float64) / (1.0 + np.asarray(prior[0], np.float64)))
+            sig = torch.nan_to_num(sig, nan=np.inf).clamp_min(PRIOR_SIGMA_FLOOR).to(self.device)
+            usable = torch.isfinite(mu)
+            penalty = ((torch.log1p(z_grid)[None, :] - mu[:, None]) / sig[:, None]) ** 2
+            score = chi2 + torch.where(usable[:, None], penalty, torch.zeros_like(penalty))
+        u_best = score.argmin(1)
+        ar = torch.arange(nb)
+        edge = (u_best == 0) | (u_best == n_u - 1)
+        mid = u_best.clamp(1, n_u - 2)
+        offset, sigma = _parabola(chi2[ar, mid - 1], chi2[ar, mid], chi2[ar, mid + 1])
+        offset = torch.where(edge, torch.zeros_like(offset), offset + (mid - u_best))
+        u_hat = (u_best + offset).cpu().numpy()
+        z = tpl.z_of_offset(u_hat)
+        # Second solution: the lowest local minimum of chi2 further than EXCLUDE_KMS from the best.
+        exclude = int(np.ceil(EXCLUDE_KMS[name] / KMS_PER_PIXEL))
+        local_min = torch.ones_like(chi2, dtype=torch.bool)
+        local_min[:, 1:] &= chi2[:, 1:] <= chi2[:, :-1]
+        local_min[:, :-1] &= chi2[:, :-1] <= chi2[:, 1:]
+        far = (torch.arange(n_u, device=self.device)[None, :] - u_best[:, None]).abs() > exclude
+        second = torch.where(local_min & far, chi2, torch.full_like(chi2, float("inf"))).min(1).values
+        best = chi2[ar, u_best]
+        out.z[rows] = z
+        dof = np.maximum((ivar > 0).sum(1) - k - N_POLY, 1)
+        out.z_err[rows] = _z_err(z, sigma.cpu().numpy(), best.cpu().numpy() / dof)
+        out.chi2[rows] = best.cpu().numpy()
+        delta = (second - best).cpu().numpy()
+        out.delta_chi2[rows] = delta
+        out.small_delta_chi2[rows] = delta < SMALL_DELTA_CHI2
+        out.at_edge[rows] = edge.cpu().numpy()
+        labels = (galaxy_subclass(flux, ivar, z) if name == "GALAXY" else ["BROADLINE"] * nb)
+        for r, s in zip(rows, labels):
+            out.subclass[r] = s
+
+
+def _letter(subclass: str) -> str:
+    return subclass if subclass in SPECIAL_TYPES else subclass[0]
+
+
+SPECIAL_TYPES = ("WD", "CV", "C", "L")
+
+
+# Emission lines (vacuum, A) for the galaxy subclass.
+LINES = {"OII": 3728.48, "HBETA": 4862.68, "OIII": 5008.24, "HALPHA": 6564.61, "NII": 6585.27}
+LINE_HALF_WIDTH = 2  # pixels each side of the line centre summed (~+-210 km/s)
+SIDEBAND = (12, 25)  # pixels: continuum from this range on both sides (clear of [N II] around H alpha)
+
+
+def line_fluxes(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per line: (flux above the local continuum, its S/N, equivalent width in A), (B,) each; NaN where
+    the line falls off the grid or on masked pixels."""
+    out = {}
+    b = len(flux)
+    rows = np.arange(b)[:, None]
+    for name, rest in LINES.items():
+        centre = np.round(np.log10(rest * (1.0 + z) / WAVELENGTH[0]) / STEP).astype(int)  # (B,)
+        core = centre[:, None] + np.arange(-LINE_HALF_WIDTH, LINE_HALF_WIDTH + 1)[None, :]
+        side_off = np.arange(SIDEBAND[0], SIDEBAND[1] + 1)
+        side = np.concatenate([centre[:, None] - side_off, centre[:, None] + side_off], 1)
+        inside = (core.min(1) >= 0) & (side.min(1) >= 0) & (core.max(1) < N_PIXELS) & (side.max(1) < N_PIXELS)
+        core_c, side_c = np.clip(core, 0, N_PIXELS - 1), np.clip(side, 0, N_PIXELS - 1)
+        fc, wc = flux[rows, core_c], ivar[rows, core_c]
+        fs, ws = flux[rows, side_c], ivar[rows, side_c]
+        good = inside & (wc > 0).all(1) & ((ws > 0).sum(1) > side.shape[1] // 2)
+        cont = np.full(b, np.nan)
+        if good.any():
+            cont[good] = np.nanmedian(np.where(ws > 0, fs, np.nan)[good], axis=1)
+        line = (fc - cont[:, None]).sum(1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            noise = np.sqrt((1.0 / np.where(wc > 0, wc, np.inf)).sum(1))
+            pixel_a = WAVELENGTH[np.clip(centre, 0, N_PIXELS - 1)] * np.log(10.0) * STEP
+            ew = line * pixel_a / cont / (1.0 + z)  # rest frame
+            snr = line / noise
+        nan = np.full(b, np.nan)
+        out[name] = (np.where(good, line, nan), np.where(good, snr, nan), np.where(good, ew, nan))
+    return out
+
+
+def galaxy_subclass(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> list[str]:
+    """STARFORMING or AGN when emission lines are detected (S/N > 3, rest EW > 3 A, as the mocks label
+    star-forming), AGN above Kauffmann et al.'s (2003) BPT line when H beta, [O III], H alpha and [N II]
+    are all measured; else PASSIVE."""
+    lines = line_fluxes(flux, ivar, z)
+
+    def detected(name: str) -> np.ndarray:
+        _, snr, ew = lines[name]
+        return np.nan_to_num(snr) > 3.0
+
+    emission = np.zeros(len(flux), bool)
+    for name in ("HALPHA", "OII", "HBETA"):
+        emission |= detected(name) & (np.nan_to_num(lines[name][2]) > 3.0)
+    bpt = detected("HALPHA") & detected("NII") & detected("HBETA") & detected("OIII")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.log10(lines["NII"][0] / lines["HALPHA"][0])
+        y = np.log10(lines["OIII"][0] / lines["HBETA"][0])
+        agn = bpt & ((x >= 0.05) | (y > 0.61 / (x - 0.05) + 1.3))
+    return ["AGN" if a else "STARFORMING" if e else "PASSIVE" for a, e in zip(agn, emission)]

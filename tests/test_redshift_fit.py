@@ -1,0 +1,161 @@
+"""The template refinement (model/redshift.py) and its metrics, on spectra made from the shipped templates
+(works on a fresh clone) and on the real SDSS / LAMOST spectra in ../shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import requires_shared
+
+from lamost_classify.model.redshift import (
+    STEP, RedshiftFitter, galaxy_subclass, load_templates, templates_path,
+)
+from lamost_classify.model.redshift_metrics import mk_letter, redshift_accuracy, star_type_confusion
+from lamost_classify.pipeline.grid import N_PIXELS, WAVELENGTH
+
+STAR, GALAXY, QSO = 0, 1, 2
+
+
+@pytest.fixture(scope="module")
+def fitter():
+    torch.set_num_threads(1)
+    return RedshiftFitter()
+
+
+def from_template(name: str, z: float, rng: np.random.Generator, snr: float = 20.0, index: int | None = None,
+                  tilt: float = 0.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """A normalised spectrum on the pipeline grid made from a shipped template at redshift ``z`` (rounded
+    to a whole pixel plus a third), with Gaussian noise of the given S/N and its ivar, and the true z."""
+    tpl = load_templates()[name]
+    basis = tpl.basis.numpy()
+    rest = basis[index] if index is not None else basis[0] + 0.1 * basis[1]
+    shift = round(np.log10(1 + z) / STEP) + 1 / 3
+    u = tpl.k0 - shift
+    grid = np.arange(N_PIXELS) + u
+    flux = np.interp(grid, np.arange(len(rest)), rest) * (1 + tilt * np.linspace(-1, 1, N_PIXELS))
+    flux = (flux - flux.min()) / (flux.max() - flux.min())
+    sigma = max(float(np.median(flux)), 0.05) / snr
+    return flux + rng.normal(0, sigma, N_PIXELS), np.full(N_PIXELS, 1 / sigma**2), 10 ** (shift * STEP) - 1
+
+
+def test_the_shipped_templates_match_the_pipeline_grid():
+    assert templates_path().exists()
+    library = load_templates()
+    assert set(library) == {"STAR", "GALAXY", "QSO"}
+    assert len(library["STAR"].subclass) == library["STAR"].basis.shape[0] > 100
+    assert {"WD", "CV", "C"} <= set(library["STAR"].subclass)
+    # The class's redshift range: galaxies to z > 1, QSOs past 5.
+    assert library["GALAXY"].z_of_offset(0) > 1.0 and library["QSO"].z_of_offset(0) > 5.0
+    assert library["STAR"].z_of_offset(library["STAR"].k0) == 0.0
+
+
+def test_galaxy_and_qso_redshifts_are_recovered_over_the_whole_range(fitter):
+    rng = np.random.default_rng(1)
+    cases = [("GALAXY", z) for z in (0.02, 0.15, 0.45, 0.9)] + [("QSO", z) for z in (0.25, 1.1, 2.4, 4.0)]
+    made = [from_template(name, z, rng) for name, z in cases]
+    flux, ivar = np.stack([m[0] for m in made]), np.stack([m[1] for m in made])
+    classes = np.array([GALAXY if name == "GALAXY" else QSO for name, _ in cases])
+    result = fitter.fit(flux, ivar, classes)
+    z_true = np.array([m[2] for m in made])
+    # Sub-pixel: within 0.3 pixel (~30 km/s) of the truth, placed a third of a pixel off the grid.
+    np.testing.assert_allclose(np.log10(1 + result.z), np.log10(1 + z_true), atol=0.3 * STEP)
+    assert (result.z_err > 0).all() and (result.z_err < 1e-3 * (1 + z_true)).all()
+    assert (result.delta_chi2 > 9).all() and not result.small_delta_chi2.any() and not result.at_edge.any()
+    assert result.subclass[4:] == ["BROADLINE"] * 4
+
+
+def test_star_type_and_radial_velocity_from_the_best_template(fitter):
+    rng = np.random.default_rng(2)
+    library = load_templates()["STAR"]
+    picks = [library.subclass.index(label) for label in ("A1", "F6", "G8", "K3", "M2", "WD")]
+    made = [from_template("STAR", 0.0002, rng, snr=50, index=i, tilt=0.2) for i in picks]
+    result = fitter.fit(np.stack([m[0] for m in made]), np.stack([m[1] for m in made]), np.zeros(len(made), int))
+    assert result.subclass == ["A1", "F6", "G8", "K3", "M2", "WD"]
+    np.testing.assert_allclose(result.z, made[0][2], atol=0.2 * STEP * np.log(10))
+    assert (result.delta_chi2 > 0).all()
+
+
+def test_rows_without_class_or_pixels_are_left_out_and_few_pixels_are_flagged(fitter):
+    rng = np.random.default_rng(3)
+    flux, ivar, _ = from_template("GALAXY", 0.1, rng)
+    few = ivar.copy()
+    few[300:] = 0
+    result = fitter.fit(np.stack([flux, flux, flux, flux]), np.stack([ivar, ivar, np.zeros(N_PIXELS), few]),
+                        np.array([-1, GALAXY, GALAXY, GALAXY]))
+    assert np.isnan(result.z[0]) and result.subclass[0] is None  # no class: not fitted
+    assert np.isfinite(result.z[1]) and not result.few_pixels[1]
+    assert np.isnan(result.z[2]) and result.subclass[2] is None  # no valid pixel
+    assert result.few_pixels[3]
+
+
+def test_a_proposal_decides_where_the_data_cannot_and_cannot_overrule_a_clear_fit(fitter):
+    rng = np.random.default_rng(4)
+    # Nearly no information (a smooth slope, huge noise): the network's proposal decides.
+    flux = np.linspace(0.2, 1.0, N_PIXELS)[None]
+    ivar = np.full((1, N_PIXELS), 1e-2)
+    guided = fitter.fit(flux, ivar, np.array([QSO]), proposal=(np.array([2.0]), np.array([0.02])))
+    assert abs(guided.z[0] - 2.0) < 0.1
+    # A clear galaxy at z = 0.3 and a wrong proposal: the fit keeps its redshift.
+    galaxy, galaxy_ivar, z_true = from_template("GALAXY", 0.3, rng)
+    wrong = fitter.fit(galaxy[None], galaxy_ivar[None], np.array([GALAXY]), proposal=(np.array([0.6]), np.array([0.01])))
+    assert abs(wrong.z[0] - z_true) < 1e-3
+
+
+def test_galaxy_subclass_reads_emission_lines():
+    z = 0.1
+    flux = np.full((3, N_PIXELS), 0.5)
+    ivar = np.full((3, N_PIXELS), 1e4)
+    for rest, height in ((6564.61, 0.6), (3728.48, 0.5), (4862.68, 0.3), (5008.24, 0.2), (6585.27, 0.1)):
+        pixel = int(round(np.log10(rest * (1 + z) / WAVELENGTH[0]) / STEP))
+        flux[0, pixel - 1:pixel + 2] += height  # star-forming: strong H alpha, weak [N II]
+    for rest, height in ((6564.61, 0.2), (4862.68, 0.05), (5008.24, 0.5), (6585.27, 0.4)):
+        pixel = int(round(np.log10(rest * (1 + z) / WAVELENGTH[0]) / STEP))
+        flux[1, pixel - 1:pixel + 2] += height  # AGN: [O III]/H beta and [N II]/H alpha high
+    assert galaxy_subclass(flux, ivar, np.full(3, z)) == ["STARFORMING", "AGN", "PASSIVE"]
+
+
+def test_redshift_accuracy_counts_misses_and_bins():
+    z_true = np.array([0.1, 0.1, 0.1, 1.0, 1.0, 0.0])
+    z_pred = np.array([0.1001, 0.2, np.nan, 1.03, 1.0, 0.0001])
+    scores = redshift_accuracy(z_true, z_pred, np.array([1, 1, 1, 2, 2, 0]), snr=np.array([3, 30, 30, 3, 30, 50]))
+    galaxy = scores["by_class"]["GALAXY"]
+    assert galaxy["n"] == 3 and galaxy["within"] == pytest.approx(1 / 3)  # the unfitted one is a miss
+    assert galaxy["catastrophic"] == pytest.approx(1 / 3)
+    assert scores["by_class"]["QSO"]["within"] == pytest.approx(0.5)
+    assert scores["by_class"]["STAR"]["within"] == 1.0
+    assert set(galaxy["by_snr"]) == {"2-5", ">= 20"} and galaxy["by_snr"]["2-5"]["within"] == 1.0
+
+
+def test_star_letters_and_confusion():
+    assert [mk_letter(s) for s in ("G5", "dM5", "A7V", "sdF3", "WD", "Non", "", "Carbon")] == \
+        ["G", "M", "A", "F", "WD", None, None, "C"]
+    c = star_type_confusion(["G5", "K3", "A1V", "Non"], ["G8", "G9", "A1", "K0"])
+    assert c["n"] == 3 and c["letter_agreement"] == pytest.approx(2 / 3)
+    assert np.array(c["matrix"]).sum() == 3
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@requires_shared
+def test_real_sdss_galaxies_and_qsos_fitted_as_their_class_get_sdss_redshifts(fitter):
+    from astropy.io import fits
+
+    from lamost_classify.pipeline import grid
+    from lamost_classify.pipeline.readers import read_batch
+
+    files = sorted(str(p) for sub in ("galaxy", "qso") for p in (SHARED / "sdss" / sub).glob("spec-*.fits"))
+    truth = []
+    for f in files:
+        with fits.open(f) as h:
+            row = h[2].data[0]
+            truth.append((str(row["CLASS"]).strip(), float(row["Z"])))
+    prepared = grid.prepare(read_batch(files))
+    classes = np.array([GALAXY if c == "GALAXY" else QSO for c, _ in truth])
+    result = fitter.fit(prepared.flux, prepared.ivar, classes)
+    z_true = np.array([z for _, z in truth])
+    dz = np.abs(result.z - z_true) / (1 + z_true)
+    assert (dz[classes == GALAXY] < 0.003).all() and (dz[classes == QSO] < 0.01).all()

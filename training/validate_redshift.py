@@ -1,0 +1,127 @@
+"""Redshift and spectral type on the real spectra in ../shared (validation only: nothing here is tuned).
+
+    python training/validate_redshift.py [--model default] [--json out.json]
+
+- ../shared/data/sdss/galaxy, sdss/qso (SDSS CLASS, SUBCLASS, Z in HDU 2) and lamost-qso (LAMOST's Z):
+  the refinement's z against theirs, fitted with the true class's templates and with the class the
+  network gives (what the catalog publishes);
+- every real LAMOST star (lamost-dr8-stars, lamost/dr10-stars-A, dr1, dr2, releases): the refinement's
+  subclass letter against LAMOST's own SUBCLASS (the MK letter), with the type confusion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lamost_classify import CLASS_NAMES
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+STAR_DIRS = ("lamost-dr8-stars", "lamost/dr10-stars-A", "lamost/dr1", "lamost/dr2", "lamost/releases")
+
+
+def prepared(files: list[str]):
+    from lamost_classify.pipeline import grid
+    from lamost_classify.pipeline.readers import read_batch
+
+    spectra = read_batch(files)
+    return spectra, grid.prepare(spectra)
+
+
+def sdss_truth(path: str) -> tuple[str, str, float]:
+    from astropy.io import fits
+
+    with fits.open(path) as h:
+        if path.endswith((".fits.gz",)) or "lamost" in path:
+            hdr = h[0].header
+            return str(hdr.get("CLASS", "")).strip(), str(hdr.get("SUBCLASS", "")).strip(), float(hdr.get("Z", np.nan))
+        row = h[2].data[0]
+        return str(row["CLASS"]).strip(), str(row["SUBCLASS"]).strip(), float(row["Z"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    from lamost_classify.model.inference import Classifier
+    from lamost_classify.model.redshift import RedshiftFitter
+    from lamost_classify.model.redshift_metrics import redshift_accuracy, star_type_confusion
+
+    classifier = Classifier.load(args.model, device="cpu")
+    fitter = RedshiftFitter()
+    report: dict = {}
+
+    files = sorted(str(p) for sub in ("sdss/galaxy", "sdss/qso", "lamost-qso") for p in (SHARED / sub).glob("spec-*"))
+    spectra, batch = prepared(files)
+    truth = [sdss_truth(f) for f in files]
+    true_class = np.array([CLASS_NAMES.index(c) for c, _, _ in truth])
+    z_true = np.array([z for _, _, z in truth])
+    probs = classifier.predict_proba(batch.flux)
+    net_class = probs.argmax(1)
+    rows = []
+    for label, classes in (("true class", true_class), ("network class", net_class)):
+        t0 = time.perf_counter()
+        fit = fitter.fit(batch.flux, batch.ivar, classes)
+        seconds = time.perf_counter() - t0
+        acc = redshift_accuracy(z_true, fit.z, true_class, classes)
+        report[f"galaxy_qso_{label}"] = acc
+        print(f"\nSDSS/LAMOST galaxies and QSOs, fitted as the {label} (n={len(files)}, {seconds:.2f} s):")
+        print(json.dumps(acc["by_class"], indent=1, default=float))
+        for i, f in enumerate(files):
+            rows.append({"file": Path(f).name, "fit_as": label, "true": truth[i][0], "true_subclass": truth[i][1],
+                         "z_true": z_true[i], "network": CLASS_NAMES[net_class[i]], "p": float(probs[i].max()),
+                         "z": float(fit.z[i]), "z_err": float(fit.z_err[i]), "subclass": fit.subclass[i],
+                         "delta_chi2": float(fit.delta_chi2[i]), "snr": float(batch.snr[i])})
+    print(f"\n{'file':28s} {'fit as':13s} {'true':6s} {'subclass':12s} {'z_true':>7s} {'net':6s} {'z':>8s} "
+          f"{'z_err':>8s} {'dz/(1+z)':>9s} {'subclass':12s} {'dchi2':>8s}")
+    for r in rows:
+        dz = abs(r["z"] - r["z_true"]) / (1 + r["z_true"])
+        print(f"{r['file']:28s} {r['fit_as']:13s} {r['true']:6s} {r['true_subclass'][:12]:12s} {r['z_true']:7.4f} "
+              f"{r['network']:6s} {r['z']:8.4f} {r['z_err']:8.5f} {dz:9.5f} {str(r['subclass']):12s} {r['delta_chi2']:8.1f}")
+    report["galaxy_qso_rows"] = rows
+
+    star_rows = []
+    for sub in STAR_DIRS:
+        star_files = sorted(str(p) for p in (SHARED / sub).glob("spec-*"))
+        spectra, batch = prepared(star_files)
+        keep = [i for i, s in enumerate(spectra) if (s.meta.get("lamost_class") or "").upper() == "STAR"
+                and batch.ivar[i].any()]
+        if not keep:
+            continue
+        t0 = time.perf_counter()
+        fit = fitter.fit(batch.flux[keep], batch.ivar[keep], np.zeros(len(keep), int))
+        seconds = time.perf_counter() - t0
+        for j, i in enumerate(keep):
+            star_rows.append({"dir": sub, "lamost": str(spectra[i].meta.get("lamost_subclass") or ""),
+                              "ours": fit.subclass[j], "z": float(fit.z[j]), "snr": float(batch.snr[i]),
+                              "lamost_z": spectra[i].meta.get("lamost_z")})
+        print(f"{sub}: {len(keep)} stars fitted in {seconds:.2f} s")
+    confusion = star_type_confusion([r["lamost"] for r in star_rows], [r["ours"] for r in star_rows])
+    report["stars"] = confusion
+    per_dir = {}
+    for sub in STAR_DIRS:
+        rs = [r for r in star_rows if r["dir"] == sub]
+        if rs:
+            c = star_type_confusion([r["lamost"] for r in rs], [r["ours"] for r in rs])
+            per_dir[sub] = {"n": c["n"], "letter_agreement": c["letter_agreement"]}
+    report["stars_by_dir"] = per_dir
+    print("\nReal LAMOST stars: subclass letter agreement with LAMOST's own")
+    print(json.dumps(per_dir, indent=1))
+    print(f"all: n={confusion['n']} letter agreement {confusion['letter_agreement']:.3f}")
+    print("confusion (rows LAMOST, columns ours):")
+    letters = confusion["letters"]
+    print("      " + " ".join(f"{c:>5s}" for c in letters))
+    for a, row in zip(letters, confusion["matrix"]):
+        print(f"{a:>5s} " + " ".join(f"{v:5d}" for v in row))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
