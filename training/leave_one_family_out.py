@@ -169,7 +169,7 @@ def score_families(loader: SetLoader, model, temperature: float, prior: list[flo
 
 def run_fold(loader: SetLoader, left_out: str, families: list[str], config, out_dir: Path) -> dict:
     """Train without ``left_out``, calibrate without it, then test on it (and on the families trained on)."""
-    from lamost_classify.model.calibration import fit_temperature
+    from lamost_classify.model.calibration import fit_temperature, softmax
     from lamost_classify.model.runtime import batched_logits
     from lamost_classify.model.train import fit
 
@@ -182,8 +182,6 @@ def run_fold(loader: SetLoader, left_out: str, families: list[str], config, out_
     model = result.model
     val_logits = batched_logits(model, val_x, next(model.parameters()).device, 512)
     temperature = fit_temperature(val_logits, val_y)
-    from lamost_classify.model.calibration import softmax
-
     strength, tried = choose_prior_strength(softmax(val_logits, temperature), val_y)
     prior = survey_prior(strength)
     fold = {"left_out": left_out, "trained_on": others, "train_n": len(train_y), "val_n": len(val_y),
