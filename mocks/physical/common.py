@@ -85,6 +85,19 @@ def equivalent_width_area(ew_rest: np.ndarray, rest_wave: np.ndarray, step: floa
     return np.asarray(ew_rest) / (np.asarray(rest_wave) * LN10 * step)
 
 
+def add_strong_lines(acc: LineAccumulator, rows: np.ndarray, obs_wave: np.ndarray, rest_wave: np.ndarray,
+                     sigma_kms: np.ndarray, ew: np.ndarray) -> None:
+    """Absorption lines as optical depth with damping wings: a core holding 40% of the area and wings,
+    both widened (beyond ``sigma_kms``) with the line's strength, so a line of several A is not a
+    saturated needle with a fraction of its equivalent width (as Ca II K, Mg b and Na D are not)."""
+    width = C_KMS * np.asarray(ew) / np.asarray(rest_wave)  # the equivalent width in km/s
+    wing = np.maximum(sigma_kms, 0.6 * width)
+    core = np.maximum(sigma_kms, 0.16 * width)  # peak optical depth of the core stays near 1
+    area = equivalent_width_area(ew, rest_wave, acc.step)
+    acc.add(rows, obs_wave, core, 0.4 * area)
+    acc.add(rows, obs_wave, wing, 0.6 * area)
+
+
 def planck(wave: np.ndarray, temperature: np.ndarray) -> np.ndarray:
     """B_lambda(T) up to a constant, normalised to 1 at 5500 A (keeps fluxes O(1) for any T)."""
     t = np.asarray(temperature, dtype=np.float64)

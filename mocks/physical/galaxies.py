@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import (REST_WAVE, WORK_WAVE, LineAccumulator, band_heads, calzetti_k, dust, equivalent_width_area, planck,
+from .common import (REST_WAVE, WORK_WAVE, LineAccumulator, add_strong_lines, band_heads, calzetti_k, dust, equivalent_width_area, planck,
                      redshifted, smooth_step)
 from .stars import BALMER, METAL_FOREST
 
@@ -61,8 +61,8 @@ def starlight(rng: np.random.Generator, rest: np.ndarray, rows: np.ndarray, z: n
     local = np.arange(n)
     acc_old = LineAccumulator(n)
     r = np.broadcast_to(local[:, None], (n, len(OLD_LINES)))
-    acc_old.add(r, OLD_LINES[None, :, 0] * one, np.hypot(sigma_v[:, None], OLD_LINES[None, :, 2]),
-                equivalent_width_area(metal * OLD_LINES[None, :, 1], OLD_LINES[:, 0]))
+    add_strong_lines(acc_old, r, OLD_LINES[None, :, 0] * one, OLD_LINES[None, :, 0],
+                     np.hypot(sigma_v[:, None], OLD_LINES[None, :, 2]), metal * OLD_LINES[None, :, 1])
     fw, fe = GALAXY_FOREST
     acc_old.add(np.broadcast_to(local[:, None], (n, fw.size)), fw[None, :] * one, np.hypot(sigma_v[:, None], 10.0),
                 equivalent_width_area(metal * fe[None, :] * 1.5, fw))

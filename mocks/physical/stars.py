@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import (C_KMS, WORK_WAVE, LineAccumulator, band_heads, ccm_k, dust, equivalent_width_area, log_uniform,
+from .common import (C_KMS, WORK_WAVE, LineAccumulator, add_strong_lines, band_heads, ccm_k, dust, equivalent_width_area, log_uniform,
                      planck)
 
 #: Kinds of star and how often each is drawn: LAMOST is mostly F, G and K.
@@ -23,12 +23,13 @@ BALMER = np.array([6564.61, 4862.68, 4341.68, 4102.89, 3971.20, 3890.16, 3836.47
                    3735.43, 3723.00])
 BALMER_EW_A0 = np.array([14, 16, 15, 14, 12, 10, 8, 6, 5, 4, 3, 2.5])  #: A0 V equivalent widths (A)
 CA_K, CA_H = 3934.78, 3969.59
-#: metal lines: rest wave, EW at full metal strength, intrinsic width (km/s), extra growth in cool stars
+#: metal lines: rest wave, EW at full metal strength, intrinsic width (km/s), extra growth in cool stars;
+#: strengths set so line depths of F, G, K mocks at LAMOST resolution are near the real DR8 stars'
 METALS = np.array([
-    (CA_K, 9.0, 30, 0.5), (CA_H, 7.0, 30, 0.5), (4227.92, 1.5, 20, 2.0), (4305.0, 4.0, 400, 0.2),
-    (4383.55, 1.2, 20, 0.3), (4668.0, 1.0, 150, 0.3), (5168.76, 0.6, 20, 1.5), (5174.13, 0.9, 20, 1.5),
-    (5185.05, 1.1, 20, 1.5), (5271.0, 1.3, 30, 0.5), (5336.0, 1.0, 30, 0.5), (5891.58, 0.8, 20, 2.0),
-    (5897.56, 0.7, 20, 2.0), (8500.36, 1.0, 25, 0.0), (8544.44, 2.5, 25, 0.0), (8664.52, 2.0, 25, 0.0),
+    (CA_K, 18.0, 30, 0.5), (CA_H, 14.0, 30, 0.5), (4227.92, 1.5, 20, 2.0), (4305.0, 4.0, 400, 0.2),
+    (4383.55, 1.2, 20, 0.3), (4668.0, 1.0, 150, 0.3), (5168.76, 1.2, 20, 1.5), (5174.13, 1.8, 20, 1.5),
+    (5185.05, 2.2, 20, 1.5), (5271.0, 1.3, 30, 0.5), (5336.0, 1.0, 30, 0.5), (5891.58, 2.0, 20, 2.0),
+    (5897.56, 1.8, 20, 2.0), (8500.36, 1.0, 25, 0.0), (8544.44, 2.5, 25, 0.0), (8664.52, 2.0, 25, 0.0),
 ])
 HE_I = np.array([4027.3, 4472.7, 5877.3, 6679.99])
 HE_II = np.array([4687.02, 4542.86, 5413.03])
@@ -102,8 +103,10 @@ def absorption_lines(acc: LineAccumulator, rows: np.ndarray, z: np.ndarray, teff
     m = metal_strength(teff)[:, None] * metal[:, None]
     ew = m * METALS[None, :, 1] * (1.0 + METALS[None, :, 3] * coolness(teff)[:, None])
     ew[:, :2] += 0.4  # Ca II H&K (and interstellar Ca) are seen even in A stars
+    # and they grow fast from A to F, before the other metal lines
+    ew[:, :2] += np.array([5.0, 4.0])[None, :] * np.clip((9500.0 - teff) / 2500.0, 0.0, 1.0)[:, None] * metal[:, None]
     r = np.broadcast_to(rows[:, None], ew.shape)
-    acc.add(r, METALS[None, :, 0] * one, np.hypot(broad_kms[:, None], METALS[None, :, 2]), equivalent_width_area(ew, METALS[:, 0]))
+    add_strong_lines(acc, r, METALS[None, :, 0] * one, METALS[None, :, 0], np.hypot(broad_kms[:, None], METALS[None, :, 2]), ew)
     he = np.exp(-0.5 * (np.log10(teff / 20000.0) / 0.08) ** 2)[:, None] * np.array([0.8, 1.2, 1.0, 0.6])[None, :]
     r = np.broadcast_to(rows[:, None], he.shape)
     acc.add(r, HE_I[None, :] * one, np.hypot(broad_kms[:, None], 30.0), equivalent_width_area(he, HE_I))
