@@ -191,6 +191,8 @@ class FastDenseNet(nn.Module):
         self.final_pre = FastPreActivation(model.final_pre)
         self.classifier = nn.Linear(model.classifier.in_features, model.classifier.out_features)
         self.classifier.load_state_dict(model.classifier.state_dict())
+        # The redshift head (when trained) stays float32, as the classifier: it reads the maps once more.
+        self.redshift = None if model.redshift is None else copy.deepcopy(model.redshift)
         self.n_features = model.n_features
         self.dtype = dtype
         self.eval().requires_grad_(False)
@@ -198,7 +200,7 @@ class FastDenseNet(nn.Module):
         self.to(memory_format=self.memory_format)
         if dtype != torch.float32:
             for name, module in self.named_children():
-                if name not in ("stem", "classifier"):
+                if name not in ("stem", "classifier", "redshift"):
                     module.to(dtype)
 
     def _maps(self, x: torch.Tensor) -> torch.Tensor:
@@ -215,8 +217,12 @@ class FastDenseNet(nn.Module):
         return self._maps(x).squeeze(2).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self._maps(x).mean(dim=(2, 3), dtype=torch.float32)
-        return self.classifier(pooled)
+        """Logits (B, n_classes); with a redshift head, followed by its two outputs (B, n_classes + 2)."""
+        maps = self._maps(x)
+        logits = self.classifier(maps.mean(dim=(2, 3), dtype=torch.float32))
+        if self.redshift is None:
+            return logits
+        return torch.cat([logits, self.redshift(maps.squeeze(2).float())], dim=1)
 
 
 def fold(model: nn.Module, precision: str = "fp32", group_width: int = GROUP_WIDTH["cpu"]) -> nn.Module:
@@ -293,7 +299,8 @@ class FastPath:
     - ``onnx``: the folded network exported to ONNX and run by onnxruntime on the CPU (fp32 only;
       needs the ``onnx`` extra).
 
-    Call it on (B, 2600) float32 spectra; it returns (B, n_classes) float32 logits.
+    Call it on (B, 2600) float32 spectra; it returns (B, n_classes) float32 logits. ``outputs`` also
+    returns the redshift head's two columns after them when the network has one.
     ``net`` is the folded torch network on the device, for CAMs whatever the back-end.
     """
 
@@ -318,6 +325,10 @@ class FastPath:
             self._session = onnx_session(self.net)
 
     def __call__(self, flux: np.ndarray) -> np.ndarray:
+        return self.outputs(flux)[:, :self.n_classes]
+
+    def outputs(self, flux: np.ndarray) -> np.ndarray:
+        """Logits, then the redshift head's outputs when there is a head: (B, n_classes [+ 2])."""
         flux = np.asarray(flux)
         if flux.ndim != 2:
             raise ValueError(f"expected flux of shape (batch, n_pixels), got {flux.shape}")
@@ -327,7 +338,7 @@ class FastPath:
             if overflowed.any():
                 if self._fp32 is None:
                     self._fp32 = fold(self._model, "fp32", self.group_width).to(self.device)
-                logits[overflowed] = batched_logits(self._fp32, flux[overflowed], self.device, self.max_batch)
+                logits[overflowed] = batched_logits(self._fp32, flux[overflowed], self.device, self.max_batch)[:, :logits.shape[1]]
         return logits
 
     def _logits(self, flux: np.ndarray) -> np.ndarray:

@@ -12,6 +12,8 @@ from lamost_classify import SURVEY_PRIOR
 from lamost_classify.pipeline.grid import N_PIXELS
 
 from .calibration import adjust_to_prior, softmax
+from .densenet import redshift_estimate
+from .redshift import RedshiftFitter, RedshiftResult
 from .cam import class_activation_map
 from .fastpath import FastPath
 from .runtime import resolve_device
@@ -50,6 +52,7 @@ class Classifier:
         self.train_prior = tuple(card.get("train_prior", FLAT_PRIOR))
         self.target_prior = None if target_prior is None else tuple(target_prior)
         self.max_batch = self.fast.max_batch
+        self.fitter: RedshiftFitter | None = None  # the template fit, made on first use (loads the templates)
         self.name = f"{card.get('name', model.preset)}@{str(card.get('weights_sha256', ''))[:12]}"
 
     @classmethod
@@ -90,7 +93,24 @@ class Classifier:
     def predict_proba_and_balanced(self, flux: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, 3) float32 probabilities under the target prior (``predict_proba``) and under the balanced
         1:1:1 prior (what the spectrum alone says), from one pass of the network."""
-        calibrated = softmax(self.logits(flux), self.temperature)
+        return self._probabilities(self.logits(flux))
+
+    def predict_with_redshift(self, flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray, RedshiftResult]:
+        """``predict_proba_and_balanced`` plus the redshift and subclass (``model/redshift.py``): the published
+        class's templates fitted with ``ivar``, the inverse variance of ``flux`` (normalised units), around
+        the network's redshift head's proposal when it has one. One pass of the network."""
+        flux = self._check(flux)
+        raw = self.fast.outputs(flux)
+        n = self.fast.n_classes
+        probs, balanced = self._probabilities(raw[:, :n])
+        proposal = redshift_estimate(raw[:, n:n + 2]) if raw.shape[1] > n else None
+        if self.fitter is None:
+            self.fitter = RedshiftFitter(device=self.device)
+        classes = np.where(np.isfinite(probs).all(axis=1), probs.argmax(axis=1), -1)
+        return probs, balanced, self.fitter.fit(flux, np.asarray(ivar).reshape(flux.shape), classes, proposal)
+
+    def _probabilities(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        calibrated = softmax(logits, self.temperature)
         balanced = adjust_to_prior(calibrated, FLAT_PRIOR, self.train_prior)
         probs = calibrated if self.target_prior is None else adjust_to_prior(calibrated, self.target_prior,
                                                                              self.train_prior)

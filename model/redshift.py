@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from lamost_classify import CLASS_NAMES
+from lamost_classify.pipeline.flags import MIN_GOOD_PIXELS, SMALL_DELTA_CHI2, Flag
 from lamost_classify.pipeline.grid import LOG_WAVELENGTH, N_PIXELS, WAVELENGTH
 
 C_KMS = 299792.458
@@ -43,8 +44,6 @@ N_POLY = 3  # polynomial terms (Legendre degree 0..2) added to the galaxy and QS
 STAR_N_POLY = 5  # terms of the polynomial multiplying each star template (degree 4: the continuum shape is
 #   left to the polynomial, the type to the lines; 1-3 terms typed the real LAMOST stars worse)
 EXCLUDE_KMS = {"GALAXY": 1000.0, "QSO": 3000.0}  # a second solution must lie this far from the best
-SMALL_DELTA_CHI2 = 9.0  # redrock's threshold: below it the second-best redshift is about as good
-MIN_GOOD_PIXELS = 500  # fewer valid grid pixels than this (a fifth of the grid): the fit is flagged
 PRIOR_SIGMA_FLOOR = 0.01  # in log(1 + z): the head's proposal narrows the search, never to below this
 
 
@@ -61,6 +60,13 @@ class RedshiftResult:
     small_delta_chi2: np.ndarray  # (B,) bool: galaxy/QSO redshift ambiguous (delta_chi2 < SMALL_DELTA_CHI2)
     at_edge: np.ndarray  # (B,) bool: best redshift at the edge of the class's range
     few_pixels: np.ndarray  # (B,) bool: fewer than MIN_GOOD_PIXELS valid pixels
+
+    @property
+    def flags(self) -> np.ndarray:
+        """(B,) int64: the catalog's redshift warning bits (pipeline.flags.Flag.Z_*)."""
+        return (np.where(self.small_delta_chi2, int(Flag.Z_SMALL_DELTA_CHI2), 0)
+                | np.where(self.at_edge, int(Flag.Z_FIT_LIMIT), 0)
+                | np.where(self.few_pixels, int(Flag.Z_FEW_PIXELS), 0)).astype(np.int64)
 
 
 @dataclass
@@ -119,7 +125,7 @@ def _z_err(z: np.ndarray, sigma_pixels: np.ndarray, reduced_chi2: np.ndarray) ->
 def _curve_minimum(chi2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(position of the minimum in samples, sub-sample; its 1-sigma in samples; at the curve's edge) of
     chi2 curves (B, S), from a parabola through the lowest sample and its neighbours."""
-    ar = torch.arange(len(chi2))
+    ar = torch.arange(len(chi2), device=chi2.device)
     best = chi2.argmin(1)
     edge = (best == 0) | (best == chi2.shape[1] - 1)
     mid = best.clamp(1, chi2.shape[1] - 2)
@@ -329,7 +335,7 @@ class RedshiftFitter:
             penalty = ((torch.log1p(z_grid)[None, :] - mu[:, None]) / sig[:, None]) ** 2
             score = chi2 + torch.where(usable[:, None], penalty, torch.zeros_like(penalty))
         u_best = score.argmin(1)
-        ar = torch.arange(nb)
+        ar = torch.arange(nb, device=self.device)
         edge = (u_best == 0) | (u_best == n_u - 1)
         mid = u_best.clamp(1, n_u - 2)
         offset, sigma = _parabola(chi2[ar, mid - 1], chi2[ar, mid], chi2[ar, mid + 1])

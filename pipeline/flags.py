@@ -24,6 +24,10 @@ class Flag(enum.IntFlag):
     LOW_CONFIDENCE = 1 << 16  # top class probability below LOW_CONFIDENCE
     INFERENCE_FAILED = 1 << 17  # the model raised on this spectrum's batch (error text in the catalog)
     PRIOR_DOMINATED = 1 << 18  # the class under the balanced prior (the spectrum alone) is not the published one
+    # redshift warnings, as redrock's ZWARN (model/redshift.py)
+    Z_SMALL_DELTA_CHI2 = 1 << 19  # galaxy/QSO: another redshift fits almost as well (delta_chi2 < SMALL_DELTA_CHI2)
+    Z_FIT_LIMIT = 1 << 20  # the best redshift is at the edge of the range fitted for the class
+    Z_FEW_PIXELS = 1 << 21  # fewer than MIN_GOOD_PIXELS valid grid pixels in the redshift fit
 
 
 # A spectrum with any of these bits has no class in the catalog: the network never saw a usable input.
@@ -34,6 +38,8 @@ MIN_COVERAGE = 0.5
 MAX_MASKED_FRACTION = 0.2
 LOW_SNR = 3.0
 LOW_CONFIDENCE = 0.6
+SMALL_DELTA_CHI2 = 9.0  # redrock's: below it a second redshift is about as likely as the best
+MIN_GOOD_PIXELS = 500  # a fifth of the grid
 
 
 def flag_names(value: int) -> list[str]:
@@ -58,6 +64,9 @@ FLAG_DOCS: dict[Flag, str] = {
     Flag.LOW_CONFIDENCE: f"top class probability below {LOW_CONFIDENCE:g}",
     Flag.INFERENCE_FAILED: "the model failed on this spectrum's batch",
     Flag.PRIOR_DOMINATED: "the class prior decided: under the balanced prior (prob_*_balanced) another class wins",
+    Flag.Z_SMALL_DELTA_CHI2: f"galaxy/QSO: a second redshift fits within delta chi2 {SMALL_DELTA_CHI2:g} of the best",
+    Flag.Z_FIT_LIMIT: "z at the edge of the fitted range (stars +-420 km/s, galaxies -0.005..1.2, QSOs 0..6)",
+    Flag.Z_FEW_PIXELS: f"fewer than {MIN_GOOD_PIXELS} valid grid pixels for the redshift fit",
 }
 
 # The catalog's error text for a row that has no class because of its flux, not because of a read error.

@@ -32,6 +32,13 @@ COLUMNS: list[tuple[str, pa.DataType, str, str]] = [
      "calibrated probability of QSO under the balanced 1:1:1 prior: what the spectrum alone says"),
     ("confidence", pa.float32(), "", "the top class probability"),
     ("margin", pa.float32(), "", "top minus second class probability"),
+    ("z", pa.float32(), "", "redshift from the published class's templates fitted with the spectrum's ivar "
+     "(stars: radial velocity / c); null without a class"),
+    ("z_err", pa.float32(), "", "1-sigma error of z, from the chi2 curvature (scaled by sqrt(reduced chi2) when above 1)"),
+    ("delta_chi2", pa.float32(), "", "chi2 of the second-best solution minus the best: galaxy/QSO another redshift "
+     "(> 1000/3000 km/s away), star the best template of another MK letter"),
+    ("subclass", pa.string(), "", "star: MK type of the best-fitting template (G5, K3, A1; WD, CV, C carbon, L); "
+     "galaxy: STARFORMING, AGN or PASSIVE from its emission lines; QSO: BROADLINE"),
     ("flags", pa.int64(), "", "quality bitmask (lamost_classify.pipeline.flags)"),
     ("lamost_class", pa.string(), "", "the file's own CLASS, for comparison"),
     ("lamost_subclass", pa.string(), "", "the file's own SUBCLASS"),

@@ -42,6 +42,7 @@ class PreparedRecords:
     snr: np.ndarray  # (B,) float32
     meta: list[dict[str, Any]]
     errors: list[str | None]
+    ivar: np.ndarray | None = None  # (B, 2600) float32 inverse variance of ``flux``, for the redshift fit
 
     @property
     def usable(self) -> np.ndarray:
@@ -58,6 +59,12 @@ class Classified:
     worker: str = ""
     error: str | None = None
     prob_balanced: np.ndarray | None = None  # (B, 3) float32 under the 1:1:1 prior; None: no probabilities
+    # Redshift fit of the usable rows (model/redshift.py; NaN / None elsewhere); None: the model fits none.
+    z: np.ndarray | None = None  # (B,) float32
+    z_err: np.ndarray | None = None
+    delta_chi2: np.ndarray | None = None
+    subclass: list[str | None] | None = None
+    z_flags: np.ndarray | None = None  # (B,) int64, Flag.Z_* bits
 
 
 def read_sources(sources: tuple[str, ...]) -> list[Spectrum]:
@@ -90,7 +97,7 @@ def read_and_prepare(batch: Batch) -> PreparedRecords:
         m = dict(s.meta)
         errors.append(m.pop("error", None))
         meta.append(m)
-    return PreparedRecords(batch, prepared.flux, prepared.flags, prepared.snr, meta, errors)
+    return PreparedRecords(batch, prepared.flux, prepared.flags, prepared.snr, meta, errors, prepared.ivar)
 
 
 def classify(records: PreparedRecords, model: ProbabilityModel, with_cam: bool = False) -> Classified:
@@ -99,11 +106,27 @@ def classify(records: PreparedRecords, model: ProbabilityModel, with_cam: bool =
     prob_balanced = prob.copy()
     cam = np.full((len(records.flags), grid.N_PIXELS), np.nan, np.float32) if with_cam else None
     usable = records.usable
+    out = Classified(prob=prob, cam=cam, model=model.name, prob_balanced=prob_balanced)
+    # A model that fits redshifts (Classifier.predict_with_redshift) does, when the batch carries its ivar.
+    fits_redshift = hasattr(model, "predict_with_redshift") and records.ivar is not None
+    if fits_redshift:
+        n = len(records.flags)
+        out.z, out.z_err, out.delta_chi2 = (np.full(n, np.nan, np.float32) for _ in range(3))
+        out.subclass, out.z_flags = [None] * n, np.zeros(n, np.int64)
     if usable.any():
-        prob[usable], prob_balanced[usable] = model.predict_proba_and_balanced(records.flux[usable])
+        if fits_redshift:
+            prob[usable], prob_balanced[usable], fit = model.predict_with_redshift(records.flux[usable],
+                                                                                   records.ivar[usable])
+            rows = np.flatnonzero(usable)
+            out.z[rows], out.z_err[rows], out.delta_chi2[rows] = fit.z, fit.z_err, fit.delta_chi2
+            out.z_flags[rows] = fit.flags
+            for row, label in zip(rows, fit.subclass):
+                out.subclass[row] = label
+        else:
+            prob[usable], prob_balanced[usable] = model.predict_proba_and_balanced(records.flux[usable])
         if with_cam:
             cam[usable] = model.cam(records.flux[usable])
-    return Classified(prob=prob, cam=cam, model=model.name, prob_balanced=prob_balanced)
+    return out
 
 
 def build_table(records: PreparedRecords, result: Classified, release: str) -> pa.Table:
@@ -123,6 +146,8 @@ def build_table(records: PreparedRecords, result: Classified, release: str) -> p
     has_balanced = has_prob & np.isfinite(balanced).all(axis=1)
     best_balanced = np.argmax(np.where(has_balanced[:, None], balanced, -1.0), axis=1)
     flags |= np.where(has_balanced & (best_balanced != best), int(Flag.PRIOR_DOMINATED), 0)
+    if result.z_flags is not None:
+        flags |= np.where(has_prob, result.z_flags, 0)
     meta = records.meta
 
     def col(key: str) -> list:
@@ -154,6 +179,7 @@ def build_table(records: PreparedRecords, result: Classified, release: str) -> p
         "prob_qso_balanced": np.where(has_balanced, balanced[:, 2], np.nan),
         "confidence": confidence,
         "margin": margin,
+        **_redshift_columns(result, has_prob, n),
         "flags": flags,
         "lamost_class": col("lamost_class"),
         "lamost_subclass": col("lamost_subclass"),
@@ -164,7 +190,7 @@ def build_table(records: PreparedRecords, result: Classified, release: str) -> p
     }
     # NaN is "not measured" in the arrays; the catalog says so with a null.
     for key in ("snr_pixel", "prob_star", "prob_galaxy", "prob_qso", "prob_star_balanced", "prob_galaxy_balanced",
-                "prob_qso_balanced", "confidence", "margin"):
+                "prob_qso_balanced", "confidence", "margin", "z", "z_err", "delta_chi2"):
         values = np.asarray(columns[key], dtype=np.float32)
         columns[key] = pa.array(values, mask=~np.isfinite(values))
     return catalog.to_table(columns)
@@ -182,6 +208,16 @@ def write(records: PreparedRecords, result: Classified, catalog_dir: Path, relea
     catalog.write_arrays(catalog_dir, records.batch.start, arrays)
     catalog.write_batch_table(catalog_dir, records.batch.name, table)
     return table.num_rows
+
+
+def _redshift_columns(result: Classified, has_class: np.ndarray, n: int) -> dict[str, Any]:
+    """z, z_err, delta_chi2, subclass of the rows with a class (null elsewhere, and when none was fitted)."""
+    if result.z is None:
+        return {"z": np.full(n, np.nan), "z_err": np.full(n, np.nan), "delta_chi2": np.full(n, np.nan),
+                "subclass": [None] * n}
+    return {"z": np.where(has_class, result.z, np.nan), "z_err": np.where(has_class, result.z_err, np.nan),
+            "delta_chi2": np.where(has_class, result.delta_chi2, np.nan),
+            "subclass": [s if ok else None for s, ok in zip(result.subclass, has_class)]}
 
 
 def failed_batch_records(batch: Batch, error: str, stage: str = "read") -> PreparedRecords:

@@ -1,0 +1,155 @@
+"""Redshift columns and flag bits through the pipeline stages, the fast path with a redshift head, and
+the FITS export of the new columns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from model_fixtures import TINY, one_torch_thread  # noqa: F401
+from test_redshift_fit import from_template
+
+from lamost_classify.model.densenet import build_model, redshift_estimate
+from lamost_classify.model.fastpath import FastPath
+from lamost_classify.model.inference import Classifier
+from lamost_classify.model.weights import save_weights
+from lamost_classify.pipeline import stages
+from lamost_classify.pipeline.flags import Flag, describe
+from lamost_classify.pipeline.plan import Batch
+from lamost_classify.pipeline.schema import SCHEMA
+
+
+class TemplateClassModel:
+    """Gives each row a fixed class (the test knows the truth) and runs the real refinement."""
+
+    name = "fixed@000000000000"
+
+    def __init__(self, classes: np.ndarray) -> None:
+        from lamost_classify.model.redshift import RedshiftFitter
+
+        self.classes = classes
+        self.fitter = RedshiftFitter()
+
+    def _probs(self, n: int) -> np.ndarray:
+        return np.eye(3, dtype=np.float32)[self.classes[:n]] * 0.9 + 0.1 / 3
+
+    def predict_proba_and_balanced(self, flux):
+        p = self._probs(len(flux))
+        return p, p
+
+    def predict_with_redshift(self, flux, ivar):
+        p = self._probs(len(flux))
+        return p, p, self.fitter.fit(flux, ivar, p.argmax(1))
+
+    def cam(self, flux):
+        return flux
+
+
+def records_of(flux: np.ndarray, ivar: np.ndarray, flags: np.ndarray | None = None) -> stages.PreparedRecords:
+    n = len(flux)
+    batch = Batch(index=0, start=0, stop=n, sources=tuple(f"mock-{i}" for i in range(n)))
+    return stages.PreparedRecords(batch, flux.astype(np.float32), np.zeros(n, np.uint32) if flags is None else flags,
+                                  np.full(n, 20.0, np.float32), [{} for _ in range(n)], [None] * n,
+                                  ivar.astype(np.float32))
+
+
+def test_catalog_rows_carry_z_subclass_and_the_redshift_bits():
+    rng = np.random.default_rng(5)
+    made = [from_template("GALAXY", 0.2, rng), from_template("QSO", 1.5, rng),
+            from_template("STAR", 0.0, rng, index=80), from_template("GALAXY", 0.1, rng)]
+    flux, ivar = np.stack([m[0] for m in made]), np.stack([m[1] for m in made])
+    flux = np.clip(flux, 0, 1)
+    ivar[3, 200:] = 0  # few valid pixels
+    flags = np.zeros(len(flux) + 1, np.uint32)
+    flags[-1] = int(Flag.NO_FLUX)  # an unusable row: no class, no redshift
+    flux, ivar = np.vstack([flux, np.zeros((1, flux.shape[1]))]), np.vstack([ivar, np.zeros((1, ivar.shape[1]))])
+    records = records_of(flux, ivar, flags)
+    model = TemplateClassModel(np.array([1, 2, 0, 1, 0]))
+    table = stages.build_table(records, stages.classify(records, model), "test").to_pydict()
+    z_true = [m[2] for m in made]
+    assert abs(table["z"][0] - z_true[0]) < 1e-3 and abs(table["z"][1] - z_true[1]) < 1e-2
+    assert abs(table["z"][2]) < 1e-3 and table["subclass"][2] == load_star_label(80)
+    assert table["subclass"][1] == "BROADLINE" and table["subclass"][0] in ("STARFORMING", "PASSIVE", "AGN")
+    assert all(e > 0 for e in table["z_err"][:3]) and all(d > 9 for d in table["delta_chi2"][:2])
+    assert table["flags"][3] & int(Flag.Z_FEW_PIXELS) and not table["flags"][0] & int(Flag.Z_FEW_PIXELS)
+    assert table["z"][4] is None and table["subclass"][4] is None and table["class"][4] is None
+
+
+def load_star_label(index: int) -> str:
+    from lamost_classify.model.redshift import load_templates
+
+    return load_templates()["STAR"].subclass[index]
+
+
+def test_a_model_without_redshift_leaves_the_columns_null():
+    class Plain:
+        name = "plain@0"
+
+        def predict_proba_and_balanced(self, flux):
+            p = np.tile(np.float32([0.8, 0.1, 0.1]), (len(flux), 1))
+            return p, p
+
+    records = records_of(np.random.default_rng(0).random((2, 2600)), np.ones((2, 2600)))
+    table = stages.build_table(records, stages.classify(records, Plain()), "test").to_pydict()
+    assert table["class"] == ["STAR", "STAR"] and table["z"] == [None, None] and table["subclass"] == [None, None]
+
+
+def test_flags_command_table_documents_the_redshift_bits():
+    text = describe()
+    for name in ("Z_SMALL_DELTA_CHI2", "Z_FIT_LIMIT", "Z_FEW_PIXELS"):
+        assert name in text
+    assert {f.name for f in Flag} >= {"Z_SMALL_DELTA_CHI2", "Z_FIT_LIMIT", "Z_FEW_PIXELS", "PRIOR_DOMINATED"}
+
+
+def test_schema_describes_the_new_columns_and_fits_export_carries_them(tmp_path):
+    from astropy.io import fits
+
+    from lamost_classify.export import write_fits
+
+    for name in ("z", "z_err", "delta_chi2", "subclass"):
+        assert SCHEMA.field(name).metadata[b"description"]
+    rng = np.random.default_rng(6)
+    made = [from_template("GALAXY", 0.3, rng), from_template("STAR", 0.0, rng, index=40)]
+    records = records_of(np.clip(np.stack([m[0] for m in made]), 0, 1), np.stack([m[1] for m in made]))
+    table = stages.build_table(records, stages.classify(records, TemplateClassModel(np.array([1, 0]))), "test")
+    (tmp_path / "cat" / "parquet").mkdir(parents=True)
+    pq.write_table(table, tmp_path / "cat" / "parquet" / "batch-000000.parquet")
+    write_fits(tmp_path / "cat", None, tmp_path / "out.fits")
+    with fits.open(tmp_path / "out.fits") as h:
+        data, header = h[1].data, h[1].header
+        names = list(data.columns.names)
+        assert abs(data["z"][0] - made[0][2]) < 1e-3 and data["subclass"][1].strip() == load_star_label(40)
+        tcomm = header[f"TCOMM{names.index('z') + 1}"]
+        assert "redshift" in tcomm
+
+
+def test_the_fast_path_returns_the_head_with_the_logits_and_the_classifier_uses_it(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("fast", **TINY, redshift_hidden=8).eval()
+    with torch.no_grad():  # a head that says something: z around 0.5 with a small sigma
+        model.redshift.fc2.bias.copy_(torch.tensor([np.log1p(0.5), 2 * np.log(0.01)]))
+    x = np.random.default_rng(1).random((5, 2600)).astype(np.float32)
+    with torch.no_grad():
+        logits, head = model.forward_with_redshift(torch.from_numpy(x))
+    fast = FastPath(model, "cpu", "fp32")
+    np.testing.assert_allclose(fast(x), logits.numpy(), atol=1e-4)  # the logits alone, as before
+    np.testing.assert_allclose(fast.outputs(x)[:, 3:], head.numpy(), atol=1e-4)
+    z, z_err = redshift_estimate(head)
+    assert np.allclose(z, 0.5, atol=0.05)
+
+    path = save_weights(model, tmp_path / "with-head")
+    classifier = Classifier.load(path, device="cpu", target_prior=None)
+    probs, balanced, fit = classifier.predict_with_redshift(x, np.full_like(x, 100.0))
+    np.testing.assert_allclose(probs, classifier.predict_proba(x), atol=1e-6)
+    assert len(fit.z) == 5 and np.isfinite(fit.z).all()
+
+
+def test_the_shipped_model_fits_redshifts_without_a_head():
+    classifier = Classifier.load("default", device="cpu")
+    rng = np.random.default_rng(7)
+    flux, ivar, z_true = from_template("QSO", 1.2, rng, snr=30)
+    probs, _, fit = classifier.predict_with_redshift(np.clip(flux, 0, 1)[None], ivar[None])
+    assert probs.shape == (1, 3) and np.isfinite(fit.z[0]) and fit.subclass[0] is not None
+    if probs.argmax() == 2:
+        assert abs(fit.z[0] - z_true) < 0.01 * (1 + z_true)
