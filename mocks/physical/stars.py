@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .common import (C_KMS, WORK_WAVE, LineAccumulator, add_strong_lines, band_heads, ccm_k, dust, equivalent_width_area, log_uniform,
-                     planck)
+                     planck, smooth_step)
 
 #: Kinds of star and how often each is drawn: LAMOST is mostly F, G and K.
 KIND_WEIGHTS = {"O": 0.003, "B": 0.03, "A": 0.09, "F": 0.25, "G": 0.28, "K": 0.22, "M": 0.07,
@@ -21,7 +21,7 @@ _TEFF = np.array([44000, 40000, 32000, 30000, 21000, 15500, 12000, 9700, 8100, 7
 
 BALMER = np.array([6564.61, 4862.68, 4341.68, 4102.89, 3971.20, 3890.16, 3836.47, 3798.98, 3771.70, 3751.22,
                    3735.43, 3723.00])
-BALMER_EW_A0 = np.array([14, 16, 15, 14, 12, 10, 8, 6, 5, 4, 3, 2.5])  #: A0 V equivalent widths (A)
+BALMER_EW_A0 = 1.25 * np.array([14, 16, 15, 14, 12, 10, 8, 6, 5, 4, 3, 2.5])  #: A0 V equivalent widths (A)
 CA_K, CA_H = 3934.78, 3969.59
 #: metal lines: rest wave, EW at full metal strength, intrinsic width (km/s), extra growth in cool stars;
 #: strengths set so line depths of F, G, K mocks at LAMOST resolution are near the real DR8 stars'
@@ -75,9 +75,10 @@ def coolness(teff: np.ndarray) -> np.ndarray:
 
 #: Teff -> colour temperature of the optical continuum: real cool stars are bluer than a blackbody at
 #: their Teff (H- opacity). Set so the 6900/4500 A and 8450/4500 A flux ratios of the A, F, G and K
-#: mocks match those of the real LAMOST DR8 stars in ../shared (16-84% ranges overlapping).
+#: mocks match those of the real LAMOST DR8 stars in ../shared (16-84% ranges overlapping); A stars
+#: against the real DR10 A stars' median spectrum.
 _COLOUR_TEFF = np.array([3000.0, 4500.0, 5600.0, 6500.0, 8500.0, 10000.0])
-_COLOUR_FACTOR = np.array([1.2, 1.2, 1.1, 1.08, 1.03, 1.0])
+_COLOUR_FACTOR = np.array([1.2, 1.2, 1.1, 1.1, 1.18, 1.12])
 
 
 def colour_temperature(teff: np.ndarray) -> np.ndarray:
@@ -86,8 +87,10 @@ def colour_temperature(teff: np.ndarray) -> np.ndarray:
 
 def continuum(rest: np.ndarray, teff: np.ndarray, blanket: np.ndarray) -> np.ndarray:
     """Continuum at the colour temperature with the blue suppressed by unresolved metal lines
-    (``blanket`` >= 0); arrays broadcast."""
-    return planck(rest, colour_temperature(teff)) * np.exp(-blanket * (4000.0 / rest) ** 4)
+    (``blanket`` >= 0) and, in A and B stars, by the crowding high Balmer lines below 3800 A (the
+    Balmer jump seen at LAMOST resolution); arrays broadcast."""
+    return planck(rest, colour_temperature(teff)) * np.exp(-blanket * (4000.0 / rest) ** 4) \
+        * (1.0 - 0.3 * balmer_strength(teff) * (1.0 - smooth_step(rest, 3790.0, 30.0)))
 
 
 def absorption_lines(acc: LineAccumulator, rows: np.ndarray, z: np.ndarray, teff: np.ndarray, metal: np.ndarray,
@@ -96,10 +99,10 @@ def absorption_lines(acc: LineAccumulator, rows: np.ndarray, z: np.ndarray, teff
     one = 1.0 + z[:, None]
     b = balmer_strength(teff)[:, None] * BALMER_EW_A0[None, :] * np.asarray(balmer_scale).reshape(-1, 1)
     # pressure-broadened Balmer lines: a narrow core and wide wings (wider in dwarfs, hotter stars)
-    wing_kms = wing[:, None] * 900.0
+    wing_kms = wing[:, None] * 1300.0
     r = np.broadcast_to(rows[:, None], b.shape)
-    acc.add(r, BALMER[None, :] * one, np.hypot(broad_kms[:, None], 120.0), equivalent_width_area(0.45 * b, BALMER))
-    acc.add(r, BALMER[None, :] * one, np.hypot(broad_kms[:, None], wing_kms), equivalent_width_area(0.55 * b, BALMER))
+    acc.add(r, BALMER[None, :] * one, np.hypot(broad_kms[:, None], 120.0), equivalent_width_area(0.35 * b, BALMER))
+    acc.add(r, BALMER[None, :] * one, np.hypot(broad_kms[:, None], wing_kms), equivalent_width_area(0.65 * b, BALMER))
     m = metal_strength(teff)[:, None] * metal[:, None]
     ew = m * METALS[None, :, 1] * (1.0 + METALS[None, :, 3] * coolness(teff)[:, None])
     ew[:, :2] += 0.4  # Ca II H&K (and interstellar Ca) are seen even in A stars
