@@ -137,7 +137,7 @@ def _curve_minimum(chi2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
 def _parabola(c_minus: torch.Tensor, c0: torch.Tensor, c_plus: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(offset of the vertex from the middle point in pixels, 1-sigma in pixels) of chi2 samples at -1, 0, +1."""
     curvature = c_minus - 2 * c0 + c_plus
-    ok = curvature > 0
+    ok = (curvature > 0) & torch.isfinite(curvature)
     safe = torch.where(ok, curvature, torch.ones_like(curvature))
     offset = torch.where(ok, 0.5 * (c_minus - c_plus) / safe, torch.zeros_like(c0)).clamp(-0.5, 0.5)
     sigma = torch.where(ok, torch.sqrt(2.0 / safe), torch.full_like(c0, float("nan")))
@@ -152,10 +152,10 @@ class RedshiftFitter:
     """
 
     def __init__(self, templates: dict[str, ClassTemplates] | None = None, device: str | torch.device = "cpu",
-                 star_poly: int = STAR_N_POLY) -> None:
+                 star_poly: int = STAR_N_POLY, scan_poly: int = N_POLY) -> None:
         self.templates = templates or load_templates()
         self.device = torch.device(device)
-        self.poly = legendre_basis().to(self.device)
+        self.poly = legendre_basis(scan_poly).to(self.device)
         self.star_poly = legendre_basis(star_poly).to(self.device)
         self.star_pairs = [(j, k) for j in range(star_poly) for k in range(j, star_poly)]
         pp_basis = legendre_basis(2 * star_poly - 1)
@@ -208,6 +208,12 @@ class RedshiftFitter:
         Model T(x) * sum_j a_j P_j(x): A_jk = sum w P_j P_k T^2 and b_j = sum w f P_j T are two matmuls
         of the batch's weighted polynomials with the templates (squared), then R small solves per spectrum.
         """
+        squared = templates.square()
+        return torch.cat([self._star_chi2_chunk(f[i:i + 64], w[i:i + 64], templates, squared)
+                          for i in range(0, len(f), 64)])
+
+    def _star_chi2_chunk(self, f: torch.Tensor, w: torch.Tensor, templates: torch.Tensor,
+                         squared: torch.Tensor) -> torch.Tensor:
         p = self.star_poly
         n_poly = len(p)
         pairs = self.star_pairs
@@ -216,7 +222,7 @@ class RedshiftFitter:
         # polynomials of that degree, recombined, give all the pairs' sums for fewer matmul rows.
         w_pp = (w.float().unsqueeze(1) * self.star_pp_basis.unsqueeze(0)).reshape(-1, N_PIXELS)
         w_fp = ((w * f).float().unsqueeze(1) * p.float().unsqueeze(0)).reshape(-1, N_PIXELS)
-        sums = (w_pp @ templates.square().T).reshape(n_b, len(self.star_pp_basis), n_r).double()
+        sums = (w_pp @ squared.T).reshape(n_b, len(self.star_pp_basis), n_r).double()
         gram = torch.einsum("ql,blr->bqr", self.star_pp_coeffs, sums)
         rhs = (w_fp @ templates.T).reshape(n_b, n_poly, n_r).double().transpose(1, 2)  # (B, R, n_poly)
         a = torch.empty(n_b, n_r, n_poly, n_poly, dtype=torch.float64, device=self.device)
@@ -263,17 +269,23 @@ class RedshiftFitter:
 
     def _star_shift_curve(self, f: torch.Tensor, w: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
         """chi2 (B, S) of each spectrum against its own template (index per row) at every allowed shift."""
-        n_s = len(self.star_shifts)
-        shifted = self.star_t.reshape(n_s, -1, N_PIXELS)
-        return torch.stack([self._star_chi2_rows(f, w, shifted[s][template]) for s in range(n_s)], 1)
+        # 64 rows at a time: the (shifts, rows, pixels) temporaries then stay in the CPU's cache.
+        return torch.cat([self._star_shift_chunk(f[i:i + 64], w[i:i + 64], template[i:i + 64])
+                          for i in range(0, len(f), 64)])
 
-    def _star_chi2_rows(self, f: torch.Tensor, w: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
-        """chi2 (B,) of each spectrum against its own template (B, N) times the polynomial."""
-        p = self.star_poly.float()
-        wt = (w.float() * templates)  # (B, N)
-        a = torch.einsum("bn,jn,kn->bjk", wt * templates, p, p).double()
-        rhs = torch.einsum("bn,jn->bj", wt * f.float(), p).double()
-        return (w * f * f).sum(1) - (rhs * _solve(a, rhs)).sum(-1)
+    def _star_shift_chunk(self, f: torch.Tensor, w: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
+        n_s, n_b = len(self.star_shifts), len(f)
+        t = self.star_t.reshape(n_s, -1, N_PIXELS)[:, template]  # (S, B, N)
+        wt = w.float().unsqueeze(0) * t
+        sums = ((wt * t).reshape(-1, N_PIXELS) @ self.star_pp_basis.T).reshape(n_s, n_b, -1).double()
+        gram_pairs = torch.einsum("ql,sbl->sbq", self.star_pp_coeffs, sums)
+        rhs = ((wt * f.float().unsqueeze(0)).reshape(-1, N_PIXELS) @ self.star_poly.float().T)
+        rhs = rhs.reshape(n_s, n_b, -1).double()
+        n_poly = len(self.star_poly)
+        a = torch.empty(n_s, n_b, n_poly, n_poly, dtype=torch.float64, device=self.device)
+        for i, (j, k) in enumerate(self.star_pairs):
+            a[..., j, k] = a[..., k, j] = gram_pairs[..., i]
+        return ((w * f * f).sum(1).unsqueeze(0) - (rhs * _solve(a, rhs)).sum(-1)).T
 
     # ------------------------------------------------------------------------------------------
     def _template_fft(self, name: str, n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -297,6 +309,7 @@ class RedshiftFitter:
         f = torch.from_numpy(flux).to(self.device)
         w = torch.from_numpy(ivar).to(self.device)
         p = self.poly
+        n_poly = len(p)
         nb = len(f)
 
         def correlate(spectra_fft: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
@@ -306,9 +319,9 @@ class RedshiftFitter:
             return full[..., N_PIXELS - 1:N_PIXELS - 1 + n_u]
 
         ee = correlate(ee_fft, w)  # (B, pairs, U): sum w E_i E_j
-        signals = torch.cat([w.unsqueeze(1) * p.unsqueeze(0), (w * f).unsqueeze(1)], 1)  # (B, N_POLY + 1, N)
-        ep = torch.stack([correlate(e_fft, signals[:, j]) for j in range(N_POLY + 1)], 2)  # (B, K, N_POLY+1, U)
-        n_par = k + N_POLY
+        signals = torch.cat([w.unsqueeze(1) * p.unsqueeze(0), (w * f).unsqueeze(1)], 1)  # (B, n_poly + 1, N)
+        ep = torch.stack([correlate(e_fft, signals[:, j]) for j in range(n_poly + 1)], 2)  # (B, K, n_poly+1, U)
+        n_par = k + n_poly
         a = torch.zeros(nb, n_u, n_par, n_par, dtype=torch.float64, device=self.device)
         i = 0
         for r in range(k):
@@ -316,24 +329,31 @@ class RedshiftFitter:
                 a[:, :, r, c] = a[:, :, c, r] = ee[:, i]
                 i += 1
         for r in range(k):
-            for j in range(N_POLY):
+            for j in range(n_poly):
                 a[:, :, r, k + j] = a[:, :, k + j, r] = ep[:, r, j]
         pp = torch.einsum("bn,jn,ln->bjl", w, p, p)
         a[:, :, k:, k:] = pp.unsqueeze(1)
         rhs = torch.zeros(nb, n_u, n_par, dtype=torch.float64, device=self.device)
-        rhs[:, :, :k] = ep[:, :, N_POLY].transpose(1, 2)
+        rhs[:, :, :k] = ep[:, :, n_poly].transpose(1, 2)
         rhs[:, :, k:] = ((w * f) @ p.T).unsqueeze(1)
-        chi2 = (w * f * f).sum(1, keepdim=True) - (rhs * _solve(a, rhs)).sum(-1)  # (B, U)
+        coeffs = _solve(a, rhs)
+        chi2 = (w * f * f).sum(1, keepdim=True) - (rhs * coeffs).sum(-1)  # (B, U)
+        # Eigenspectrum 0 is the class's mean spectrum: a fit that needs it negative (the others then
+        # build some other spectrum) is no galaxy or QSO at that redshift. ``allowed`` is the chi2 of the
+        # others (all, for a spectrum with none); the parabola still reads the smooth unconstrained curve.
+        physical = coeffs[..., 0] > 0
+        physical |= ~physical.any(1, keepdim=True)
+        allowed = torch.where(physical, chi2, torch.full_like(chi2, float("inf")))
 
         z_grid = torch.from_numpy(tpl.z_of_offset(np.arange(n_u))).to(self.device)
-        score = chi2
+        score = allowed
         if prior is not None:
             mu = torch.from_numpy(np.log1p(prior[0]).astype(np.float64)).to(self.device)
             sig = torch.from_numpy(np.asarray(prior[1], np.float64) / (1.0 + np.asarray(prior[0], np.float64)))
             sig = torch.nan_to_num(sig, nan=np.inf).clamp_min(PRIOR_SIGMA_FLOOR).to(self.device)
             usable = torch.isfinite(mu)
             penalty = ((torch.log1p(z_grid)[None, :] - mu[:, None]) / sig[:, None]) ** 2
-            score = chi2 + torch.where(usable[:, None], penalty, torch.zeros_like(penalty))
+            score = allowed + torch.where(usable[:, None], penalty, torch.zeros_like(penalty))
         u_best = score.argmin(1)
         ar = torch.arange(nb, device=self.device)
         edge = (u_best == 0) | (u_best == n_u - 1)
@@ -344,14 +364,14 @@ class RedshiftFitter:
         z = tpl.z_of_offset(u_hat)
         # Second solution: the lowest local minimum of chi2 further than EXCLUDE_KMS from the best.
         exclude = int(np.ceil(EXCLUDE_KMS[name] / KMS_PER_PIXEL))
-        local_min = torch.ones_like(chi2, dtype=torch.bool)
-        local_min[:, 1:] &= chi2[:, 1:] <= chi2[:, :-1]
-        local_min[:, :-1] &= chi2[:, :-1] <= chi2[:, 1:]
+        local_min = torch.isfinite(allowed)
+        local_min[:, 1:] &= allowed[:, 1:] <= allowed[:, :-1]
+        local_min[:, :-1] &= allowed[:, :-1] <= allowed[:, 1:]
         far = (torch.arange(n_u, device=self.device)[None, :] - u_best[:, None]).abs() > exclude
-        second = torch.where(local_min & far, chi2, torch.full_like(chi2, float("inf"))).min(1).values
+        second = torch.where(local_min & far, allowed, torch.full_like(allowed, float("inf"))).min(1).values
         best = chi2[ar, u_best]
         out.z[rows] = z
-        dof = np.maximum((ivar > 0).sum(1) - k - N_POLY, 1)
+        dof = np.maximum((ivar > 0).sum(1) - k - n_poly, 1)
         out.z_err[rows] = _z_err(z, sigma.cpu().numpy(), best.cpu().numpy() / dof)
         out.chi2[rows] = best.cpu().numpy()
         delta = (second - best).cpu().numpy()
