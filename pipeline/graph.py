@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distributed import Client, WorkerPlugin, as_completed, get_worker
+from distributed import Client, WorkerPlugin, as_completed, get_worker, wait
 
 from . import failsafe, stages
 from .manifest import Manifest, model_id
@@ -77,6 +77,62 @@ def write_task(records: stages.PreparedRecords, result: stages.Classified, catal
 def gpu_workers(client: Client) -> list[str]:
     info = client.scheduler_info(n_workers=-1)["workers"]
     return [addr for addr, w in info.items() if w.get("resources", {}).get("GPU", 0) >= 1]
+
+
+# How long a run waits with no worker at all before it gives up (workers that died and did not come back).
+NO_WORKERS_TIMEOUT_S = 300.0
+
+
+class WorkersLost(Exception):
+    """The cluster has had no worker for NO_WORKERS_TIMEOUT_S: nothing can finish."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"the Dask cluster has had no worker for {NO_WORKERS_TIMEOUT_S:.0f} s (they died and did not come "
+            "back, e.g. killed for memory): the batches written so far are kept; rerun the same command to resume")
+
+
+def _watch_workers(client: Client) -> Callable[[], None]:
+    """A check to call while waiting: raises WorkersLost once the cluster has been empty too long."""
+    last_seen = time.monotonic()
+    last_check = 0.0
+
+    def check() -> None:
+        nonlocal last_seen, last_check
+        now = time.monotonic()
+        if now - last_check < 2.0:
+            return
+        last_check = now
+        if client.scheduler_info(n_workers=-1)["workers"]:
+            last_seen = now
+        elif now - last_seen > NO_WORKERS_TIMEOUT_S:
+            raise WorkersLost()
+
+    return check
+
+
+def completed_while_workers(client: Client, seq: as_completed) -> Iterator:
+    """``seq``'s futures as they complete (futures added meanwhile included), raising WorkersLost instead of
+    waiting forever on a cluster whose workers are gone."""
+    check = _watch_workers(client)
+    while not seq.is_empty():
+        if seq.has_ready():
+            yield from seq.next_batch(block=False)
+            continue
+        check()
+        time.sleep(0.05)
+
+
+def gather_while_workers(client: Client, futures: list) -> list:
+    """``client.gather(futures)``, raising WorkersLost instead of waiting forever on an empty cluster."""
+    check = _watch_workers(client)
+    while True:
+        try:
+            wait(futures, timeout=2.0)
+        except TimeoutError:
+            check()
+            continue
+        return client.gather(futures)
 
 
 @dataclass
@@ -163,7 +219,9 @@ def run_graph(
         # Results come to this process at once: left in a worker's memory, they would die with the next
         # worker the bad spectrum kills, and their recomputation could fail the same way.
         try:
-            records, classified = client.gather([prepared, fut])
+            records, classified = gather_while_workers(client, [prepared, fut])
+        except WorkersLost:
+            raise
         except Exception as exc:  # noqa: BLE001 - any task failure is handled the same way below
             part_failed(split, part, prepared, attempt, exc)
         else:
@@ -186,7 +244,9 @@ def run_graph(
             records = None
             if stage == "classify":
                 try:
-                    records = prepared.result()
+                    records = gather_while_workers(client, [prepared])[0]
+                except WorkersLost:
+                    raise
                 except Exception:  # noqa: BLE001 - lost with its worker: the row is flagged without it
                     stage = "read"
             split.outcomes.append(failsafe.PartOutcome(part, records, None, failsafe.failure_reason(stage, exc)))
@@ -208,7 +268,7 @@ def run_graph(
     while pending and in_flight < window:
         submit_next()
     try:
-        for fut in seq:
+        for fut in completed_while_workers(client, seq):
             what = tracked.pop(fut)
             if what[0] == "part":
                 if (done := part_done(*what[1:], fut)) is not None:

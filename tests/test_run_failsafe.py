@@ -152,3 +152,16 @@ def test_local_cluster_listens_on_the_loopback_only():
         assert scheduler.address.startswith("tcp://127.0.0.1:")
         bound = [s.getsockname()[0] for s in scheduler.http_server._sockets.values()]
         assert bound and set(bound) == {"127.0.0.1"}, bound
+
+
+def test_a_cluster_without_workers_stops_with_one_line(release, model, tmp_path, monkeypatch):
+    from lamost_classify.pipeline import graph
+
+    monkeypatch.setattr(graph, "NO_WORKERS_TIMEOUT_S", 3.0)
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        result = CliRunner().invoke(main, ["run", "--input", str(release), "--output", str(tmp_path / "cat"),
+                                           "--model", model, "--batch-size", "4", "--device", "cpu",
+                                           "--no-progress", "--scheduler", cluster.scheduler_address])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and "no worker for 3 s" in errors[0] and "rerun the same command" in errors[0]

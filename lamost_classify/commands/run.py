@@ -131,6 +131,7 @@ def run_error_message(exc: BaseException, output: Path) -> str | None:
 
     from lamost_classify.model.weights import ModelCardMismatch, WeightsIntegrityError
     from lamost_classify.pipeline.failsafe import is_storage_error
+    from lamost_classify.pipeline.graph import WorkersLost
     from lamost_classify.pipeline.lock import CatalogLocked
     from lamost_classify.pipeline.manifest import ManifestError, ResumeRefused
     from lamost_classify.pipeline.run import CatalogIncomplete, OutputError
@@ -147,7 +148,7 @@ def run_error_message(exc: BaseException, output: Path) -> str | None:
                 "fix the permissions or use another --output, then rerun the same command")
     if isinstance(exc, KeyError):
         return str(exc.args[0]) if exc.args else str(exc)
-    if isinstance(exc, (OutputError, CatalogLocked, ManifestError, ResumeRefused, CatalogIncomplete,
+    if isinstance(exc, (OutputError, CatalogLocked, ManifestError, ResumeRefused, CatalogIncomplete, WorkersLost,
                         SlurmClusterError, ValueError, FileNotFoundError, ImportError)):
         return str(exc)
     return None
