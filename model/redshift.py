@@ -169,12 +169,6 @@ class RedshiftFitter:
             raise ValueError("the star templates do not cover the radial-velocity window")
         sliced = torch.stack([stars.basis[:, k0 - s:k0 - s + N_PIXELS] for s in shifts])  # (S, T, N)
         self.star_shifts = shifts
-        # The radial velocity is measured with the best of one template per type letter (the first
-        # listed), which is enough to place the lines; every template is then fitted at that shift.
-        first = {}
-        for i, label in enumerate(stars.subclass):
-            first.setdefault(_letter(label), i)
-        self.star_representatives = torch.tensor(sorted(first.values()), device=self.device)
         self.star_t = sliced.reshape(-1, N_PIXELS).float().to(self.device)
         self._spectra_fft: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -231,22 +225,16 @@ class RedshiftFitter:
         return (w * f * f).sum(1, keepdim=True) - (rhs * _solve(a, rhs)).sum(-1)
 
     def _fit_stars(self, flux: np.ndarray, ivar: np.ndarray, rows: np.ndarray, out: RedshiftResult) -> None:
-        """Four passes, so that no spectrum meets every template at every shift: (1) one template per
-        type letter at z = 0 picks the best; (2) that template over the radial-velocity window gives the
-        whole-pixel shift; (3) every template at that shift gives the type and delta chi2; (4) the best
-        template over the window again gives z and its error."""
+        """Two passes, so that no spectrum meets every template at every shift: every template at z = 0
+        gives the type and delta chi2 (stellar radial velocities are mostly within a pixel, 104 km/s:
+        typing at the best whole-pixel shift instead changed 5 of 1,372 real stars' letters, at 1.4x
+        the cost); then the best template over the radial-velocity window gives z and its error."""
         stars = self.templates["STAR"]
         n_s, n_t = len(self.star_shifts), len(stars.subclass)
         shifted = self.star_t.reshape(n_s, n_t, N_PIXELS)
         f = torch.from_numpy(flux).to(self.device)
         w = torch.from_numpy(ivar).to(self.device)
-        reps = self.star_representatives
-        t_first = reps[self._star_chi2(f, w, shifted[STAR_MAX_SHIFT][reps]).argmin(1)]
-        s_idx = self._star_shift_curve(f, w, t_first).argmin(1)
-        per_template = torch.empty(len(f), n_t, dtype=torch.float64, device=self.device)
-        for s in torch.unique(s_idx).tolist():
-            members = s_idx == s
-            per_template[members] = self._star_chi2(f[members], w[members], shifted[s])
+        per_template = self._star_chi2(f, w, shifted[STAR_MAX_SHIFT])
         t_best = per_template.argmin(1)
         curve = self._star_shift_curve(f, w, t_best)
         shift, sigma, edge = _curve_minimum(curve)
