@@ -1,9 +1,10 @@
 """What happens to a batch whose task fails for good, free of Dask so it tests alone.
 
-The batch is split into parts and each part is read and classified again, and a part that fails is split
-again, down to single spectra: only a spectrum that fails on its own (a file that kills the worker
-reading it, say) is lost. Its row is still written, flagged INFERENCE_FAILED (and UNREADABLE when reading
-was what failed), with the reason in ``error``; a rerun of the same command retries such batches.
+The batch is split into parts (single spectra, by default) and each part is read and classified again; a
+part that fails is split again, down to single spectra: only a spectrum that fails on its own (a file that
+kills the worker reading it, say) is lost. Its row is still written, flagged INFERENCE_FAILED (and
+UNREADABLE when reading was what failed), with the reason in ``error``; a rerun of the same command
+retries such batches.
 """
 
 from __future__ import annotations
@@ -20,17 +21,20 @@ from . import grid, stages
 from .flags import Flag
 from .plan import Batch
 
-# Parts per split: a batch of 1000 reaches single spectra in four rounds of splitting.
-SPLIT_INTO = 8
+# Parts per split: straight to single spectra. Each round of splitting costs the bad file another
+# allowed-failures + 1 worker deaths (restarts of a worker process, each counted against whatever else
+# was queued on it), and the single-spectrum tasks of a batch run side by side, so one round is cheapest.
+SPLIT_INTO: int | None = None
 
 # Errors from writing the catalog that say the disk, not the batch, is at fault: splitting cannot help.
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
 
-def split(batch: Batch, parts: int = SPLIT_INTO) -> list[Batch]:
-    """Contiguous parts of ``batch`` (same index: they are written back as that batch's file)."""
+def split(batch: Batch, parts: int | None = SPLIT_INTO) -> list[Batch]:
+    """Contiguous parts of ``batch`` (same index: they are written back as that batch's file); ``parts``
+    None: one per spectrum."""
     n = len(batch.sources)
-    size = -(-n // min(parts, n))
+    size = -(-n // min(parts or n, n))
     return [Batch(batch.index, batch.start + lo, batch.start + min(lo + size, n), batch.sources[lo:lo + size])
             for lo in range(0, n, size)]
 
