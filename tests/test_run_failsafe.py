@@ -165,3 +165,21 @@ def test_a_cluster_without_workers_stops_with_one_line(release, model, tmp_path,
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     errors = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
     assert len(errors) == 1 and "no worker for 3 s" in errors[0] and "rerun the same command" in errors[0]
+
+
+def test_overwrite_repairs_a_corrupt_manifest_and_clears_strays(release, model, tmp_path):
+    out = tmp_path / "cat"
+    (out / "parquet").mkdir(parents=True)
+    (out / "manifest.json").write_text('{\n "fingerprint": "ab')
+    (out / "parquet" / "batch-000003 (copy).parquet").write_bytes(b"x")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        args = ["run", "--input", str(release), "--output", str(out), "--model", model, "--batch-size", "4",
+                "--device", "cpu", "--no-progress", "--scheduler", cluster.scheduler_address]
+        refused = CliRunner().invoke(main, args)
+        assert refused.exit_code == 1 and "manifest.json is corrupt" in refused.output, refused.output
+        result = CliRunner().invoke(main, [*args, "--overwrite"])
+        assert result.exit_code == 0, result.output
+        again = CliRunner().invoke(main, args)
+        assert again.exit_code == 0 and "4 already done, 0 to run" in again.output, again.output
+    assert sorted(p.name for p in (out / "parquet").iterdir()) == [f"batch-{i:06d}.parquet" for i in range(4)]
+    assert json.loads((out / "manifest.json").read_text())["finished"] == [0, 1, 2, 3]
