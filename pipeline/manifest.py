@@ -1,4 +1,5 @@
-"""The run's manifest: which input set (plan fingerprint), which model, which batches are finished.
+"""The run's manifest: which input set (plan fingerprint), which model (weights and card), which settings,
+which batches are finished. A resume must match all but the last.
 
 A batch is finished when its Parquet file exists under ``parquet/``: the file is renamed into place only
 after it (and its Zarr region) is completely written, so its presence is the commit. manifest.json keeps
