@@ -43,7 +43,7 @@ COLUMNS: list[tuple[str, pa.DataType, str, str]] = [
     ("lamost_class", pa.string(), "", "the file's own CLASS, for comparison"),
     ("lamost_subclass", pa.string(), "", "the file's own SUBCLASS"),
     ("lamost_z", pa.float32(), "", "the file's own redshift Z"),
-    ("model", pa.string(), "", "model name and sha256 prefix of its weights"),
+    ("model", pa.string(), "", "model name and sha256 prefix of its card (which holds its weights' sha256)"),
     ("release", pa.string(), "", "data release of the input (e.g. DR5, sample)"),
     ("error", pa.string(), "", "why the spectrum could not be read or classified (null when fine)"),
 ]
