@@ -44,6 +44,7 @@ N_POLY = 3  # polynomial terms (Legendre degree 0..2) added to the galaxy and QS
 STAR_N_POLY = 5  # terms of the polynomial multiplying each star template (degree 4: the continuum shape is
 #   left to the polynomial, the type to the lines; 1-3 terms typed the real LAMOST stars worse)
 EXCLUDE_KMS = {"GALAXY": 1000.0, "QSO": 3000.0}  # a second solution must lie this far from the best
+SCAN_ROWS = 32  # galaxies or QSOs fitted together (bounds the memory of a batch that is all QSOs)
 PRIOR_SIGMA_FLOOR = 0.01  # in log(1 + z): the head's proposal narrows the search, never to below this
 
 
@@ -191,8 +192,10 @@ class RedshiftFitter:
             if name == "STAR":
                 self._fit_stars(flux[rows], ivar[rows], rows, out)
             else:
-                prior = None if proposal is None else (np.asarray(proposal[0])[rows], np.asarray(proposal[1])[rows])
-                self._fit_scan(name, flux[rows], ivar[rows], rows, out, prior)
+                # SCAN_ROWS at a time: a QSO's normal equations at every redshift take ~2 MB (~0.5 GB for 32).
+                for part in np.array_split(rows, -(-len(rows) // SCAN_ROWS)):
+                    prior = None if proposal is None else (np.asarray(proposal[0])[part], np.asarray(proposal[1])[part])
+                    self._fit_scan(name, flux[part], ivar[part], part, out, prior)
         return out
 
     # ------------------------------------------------------------------------------------------
