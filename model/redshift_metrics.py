@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -103,3 +103,16 @@ def star_type_confusion(reference: Sequence[str | None], ours: Sequence[str | No
     agree = sum(r == m for r, m in pairs)
     return {"n": len(pairs), "letter_agreement": agree / len(pairs) if pairs else float("nan"),
             "letters": letters, "matrix": matrix.tolist()}
+
+
+def redshift_report(truth: Mapping[str, Sequence], labels: Sequence[int], predicted: Sequence[int],
+                    z: Sequence[float], subclass: Sequence[str | None], snr: Sequence[float] | None = None) -> dict:
+    """Issue 14's part of an ``evaluate`` report, from a mock truth table (its ``z`` and ``subclass``),
+    the true and published class indices, and the fit's ``z`` and ``subclass`` per spectrum:
+    ``redshift`` (``redshift_accuracy``) and ``star_types`` (true stars published as stars: our letter
+    against the template's type)."""
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    stars = np.flatnonzero((labels == 0) & (predicted == 0))
+    reference = np.asarray(truth["subclass"], dtype=object)
+    return {"redshift": redshift_accuracy(np.asarray(truth["z"], np.float64), z, labels, predicted, snr),
+            "star_types": star_type_confusion([reference[i] for i in stars], [subclass[i] for i in stars])}

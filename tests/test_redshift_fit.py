@@ -161,3 +161,16 @@ def test_real_sdss_galaxies_and_qsos_fitted_as_their_class_get_sdss_redshifts(fi
     z_true = np.array([z for _, z in truth])
     dz = np.abs(result.z - z_true) / (1 + z_true)
     assert (dz[classes == GALAXY] < 0.003).all() and (dz[classes == QSO] < 0.01).all()
+
+
+def test_the_evaluate_report_part_scores_redshifts_and_star_types_together():
+    from lamost_classify.model.redshift_metrics import redshift_report
+
+    truth = {"z": [0.0, 0.2, 1.5, 0.0], "subclass": ["K3", "PASSIVE", "QSO", "A1"]}
+    report = redshift_report(truth, [0, 1, 2, 0], [0, 1, 2, 1], [0.0001, 0.2002, 1.4, 0.3],
+                             ["K5", "PASSIVE", "BROADLINE", "STARFORMING"])
+    assert report["redshift"]["by_class"]["GALAXY"]["within"] == 1.0
+    assert report["redshift"]["by_class"]["QSO"]["within"] == 0.0
+    assert report["redshift"]["by_class"]["STAR"]["class_right"] == 0.5
+    # Only the true star published as a star is typed: K3 against K5, same letter.
+    assert report["star_types"]["n"] == 1 and report["star_types"]["letter_agreement"] == 1.0
