@@ -2,16 +2,17 @@
 
 Every spectrum is fitted with the templates of the class the network gave it (``model/data/
 redshift_templates.npz``, made by ``training/make_redshift_templates.py`` from the SDSS spEigen*
-files), by least squares weighted with the spectrum's inverse variance, at every redshift of the class's
-range that is a whole number of grid pixels (the grid is log-linear: a redshift is a shift):
+files), by least squares weighted with the spectrum's inverse variance, at redshifts that are whole
+numbers of grid pixels (the grid is log-linear: a redshift is a shift):
 
-- STAR: each of the 124 typed star spectra times a quadratic polynomial (a multiplicative polynomial
-  absorbs flux-calibration and extinction tilts), radial velocities within +-``STAR_MAX_SHIFT`` pixels.
-  The best template gives the subclass (its MK letter and subtype, or WD, CV, C, L).
+- STAR: each of the 124 typed star spectra times a degree-4 polynomial (a multiplicative polynomial
+  absorbs flux-calibration and extinction tilts) at z = 0; the best template gives the subclass (its MK
+  letter and subtype, or WD, CV, C, L), and its fit over +-``STAR_MAX_SHIFT`` pixels the radial velocity.
 - GALAXY (spEigenGal, 4 eigenspectra) and QSO (spEigenQSO, 4 eigenspectra): the eigenspectra plus a
   quadratic polynomial, added. Every sum the normal equations need, at every shift, is a correlation of a
   template (or a product of two) with the spectrum's weights, so one FFT per sum gives the whole chi2(z)
-  curve of a class's redshift range at once (galaxies: -0.005 to 1.2, QSOs: 0 to 6).
+  curve of a class's redshift range at once (galaxies: -0.005 to 1.2, QSOs: 0 to 6). Solutions that
+  need the mean eigenspectrum (eigenvector 0) with a negative amplitude are not taken.
 
 The redshift is the lowest chi2 of that curve, plus a Gaussian prior in log(1 + z) when the network's
 redshift head gives a proposal (``proposal``; its sigma is floored at ``PRIOR_SIGMA_FLOOR`` so that an
