@@ -137,12 +137,19 @@ def _curve_minimum(chi2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
 
 
 def _parabola(c_minus: torch.Tensor, c0: torch.Tensor, c_plus: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(offset of the vertex from the middle point in pixels, 1-sigma in pixels) of chi2 samples at -1, 0, +1."""
+    """(offset of the vertex from the middle point in pixels, 1-sigma in pixels) of chi2 samples at -1, 0, +1.
+
+    Where the three are not convex (the best allowed point next to a lower, excluded one), the vertex
+    stays on the middle point and sigma comes from the rise to the higher neighbour, as if it were the
+    parabola's (chi2 = c0 + rise s^2): wider than the curvature would give.
+    """
     curvature = c_minus - 2 * c0 + c_plus
     ok = (curvature > 0) & torch.isfinite(curvature)
     safe = torch.where(ok, curvature, torch.ones_like(curvature))
     offset = torch.where(ok, 0.5 * (c_minus - c_plus) / safe, torch.zeros_like(c0)).clamp(-0.5, 0.5)
-    sigma = torch.where(ok, torch.sqrt(2.0 / safe), torch.full_like(c0, float("nan")))
+    rise = torch.maximum(c_minus, c_plus) - c0
+    one_sided = torch.where(rise > 0, torch.rsqrt(rise.clamp_min(1e-300)), torch.full_like(c0, float("nan")))
+    sigma = torch.where(ok, torch.sqrt(2.0 / safe), one_sided)
     return offset, sigma
 
 
