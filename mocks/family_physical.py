@@ -10,14 +10,13 @@ Determinism: mock ``i`` of seed ``s`` belongs to block ``i // BLOCK`` drawn from
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from .physical import detector, galaxies, qsos, stars
-from .simulate import MockChunk
+from .simulate import MockChunk, rechunk
 
 FAMILY = "physical"
 CLASSES = ("STAR", "GALAXY", "QSO")
@@ -78,18 +77,5 @@ def simulate(n: int, seed: int, *, class_mix: Sequence[float] = (1 / 3, 1 / 3, 1
     if len(class_mix) != 3 or min(class_mix) < 0 or sum(class_mix) <= 0:
         raise ValueError(f"class_mix must be three non-negative (star, galaxy, qso) fractions, not {class_mix!r}")
     draw_snr(np.random.default_rng(0), 1, snr_distribution, snr_range)  # check the arguments before any work
-    stop = start + n
-    pending: list[MockChunk] = []
-    have = 0
-    for b in range(start // BLOCK, math.ceil(stop / BLOCK)):
-        blk = block(seed, b, class_mix, snr_distribution, snr_range)
-        lo, hi = max(start, b * BLOCK) - b * BLOCK, min(stop, (b + 1) * BLOCK) - b * BLOCK
-        pending.append(blk.slice(lo, hi))
-        have += hi - lo
-        while have >= chunk_size:
-            merged = MockChunk.concat(pending)
-            yield merged.slice(0, chunk_size)
-            rest = merged.slice(chunk_size, len(merged))
-            pending, have = ([rest] if len(rest) else []), len(rest)
-    if have:
-        yield MockChunk.concat(pending)
+    yield from rechunk(lambda b: block(seed, b, class_mix, snr_distribution, snr_range), start, n, chunk_size,
+                       BLOCK)

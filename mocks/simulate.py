@@ -113,6 +113,26 @@ class MockChunk:
                          {k: np.concatenate([c.truth[k] for c in chunks]) for k in chunks[0].truth})
 
 
+def rechunk(block_of: Callable[[int], "MockChunk"], start: int, n: int, chunk_size: int,
+            block_size: int = BLOCK) -> Iterator["MockChunk"]:
+    """Mocks ``start`` .. ``start+n-1`` as chunks of ``chunk_size``, from fixed blocks of ``block_size``
+    (``block_of(b)`` makes block ``b``): chunking never changes which random stream a mock comes from."""
+    stop = start + n
+    pending: list[MockChunk] = []
+    have = 0
+    for b in range(start // block_size, math.ceil(stop / block_size)):
+        lo, hi = max(start, b * block_size) - b * block_size, min(stop, (b + 1) * block_size) - b * block_size
+        pending.append(block_of(b).slice(lo, hi))
+        have += hi - lo
+        while have >= chunk_size:
+            merged = MockChunk.concat(pending)
+            yield merged.slice(0, chunk_size)
+            rest = merged.slice(chunk_size, len(merged))
+            pending, have = ([rest] if len(rest) else []), len(rest)
+    if have:
+        yield MockChunk.concat(pending)
+
+
 @dataclass
 class Source:
     """What each mock of a block is, before it is rendered (one array entry per mock)."""
@@ -393,23 +413,7 @@ def simulate(n: int, seed: int, class_mix: Sequence[float] | str = SURVEY_MIX, t
         class_mix = {"survey": SURVEY_MIX, "balanced": BALANCED}[class_mix]
     sim = simulator or Simulator(templates_dir=templates_dir, noise=noise, class_mix=class_mix,
                                  snr_distribution=snr_distribution, snr_range=snr_range, star_types=star_types)
-    stop = start + n
-    pending: list[MockChunk] = []
-    have = 0
-    pos = start
-    for b in range(start // BLOCK, math.ceil(stop / BLOCK)):
-        blk = sim.block(seed, b)
-        lo, hi = max(pos, b * BLOCK) - b * BLOCK, min(stop, (b + 1) * BLOCK) - b * BLOCK
-        pending.append(blk.slice(lo, hi))
-        have += hi - lo
-        pos = b * BLOCK + hi
-        while have >= chunk_size:
-            merged = MockChunk.concat(pending)
-            yield merged.slice(0, chunk_size)
-            rest = merged.slice(chunk_size, len(merged))
-            pending, have = ([rest] if len(rest) else []), len(rest)
-    if have:
-        yield MockChunk.concat(pending)
+    yield from rechunk(lambda b: sim.block(seed, b), start, n, chunk_size)
 
 
 # --------------------------------------------------------------------------------------------------
