@@ -64,6 +64,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--artefacts", type=float, default=0.0, help="TrainConfig.artefact_fraction (0: the paper's recipe)")
     p.add_argument("--init-from", default=None, help="fine-tune these weights (name or path)")
+    p.add_argument("--redshift-weight", type=float, default=0.0,
+                   help="TrainConfig.redshift_weight: train the redshift head with the class (0: no head)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (1 is fastest on a shared, loaded machine)")
@@ -88,8 +90,10 @@ def main() -> None:
     config = TrainConfig(preset=args.preset, epochs=args.epochs, lr_milestones=tuple(int(m) for m in args.milestones.split(",")),
                          per_class=args.per_class, batch_size=args.batch_size, device=args.device,
                          num_threads=args.threads, lr=args.lr, artefact_fraction=args.artefacts,
-                         init_from=args.init_from)
-    result = fit(train_x, train_y, np.asarray(val_x), val_y, config, args.out)
+                         init_from=args.init_from, redshift_weight=args.redshift_weight)
+    train_z = np.concatenate([np.asarray(sets[n][1]["z"]) for n in train_names])
+    val_z = np.concatenate([np.asarray(sets[n][1]["z"]) for n in val_names])
+    result = fit(train_x, train_y, np.asarray(val_x), val_y, config, args.out, train_z=train_z, val_z=val_z)
     model = result.model
 
     report: dict = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
