@@ -116,7 +116,7 @@ def prepare_output(opts: RunOptions, plan: Plan, manifest: Manifest) -> set[int]
             shown = ", ".join(repr(n) for n in strays[:5]) + (f" and {len(strays) - 5} more" if len(strays) > 5 else "")
             raise ResumeRefused(
                 f"{out / PARQUET_DIR} holds {len(strays)} file(s) that are not this run's batch files: {shown}; "
-                "move them out of that folder (the catalog is read from every file there), then rerun")
+                "move them out of that folder (tools that read the whole folder, pyarrow or DuckDB globs, would count them as rows), then rerun")
     if previous is not None:
         previous.check_same_run(manifest)
         manifest.created = previous.created
