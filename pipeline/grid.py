@@ -153,6 +153,12 @@ def normalise(flux: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
     Returns (normalised float32 with FILL_VALUE where invalid, flags uint32 with NO_FLUX or CONSTANT_FLUX).
     """
+    out, flags, _ = _normalise_with_span(flux, valid)
+    return out, flags
+
+
+def _normalise_with_span(flux: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``normalise`` plus each row's Fmax - Fmin (float64, 0 where undefined), which scales the ivar."""
     flux = np.atleast_2d(flux).astype(np.float64)
     valid = np.atleast_2d(valid)
     any_valid = valid.any(axis=1)
@@ -166,7 +172,7 @@ def normalise(flux: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarr
     out[~any_valid | constant] = FILL_VALUE
     np.clip(out, 0.0, 1.0, out=out)
     flags = np.where(any_valid, 0, int(Flag.NO_FLUX)) | np.where(constant, int(Flag.CONSTANT_FLUX), 0)
-    return out.astype(np.float32), flags.astype(np.uint32)
+    return out.astype(np.float32), flags.astype(np.uint32), np.where(span > 0, span, 0.0)
 
 
 def prepare_arrays(
@@ -177,11 +183,8 @@ def prepare_arrays(
     ivar = np.atleast_2d(np.asarray(ivar, dtype=np.float64))
     valid, nonfinite = pixel_validity(flux, ivar, None if andmask is None else np.atleast_2d(andmask))
     res = resample(wavelength, flux, ivar, valid)
-    norm, flags = normalise(res.flux, res.valid)
+    norm, flags, span = _normalise_with_span(res.flux, res.valid)
     # The inverse variance in normalised units (ivar x span^2): what a template fit of ``flux`` weighs by.
-    fmin = np.where(res.valid, res.flux, np.inf).min(axis=1, initial=np.inf).astype(np.float64)
-    fmax = np.where(res.valid, res.flux, -np.inf).max(axis=1, initial=-np.inf).astype(np.float64)
-    span = np.where(fmax > fmin, fmax - fmin, 0.0)
     ivar_norm = np.where(res.valid, res.ivar.astype(np.float64) * span[:, None] ** 2, 0.0)
 
     n_covered = res.covered.sum(axis=1)
