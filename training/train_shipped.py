@@ -3,6 +3,10 @@
     python training/make_training_set.py --out work/trainset
     python training/train_shipped.py --data work/trainset --out work/train-fast --preset fast
 
+``--data`` takes several directories, one per mock family (training/make_training_set.py --family F
+writes the same sets for every family): their training and validation sets are pooled, the prior
+strength is chosen on their pooled survey-mix test sets, and every report is given per directory too.
+
 Steps: fit on the balanced mock training sets (paper's recipe and augmentation, schedule as given;
 ``--init-from`` fine-tunes) -> temperature on the validation sets (ECE before/after) -> prior
 adjustment chosen on the survey-mix test set (the strength that maximises mean F1 per class at that
@@ -25,8 +29,31 @@ import pyarrow.parquet as pq
 from lamost_classify import CLASS_NAMES, SURVEY_PRIOR
 
 
+TRAIN_SETS = ("train", "train_analytic", "train_snr")
+VAL_SETS = ("val", "val_snr")
+TEST_SETS = ("test", "test_survey", "test_snr")
+
+
 def load_set(data: Path, name: str) -> tuple[np.ndarray, dict]:
-    return np.load(data / f"{name}_flux.npy", mmap_mode="r"), pq.read_table(data / f"{name}_truth.parquet").to_pydict()
+    truth = pq.read_table(data / f"{name}_truth.parquet").to_pydict()
+    truth.setdefault("family", ["survey"] * len(truth["label"]))  # sets made before families existed
+    return np.load(data / f"{name}_flux.npy", mmap_mode="r"), truth
+
+
+def load_sets(dirs: list[Path]) -> tuple[dict[str, tuple[np.ndarray, dict]], dict[str, dict[str, tuple[np.ndarray, dict]]]]:
+    """The sets of every directory, pooled by name (flux stacked, truth columns both tables have), and
+    each directory's own sets."""
+    per_dir = {str(d): {n: load_set(d, n) for n in TRAIN_SETS + VAL_SETS + TEST_SETS if (d / f"{n}_flux.npy").exists()}
+               for d in dirs}
+    pooled = {}
+    for name in TRAIN_SETS + VAL_SETS + TEST_SETS:
+        parts = [sets[name] for sets in per_dir.values() if name in sets]
+        if not parts:
+            continue
+        keys = set.intersection(*(set(t) for _, t in parts))
+        pooled[name] = (np.concatenate([np.asarray(f) for f, _ in parts]) if len(parts) > 1 else parts[0][0],
+                        {k: sum((list(t[k]) for _, t in parts), []) for k in keys})
+    return pooled, per_dir
 
 
 def logits_of(model, flux: np.ndarray) -> np.ndarray:
@@ -55,7 +82,7 @@ def real_stars(held_out_only: bool = True) -> dict[str, dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--data", type=Path, nargs="+", required=True, help="set directories, one per mock family")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--preset", default="fast")
     p.add_argument("--epochs", type=int, default=60)
@@ -78,13 +105,11 @@ def main() -> None:
     from lamost_classify.model.train import TrainConfig, fit
     from lamost_classify.model.weights import save_weights
 
-    sets = {name: load_set(args.data, name) for name in ("train", "train_analytic", "train_snr", "val", "val_snr", "test", "test_survey",
-                                                             "test_snr")
-            if (args.data / f"{name}_flux.npy").exists()}
-    train_names = [n for n in ("train", "train_analytic", "train_snr") if n in sets]
+    sets, per_dir = load_sets(args.data)
+    train_names = [n for n in TRAIN_SETS if n in sets]
     train_x = np.concatenate([np.asarray(sets[n][0]) for n in train_names])
     train_y = np.concatenate([np.asarray(sets[n][1]["label"]) for n in train_names])
-    val_names = [n for n in ("val", "val_snr") if n in sets]
+    val_names = [n for n in VAL_SETS if n in sets]
     val_x = np.concatenate([np.asarray(sets[n][0]) for n in val_names])
     val_y = np.concatenate([np.asarray(sets[n][1]["label"]) for n in val_names])
     config = TrainConfig(preset=args.preset, epochs=args.epochs, lr_milestones=tuple(int(m) for m in args.milestones.split(",")),
@@ -150,11 +175,26 @@ def main() -> None:
             report[key][sub] = {"n": r["n"], "star_recall": recall}
             print(f"{key} {sub}: n={r['n']} STAR recall {recall:.4f}")
 
+    if len(per_dir) > 1:  # each family on its own, as the catalog labels them (survey prior)
+        report["per_directory"] = {}
+        for d, dsets in per_dir.items():
+            report["per_directory"][d] = {}
+            for name in ("test_survey", "test_snr"):
+                if name in dsets:
+                    x, truth = dsets[name]
+                    probs = adjust_to_prior(softmax(logits_of(model, x), temperature), chosen_prior)
+                    r = evaluate(np.asarray(truth["label"]), probs, np.asarray(truth["snr_g"]), truth=truth)
+                    report["per_directory"][d][name] = r
+                    print(f"{d} {name}: " + " ".join(f"{c} P={r['scores'][c]['precision']:.4f} "
+                                                      f"R={r['scores'][c]['recall']:.4f}" for c in CLASS_NAMES))
+
     (args.out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     if args.ship:
-        training = {"sets": {n: len(sets[n][0]) for n in sets}, "recipe": " ".join(sys.argv),
+        training = {"sets": {d: {n: len(dsets[n][0]) for n in dsets} for d, dsets in per_dir.items()},
+                    "families": sorted({f for n in train_names for f in sets[n][1].get("family", ["survey"])}),
+                    "recipe": " ".join(sys.argv),
                     "config": {k: v for k, v in config.__dict__.items() if k != "progress"},
-                    "data_sha256": _hash_dir(args.data)}
+                    "data_sha256": _hash_dirs(args.data)}
         if args.init_from:  # the whole chain of recipes stays on the card
             from lamost_classify.model.weights import read_card, resolve_weights
 
@@ -178,12 +218,13 @@ def main() -> None:
         print(f"shipped {path}")
 
 
-def _hash_dir(data: Path) -> str:
+def _hash_dirs(dirs: list[Path]) -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for f in sorted(data.glob("*_truth.parquet")):
-        h.update(f.read_bytes())
+    for data in dirs:
+        for f in sorted(data.glob("*_truth.parquet")):
+            h.update(f.read_bytes())
     return h.hexdigest()
 
 
