@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,7 +17,7 @@ from lamost_classify import CLASS_NAMES
 from . import catalog, grid
 from .flags import LOW_CONFIDENCE, UNUSABLE, UNUSABLE_FLUX_ERRORS, Flag
 from .plan import Batch
-from .readers import read_batch, read_parquet_spectra
+from .readers import read_batch
 from .spectrum import Spectrum
 
 
@@ -68,23 +67,9 @@ class Classified:
 
 
 def read_sources(sources: tuple[str, ...]) -> list[Spectrum]:
-    """Read every source in order; ``path#row`` sources are rows of a Parquet table of spectra."""
-    out: list[Spectrum | None] = [None] * len(sources)
-    files = [(i, s) for i, s in enumerate(sources) if not _parquet_row(s)]
-    for (i, _), spec in zip(files, read_batch([s for _, s in files])):
-        out[i] = spec
-    tables: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for i, s in enumerate(sources):
-        if (pr := _parquet_row(s)) is not None:
-            tables[pr[0]].append((i, pr[1]))
-    for path, items in tables.items():
-        try:
-            spectra = read_parquet_spectra(path, rows=[r for _, r in items])
-        except Exception as exc:  # the whole table is unreadable: every row says so
-            spectra = [_unreadable(f"{path}#{r}", exc) for _, r in items]
-        for (i, _), spec in zip(items, spectra):
-            out[i] = spec
-    return [s if s is not None else _unreadable(src, RuntimeError("not read")) for s, src in zip(out, sources)]
+    """Read every source in order, one Spectrum each (``readers.read_batch``: ``path#row`` sources are rows
+    of a Parquet table of spectra)."""
+    return read_batch(list(sources))
 
 
 def read_and_prepare(batch: Batch) -> PreparedRecords:
@@ -238,16 +223,3 @@ def failed_batch_records(batch: Batch, error: str, stage: str = "read") -> Prepa
 def _flux_error(flags: int) -> str | None:
     """Why a readable spectrum has no class, from its flux flags (None when it has one)."""
     return "; ".join(text for flag, text in UNUSABLE_FLUX_ERRORS.items() if flags & flag) or None
-
-
-def _parquet_row(source: str) -> tuple[str, int] | None:
-    path, sep, row = source.rpartition("#")
-    if sep and row.isdigit() and path.endswith(".parquet"):
-        return path, int(row)
-    return None
-
-
-def _unreadable(source: str, exc: BaseException) -> Spectrum:
-    empty = np.zeros(0, np.float32)
-    return Spectrum(np.zeros(0), empty, empty, np.zeros(0, np.int32), meta={"error": f"{type(exc).__name__}: {exc}"},
-                    source=source, flags=int(Flag.UNREADABLE))

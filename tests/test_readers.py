@@ -389,6 +389,31 @@ def test_parquet_bad_rows_are_flagged_and_bad_files_raise(tmp_path):
     assert read_batch([tmp_path / "fake.parquet"])[0].flags == Flag.UNREADABLE
 
 
+
+def test_read_batch_reads_path_row_sources_by_one_rule(tmp_path):
+    """Rows of two tables interleaved with a FITS file come back in the order asked, each table read once;
+    a file whose real name ends in '#N' is that file; a row of a missing or unreadable table is flagged."""
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    write_parquet(first, 5, False)
+    write_parquet(second, 3, True)
+    fits_file = tmp_path / "spec.fits"
+    fits_file.write_bytes(write("dr2-8"))
+    hashed = tmp_path / "odd#2"  # a FITS file whose own name looks like a row
+    hashed.write_bytes(write("v2"))
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    sources = [f"{second}#2", f"{first}#4", str(fits_file), f"{first}#0", str(hashed),
+               f"{tmp_path}/broken.parquet#1", f"{tmp_path}/gone.parquet#0", f"{first}#9"]
+    batch = read_batch(sources)
+    assert [s.source for s in batch] == sources
+    assert [s.meta.get("obsid") for s in batch[:5]] == [1002, 1004, 123456789, 1000, 123456789]
+    assert [s.layout for s in batch[:5]] == ["parquet", "parquet", "lamost_image", "parquet", "lamost_coadd"]
+    assert all(s.flags == Flag.UNREADABLE for s in batch[5:])
+    assert "not a readable Parquet file" in batch[5].meta["error"]
+    assert "no such file" in batch[6].meta["error"]
+    assert "row 9 is out of range: the table has 5 rows" in batch[7].meta["error"]
+    assert read_spectrum(f"{first}#3").meta["obsid"] == 1003  # read_spectrum follows the same rule
+
+
 # ---------------------------------------------------------------- the real files
 
 

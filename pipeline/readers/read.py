@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import zlib
+from collections import defaultdict
+from collections.abc import Sequence
 
 from ..spectrum import Spectrum, SpectrumReadError
 from . import parquet
@@ -117,6 +119,19 @@ def why_no_reader(hdul: FitsFile) -> str:
     return f"no reader for this instrument ({describe_instrument(header)}); readers know {KNOWN} {layout}"
 
 
+def parquet_row(source: str | os.PathLike) -> tuple[str, int] | None:
+    """(table path, row) when ``source`` names one row of a Parquet table as ``"table.parquet#ROW"``, else None.
+
+    The rule: no file has the name itself, it ends in ``#`` and digits, and what comes before is a file.
+    A file whose real name ends in ``#12`` is read as that file, whatever its suffix.
+    """
+    text = os.fspath(source)
+    match = _PARQUET_ROW.match(text)
+    if match is None or os.path.exists(text) or not os.path.isfile(match["path"]):
+        return None
+    return match["path"], int(match["row"])
+
+
 def read_spectrum(path_or_bytes: PathOrBytes, source: str | None = None) -> Spectrum:
     """Read one spectrum from a file path or the file's bytes, gzipped or not, in any known layout.
 
@@ -125,10 +140,9 @@ def read_spectrum(path_or_bytes: PathOrBytes, source: str | None = None) -> Spec
     """
     if source is None:
         source = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray, memoryview)) else str(path_or_bytes)
-    if isinstance(path_or_bytes, (str, os.PathLike)) and not os.path.exists(path_or_bytes):
-        match = _PARQUET_ROW.match(str(path_or_bytes))
-        if match and os.path.isfile(match["path"]):
-            return parquet.read_parquet_spectra(match["path"], [int(match["row"])])[0]
+    if isinstance(path_or_bytes, (str, os.PathLike)) and (table_row := parquet_row(path_or_bytes)) is not None:
+        table, row = table_row
+        return parquet.read_parquet_spectra(table, [row])[0]
     raw = load(path_or_bytes, source)
     if parquet.identify(raw):  # pyarrow reads it from the path (or the bytes)
         return _single_parquet_row(path_or_bytes, source)
@@ -150,19 +164,49 @@ def _single_parquet_row(path_or_bytes: PathOrBytes, source: str) -> Spectrum:
     return spectrum
 
 
-def read_batch(sources: list[PathOrBytes]) -> list[Spectrum]:
+def read_batch(sources: Sequence[PathOrBytes]) -> list[Spectrum]:
     """Read many files without ever raising: one Spectrum per source, in order.
 
     A source that fails becomes an empty Spectrum flagged UNREADABLE with the reason in meta['error'],
-    so nothing is silently dropped and one bad file never stops a batch.
+    so nothing is silently dropped and one bad file never stops a batch. Rows of one Parquet table
+    (``parquet_row``) are read together, in one pass over the row groups that hold them.
     """
-    spectra = []
+    spectra: list[Spectrum | None] = [None] * len(sources)
+    tables: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for i, item in enumerate(sources):
+        if isinstance(item, (str, os.PathLike)) and (table_row := parquet_row(item)) is not None:
+            tables[table_row[0]].append((i, table_row[1]))
+            continue
         source = f"<bytes #{i}>" if isinstance(item, (bytes, bytearray, memoryview)) else str(item)
         try:
-            spectra.append(read_spectrum(item, source))
-        except SpectrumReadError as exc:
-            spectra.append(empty_spectrum(source, str(exc)))
-        except Exception as exc:  # a bug or an unforeseen file: still a record, with the exception's type
-            spectra.append(empty_spectrum(source, f"{source}: unexpected {type(exc).__name__}: {exc}"))
+            spectra[i] = read_spectrum(item, source)
+        except Exception as exc:
+            spectra[i] = _unreadable(source, exc)
+    for path, rows in tables.items():
+        for (i, _), spectrum in zip(rows, _table_rows(path, [row for _, row in rows])):
+            spectra[i] = spectrum
     return spectra
+
+
+def _table_rows(path: str, rows: list[int]) -> list[Spectrum]:
+    """Rows of one Parquet table, never raising. A row past the table's end (the table changed after the
+    run was planned) is flagged alone, so the table's other rows are still read."""
+    labels = [f"{path}#{row}" for row in rows]
+    try:
+        n_rows = parquet.count_parquet_spectra(path)
+        read = iter(parquet.read_parquet_spectra(path, [row for row in rows if row < n_rows]))
+    except Exception as exc:
+        return [_unreadable(label, exc) for label in labels]
+    return [
+        next(read) if row < n_rows else empty_spectrum(
+            label, f"{label}: row {row} is out of range: the table has {n_rows} rows; did it change after the "
+                   "run was planned? Rerun with --overwrite")
+        for row, label in zip(rows, labels)
+    ]
+
+
+def _unreadable(source: str, exc: Exception) -> Spectrum:
+    if isinstance(exc, SpectrumReadError):
+        return empty_spectrum(source, str(exc))
+    # a bug or an unforeseen file: still a record, with the exception's type
+    return empty_spectrum(source, f"{source}: unexpected {type(exc).__name__}: {exc}")
