@@ -31,14 +31,15 @@ from .query import (
     BATCH_ROWS,
     QueryError,
     Selection,
-    _ident,
     arrow_to_astropy,
     catalog_root,
     connect,
+    count,
     open_catalog,
     select,
     selection_query,
 )
+from .query.selection import ident
 
 FORMATS = ("csv", "parquet", "fits", "votable", "hats")
 
@@ -165,7 +166,7 @@ def _fits_layout(catalog: ds.Dataset, selection: Selection) -> tuple[int, pa.Sch
     schema = select(catalog, dataclasses.replace(selection, limit=0)).schema
     strings = [f.name for f in schema if pa.types.is_string(f.type)]
     unlimited = selection_query(dataclasses.replace(selection, limit=None), catalog)
-    widths_sql = ", ".join(f"max(strlen({_ident(name)}))" for name in strings) or "0"
+    widths_sql = ", ".join(f"max(strlen({ident(name)}))" for name in strings) or "0"
     with connect(catalog, selection.obsids) as con:
         rows, *widths = con.execute(f"SELECT count(*), {widths_sql} FROM ({unlimited})").fetchone()
     if selection.limit is not None:
@@ -321,7 +322,6 @@ def export_hats(
     from hats_import.pipeline import pipeline_with_client
 
     from ._hats import PositionedRowsReader
-    from .query import count
 
     dataset = open_catalog(catalog)
     files = list(dataset.files)
