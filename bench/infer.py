@@ -102,8 +102,8 @@ def mock_set(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return flux, label
 
 
-def network(preset: str, weights: str | None, flux: np.ndarray,
-            labels: np.ndarray) -> tuple[torch.nn.Module, float, str]:
+def network(preset: str, weights: str | None, flux: np.ndarray, labels: np.ndarray,
+            n_probe: int = 600) -> tuple[torch.nn.Module, float, str]:
     """(network in eval mode, temperature, where its weights came from).
 
     Without trained weights of the preset: random convolutions, BatchNorm statistics taken on the mocks
@@ -124,13 +124,16 @@ def network(preset: str, weights: str | None, flux: np.ndarray,
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the batches below
     net.train()
-    n_probe = min(len(flux), 600)
+    # The probe's features and labels come from the same first n_probe mocks (slices of the whole set
+    # would run past n_probe in the last step of 64).
+    probe_flux, target = flux[:n_probe], torch.from_numpy(labels[:n_probe])
+    n_probe = len(probe_flux)
     with torch.no_grad():
         for i in range(0, min(n_probe, 128), 64):
-            net(torch.from_numpy(flux[i:i + 64]))
+            net(torch.from_numpy(probe_flux[i:i + 64]))
         net.eval()
-        pooled = torch.cat([net.features(torch.from_numpy(flux[i:i + 64])).mean(dim=2) for i in range(0, n_probe, 64)])
-    target = torch.from_numpy(labels[:n_probe])
+        pooled = torch.cat([net.features(torch.from_numpy(probe_flux[i:i + 64])).mean(dim=2)
+                            for i in range(0, n_probe, 64)])
     optimizer = torch.optim.LBFGS(net.classifier.parameters(), max_iter=100, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
