@@ -56,7 +56,7 @@ class DenseNetConfig:
 def dense_stages(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The dense blocks, transitions and cross-scale paths of ``net`` applied to the stem's output.
 
-    Shared by ``SpectralDenseNet`` and its inference twin ``fastpath.FastDenseNet`` (channels on dim 1
+    Shared by ``SpectralDenseNet`` and its inference twin ``folding.FastDenseNet`` (channels on dim 1
     in both), so the two cannot drift apart.
     """
     n_transitions = len(net.transitions)

@@ -1,4 +1,4 @@
-"""The fast inference path (model/fastpath.py): every back-end and precision against the reference network.
+"""The fast inference path (model/folding.py, model/fastpath.py): every back-end and precision against the reference network.
 
 Folded fp32 must give the reference's probabilities to 1e-4; onnx and compile the same labels and
 probabilities within 0.01; fp16 the same within 0.01; bf16 within 0.06, labels equal but for near-ties
@@ -16,7 +16,8 @@ import torch
 
 from lamost_classify.model.calibration import softmax
 from lamost_classify.model.densenet import build_model
-from lamost_classify.model.fastpath import FastDenseNet, FastPath, check_runtime, fold
+from lamost_classify.model.fastpath import FastPath, check_runtime
+from lamost_classify.model.folding import FastDenseNet, fold
 from lamost_classify.model.inference import Classifier
 from lamost_classify.model.runtime import batched_logits
 from lamost_classify.model.weights import packaged_weights_dir, save_weights
