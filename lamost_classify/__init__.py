@@ -4,6 +4,8 @@ The code lives in three sub-packages, in the order the data flows:
 ``lamost_classify.pipeline`` (read, resample, normalise, the Dask graph, the catalog),
 ``lamost_classify.model`` (the 1-D DenseNet, training, evaluation, CAM) and
 ``lamost_classify.mocks`` (the mock-spectrum simulator the model learns from).
+What all three must agree on (classes, prior, grids, quality bits) is ``lamost_classify.contract``,
+the bottom layer; ``model`` and ``mocks`` import nothing of ``pipeline`` (tests/test_layering.py).
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -13,7 +15,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-CLASS_NAMES: tuple[str, ...] = ("STAR", "GALAXY", "QSO")
-# The class mix of the LAMOST survey as the paper measured it (section 4.2): the prior the model's
-# probabilities are adjusted to by default.
-SURVEY_PRIOR: tuple[float, ...] = (0.985, 0.012, 0.003)
+# Defined in the shared contract; re-exported here because scripts and tests import them from the top.
+from lamost_classify.contract import CLASS_NAMES, SURVEY_PRIOR  # noqa: E402
+
+__all__ = ["CLASS_NAMES", "SURVEY_PRIOR", "__version__"]

@@ -32,17 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
+from lamost_classify.contract import ARM_JOIN, N_NATIVE, NATIVE_COEFF0, NATIVE_COEFF1, NATIVE_LOG_WAVELENGTH
+from lamost_classify.contract import NATIVE_WAVELENGTH as WAVELENGTH  # mocks are made on the native grid
+
 from .templates import C_KMS, REST_LOG_STEP, resolution_sigma_kms
 
 # --------------------------------------------------------------------------------------------------
 # the native grid
 
-LOGLAM0 = 3.5682
-LOG_STEP = 1e-4
-N_NATIVE = 3909
-LOGLAM = LOGLAM0 + LOG_STEP * np.arange(N_NATIVE)
-WAVELENGTH = 10.0**LOGLAM  #: LAMOST native pixel centres, vacuum Angstrom
-KMS_PER_PIXEL = C_KMS * np.log(10.0) * LOG_STEP  # 69.0 km/s
+KMS_PER_PIXEL = C_KMS * np.log(10.0) * NATIVE_COEFF1
 
 #: Wavelength windows (A) whose median per-pixel S/N is the header's SNRU..SNRZ. Fitted on real DR10
 #: files: with these windows median(flux * sqrt(ivar)) reproduces SNRG/SNRR/SNRI/SNRZ to < 1% (mean
@@ -52,9 +50,6 @@ SNR_BANDS: dict[str, tuple[float, float]] = {
 }
 
 SNR_WINDOW_G = (WAVELENGTH > SNR_BANDS["g"][0]) & (WAVELENGTH < SNR_BANDS["g"][1])
-
-#: The arm join: the blue arm ends and the red arm starts in this range (dichroic at ~5900 A).
-ARM_JOIN = (5700.0, 5900.0)
 
 #: Strong night-sky lines (vacuum A): O I 5578.9, Na D 5891.6/5897.6, O I 6302.0/6365.5, and the OH
 #: bands that start beyond 6800 A. Used by the fallback sky model; the donor library measures the real
@@ -110,7 +105,7 @@ def redshift_to_native(rest: np.ndarray, loglam0: float, z: np.ndarray, batch: i
     rest = np.asarray(rest, dtype=np.float32)
     z = np.asarray(z, dtype=np.float64)
     b, n = rest.shape
-    sub = (LOGLAM[:, None] + LOG_STEP * _SUBPIXELS[None, :]).ravel()  # (3909*4,)
+    sub = (NATIVE_LOG_WAVELENGTH[:, None] + NATIVE_COEFF1 * _SUBPIXELS[None, :]).ravel()  # (3909*4,)
     flux = np.empty((b, N_NATIVE), np.float32)
     covered = np.empty((b, N_NATIVE), bool)
     for s in range(0, b, batch):
@@ -231,12 +226,12 @@ def _read_real(path: Path) -> dict | None:
             else:
                 img = np.asarray(h[0].data, dtype=np.float64)
                 flux, ivar, andmask = img[0], img[1], img[3]
-            coeff0 = float(hdr.get("COEFF0", LOGLAM0))
+            coeff0 = float(hdr.get("COEFF0", NATIVE_COEFF0))
             snr = [hdr.get(f"SNR{b}", hdr.get(f"SN_{b}")) for b in "UGRIZ"]
             subclass = str(hdr.get("SUBCLASS", "")).strip()
     except Exception:  # an unreadable donor is skipped, not fatal
         return None
-    offset = int(round((coeff0 - LOGLAM0) / LOG_STEP))
+    offset = int(round((coeff0 - NATIVE_COEFF0) / NATIVE_COEFF1))
     out = {k: np.zeros(N_NATIVE) for k in ("flux", "ivar", "andmask")}
     lo, hi = max(0, offset), min(N_NATIVE, offset + len(flux))
     for k, v in (("flux", flux), ("ivar", ivar), ("andmask", andmask)):

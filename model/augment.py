@@ -22,16 +22,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lamost_classify import CLASS_NAMES
-from lamost_classify.pipeline.grid import N_PIXELS, WAVELENGTH
+from lamost_classify.contract import ARM_JOIN, CLASS_NAMES, N_PIXELS, WAVELENGTH
 
 # Defaults; the paper gives neither value. Normalised LAMOST spectra of S/N 10-50 scatter by
 # ~0.01-0.05 per pixel, so 0.02 is noise of a typical spectrum; 100 pixels is ~4% of the grid (~200 A).
 NOISE_SIGMA = 0.02
 BAD_PIXEL_MAX_LENGTH = 100
 COSMIC_RAY_VALUE = 1.0  # the normalised maximum
-BAD_PIXEL_VALUE = 0.0  # what masked pixels already hold (pipeline.grid.FILL_VALUE)
-ARM_JOIN = (5700.0, 5900.0)  # Angstrom: the blue arm ends and the red arm starts here (dichroic)
+BAD_PIXEL_VALUE = 0.0  # what masked pixels already hold (contract.FILL_VALUE)
 
 RngLike = np.random.Generator | int | None
 

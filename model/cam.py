@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lamost_classify.pipeline.grid import N_PIXELS, WAVELENGTH
+from lamost_classify.contract import N_PIXELS, WAVELENGTH
 
 # Rest-frame vacuum wavelengths (Angstrom) of the lines the CAM plot marks. LAMOST is in vacuum.
 LINES: dict[str, float] = {

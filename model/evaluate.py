@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lamost_classify import CLASS_NAMES, SURVEY_PRIOR
+from lamost_classify.contract import CLASS_NAMES, SURVEY_PRIOR
 
 # Table 1 of the paper: (precision, recall, F1) on its 89,877-spectrum validation set.
 PAPER_TABLE1: dict[str, tuple[float, float, float]] = {

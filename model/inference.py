@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from lamost_classify import SURVEY_PRIOR
-from lamost_classify.pipeline.grid import N_PIXELS
+from lamost_classify.contract import N_PIXELS, SURVEY_PRIOR
 
 from .calibration import adjust_to_prior, softmax
 from .densenet import redshift_estimate

@@ -33,9 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lamost_classify import CLASS_NAMES
-from lamost_classify.pipeline.flags import MIN_GOOD_PIXELS, SMALL_DELTA_CHI2, Flag
-from lamost_classify.pipeline.grid import LOG_WAVELENGTH, N_PIXELS, WAVELENGTH
+from lamost_classify.contract import (CLASS_NAMES, LOG_WAVELENGTH, MIN_GOOD_PIXELS, N_PIXELS, SMALL_DELTA_CHI2,
+                                      WAVELENGTH, Flag)
 
 C_KMS = 299792.458
 STEP = float(LOG_WAVELENGTH[1] - LOG_WAVELENGTH[0])  # dex per grid pixel
@@ -65,7 +64,7 @@ class RedshiftResult:
 
     @property
     def flags(self) -> np.ndarray:
-        """(B,) int64: the catalog's redshift warning bits (pipeline.flags.Flag.Z_*)."""
+        """(B,) int64: the catalog's redshift warning bits (contract.Flag.Z_*)."""
         return (np.where(self.small_delta_chi2, int(Flag.Z_SMALL_DELTA_CHI2), 0)
                 | np.where(self.at_edge, int(Flag.Z_FIT_LIMIT), 0)
                 | np.where(self.few_pixels, int(Flag.Z_FEW_PIXELS), 0)).astype(np.int64)

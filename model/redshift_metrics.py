@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from lamost_classify import CLASS_NAMES
+from lamost_classify.contract import CLASS_NAMES
 
 TOLERANCE = {"STAR": 0.001, "GALAXY": 0.003, "QSO": 0.01}
 CATASTROPHIC = 0.05

@@ -23,8 +23,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lamost_classify import CLASS_NAMES, __version__
-from lamost_classify.pipeline.grid import FILL_VALUE, N_PIXELS, WAVE_MAX, WAVE_MIN
+from lamost_classify import __version__
+from lamost_classify.contract import CLASS_NAMES, FILL_VALUE, N_PIXELS, WAVE_MAX, WAVE_MIN
 
 from .densenet import PRESETS, build_model, config_dict
 

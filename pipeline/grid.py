@@ -18,23 +18,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .flags import LOW_SNR, MAX_MASKED_FRACTION, MIN_COVERAGE, Flag
+from lamost_classify.contract import FILL_VALUE, LOG_WAVELENGTH, LOW_SNR, MAX_MASKED_FRACTION, MIN_COVERAGE, N_PIXELS, Flag
+from lamost_classify.contract import WAVELENGTH  # noqa: F401  (kept as grid.WAVELENGTH for the grid's users)
+
 from .spectrum import Spectrum
 
-N_PIXELS = 2600
-WAVE_MIN = 3690.0
-WAVE_MAX = 9100.0
-LOG_WAVELENGTH = np.linspace(np.log10(WAVE_MIN), np.log10(WAVE_MAX), N_PIXELS)
-WAVELENGTH = 10.0**LOG_WAVELENGTH  #: centres of the 2600 output pixels, Angstrom
 _LOG_STEP = LOG_WAVELENGTH[1] - LOG_WAVELENGTH[0]
 OUTPUT_EDGES = 10.0 ** np.concatenate(
     [[LOG_WAVELENGTH[0] - _LOG_STEP / 2], (LOG_WAVELENGTH[:-1] + LOG_WAVELENGTH[1:]) / 2,
      [LOG_WAVELENGTH[-1] + _LOG_STEP / 2]]
 )
 
-#: Value given to masked (and uncovered) pixels after normalisation. 0 is what the paper's own
-#: bad-pixel augmentation writes, so the network already reads 0-runs as "no data here".
-FILL_VALUE = 0.0
 _F32_MAX = float(np.finfo(np.float32).max)  # outputs are float32: extreme inputs saturate, never overflow
 
 #: An output pixel counts as valid when at least this fraction of its width holds valid native data.

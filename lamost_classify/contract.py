@@ -1,0 +1,92 @@
+"""The shared contract: what the pipeline, the model and the mocks must agree on, defined once.
+
+The bottom of the package: ``pipeline/``, ``model/`` and ``mocks/`` import from here, and this module
+imports only numpy and the standard library (``tests/test_layering.py`` holds it to that). Changing a
+value here changes what every catalog, every trained weight file and every mock means: the classes and
+their order, the 2600-pixel grid the network reads, the native LAMOST grid the files and mocks are on,
+and the quality bits a catalog stores as an integer.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+# --- classes ---------------------------------------------------------------------------------------
+
+#: The network's outputs, in this order (probability columns, weight files, truth tables, mocks).
+CLASS_NAMES: tuple[str, ...] = ("STAR", "GALAXY", "QSO")
+#: The class mix of the LAMOST survey as the paper measured it (section 4.2): the prior the model's
+#: probabilities are adjusted to by default, and the mix the survey-like mocks are drawn from.
+SURVEY_PRIOR: tuple[float, ...] = (0.985, 0.012, 0.003)
+
+# --- the network's grid: the paper's 2600 pixels, 3690-9100 A, log-linear --------------------------
+
+N_PIXELS = 2600
+WAVE_MIN = 3690.0
+WAVE_MAX = 9100.0
+LOG_WAVELENGTH = np.linspace(np.log10(WAVE_MIN), np.log10(WAVE_MAX), N_PIXELS)
+WAVELENGTH = 10.0**LOG_WAVELENGTH  #: centres of the 2600 pixels, vacuum Angstrom
+#: Value of masked (and uncovered) pixels after normalisation. 0 is what the paper's own bad-pixel
+#: augmentation writes, so the network already reads 0-runs as "no data here".
+FILL_VALUE = 0.0
+
+# --- the native LAMOST low-resolution grid: lambda_i = 10**(COEFF0 + COEFF1 * i), vacuum A --------
+
+NATIVE_COEFF0 = 3.5682  # the files' COEFF0 header keyword
+NATIVE_COEFF1 = 1e-4  # the files' COEFF1: the step in log10(lambda)
+N_NATIVE = 3909
+NATIVE_LOG_WAVELENGTH = NATIVE_COEFF0 + NATIVE_COEFF1 * np.arange(N_NATIVE)
+NATIVE_WAVELENGTH = 10.0**NATIVE_LOG_WAVELENGTH  #: native pixel centres, vacuum Angstrom
+
+#: Angstrom: the blue arm ends and the red arm starts in this range (the dichroic).
+ARM_JOIN: tuple[float, float] = (5700.0, 5900.0)
+
+# --- catalog files ----------------------------------------------------------------------------------
+
+PARQUET_DIR = "parquet"
+ARRAYS_FILE = "arrays.zarr"
+MANIFEST_FILE = "manifest.json"
+PLAN_FILE = "plan.parquet"
+SUMMARY_FILE = "summary.json"
+LOCK_FILE = ".lamost-classify.lock"
+
+
+# --- the per-spectrum quality bitmask ---------------------------------------------------------------
+# Bits 0-15 are set while reading and preparing a spectrum, bits 16-31 by the model stage. Unused bits
+# are reserved for later additions; never renumber a bit, catalogs store the integer. Their
+# descriptions for people are in ``pipeline.flags``.
+
+
+class Flag(enum.IntFlag):
+    # --- reading and preparation (bits 0-15) ---
+    UNREADABLE = 1 << 0  # the file could not be opened or parsed (corrupt, truncated, not FITS, empty)
+    NO_FLUX = 1 << 1  # no usable flux pixel on the grid (all masked, all zero, all non-finite)
+    LOW_COVERAGE = 1 << 2  # less than MIN_COVERAGE of the 3690-9100 A grid has data
+    MANY_MASKED = 1 << 3  # more than MAX_MASKED_FRACTION of the covered grid pixels are masked
+    LOW_SNR = 1 << 4  # median S/N per pixel below LOW_SNR
+    NONFINITE_REPAIRED = 1 << 5  # NaN/inf flux or ivar found in the file and masked
+    CONSTANT_FLUX = 1 << 6  # min == max over the valid pixels: min-max normalisation undefined
+    MISSING_METADATA = 1 << 7  # OBSID, RA or DEC absent from the file
+    # bits 8-15 reserved for later reader-level checks
+    # --- model stage (bits 16-31) ---
+    LOW_CONFIDENCE = 1 << 16  # top class probability below LOW_CONFIDENCE
+    INFERENCE_FAILED = 1 << 17  # the model raised on this spectrum's batch (error text in the catalog)
+    PRIOR_DOMINATED = 1 << 18  # the class under the balanced prior (the spectrum alone) is not the published one
+    # redshift warnings, as redrock's ZWARN (model/redshift.py)
+    Z_SMALL_DELTA_CHI2 = 1 << 19  # galaxy/QSO: another redshift fits almost as well (delta_chi2 < SMALL_DELTA_CHI2)
+    Z_FIT_LIMIT = 1 << 20  # the best redshift is at the edge of the range fitted for the class
+    Z_FEW_PIXELS = 1 << 21  # fewer than MIN_GOOD_PIXELS valid grid pixels in the redshift fit
+
+
+# A spectrum with any of these bits has no class in the catalog: the network never saw a usable input.
+UNUSABLE = Flag.UNREADABLE | Flag.NO_FLUX | Flag.CONSTANT_FLUX | Flag.INFERENCE_FAILED
+
+# Thresholds for the bits above.
+MIN_COVERAGE = 0.5
+MAX_MASKED_FRACTION = 0.2
+LOW_SNR = 3.0
+LOW_CONFIDENCE = 0.6
+SMALL_DELTA_CHI2 = 9.0  # redrock's: below it a second redshift is about as likely as the best
+MIN_GOOD_PIXELS = 500  # a fifth of the grid
