@@ -21,7 +21,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .readers import parquet
 from .releases import ReleaseProfile
+from .spectrum import SpectrumReadError
 
 SPECTRUM_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fz")
 # The columns by which a LAMOST general catalog names a spectrum file (without a 'file' column).
@@ -166,18 +168,7 @@ def discover_inputs(inputs: list[str], data_root: Path | None = None) -> list[st
         elif path.suffix == ".csv":
             out.extend(catalog_files(_read_csv(path), data_root or path.parent, item))
         elif path.suffix == ".parquet":
-            names = {name.lower() for name in pq.read_schema(path).names}
-            if "flux" in names:  # the Parquet reader's test for a table of spectra
-                n = pq.read_metadata(path).num_rows
-                out.extend(f"{item}#{i}" for i in range(n))
-            elif "flux_norm" in names:
-                raise ValueError(
-                    f"{item}: a table of flux_norm (spectra already resampled and normalised for the network) "
-                    f"has no native 'flux' column for `run` to read; score it with `lamost-classify evaluate "
-                    f"MODEL {item}`, or give `run` a table with a 'flux' list column"
-                )
-            else:
-                out.extend(catalog_files(pq.read_table(path).to_pylist(), data_root or path.parent, item))
+            out.extend(parquet_sources(path, item, data_root))
         elif path.name.endswith(SPECTRUM_SUFFIXES) and not _is_catalog_fits(path):
             out.append(item)
         elif path.name.endswith(SPECTRUM_SUFFIXES):
@@ -189,6 +180,24 @@ def discover_inputs(inputs: list[str], data_root: Path | None = None) -> list[st
         else:
             out.append(item)  # unknown kind: the reader will say what is wrong with it, in its catalog row
     return out
+
+
+def parquet_sources(path: Path, item: str, data_root: Path | None = None) -> list[str]:
+    """The sources of a Parquet ``--input``: one ``item#row`` per row of a table of spectra, or the files a
+    LAMOST general catalog lists. A table of spectra the reader would refuse (``spectra_columns``: no
+    'flux' list column, a flux_norm table) is refused here, as a ValueError with the reader's reason,
+    rather than planned and then flagged row by row."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise ValueError(f"{item}: not a readable Parquet file ({exc})") from None
+    if not parquet.is_spectra_table(schema):
+        return catalog_files(pq.read_table(path).to_pylist(), data_root or path.parent, item)
+    try:
+        parquet.spectra_columns(schema, item)
+    except SpectrumReadError as exc:
+        raise ValueError(str(exc)) from None
+    return [f"{item}#{i}" for i in range(pq.read_metadata(path).num_rows)]
 
 
 def catalog_files(rows: list[dict], root: Path, catalog: str = "the catalog") -> list[str]:

@@ -59,14 +59,35 @@ def count_parquet_spectra(path: PathOrBytes) -> int:
     return parquet.metadata.num_rows
 
 
-def _column_map(schema: pa.Schema, label: str) -> tuple[dict[str, str], dict[str, str]]:
-    """(array role -> column name, META_KEYS key -> column name), matching names case-insensitively."""
+def is_spectra_table(schema: pa.Schema) -> bool:
+    """Whether a Parquet table means to hold spectra (a ``flux`` or ``flux_norm`` column, any case) rather
+    than list files (a LAMOST general catalog). ``spectra_columns`` says whether it can be read."""
+    return bool({name.lower() for name in schema.names} & {"flux", "flux_norm"})
+
+
+def spectra_columns(schema: pa.Schema, label: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(array role -> column name, META_KEYS key -> column name), matching names case-insensitively.
+
+    Raises SpectrumReadError when the table is not one this reader reads: no ``flux`` column, or an array
+    column that is not one list of numbers per row. The plan asks the same question before a run.
+    """
     by_lower = {name.lower(): name for name in schema.names}
     arrays = {role: by_lower[role] for role in ARRAY_COLUMNS if role in by_lower}
     if "flux" not in arrays:
-        hint = (" (flux_norm is already resampled and normalised for the network: score such a table with "
-                "`lamost-classify evaluate`)") if "flux_norm" in by_lower else ""
-        raise SpectrumReadError(f"{label}: a Parquet table of spectra needs a 'flux' list column; it has {schema.names}{hint}")
+        if "flux_norm" in by_lower:
+            raise SpectrumReadError(
+                f"{label}: a table of flux_norm (spectra already resampled and normalised for the network) has no "
+                f"native 'flux' column for `run` to read; score it with `lamost-classify evaluate MODEL {label}`, "
+                "or give `run` a table with a 'flux' list column"
+            )
+        raise SpectrumReadError(f"{label}: a Parquet table of spectra needs a 'flux' list column; it has {schema.names}")
+    for name in arrays.values():
+        kind = schema.field(name).type
+        is_list = pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+        if not is_list or not (pa.types.is_integer(kind.value_type) or pa.types.is_floating(kind.value_type)):
+            raise SpectrumReadError(
+                f"{label}: column {name!r} is {kind}; it must hold one list of numbers per spectrum"
+            )
     meta: dict[str, str] = {}
     for lower, name in by_lower.items():
         key = lower if lower in META_KEYS else ALIASES.get(lower)
@@ -101,13 +122,9 @@ def _read_rows(parquet: pq.ParquetFile, numbers: np.ndarray, columns: list[str])
     return table.take(pa.array(local))
 
 
-def _list_cells(column: pa.ChunkedArray, label: str, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A list column as (flat values, start offsets, lengths with -1 for null rows)."""
+def _list_cells(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A list column (checked by ``spectra_columns``) as (flat values, start offsets, lengths, -1 for null rows)."""
     array = column.combine_chunks()
-    kind = array.type
-    is_list = pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
-    if not is_list or not (pa.types.is_integer(kind.value_type) or pa.types.is_floating(kind.value_type)):
-        raise SpectrumReadError(f"{label}: column {name!r} is {kind}; it must hold one list of numbers per spectrum")
     lengths = pc.fill_null(pc.list_value_length(array), -1).to_numpy()
     # list_flatten skips null rows, so offsets come from the lengths of the non-null ones.
     values = pc.list_flatten(array).to_numpy(zero_copy_only=False)
@@ -118,7 +135,7 @@ def _list_cells(column: pa.ChunkedArray, label: str, name: str) -> tuple[np.ndar
 def read_parquet_spectra(path: PathOrBytes, rows: slice | list[int] | None = None) -> list[Spectrum]:
     """Spectra from rows of a Parquet table (all rows when ``rows`` is None); source = f"{path}#{row}"."""
     parquet, label = _open(path)
-    arrays, meta_columns = _column_map(parquet.schema_arrow, label)
+    arrays, meta_columns = spectra_columns(parquet.schema_arrow, label)
     numbers = _row_numbers(rows, parquet.metadata.num_rows, label)
     if numbers.size == 0:
         return []
@@ -127,7 +144,7 @@ def read_parquet_spectra(path: PathOrBytes, rows: slice | list[int] | None = Non
     except (OSError, pa.ArrowException) as exc:
         raise SpectrumReadError(f"{label}: could not read rows of the Parquet table ({exc})") from exc
 
-    cells = {role: _list_cells(table.column(name), label, name) for role, name in arrays.items()}
+    cells = {role: _list_cells(table.column(name)) for role, name in arrays.items()}
     meta_values = {key: table.column(name).to_pylist() for key, name in meta_columns.items()}
 
     spectra = []
