@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 from torch import nn
+
+from lamost_classify.host import available_cpus
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -17,17 +17,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} asked for, but torch sees no CUDA GPU")
     return resolved
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: SLURM's allocation, else the affinity mask, not the whole node's."""
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK")
-    if slurm and slurm.isdigit():
-        return max(1, int(slurm))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def set_threads(n: int | None = None) -> int:

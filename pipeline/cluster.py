@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from distributed import Client, LocalCluster
 
+from lamost_classify.host import available_cpus
+
 
 def local_cluster_size() -> tuple[int, int]:
     """(workers, threads per worker): one single-threaded process per core. Reading is GIL-bound Python
     and numpy, inference uses torch's own threads, so processes, not threads, scale here."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores), 1
+    return available_cpus(), 1
 
 
 @contextlib.contextmanager
