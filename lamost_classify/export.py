@@ -41,8 +41,6 @@ from .query import (
 )
 from .query.selection import ident
 
-FORMATS = ("csv", "parquet", "fits", "votable", "hats")
-
 
 def _metadata(f: pa.Field) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in (f.metadata or {}).items()}
@@ -252,8 +250,8 @@ def write_fits(
 
 
 # Finest HEALPix order a partition may take. Order 7 pixels (0.21 deg2) hold far fewer than a
-# million LAMOST spectra anywhere on the sky, and hats-import's alignment costs ~15 s at order 10
-# whatever the catalog's size, ~1 s at 7.
+# million LAMOST spectra anywhere on the sky, and hats-import's alignment step costs more at each
+# finer order whatever the catalog's size.
 HATS_MAX_ORDER = 7
 
 

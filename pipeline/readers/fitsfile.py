@@ -1,8 +1,8 @@
 """A small, fast reader for the FITS structures spectra use: primary/extension images and binary tables.
 
-Why not astropy.io.fits: on a 58 kB DR10 ``.fits.gz`` astropy spends ~6 ms building Header and ColDefs
-objects, 15x longer than the gunzip itself (bench/read.py). A survey-scale reader only needs the cards'
-raw text, the data offsets and ``np.frombuffer``. Anything this module does not understand (variable-length
+Why not astropy.io.fits: on a spectrum-sized file astropy spends many times longer building Header and
+ColDefs objects than the gunzip itself takes (``bench/read.py`` measures both). A survey-scale reader only
+needs the cards' raw text, the data offsets and ``np.frombuffer``. Anything this module does not understand (variable-length
 columns, random groups) raises :class:`SpectrumReadError` when it is actually used, never silently.
 Checked against astropy on every real file in the tests.
 """
