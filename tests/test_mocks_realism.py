@@ -1,6 +1,6 @@
 """Mock A stars against real LAMOST A stars (dr10-stars-A): distributions and a discriminator.
 
-The full-size check with more epochs is ``python -m lamost_classify.mocks.realism`` (docs/realism.md);
+The full-size check with more epochs is ``python -m lamost_classify.realism`` (docs/realism.md);
 this test is the fast version with a bound it reaches at its fixed seed.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import LAMOST_DATA, requires_shared, requires_templates
-from lamost_classify.mocks import realism
+from lamost_classify import realism
 from lamost_classify.mocks.instrument import is_held_out
 from lamost_classify.mocks.simulate import Simulator
 

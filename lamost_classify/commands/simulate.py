@@ -79,7 +79,7 @@ def simulate(n: int, seed: int, out: Path, fmt: str, layout: str, balanced: bool
     dt = time.perf_counter() - t0
     click.echo(f"wrote {n} spectra to {written} in {dt:.1f} s: {n / dt:.0f} spectra/s")
     if figure is not None:
-        from lamost_classify.mocks.figures import mock_vs_real_figure
+        from lamost_classify.mock_figures import mock_vs_real_figure
 
         mock_vs_real_figure(figure, seed=seed, simulator=sim)
         click.echo(f"figure: {figure}")

@@ -10,6 +10,9 @@
 Real A stars: ``dr10-stars-A`` files whose LAMOST SUBCLASS starts with 'A'. The discriminator trains on
 the non-held-out ones and is evaluated on the held-out ones (:func:`instrument.is_held_out`), which never
 served as noise donors. Needs torch and scipy (the test extra).
+
+It judges the mocks through the pipeline's own preparation, so it sits above both ``mocks`` and
+``pipeline`` (``mocks`` imports nothing of ``pipeline``).
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import instrument
-from .instrument import N_NATIVE, WAVELENGTH, _read_real, is_held_out
-from .simulate import MockChunk, Simulator, simulate
+from .contract import NATIVE_WAVELENGTH, WAVELENGTH
+from .mocks import instrument
+from .mocks.instrument import _read_real, is_held_out
+from .mocks.simulate import MockChunk, Simulator, simulate
+from .pipeline.grid import prepare_arrays
 
 
 @dataclass
@@ -62,9 +67,7 @@ def mock_a_stars(n: int, seed: int, snr_g: np.ndarray, simulator: Simulator | No
 
 def prepared(s: SpectraSet) -> np.ndarray:
     """The network's view: the pipeline's resampling + min-max normalisation (2600 pixels)."""
-    from lamost_classify.pipeline.grid import prepare_arrays
-
-    return prepare_arrays(WAVELENGTH, s.flux, s.ivar, s.andmask).flux
+    return prepare_arrays(NATIVE_WAVELENGTH, s.flux, s.ivar, s.andmask).flux
 
 
 # --------------------------------------------------------------------------------------------------
@@ -139,10 +142,8 @@ def discriminator_auc(real_train: np.ndarray, mock_train: np.ndarray, real_eval:
 
 def saliency_regions(saliency: np.ndarray, top: int = 8, width_a: float = 50.0) -> list[tuple[float, float]]:
     """The ``top`` wavelength windows (centre A, share of total saliency) where the discriminator looks most."""
-    from lamost_classify.pipeline.grid import WAVELENGTH as GRID
-
-    edges = np.arange(GRID[0], GRID[-1] + width_a, width_a)
-    which = np.digitize(GRID, edges) - 1
+    edges = np.arange(WAVELENGTH[0], WAVELENGTH[-1] + width_a, width_a)
+    which = np.digitize(WAVELENGTH, edges) - 1
     share = np.bincount(which, weights=saliency, minlength=len(edges)) / saliency.sum()
     order = np.argsort(share)[::-1][:top]
     return [(float(edges[i] + width_a / 2), float(share[i])) for i in order]
@@ -231,7 +232,7 @@ def family_stars(family: str, n: int, seed: int, snr_range: tuple[float, float],
                  max_draw: int | None = None) -> SpectraSet:
     """Up to ``n`` stars of ``family`` whose subclass starts with ``subclass_prefix``, S/N log-uniform over
     ``snr_range``, drawn in order until ``n`` are found or ``max_draw`` (default 40 n) mocks were made."""
-    from .families import generate
+    from .mocks.families import generate
 
     found: list[MockChunk] = []
     have = 0
@@ -291,7 +292,7 @@ def family_round(family: str, lamost_dir: str | Path, reference: str = "A", seed
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m lamost_classify.mocks.realism [LAMOST_DIR] [EPOCHS]``: one realism round, printed.
+    """``python -m lamost_classify.realism [LAMOST_DIR] [EPOCHS]``: one realism round, printed.
     ``--family F`` (repeatable) runs ``family_round`` per family and reference instead; ``--figure-dir``
     draws each family's fig. 8-style figure there too."""
     import argparse
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("no real LAMOST files: give the directory holding dr10-stars-A/")
     for family in args.family:
         if args.figure_dir:
-            from .figures import family_figure
+            from .mock_figures import family_figure
 
             print(f"{family}: figure {family_figure(family, args.figure_dir / f'family_{family}_fig8.png', lamost_dir=lamost_dir)}")
         for reference in args.reference:

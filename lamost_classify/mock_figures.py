@@ -2,7 +2,8 @@
 
 Rows: STAR, GALAXY, QSO mocks. Columns: mocks of the row's class, then the real LAMOST spectrum (all real
 files at hand are stars) whose g-band S/N is closest to the first mock's. Every panel shows what the
-network sees: the pipeline's 2600-pixel grid after min-max normalisation (masked pixels at 0).
+network sees: the pipeline's 2600-pixel grid after min-max normalisation (masked pixels at 0), which is
+why this module sits above both ``mocks`` and ``pipeline``.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .instrument import WAVELENGTH, _read_real, default_lamost_dir, is_held_out, real_files
-from .simulate import CLASSES, MockChunk, Simulator, simulate
+from .contract import CLASS_NAMES, NATIVE_WAVELENGTH, WAVELENGTH
+from .mocks.instrument import _read_real, default_lamost_dir, is_held_out, real_files
+from .mocks.simulate import MockChunk, Simulator, simulate
+from .pipeline.grid import prepare_arrays
 
 
 def _pick_mocks(sim: Simulator, seed: int, per_class: int) -> dict[str, MockChunk]:
@@ -22,7 +25,7 @@ def _pick_mocks(sim: Simulator, seed: int, per_class: int) -> dict[str, MockChun
 
 def _by_class(chunk: MockChunk, per_class: int) -> dict[str, MockChunk]:
     out = {}
-    for cls in CLASSES:
+    for cls in CLASS_NAMES:
         rows = np.flatnonzero(chunk.truth["class"] == cls)[:per_class]
         out[cls] = MockChunk.concat([chunk.slice(int(i), int(i) + 1) for i in rows])
     return out
@@ -31,7 +34,7 @@ def _by_class(chunk: MockChunk, per_class: int) -> dict[str, MockChunk]:
 def family_figure(family: str, path: str | Path, seed: int = 0, per_class: int = 3,
                   lamost_dir: str | Path | None = None) -> Path:
     """The figure for mock family ``family`` (mocks/families.py), from 60 balanced mocks of it."""
-    from .families import generate
+    from .mocks.families import generate
 
     chunk = MockChunk.concat(list(generate(family, 60, seed, class_mix=(1 / 3, 1 / 3, 1 / 3), chunk_size=60)))
     return mock_vs_real_figure(path, seed, per_class, lamost_dir=lamost_dir, mocks=_by_class(chunk, per_class),
@@ -47,9 +50,6 @@ def mock_vs_real_figure(path: str | Path, seed: int = 0, per_class: int = 3, sim
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from lamost_classify.pipeline.grid import WAVELENGTH as GRID
-    from lamost_classify.pipeline.grid import prepare_arrays
 
     if mocks is None:
         sim = simulator or Simulator(class_mix=(1, 1, 1))
@@ -67,22 +67,22 @@ def mock_vs_real_figure(path: str | Path, seed: int = 0, per_class: int = 3, sim
                 real.append((float(r["snr"][1]), p.name, r))
     ncols = per_class + (1 if real else 0)
     fig, axes = plt.subplots(3, ncols, figsize=(4.2 * ncols, 7.5), sharex=True, squeeze=False)
-    for row, cls in enumerate(CLASSES):
+    for row, cls in enumerate(CLASS_NAMES):
         m = mocks[cls]
-        prep = prepare_arrays(WAVELENGTH, m.flux, m.ivar, m.andmask).flux
+        prep = prepare_arrays(NATIVE_WAVELENGTH, m.flux, m.ivar, m.andmask).flux
         for col in range(per_class):
             ax = axes[row, col]
             if col < len(m):
                 t = m.truth
-                ax.plot(GRID, prep[col], lw=0.4, color="C0")
+                ax.plot(WAVELENGTH, prep[col], lw=0.4, color="C0")
                 ax.set_title(f"mock {cls} {t['subclass'][col]} z={t['z'][col]:.3f}\nS/N g={t['snr_g'][col]:.0f}  "
                              f"{str(t['template'][col])[:28]}", fontsize=7)
         if real:
             target = float(m.truth["snr_g"][0])
             snr, name, r = min(real, key=lambda x: abs(np.log(max(x[0], 0.1) / max(target, 0.1))))
-            prep_r = prepare_arrays(WAVELENGTH, r["flux"][None], r["ivar"][None], r["andmask"][None]).flux[0]
+            prep_r = prepare_arrays(NATIVE_WAVELENGTH, r["flux"][None], r["ivar"][None], r["andmask"][None]).flux[0]
             ax = axes[row, per_class]
-            ax.plot(GRID, prep_r, lw=0.4, color="C3")
+            ax.plot(WAVELENGTH, prep_r, lw=0.4, color="C3")
             ax.set_title(f"real LAMOST (a star), S/N g={snr:.0f}\n{name[:34]}", fontsize=7)
     for ax in axes.ravel():
         ax.set_ylim(-0.02, 1.05)
