@@ -14,7 +14,8 @@ from model_fixtures import one_torch_thread, synthetic_spectra  # noqa: F401
 
 from lamost_classify import CLASS_NAMES
 from lamost_classify.cli import main
-from lamost_classify.commands.model import load_labelled, split_validation
+from lamost_classify.commands.model import prepare_spectra
+from lamost_classify.model.labelled import load_labelled, split_validation
 
 
 def write_flux_norm_table(path, n_per_class: int = 8, seed: int = 0) -> None:
@@ -103,7 +104,7 @@ def test_a_native_grid_table_goes_through_the_pipeline_preparation(tmp_path):
         "flux": pa.array([f.astype(np.float32) for f in flux], type=pa.list_(pa.float32())),
         "ivar": pa.array([np.ones(n_native, np.float32)] * 4, type=pa.list_(pa.float32())),
     }), table)
-    data = load_labelled(table)
+    data = load_labelled(table, prepare_spectra=prepare_spectra)
     assert data.labels.tolist() == [0, 1, 2]
     assert data.dropped == {"unusable spectrum (flags)": 1}
     flux_norm = data.spectra()
@@ -143,7 +144,7 @@ def test_a_fits_directory_with_a_truth_table(tmp_path):
     names = sorted(p.name for p in root.glob("*.fits.gz"))[:3]
     truth = tmp_path / "truth.csv"
     truth.write_text("file,class\n" + "".join(f"{n},STAR\n" for n in names) + "no-such-file.fits,GALAXY\n")
-    data = load_labelled(root, truth)
+    data = load_labelled(root, truth, prepare_spectra)
     assert data.labels.tolist() == [0, 0, 0] and data.spectra().shape == (3, 2600)
     assert data.dropped == {"unusable spectrum (flags)": 1}  # the missing file, counted, not a crash
     assert list(tmp_path.glob("truth.csv.prepared-*/flux.npy"))  # cached beside the truth table
