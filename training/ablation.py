@@ -1,5 +1,7 @@
 """The paper's Table 3 on our mocks: fc4 ("traditional NN"), a plain 1-D DenseNet (one kernel size, no SE,
-no cross-scale transitions) and ours, at the size of a preset, same data, same recipe.
+no cross-scale transitions) and ours, at the size of a preset, same data, same recipe (model/recipe.py:
+fit, then the temperature on the validation set; the scores are of the labels, which the temperature
+does not change).
 
     python training/ablation.py --data work/trainset --out work/ablation --per-class 4000 --epochs 4
 """
@@ -11,7 +13,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
+
+from lamost_classify.model.labelled import load_set
 
 
 def main() -> None:
@@ -25,14 +28,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
 
-    from lamost_classify.model.calibration import softmax
     from lamost_classify.model.evaluate import evaluate, format_table3
-    from lamost_classify.model.runtime import batched_logits
-    from lamost_classify.model.train import TrainConfig, ablation_configs, fit
+    from lamost_classify.model.recipe import fit_calibrated, probabilities
+    from lamost_classify.model.train import TrainConfig, ablation_configs
 
     def load(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        t = pq.read_table(args.data / f"{name}_truth.parquet").to_pydict()
-        return np.load(args.data / f"{name}_flux.npy", mmap_mode="r"), np.asarray(t["label"]), np.asarray(t["snr_g"])
+        flux, truth = load_set(args.data, name)
+        return flux, np.asarray(truth["label"]), np.asarray(truth["snr_g"])
 
     train_x, train_y, _ = load("train")
     keep = np.concatenate([np.flatnonzero(train_y == c)[: args.per_class] for c in range(3)])
@@ -43,11 +45,10 @@ def main() -> None:
                        lr_milestones=tuple(int(m) for m in args.milestones.split(",")))
     rows, reports = {}, {}
     for label, config in ablation_configs(base).items():
-        result = fit(train_x, train_y, np.asarray(val_x), val_y, config, args.out / label)
-        probs = softmax(batched_logits(result.model, np.asarray(test_x), "cpu", 512))
-        report = evaluate(test_y, probs, test_snr)
+        calibrated = fit_calibrated(train_x, train_y, val_x, val_y, config, args.out / label)
+        report = evaluate(test_y, probabilities(calibrated.model, test_x, calibrated.temperature), test_snr)
         reports[label] = report
-        rows[label] = report["scores"]["mean"] | {"layers": _layers(result.model)}
+        rows[label] = report["scores"]["mean"] | {"layers": _layers(calibrated.model)}
         print(label, rows[label], flush=True)
     print(format_table3(rows))
     (args.out / "ablation.json").write_text(json.dumps({"rows": rows, "reports": reports}, indent=1, default=float))

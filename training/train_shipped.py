@@ -13,7 +13,8 @@ adjustment chosen on the survey-mix test set (the strength that maximises mean F
 mix) -> reports on the balanced, the survey-mix and the log-uniform S/N test sets, by S/N bin and on
 the known hard cases -> STAR recall on the real LAMOST stars (held out of every use, and all) ->
 safetensors + model card with all of it. Prints the tables; writes report.json in --out. Pointed at a
-finished --out, it only re-evaluates and re-packages.
+finished --out, it only re-evaluates and re-packages. The recipe's steps are model/recipe.py's, shared
+with ``lamost-classify train`` and training/ablation.py.
 """
 
 from __future__ import annotations
@@ -24,20 +25,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from lamost_classify import CLASS_NAMES, SURVEY_PRIOR
+from lamost_classify.contract import CLASS_NAMES
+from lamost_classify.model.labelled import load_set
 
 
 TRAIN_SETS = ("train", "train_analytic", "train_snr")
 VAL_SETS = ("val", "val_snr")
 TEST_SETS = ("test", "test_survey", "test_snr")
-
-
-def load_set(data: Path, name: str) -> tuple[np.ndarray, dict]:
-    truth = pq.read_table(data / f"{name}_truth.parquet").to_pydict()
-    truth.setdefault("family", ["survey"] * len(truth["label"]))  # sets made before families existed
-    return np.load(data / f"{name}_flux.npy", mmap_mode="r"), truth
 
 
 def load_sets(dirs: list[Path]) -> tuple[dict[str, tuple[np.ndarray, dict]], dict[str, dict[str, tuple[np.ndarray, dict]]]]:
@@ -54,12 +49,6 @@ def load_sets(dirs: list[Path]) -> tuple[dict[str, tuple[np.ndarray, dict]], dic
         pooled[name] = (np.concatenate([np.asarray(f) for f, _ in parts]) if len(parts) > 1 else parts[0][0],
                         {k: sum((list(t[k]) for _, t in parts), []) for k in keys})
     return pooled, per_dir
-
-
-def logits_of(model, flux: np.ndarray) -> np.ndarray:
-    from lamost_classify.model.runtime import batched_logits
-
-    return batched_logits(model, np.asarray(flux), next(model.parameters()).device, 512)
 
 
 def real_stars(held_out_only: bool = True) -> dict[str, dict]:
@@ -100,9 +89,10 @@ def main() -> None:
     p.add_argument("--name", default=None)
     args = p.parse_args()
 
-    from lamost_classify.model.calibration import adjust_to_prior, expected_calibration_error, fit_temperature, softmax
+    from lamost_classify.model.calibration import expected_calibration_error
     from lamost_classify.model.evaluate import evaluate, format_report
-    from lamost_classify.model.train import TrainConfig, fit
+    from lamost_classify.model.recipe import choose_prior_strength, fit_calibrated, probabilities, strength_prior
+    from lamost_classify.model.train import TrainConfig
     from lamost_classify.model.weights import save_weights
 
     sets, per_dir = load_sets(args.data)
@@ -118,19 +108,17 @@ def main() -> None:
                          init_from=args.init_from, redshift_weight=args.redshift_weight)
     train_z = np.concatenate([np.asarray(sets[n][1]["z"]) for n in train_names])
     val_z = np.concatenate([np.asarray(sets[n][1]["z"]) for n in val_names])
-    result = fit(train_x, train_y, np.asarray(val_x), val_y, config, args.out, train_z=train_z, val_z=val_z)
-    model = result.model
+    calibrated = fit_calibrated(train_x, train_y, val_x, val_y, config, args.out, train_z=train_z, val_z=val_z)
+    model, result, temperature = calibrated.model, calibrated.result, calibrated.temperature
 
     report: dict = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
                     "train_counts": {c: int((train_y == i).sum()) for i, c in enumerate(CLASS_NAMES)}}
-    val_logits = logits_of(model, val_x)
-    temperature = fit_temperature(val_logits, val_y)
     report["temperature"] = temperature
-    report["val_ece_before"] = expected_calibration_error(softmax(val_logits), val_y)
-    report["val_ece_after"] = expected_calibration_error(softmax(val_logits, temperature), val_y)
+    report["val_ece_before"] = calibrated.calibration["ece_before"]
+    report["val_ece_after"] = calibrated.calibration["ece_after"]
 
     test_x, test_truth = sets["test"]
-    test_probs = softmax(logits_of(model, test_x), temperature)
+    test_probs = probabilities(model, test_x, temperature)
     report["test_balanced"] = evaluate(np.asarray(test_truth["label"]), test_probs, np.asarray(test_truth["snr_g"]),
                                        truth=test_truth)
     report["test_ece"] = expected_calibration_error(test_probs, np.asarray(test_truth["label"]))
@@ -138,31 +126,22 @@ def main() -> None:
 
     # Prior adjustment at the survey mix: strength 0 (none) .. 1 (full Bayes to the survey prior).
     sx, struth = sets["test_survey"]
-    sy = np.asarray(struth["label"])
-    s_probs = softmax(logits_of(model, sx), temperature)
-    report["survey_by_prior_strength"] = {}
-    best = (-1.0, 1.0)
-    for strength in (0.0, 0.25, 0.5, 0.75, 1.0):
-        prior = np.asarray(SURVEY_PRIOR) ** strength
-        adjusted = adjust_to_prior(s_probs, prior / prior.sum())
-        r = evaluate(sy, adjusted, np.asarray(struth["snr_g"]), truth=struth)
-        report["survey_by_prior_strength"][str(strength)] = r
+    strength, report["survey_by_prior_strength"] = choose_prior_strength(
+        probabilities(model, sx, temperature), np.asarray(struth["label"]), np.asarray(struth["snr_g"]), truth=struth)
+    for key, r in report["survey_by_prior_strength"].items():
         mean_f1 = float(np.mean([r["scores"][c]["f1"] for c in CLASS_NAMES]))
-        print(f"prior strength {strength:.2f}: mean F1 {mean_f1:.4f} " + " ".join(
+        print(f"prior strength {float(key):.2f}: mean F1 {mean_f1:.4f} " + " ".join(
             f"{c} P={r['scores'][c]['precision']:.4f} R={r['scores'][c]['recall']:.4f}" for c in CLASS_NAMES))
-        if mean_f1 > best[0]:
-            best = (mean_f1, strength)
-    report["chosen_prior_strength"] = best[1]
-    chosen_prior = np.asarray(SURVEY_PRIOR) ** best[1]
-    chosen_prior = (chosen_prior / chosen_prior.sum()).tolist()
+    report["chosen_prior_strength"] = strength
+    chosen_prior = strength_prior(strength)
     report["default_target_prior"] = chosen_prior
-    print(format_report(report["survey_by_prior_strength"][str(best[1])]))
+    print(format_report(report["survey_by_prior_strength"][str(strength)]))
 
     # Every class at every S/N (log-uniform 2-100), scored as the catalog labels them (survey prior):
     # recall per S/N bin, and precision re-weighted to the survey's mix, per bin.
     if "test_snr" in sets:
         nx, ntruth = sets["test_snr"]
-        n_probs = adjust_to_prior(softmax(logits_of(model, nx), temperature), chosen_prior)
+        n_probs = probabilities(model, nx, temperature, chosen_prior)
         report["test_snr"] = evaluate(np.asarray(ntruth["label"]), n_probs, np.asarray(ntruth["snr_g"]), truth=ntruth)
         print("test_snr (balanced, log-uniform S/N 2-100, survey prior):")
         print(format_report(report["test_snr"], compare_paper=False))
@@ -170,7 +149,7 @@ def main() -> None:
     for key, held_out_only in (("real_held_out_star_recall", True), ("real_all_star_recall", False)):
         report[key] = {}
         for sub, r in real_stars(held_out_only).items():
-            probs = adjust_to_prior(softmax(logits_of(model, r["flux"]), temperature), chosen_prior)
+            probs = probabilities(model, r["flux"], temperature, chosen_prior)
             recall = float((probs.argmax(1) == 0).mean())
             report[key][sub] = {"n": r["n"], "star_recall": recall}
             print(f"{key} {sub}: n={r['n']} STAR recall {recall:.4f}")
@@ -182,7 +161,7 @@ def main() -> None:
             for name in ("test_survey", "test_snr"):
                 if name in dsets:
                     x, truth = dsets[name]
-                    probs = adjust_to_prior(softmax(logits_of(model, x), temperature), chosen_prior)
+                    probs = probabilities(model, x, temperature, chosen_prior)
                     r = evaluate(np.asarray(truth["label"]), probs, np.asarray(truth["snr_g"]), truth=truth)
                     report["per_directory"][d][name] = r
                     print(f"{d} {name}: " + " ".join(f"{c} P={r['scores'][c]['precision']:.4f} "
@@ -204,10 +183,10 @@ def main() -> None:
                                           "test_ece", "chosen_prior_strength", "default_target_prior",
                                           "real_held_out_star_recall", "real_all_star_recall")}
         metrics["test_balanced"] = report["test_balanced"]["scores"]
-        metrics["test_survey"] = report["survey_by_prior_strength"][str(best[1])]["scores"]
+        metrics["test_survey"] = report["survey_by_prior_strength"][str(strength)]["scores"]
         metrics["test_survey_by_snr"] = {k: v["scores"] for k, v in
-                                         report["survey_by_prior_strength"][str(best[1])]["by_snr"].items()}
-        metrics["hard_cases_survey"] = report["survey_by_prior_strength"][str(best[1])]["hard_cases"]
+                                         report["survey_by_prior_strength"][str(strength)]["by_snr"].items()}
+        metrics["hard_cases_survey"] = report["survey_by_prior_strength"][str(strength)]["hard_cases"]
         if "test_snr" in report:
             metrics["test_snr_by_snr"] = {k: {"n": v["n"], "scores": v["scores"],
                                               "reweighted_precision": v["reweighted_precision"]}
