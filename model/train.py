@@ -347,7 +347,7 @@ def fit(
             "torch_rng": torch.get_rng_state(), "history": history, "best": best,
         })
         _write_logs(history, out_dir)
-        if time.monotonic() - last_plot > PLOT_INTERVAL_S:  # drawing costs ~0.2 s: not after every short epoch
+        if time.monotonic() - last_plot > PLOT_INTERVAL_S:  # a redraw is slow beside a short epoch
             plot_loss_curves(history, out_dir / "loss.png", best["epoch"])
             last_plot = time.monotonic()
         if config.log_epochs:
