@@ -171,3 +171,31 @@ def test_evaluate_scores_the_hard_cases_when_the_table_has_mock_truth(trained, t
     plain = CliRunner().invoke(main, ["evaluate", str(root / "run" / "tiny.safetensors"), str(table),
                                       "--out", str(tmp_path / "plain"), "--device", "cpu"])
     assert plain.exit_code == 0 and "Known hard cases" not in plain.output
+
+
+def test_library_errors_reach_the_terminal_as_one_line(trained, tmp_path):
+    root, table, _ = trained
+    no_class = tmp_path / "no-class.parquet"
+    pq.write_table(pa.table({"flux_norm": pa.array([np.zeros(2600, np.float32)], type=pa.list_(pa.float32()))}), no_class)
+    result = CliRunner().invoke(main, ["train", str(no_class), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "needs a 'class' column" in result.output and "Traceback" not in result.output
+    # A finished run resumed with other settings: the checkpoint's refusal, as one line.
+    result = CliRunner().invoke(main, [
+        "train", str(table), "--out", str(root / "run"), "--epochs", "2", "--batch-size", "12", "--lr", "0.5",
+        "--val-fraction", "0.25", "--threads", "1", "--no-progress", "--name", "tiny",
+    ])
+    assert result.exit_code == 1, result.output
+    assert "other settings" in result.output and "'lr'" in result.output and result.exception.__class__ is SystemExit
+
+
+def test_load_labelled_says_what_it_needs(tmp_path):
+    from lamost_classify.model.labelled import LabelledDataError
+
+    raw = tmp_path / "raw.parquet"
+    pq.write_table(pa.table({"class": ["STAR"], "flux": pa.array([np.ones(10, np.float32)], type=pa.list_(pa.float32()))}), raw)
+    with pytest.raises(LabelledDataError, match="not on the grid"):
+        load_labelled(raw)
+    truth = tmp_path / "truth.csv"
+    truth.write_text("name,class\na.fits,STAR\n")
+    with pytest.raises(LabelledDataError, match="'file' \\(or 'source'\\) and 'class'"):
+        load_labelled(tmp_path, truth, prepare_spectra)
