@@ -33,12 +33,14 @@ def main() -> None:
     parser.add_argument("--release", type=Path, default=None, help="reuse a simulated release directory")
     args = parser.parse_args()
 
-    from lamost_classify.mocks.simulate import simulate, write_release
+    from lamost_classify.mocks.release import write_release
+    from lamost_classify.mocks.simulate import simulate
     from lamost_classify.pipeline import stages
     from lamost_classify.pipeline.cluster import local_cluster_size
     from lamost_classify.pipeline.graph import PLUGIN_NAME, ModelPlugin, infer_task
     from lamost_classify.pipeline.plan import discover_inputs, make_plan
-    from lamost_classify.pipeline.run import RunOptions, run
+    from lamost_classify.pipeline.arguments import ClusterArguments, ModelArguments, RunArguments
+    from lamost_classify.pipeline.run import run
 
     tmp = Path(tempfile.mkdtemp(prefix="lamost-bench-"))
     root = args.release or tmp / "release"
@@ -52,7 +54,8 @@ def main() -> None:
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
-        client.register_plugin(ModelPlugin(args.model, "auto", None), name=PLUGIN_NAME)
+        model = ModelArguments(args.model)
+        client.register_plugin(ModelPlugin(model), name=PLUGIN_NAME)
         client.run(lambda: __import__("lamost_classify.model.inference"))  # imports out of the timings
 
         t = time.time()
@@ -68,8 +71,8 @@ def main() -> None:
         del prepared
 
         t = time.time()
-        run(RunOptions(output=tmp / "catalog", inputs=[str(root)], model=args.model,
-                       scheduler=cluster.scheduler_address, batch_size=args.batch_size, progress=False),
+        run(RunArguments(output=tmp / "catalog", inputs=[str(root)], model=model, batch_size=args.batch_size,
+                         cluster=ClusterArguments(scheduler=cluster.scheduler_address), progress=False),
             log=lambda *a: None)
         t_all = time.time() - t
         peaks = client.run(peak_rss_mb)

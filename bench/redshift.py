@@ -40,7 +40,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from lamost_classify.mocks.simulate import simulate, write_release
+    from lamost_classify.mocks.release import write_release
+    from lamost_classify.mocks.simulate import simulate
     from lamost_classify.model.densenet import build_model
     from lamost_classify.model.inference import Classifier
     from lamost_classify.model.redshift import RedshiftFitter

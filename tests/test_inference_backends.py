@@ -179,7 +179,7 @@ def test_classifier_runs_the_fast_path(tmp_path):
 def test_shipped_model_keeps_labels_on_mocks():
     """The shipped model on 150 mock spectra (analytic templates without ../shared): every back-end's
     labels equal the reference's, probabilities within 0.01 (fp32 folded: 1e-4; bf16: 0.06)."""
-    from lamost_classify.mocks.instrument import noise_library
+    from lamost_classify.mocks.noise_donors import noise_library
     from lamost_classify.mocks.simulate import Simulator, simulate
     from lamost_classify.mocks.templates import analytic_templates
     from lamost_classify.pipeline.grid import prepare_arrays

@@ -8,10 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import TEMPLATES, requires_templates
-from lamost_classify.mocks import instrument
-from lamost_classify.mocks.instrument import WAVELENGTH, is_held_out, load_noise_summary
+from lamost_classify.mocks import noise_donors
+from lamost_classify.mocks.instrument import WAVELENGTH, is_held_out
+from lamost_classify.mocks.noise_donors import load_noise_summary
 from lamost_classify.mocks.simulate import BLOCK, MockChunk, Simulator, simulate
-from lamost_classify.mocks.templates import analytic_templates, igm_transmission, load_igm, load_templates
+from lamost_classify.mocks.igm import igm_transmission, load_igm
+from lamost_classify.mocks.templates import analytic_templates, load_templates
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +104,7 @@ def test_is_held_out_is_a_fixed_30_percent_by_name():
 
 
 def test_shipped_noise_summary_is_small_and_complete(summary):
-    assert instrument.SUMMARY_PATH.stat().st_size < 400_000
+    assert noise_donors.SUMMARY_PATH.stat().st_size < 400_000
     assert len(summary) >= 32
     assert summary.sigma_shape.shape == (len(summary), 3909)
     assert np.isfinite(summary.snr_quantiles).all() and (np.diff(summary.snr_quantiles[:, 0]) >= 0).all()

@@ -28,7 +28,7 @@ def sets():
 
 
 def test_held_out_real_stars_are_not_noise_donors(sets):
-    from lamost_classify.mocks.instrument import noise_library
+    from lamost_classify.mocks.noise_donors import noise_library
 
     lib = noise_library(str(LAMOST_DATA))
     assert not any(is_held_out(n) for n in lib.names)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,13 @@ import pyarrow.parquet as pq
 import pytest
 from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
 
-from lamost_classify.mocks.simulate import simulate, write_release
+from lamost_classify.mocks.release import write_release
+from lamost_classify.mocks.simulate import simulate
 from lamost_classify.model.densenet import build_model
 from lamost_classify.model.weights import save_weights
 from lamost_classify.pipeline.manifest import ResumeRefused
-from lamost_classify.pipeline.run import RunOptions, run
+from lamost_classify.pipeline.arguments import ClusterArguments, ModelArguments, RunArguments
+from lamost_classify.pipeline.run import run
 
 pytestmark = pytest.mark.slow
 
@@ -71,8 +74,8 @@ def test_inference_only_on_gpu_resource_workers_and_resume(release, models, tmp_
     with SpecCluster(**spec) as cluster, Client(cluster) as client:
         client.wait_for_workers(2)
         gpu_addr = [a for a, w in client.scheduler_info()["workers"].items() if w["resources"].get("GPU")]
-        opts = RunOptions(output=out, inputs=[str(release)], model=models[0], scheduler=cluster.scheduler_address,
-                          batch_size=7, progress=False, device="cpu")
+        opts = RunArguments(output=out, inputs=[str(release)], model=ModelArguments(models[0], device="cpu"),
+                            cluster=ClusterArguments(scheduler=cluster.scheduler_address), batch_size=7, progress=False)
         summary = run(opts)
         assert summary["inference_workers"] == gpu_addr
         n = summary["spectra"]
@@ -92,11 +95,10 @@ def test_inference_only_on_gpu_resource_workers_and_resume(release, models, tmp_
         assert catalog_rows(out) == rows
 
         # Another model over the same directory is refused, unless --overwrite.
-        other = RunOptions(**{**opts.__dict__, "model": models[1]})
+        other = replace(opts, model=replace(opts.model, weights=models[1]))
         with pytest.raises(ResumeRefused, match="model differs"):
             run(other)
-        other.overwrite = True
-        assert run(other)["batches_run"] == 7
+        assert run(replace(other, overwrite=True))["batches_run"] == 7
         assert {r["model"] for r in catalog_rows(out)} == {summary_model(models[1])}
 
 
@@ -111,8 +113,8 @@ def test_worker_killed_mid_run(release, models, tmp_path):
     out = tmp_path / "cat"
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
-        opts = RunOptions(output=out, inputs=[str(release)], model=models[0], scheduler=cluster.scheduler_address,
-                          batch_size=3, progress=False, device="cpu")
+        opts = RunArguments(output=out, inputs=[str(release)], model=ModelArguments(models[0], device="cpu"),
+                            cluster=ClusterArguments(scheduler=cluster.scheduler_address), batch_size=3, progress=False)
         errors: list[BaseException] = []
 
         def target():

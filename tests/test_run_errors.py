@@ -18,14 +18,16 @@ import pytest
 from click.testing import CliRunner
 
 from lamost_classify.cli import main
-from lamost_classify.mocks.simulate import simulate, write_release
+from lamost_classify.mocks.release import write_release
+from lamost_classify.mocks.simulate import simulate
 from lamost_classify.model.densenet import build_model
-from lamost_classify.model.inference import Classifier
 from lamost_classify.model.weights import read_card, save_weights
 from lamost_classify.pipeline.lock import LOCK_FILE, CatalogLocked, catalog_lock
-from lamost_classify.pipeline.manifest import MANIFEST, Manifest, model_id
+from lamost_classify.contract import MANIFEST_FILE
+from lamost_classify.pipeline.manifest import Manifest, model_id
 from lamost_classify.pipeline.plan import make_plan
-from lamost_classify.pipeline.run import RunOptions, discover, run_settings
+from lamost_classify.pipeline.arguments import ModelArguments, RunArguments
+from lamost_classify.pipeline.run import discover, run_settings
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +69,11 @@ def base_args(release: Path, model: Path, out: Path, *extra: str) -> list[str]:
 
 def write_half_done_manifest(release: Path, model: Path, out: Path, prior: tuple[float, ...] | None = None) -> None:
     """The manifest a run of ``base_args`` would have left after its first batch."""
-    opts = RunOptions(output=out, inputs=[str(release)], batch_size=4, device="cpu", target_prior=prior)
-    plan = make_plan(discover(opts), 4)
+    args = RunArguments(output=out, inputs=[str(release)], batch_size=4,
+                        model=ModelArguments(str(model), device="cpu", prior=prior))
+    plan = make_plan(discover(args), 4)
     card = read_card(Path(model))
-    settings = run_settings(opts, prior or Classifier.load(model, device="cpu").target_prior)
+    settings = run_settings(args)
     out.mkdir(parents=True, exist_ok=True)
     Manifest(plan.fingerprint, model_id(card), len(plan), 4, plan.n_batches, "custom", finished=[0],
              settings=settings).save(out)
@@ -155,12 +158,12 @@ def test_empty_lock_file_is_refused_while_fresh_and_taken_over_when_old(tmp_path
 def test_resume_with_another_prior_is_refused(release, model, tmp_path):
     out = tmp_path / "cat"
     write_half_done_manifest(release, model, out)
-    manifest_before = (out / MANIFEST).read_text()
+    manifest_before = (out / MANIFEST_FILE).read_text()
     assert_one_line_error(*invoke(*base_args(release, model, out, "--prior", "1,1,1")), "--prior differs",
                           "0.333333,0.333333,0.333333 now", "--overwrite")
     assert_one_line_error(*invoke(*base_args(release, model, out, "--precision", "bf16")), "--precision differs",
                           "auto before, bf16 now")
-    assert (out / MANIFEST).read_text() == manifest_before
+    assert (out / MANIFEST_FILE).read_text() == manifest_before
 
 
 def test_card_edited_by_hand_is_another_model(release, model, tmp_path):
@@ -196,8 +199,8 @@ def test_stray_file_in_parquet_is_named(release, model, tmp_path):
 def test_broken_manifest_is_named(release, model, tmp_path, text, phrase):
     out = tmp_path / "cat"
     out.mkdir()
-    (out / MANIFEST).write_text(text)
-    assert_one_line_error(*invoke(*base_args(release, model, out)), str(out / MANIFEST), phrase, "--overwrite")
+    (out / MANIFEST_FILE).write_text(text)
+    assert_one_line_error(*invoke(*base_args(release, model, out)), str(out / MANIFEST_FILE), phrase, "--overwrite")
 
 
 @pytest.mark.parametrize("name", ["smaple", "DR55"])

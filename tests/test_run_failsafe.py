@@ -17,12 +17,14 @@ from click.testing import CliRunner
 from distributed import Client, LocalCluster, WorkerPlugin
 
 from lamost_classify.cli import main
-from lamost_classify.mocks.simulate import simulate, write_release
+from lamost_classify.mocks.release import write_release
+from lamost_classify.mocks.simulate import simulate
 from lamost_classify.model.densenet import build_model
 from lamost_classify.model.weights import save_weights
 from lamost_classify.pipeline import catalog
 from lamost_classify.pipeline.flags import Flag
-from lamost_classify.pipeline.run import RunOptions, run
+from lamost_classify.pipeline.arguments import ClusterArguments, ModelArguments, RunArguments
+from lamost_classify.pipeline.run import run
 
 pytestmark = pytest.mark.slow
 
@@ -79,8 +81,8 @@ def test_a_worker_killing_file_costs_only_its_own_row_and_a_rerun_retries_it(rel
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         client.register_plugin(KillWorkerOnPoison())
-        opts = RunOptions(output=out, inputs=[str(release)], model=model, scheduler=cluster.scheduler_address,
-                          batch_size=8, progress=False, device="cpu")
+        opts = RunArguments(output=out, inputs=[str(release)], model=ModelArguments(model, device="cpu"),
+                            cluster=ClusterArguments(scheduler=cluster.scheduler_address), batch_size=8, progress=False)
         summary = run(opts)
         rows = pq.read_table(out / "parquet").sort_by("row").to_pylist()
         assert [r["row"] for r in rows] == list(range(16))
@@ -147,7 +149,7 @@ def test_disk_full_stops_with_one_line_and_the_rerun_resumes(release, model, tmp
 def test_local_cluster_listens_on_the_loopback_only():
     from lamost_classify.pipeline.cluster import open_client
 
-    with open_client(n_workers=1) as client:
+    with open_client(ClusterArguments(workers=1)) as client:
         scheduler = client.cluster.scheduler
         assert scheduler.address.startswith("tcp://127.0.0.1:")
         bound = [s.getsockname()[0] for s in scheduler.http_server._sockets.values()]

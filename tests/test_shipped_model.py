@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from lamost_classify import CLASS_NAMES
 from lamost_classify.cli import main
-from lamost_classify.mocks.simulate import simulate, write_release
+from lamost_classify.mocks.release import write_release
+from lamost_classify.mocks.simulate import simulate
 from lamost_classify.model.inference import Classifier
 from lamost_classify.model.weights import resolve_weights
 from conftest import LAMOST_DATA, requires_shared

@@ -57,7 +57,7 @@ REAL_SNR_RANGE = (2.0, 300.0)  # Simulator's default, which the survey family's 
 def shard(args: tuple[str, str, int, int, int, str, str, str]) -> dict:
     family, name, start, n, seed, templates, mix, snr = args
     from lamost_classify.mocks.families import generate
-    from lamost_classify.mocks.instrument import noise_library
+    from lamost_classify.mocks.noise_donors import noise_library
     from lamost_classify.mocks.simulate import Simulator, simulate
     from lamost_classify.mocks.templates import analytic_templates
     from lamost_classify.pipeline.grid import prepare_arrays

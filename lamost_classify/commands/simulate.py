@@ -54,7 +54,8 @@ def simulate(n: int, seed: int, out: Path, fmt: str, layout: str, balanced: bool
     """
     from tqdm import tqdm
 
-    from lamost_classify.mocks.simulate import BALANCED, Simulator, simulate as run_simulate, write_parquet, write_release
+    from lamost_classify.mocks.release import write_parquet, write_release
+    from lamost_classify.mocks.simulate import BALANCED, Simulator, simulate as run_simulate
 
     if snr_min <= 0 or snr_max <= snr_min:
         raise click.BadParameter("need 0 < --snr-min < --snr-max")
