@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lamost_classify.mocks.writers import write_lamost_fits
-from lamost_classify.pipeline import sample
+from lamost_classify.mocks import sample
 from lamost_classify.pipeline.flags import Flag
 from lamost_classify.pipeline.plan import discover_inputs, discover_release, expand_glob, make_plan
 from lamost_classify.pipeline.readers import read_batch, read_parquet_spectra

@@ -11,8 +11,15 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
-from lamost_classify import SURVEY_PRIOR
+from lamost_classify.contract import SURVEY_PRIOR
+from lamost_classify.host import cache_dir
+
+from .noise_donors import noise_library
+from .release import write_release
+from .simulate import Simulator, simulate
+from .templates import analytic_templates
 
 # 2: files carry TELESCOP/ORIGIN (readers check the instrument) and DATA_V = 'sample'.
 SAMPLE_VERSION = 2
@@ -25,21 +32,12 @@ BROKEN_FILES = {
 }
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("LAMOST_CLASSIFY_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lamost-classify")
-    return Path(base)
-
-
-def sample_release(log=print, root: Path | None = None) -> Path:
-    """The sample release's data root, generated on first use (about a minute on 2 cores)."""
+def sample_release(log: Callable[[str], object] = print, root: Path | None = None) -> Path:
+    """The sample release's data root (below the package's cache directory unless ``root`` is given),
+    generated on first use."""
     root = root or cache_dir() / f"sample-v{SAMPLE_VERSION}"
     if (root / ".complete").exists():
         return root
-    from lamost_classify.mocks.instrument import noise_library
-    from lamost_classify.mocks.simulate import Simulator, simulate, write_release
-    from lamost_classify.mocks.templates import analytic_templates
-
     log(f"generating the sample release ({SAMPLE_SIZE} simulated spectra) into {root} ...")
     tmp = root.with_name(f".{root.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
