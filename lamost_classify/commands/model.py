@@ -101,7 +101,7 @@ def _train_and_print(data: LabelledSet, train_idx: np.ndarray, val_idx: np.ndarr
               help="Spectra per class per balanced epoch [default: the median class size].")
 @click.option("--artefacts", "artefact_fraction", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="Share of every class given the spikes and arm-scale errors of real files each epoch "
-                   "(0 = the paper's recipe; the shipped model used 0.3).")
+                   "(0 = the paper's recipe; the shipped model's card records what it used).")
 @click.option("--init-from", default=None,
               help="Start from these trained weights (name or path) instead of random ones: fine-tuning.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
