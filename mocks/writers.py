@@ -1,8 +1,9 @@
 """Write spectra as LAMOST (DR1, DR2-DR8, DR9+ v2.0) and SDSS files, byte for byte like the real layouts.
 
 The FITS bytes are assembled here (80-character cards, 2880-byte blocks, big-endian data) rather than
-with astropy: astropy's HDU objects and verify take ~3 ms a file, which makes a million mock spectra an
-hour of CPU for nothing. The tests read every layout back with astropy to prove the files are valid FITS.
+with astropy: astropy's HDU objects and verify cost more than writing the file, which adds up over
+millions of mock spectra (bench/RESULTS.md). The tests read every layout back with astropy to prove the
+files are valid FITS.
 """
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ from typing import Any
 
 import numpy as np
 
+from lamost_classify.contract import NATIVE_COEFF0, NATIVE_COEFF1
+
 BLOCK = 2880
 CARD = 80
-# gzip level 1: ~3x faster to write than the default 6 and the files stay small; readers do not care.
+# gzip level 1: much faster to write than the default 6 (bench/RESULTS.md), the files stay small, and
+# readers do not care.
 GZIP_LEVEL = 1
 LAYOUTS = ("dr1", "dr2-8", "v2")
 # Keywords every LAMOST file carries (the data release default depends on the layout).
-LAMOST_DEFAULTS: dict[str, Any] = {"TELESCOP": "LAMOST", "ORIGIN": "NAOC-LAMOST", "COEFF0": 3.5682, "COEFF1": 1e-4, "VACUUM": True}
+LAMOST_DEFAULTS: dict[str, Any] = {"TELESCOP": "LAMOST", "ORIGIN": "NAOC-LAMOST", "COEFF0": NATIVE_COEFF0,
+                                   "COEFF1": NATIVE_COEFF1, "VACUUM": True}
 DEFAULT_DATA_V = {"dr1": "LAMOST DR1", "dr2-8": "LAMOST DR5", "v2": "LAMOST DR10"}
 
 

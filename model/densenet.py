@@ -82,7 +82,6 @@ class SpectralDenseNet(nn.Module):
         self.cross_transitions = nn.ModuleList()
         block_args = (c.conv_blocks_per_dense, c.growth_rate, c.branch_channels, c.kernel_sizes, c.se_reduction)
         channels = c.stem_channels
-        prev_input_channels = 0  # channels of the previous dense block's input, 0 = no previous transition
         for i in range(c.n_dense_blocks):
             block = DenseBlock(channels, *block_args)
             self.dense_blocks.append(block)
@@ -154,13 +153,12 @@ def redshift_estimate(head_output: torch.Tensor | np.ndarray) -> tuple[np.ndarra
 #   few, Hu et al.'s 16 would leave 2-6 hidden units); 16 maps per cross-scale path (half a growth
 #   step: it carries a summary of the earlier scale, not a new scale). Full resolution stem (stride
 #   1): the 2600-pixel grid is already only 1.5 native pixels per pixel, narrow lines span 2-4.
-#   ~2 GFLOPs per spectrum forward: a GPU net (see ``model-info``).
+#   A GPU net (``model-info`` prints each preset's parameters and FLOPs).
 # fast: the same block structure and depth (7 dense blocks, 36 layers) on a quarter of the pixels:
 #   a stride-4 stem (kernel 11, overlapping windows) and kernels scaled with it, (1, 3, 7, 11) at
 #   stride 4 span about (1, 12, 28, 44) grid pixels, the paper's (1, 11, 25, 41). Half the widths
-#   (stem 16, growth 16, 8 per scale, 8 per cross path). Large kernels run at only ~25 GFLOP/s on
-#   this CPU against ~50-90 for kernels <= 13, so shrinking the kernels with the stride pays twice.
-#   ~36 MFLOPs per spectrum forward, ~200 spectra/s forward+backward at batch 64 on 2 cores.
+#   (stem 16, growth 16, 8 per scale, 8 per cross path). On a CPU large kernels do fewer FLOP/s than
+#   kernels <= 13 (bench/RESULTS.md), so shrinking the kernels with the stride pays twice.
 PRESETS: dict[str, DenseNetConfig | FCConfig] = {
     "paper": DenseNetConfig(),
     "fast": DenseNetConfig(
