@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .instrument import N_NATIVE
+from lamost_classify.contract import CLASS_NAMES, N_NATIVE
+
 from .simulate import BALANCED, MockChunk
 
 #: family name -> "module:function" (relative to this package)
@@ -36,7 +37,6 @@ COMMON_TRUTH: dict[str, str] = {
     "id": "i", "class": "str", "subclass": "str", "template": "str", "z": "f", "snr_g": "f", "snr_r": "f",
     "resolution": "f", "family": "str",
 }
-CLASSES = ("STAR", "GALAXY", "QSO")
 
 
 class FamilyError(RuntimeError):
@@ -84,7 +84,7 @@ def check_chunk(family: str, chunk: MockChunk) -> None:
         if column.shape != (n,) or not ok:
             raise FamilyError(f"family {family!r}: truth column {key!r} is {column.dtype}{column.shape}, "
                               f"expected {n} values of kind {kind}")
-    unknown = set(np.asarray(chunk.truth["class"]).tolist()) - set(CLASSES)
+    unknown = set(np.asarray(chunk.truth["class"]).tolist()) - set(CLASS_NAMES)
     if unknown:
         raise FamilyError(f"family {family!r}: classes {sorted(unknown)} are not STAR/GALAXY/QSO")
     if not (np.asarray(chunk.truth["family"]) == family).all():

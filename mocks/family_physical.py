@@ -15,11 +15,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from lamost_classify.contract import CLASS_NAMES
+
 from .physical import detector, galaxies, qsos, stars
 from .simulate import MockChunk, rechunk
 
 FAMILY = "physical"
-CLASSES = ("STAR", "GALAXY", "QSO")
 BLOCK = 256
 #: the 'real' S/N distribution: log-normal in snr_g, as LAMOST's files (mostly bright stars)
 REAL_LOG10_SNR_MEAN, REAL_LOG10_SNR_SIGMA = 1.35, 0.35
@@ -42,7 +43,7 @@ def block(seed: int, index: int, class_mix: Sequence[float], snr_distribution: s
     """Mocks index*BLOCK .. (index+1)*BLOCK-1 of master seed ``seed``."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
     mix = np.asarray(class_mix, dtype=np.float64)
-    objclass = np.array(CLASSES)[rng.choice(3, BLOCK, p=mix / mix.sum())]
+    objclass = np.array(CLASS_NAMES)[rng.choice(3, BLOCK, p=mix / mix.sum())]
     snr_g = draw_snr(rng, BLOCK, snr_distribution, snr_range)
     source = np.empty((BLOCK, detector.WORK_WAVE.size))
     subclass = np.empty(BLOCK, dtype=object)

@@ -21,14 +21,14 @@ from .errors import QueryError, UnsafeWhereError
 from .sandbox import connect
 from .scan import BATCH_ROWS, DIST_COLUMN, count, output_schema, select, selection_query
 from .selection import (
-    CLASSES, Cone, Selection, angular_distance_arcsec, cone_sql, flag_mask, parse_flag_test, read_obsids,
+    Cone, Selection, angular_distance_arcsec, cone_sql, flag_mask, parse_flag_test, read_obsids,
     selection_sql,
 )
 from .statistics import HIST_BINS, format_stats, plot_stats, stats
 from .where_guard import validate_where
 
 __all__ = [
-    "BATCH_ROWS", "CLASSES", "DIST_COLUMN", "HIST_BINS", "Cone", "QueryError", "Selection", "UnsafeWhereError",
+    "BATCH_ROWS", "DIST_COLUMN", "HIST_BINS", "Cone", "QueryError", "Selection", "UnsafeWhereError",
     "angular_distance_arcsec", "arrow_to_astropy", "catalog_files", "catalog_root", "connect", "cone_sql",
     "count", "flag_mask", "format_stats", "open_catalog", "output_schema", "parse_flag_test", "plot_stats",
     "read_obsids", "read_table", "select", "selection_query", "selection_sql", "stats", "validate_where",

@@ -11,11 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from ..pipeline.flags import UNUSABLE, Flag
+from ..contract import CLASS_NAMES, UNUSABLE, Flag
 from .errors import QueryError
 from .where_guard import validate_where
 
-CLASSES = ("STAR", "GALAXY", "QSO")
 PROB_COLUMN = {"STAR": "prob_star", "GALAXY": "prob_galaxy", "QSO": "prob_qso"}
 # Every bit a flags value can hold (the column is a signed int64; bit 63 is never used).
 ALL_BITS = (1 << 63) - 1
@@ -66,8 +65,8 @@ class Selection:
     def __post_init__(self) -> None:
         classes = tuple(c.strip().upper() for c in self.classes)
         for c in classes:
-            if c not in CLASSES:
-                raise QueryError(f"unknown class {c!r}: choose from {', '.join(CLASSES)}")
+            if c not in CLASS_NAMES:
+                raise QueryError(f"unknown class {c!r}: choose from {', '.join(CLASS_NAMES)}")
         object.__setattr__(self, "classes", classes)
         for name in ("min_prob", "min_confidence"):
             value = getattr(self, name)

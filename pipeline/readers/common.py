@@ -1,4 +1,4 @@
-"""What every reader shares: array conversion, the native LAMOST grid and header metadata."""
+"""What every reader shares: array conversion, log-linear wavelength grids and header metadata."""
 
 from __future__ import annotations
 
@@ -10,10 +10,6 @@ import numpy as np
 
 from ..flags import Flag
 from ..spectrum import META_KEYS, Spectrum, SpectrumReadError
-
-# The LAMOST low-resolution grid: lambda_i = 10**(COEFF0 + COEFF1 * i), vacuum Angstrom.
-NATIVE_COEFF0 = 3.5682
-NATIVE_COEFF1 = 1e-4
 
 # Metadata without which a catalog row cannot be matched to anything else.
 REQUIRED_META = ("obsid", "ra", "dec")

@@ -22,10 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lamost_classify.contract import NATIVE_COEFF0, NATIVE_COEFF1
+
 from ..spectrum import META_KEYS, Spectrum, SpectrumReadError
-from .common import (
-    META_TYPES, NATIVE_COEFF0, NATIVE_COEFF1, as_float32, as_mask, empty_spectrum, log_linear_wavelength, validate,
-)
+from .common import META_TYPES, as_float32, as_mask, empty_spectrum, log_linear_wavelength, validate
 
 NAME = "parquet"
 MAGIC = b"PAR1"
