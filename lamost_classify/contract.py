@@ -43,10 +43,10 @@ NATIVE_WAVELENGTH = 10.0**NATIVE_LOG_WAVELENGTH  #: native pixel centres, vacuum
 #: Angstrom: the blue arm ends and the red arm starts in this range (the dichroic).
 ARM_JOIN: tuple[float, float] = (5700.0, 5900.0)
 
-# --- catalog files ----------------------------------------------------------------------------------
+# --- a catalog directory's files: the pipeline writes them, query finds them -----------------------
 
-PARQUET_DIR = "parquet"
-ARRAYS_FILE = "arrays.zarr"
+PARQUET_DIR = "parquet"  # one file per batch
+ZARR_STORE = "arrays.zarr"
 MANIFEST_FILE = "manifest.json"
 PLAN_FILE = "plan.parquet"
 SUMMARY_FILE = "summary.json"

@@ -11,10 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 
-from .manifest import PARQUET_DIR
-from .schema import SCHEMA
+from lamost_classify.contract import PARQUET_DIR, ZARR_STORE
 
-ZARR_STORE = "arrays.zarr"
+from .schema import SCHEMA
 
 
 def create_arrays(catalog_dir: Path, n_rows: int, batch_size: int, save_flux: bool, save_cam: bool) -> None:

@@ -22,7 +22,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-LOCK_FILE = ".lamost-classify.lock"
+from lamost_classify.contract import LOCK_FILE
+
 # A lock file still empty after this long was left by a run killed between creating and filling it.
 EMPTY_LOCK_GRACE_S = 60.0
 

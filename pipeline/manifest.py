@@ -16,8 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-MANIFEST = "manifest.json"
-PARQUET_DIR = "parquet"
+from lamost_classify.contract import MANIFEST_FILE, PARQUET_DIR
 
 
 class ResumeRefused(Exception):
@@ -48,12 +47,12 @@ class Manifest:
     version: int = 2
 
     def save(self, catalog_dir: Path) -> None:
-        atomic_write_text(Path(catalog_dir) / MANIFEST, json.dumps(asdict(self), indent=1))
+        atomic_write_text(Path(catalog_dir) / MANIFEST_FILE, json.dumps(asdict(self), indent=1))
 
     @classmethod
     def load(cls, catalog_dir: Path) -> Manifest | None:
         """The manifest in ``catalog_dir`` (None when there is none); ManifestError names a broken one."""
-        path = Path(catalog_dir) / MANIFEST
+        path = Path(catalog_dir) / MANIFEST_FILE
         if not path.exists():
             return None
         fix = "rerun with --overwrite to start this catalog over (or use another --output)"

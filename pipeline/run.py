@@ -15,16 +15,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from .catalog import ZARR_STORE, create_arrays
+from lamost_classify.contract import MANIFEST_FILE, PARQUET_DIR, PLAN_FILE, SUMMARY_FILE, ZARR_STORE
+
+from .catalog import create_arrays
 from .flags import Flag
 from .lock import catalog_lock
-from .manifest import (MANIFEST, PARQUET_DIR, Manifest, ResumeRefused, atomic_write_text, batch_files,
+from .manifest import (Manifest, ResumeRefused, atomic_write_text, batch_files,
                        finished_batches, model_id, remove_unfinished, stray_files)
 from .plan import Plan, discover_inputs, discover_release, make_plan
 from .releases import get_release
 
-PLAN_FILE = "plan.parquet"
-SUMMARY = "summary.json"
 # summary.json lists at most this many lost rows one by one (all are counted).
 MAX_LOST_LISTED = 1000
 
@@ -104,13 +104,13 @@ def prepare_output(opts: RunOptions, plan: Plan, manifest: Manifest) -> set[int]
     if opts.overwrite:
         for name in (PARQUET_DIR, ZARR_STORE):
             shutil.rmtree(out / name, ignore_errors=True)
-        for name in (MANIFEST, SUMMARY, PLAN_FILE):
+        for name in (MANIFEST_FILE, SUMMARY_FILE, PLAN_FILE):
             (out / name).unlink(missing_ok=True)
         previous = None
     else:
         previous = Manifest.load(out)
         if previous is None and finished_batches(out):
-            raise ResumeRefused(f"{out} holds catalog files but no {MANIFEST}: use --overwrite or another --output")
+            raise ResumeRefused(f"{out} holds catalog files but no {MANIFEST_FILE}: use --overwrite or another --output")
         strays = stray_files(out, plan.n_batches)
         if strays:
             shown = ", ".join(repr(n) for n in strays[:5]) + (f" and {len(strays) - 5} more" if len(strays) > 5 else "")
@@ -221,7 +221,7 @@ def _run_locked(opts: RunOptions, plan: Plan, manifest: Manifest, model_name: st
         "batches_split": sorted(graph_result.failed_batches) if graph_result else [],
         "inference_workers": sorted(graph_result.inference_workers) if graph_result else [],
     })
-    atomic_write_text(opts.output / SUMMARY, json.dumps(summary, indent=1))
+    atomic_write_text(opts.output / SUMMARY_FILE, json.dumps(summary, indent=1))
     return summary
 
 

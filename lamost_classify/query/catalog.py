@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from ..contract import PARQUET_DIR
 from ..pipeline.schema import SCHEMA
 from .errors import QueryError
 
@@ -22,7 +23,7 @@ def catalog_root(path: str | Path) -> Path:
     """The catalog directory of ``path``: the folder holding ``parquet/`` (``path`` itself, or its parent
     when ``path`` is that ``parquet/`` folder), or the Parquet file itself. Outputs must not land inside it."""
     path = Path(path).resolve()
-    if path.is_dir() and not (path / "parquet").is_dir() and path.name == "parquet":
+    if path.is_dir() and not (path / PARQUET_DIR).is_dir() and path.name == PARQUET_DIR:
         return path.parent
     return path
 
@@ -40,7 +41,7 @@ def catalog_files(path: str | Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise QueryError(f"catalog not found: {path}")
-    folder = path / "parquet" if (path / "parquet").is_dir() else path
+    folder = path / PARQUET_DIR if (path / PARQUET_DIR).is_dir() else path
     visible = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")))
     batches = [p for p in visible if p.is_file() and BATCH_FILE.fullmatch(p.name)]
     if folder is path and not batches:
