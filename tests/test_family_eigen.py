@@ -3,7 +3,9 @@ observed wavelengths, the hard-case subclasses, S/N, instrument randomisation, a
 
 from __future__ import annotations
 
+import ast
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,3 +181,22 @@ def test_bad_arguments_are_refused() -> None:
         next(family_eigen.simulate(1, 0, snr_distribution="flat", templates_dir=TEMPLATES))
     with pytest.raises(ValueError, match="class_mix"):
         next(family_eigen.simulate(1, 0, class_mix=(1.0, -1.0, 0.0), templates_dir=TEMPLATES))
+
+
+def test_shares_no_astrophysics_code_with_other_families():
+    """Of the rest of mocks/ only the MockChunk container is imported; the grid comes from the contract."""
+    files = [Path(family_eigen.__file__), *(Path(family_eigen.__file__).parent / "eigen").glob("*.py")]
+    for path in files:
+        inside = path.parent.name == "eigen"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level == 0:
+                assert not (node.module or "").startswith(("lamost_classify.mocks", "mocks")), \
+                    f"{path.name} imports {node.module}"
+                continue
+            module = (node.module or "").split(".")
+            if (inside and node.level == 1) or (not inside and module[0] == "eigen"):
+                continue  # the family's own modules
+            names = {(module[-1], alias.name) for alias in node.names}
+            assert names <= {("simulate", "MockChunk")}, f"{path.name} imports {sorted(names)}"
