@@ -54,10 +54,6 @@ def write_batch_table(catalog_dir: Path, batch_name: str, table: pa.Table) -> Pa
     return final
 
 
-def empty_columns(n: int) -> dict[str, list]:
-    return {f.name: [None] * n for f in SCHEMA}
-
-
 def to_table(columns: dict[str, list | np.ndarray]) -> pa.Table:
     """Build a table in the catalog's schema from column values (missing columns become null)."""
     n = len(next(iter(columns.values())))
