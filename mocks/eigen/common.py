@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from lamost_classify.contract import NATIVE_WAVELENGTH as WAVELENGTH
+from lamost_classify.contract import NATIVE_COEFF1, NATIVE_WAVELENGTH as WAVELENGTH
 
 C_KMS = 299792.458
 NPIX = WAVELENGTH.size
 LOGW = np.log10(WAVELENGTH)
-KMS_PER_PIX = C_KMS * np.log(10.0) * 1e-4
+KMS_PER_PIX = C_KMS * np.log(10.0) * NATIVE_COEFF1
 #: g and r bands in which snr_g / snr_r are measured (median S/N per pixel)
 G_BAND = (WAVELENGTH > 4000.0) & (WAVELENGTH < 5500.0)
 R_BAND = (WAVELENGTH > 5500.0) & (WAVELENGTH < 7000.0)

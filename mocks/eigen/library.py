@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lamost_classify.contract import NATIVE_COEFF1
+
 from .common import G_BAND, HALPHA, LOGW, NPIX
 
 #: redrock stellar archetype sets used (subclass = the set's letter), and how many archetypes of each
@@ -183,7 +185,7 @@ def _read_lamost_stars(stars: Path) -> dict:
             data = np.asarray(hdul[0].data, dtype=np.float64)
             h = hdul[0].header
         # files start a few pixels apart: place each on the native grid by its COEFF0
-        offset = int(round((float(h.get("COEFF0", LOGW[0])) - LOGW[0]) / 1e-4))
+        offset = int(round((float(h.get("COEFF0", LOGW[0])) - LOGW[0]) / NATIVE_COEFF1))
         if data.ndim != 2 or data.shape[0] < 4 or not 0 <= offset < NPIX:
             continue
         width = min(data.shape[1], NPIX - offset)
