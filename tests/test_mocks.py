@@ -116,6 +116,16 @@ def test_shipped_noise_summary_is_small_and_complete(summary):
     assert (summary.bad | summary.andmask).any(axis=1).sum() > len(summary) // 2
 
 
+def test_the_summary_writer_reproduces_the_shipped_summary(summary, tmp_path):
+    """save_noise_summary is how the shipped file was made: what it writes, load_noise_summary reads back."""
+    again = load_noise_summary(noise_donors.save_noise_summary(summary, tmp_path / "summary.npz", n_donors=len(summary)))
+    assert again.names == summary.names
+    for field in ("bad", "andmask", "snr", "snr_quantiles"):
+        np.testing.assert_array_equal(getattr(again, field), getattr(summary, field))
+    for field in ("sigma_shape", "continuum", "noise_excess", "sky_residual", "telluric"):
+        np.testing.assert_allclose(getattr(again, field), getattr(summary, field), rtol=2e-3, atol=1e-3)
+
+
 def test_none_of_the_shipped_donors_is_held_out(summary):
     assert not any(is_held_out(n) for n in summary.names)
 
