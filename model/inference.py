@@ -19,6 +19,12 @@ from .runtime import resolve_device
 from .weights import FLAT_PRIOR, load_weights
 
 
+def card_target_prior(card: dict) -> tuple[float, ...]:
+    """The prior a model's card chooses for survey data: its ``default_target_prior`` (the survey mix,
+    adjusted with the strength chosen on a survey-mix test set when the model was made), else the mix."""
+    return tuple(card.get("metrics", {}).get("default_target_prior") or SURVEY_PRIOR)
+
+
 class Classifier:
     """A trained network with its temperature and class priors.
 
@@ -41,8 +47,7 @@ class Classifier:
         precision: str = "auto",
         backend: str = "torch",
     ) -> None:
-        # onnxruntime runs on the CPU here: 'auto' must not pick a GPU for it.
-        self.device = resolve_device("cpu" if backend == "onnx" and device == "auto" else device)
+        self.device = resolve_device(device, backend)
         self.model = model.eval()
         self.fast = FastPath(self.model, self.device, precision, backend, max_batch)
         self.precision, self.backend = self.fast.precision, backend
@@ -65,12 +70,11 @@ class Classifier:
     ) -> Classifier:
         """``model``: None or 'default' (shipped weights), another shipped name, or a .safetensors path.
 
-        ``target_prior="card"`` takes the card's ``default_target_prior`` (the survey mix, adjusted with the
-        strength chosen on a survey-mix test set when the model was made), else the survey mix.
+        ``target_prior="card"`` takes the card's choice (``card_target_prior``).
         """
         net, card = load_weights(model, device="cpu")
         if isinstance(target_prior, str):
-            target_prior = card.get("metrics", {}).get("default_target_prior") or SURVEY_PRIOR
+            target_prior = card_target_prior(card)
         return cls(net, card, device, target_prior, precision=precision, backend=backend)
 
     def _check(self, flux: np.ndarray) -> np.ndarray:

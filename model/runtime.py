@@ -9,11 +9,17 @@ from torch import nn
 from lamost_classify.host import available_cpus
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' = the GPU when there is one, else the CPU; anything else is passed to torch.device."""
+def choose_device(device: str = "auto", backend: str = "torch", gpu: bool = False) -> torch.device:
+    """The device rule: 'auto' is the GPU when there is one (``gpu``) and the back-end runs there
+    (onnxruntime runs on the CPU here), else the CPU; any other name is passed to torch.device."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+        return torch.device("cuda" if gpu and backend != "onnx" else "cpu")
+    return torch.device(device)
+
+
+def resolve_device(device: str = "auto", backend: str = "torch") -> torch.device:
+    """``choose_device`` on this machine; a GPU asked for by name that torch does not see is an error."""
+    resolved = choose_device(device, backend, gpu=torch.cuda.is_available())
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} asked for, but torch sees no CUDA GPU")
     return resolved

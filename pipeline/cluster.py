@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 
 from distributed import Client, LocalCluster
 
 from lamost_classify.host import available_cpus
+
+from .arguments import ClusterArguments
 
 
 def local_cluster_size() -> tuple[int, int]:
@@ -18,36 +19,26 @@ def local_cluster_size() -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def open_client(
-    scheduler: str | None = None,
-    cluster: str = "local",
-    n_workers: int | None = None,
-    cpu_jobs: int = 1,
-    gpu_jobs: int = 0,
-    adapt: tuple[int, int] | None = None,
-    jobqueue_config: Path | None = None,
-    wait_timeout: float = 120.0,
-    log=print,
-) -> Iterator[Client]:
-    if scheduler:
-        with Client(scheduler) as client:
+def open_client(cluster: ClusterArguments, log=print) -> Iterator[Client]:
+    """A client of ``cluster.scheduler`` when given, else of a new cluster of ``cluster.kind``, closed on exit."""
+    if cluster.scheduler:
+        with Client(cluster.scheduler) as client:
             yield client
         return
-    if cluster == "slurm":
+    if cluster.kind == "slurm":
         from .slurm import slurm_cluster
 
-        with slurm_cluster(cpu_jobs=cpu_jobs, gpu_jobs=gpu_jobs, adapt=adapt, jobqueue_config=jobqueue_config,
-                           wait_timeout=wait_timeout, log=log) as client:
+        with slurm_cluster(cpu_jobs=cluster.cpu_jobs, gpu_jobs=cluster.gpu_jobs, adapt=cluster.adapt,
+                           jobqueue_config=cluster.jobqueue or cluster.jobqueue_config,
+                           wait_timeout=cluster.wait_timeout, log=log) as client:
             yield client
         return
-    if cluster != "local":
-        raise ValueError(f"unknown cluster kind {cluster!r}: use local or slurm")
     workers, threads = local_cluster_size()
     resources = None
     if _has_cuda():
         resources = {"GPU": 1}  # one GPU per machine: let every local worker share it
     # Scheduler and dashboard on the loopback only: a local cluster has no business on other interfaces.
-    with LocalCluster(n_workers=n_workers or workers, threads_per_worker=threads, processes=True,
+    with LocalCluster(n_workers=cluster.workers or workers, threads_per_worker=threads, processes=True,
                       host="127.0.0.1", dashboard_address="127.0.0.1:0", resources=resources) as lc, \
             Client(lc) as client:
         yield client

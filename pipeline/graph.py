@@ -3,8 +3,8 @@ cluster has one) -> write (any worker), with a bounded number of batches in flig
 fails for good is redone in ever smaller parts (``failsafe``) so only the spectrum at fault is lost.
 
 Stages are submitted per call with client.submit, because resources given through graph annotations
-are not honoured reliably (seen with distributed 2026.8). The model is loaded once per worker by a
-WorkerPlugin, lazily, so reader-only workers never load it.
+are not honoured reliably. The model is loaded once per worker by a WorkerPlugin, lazily, so
+reader-only workers never load it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pathlib import Path
 from distributed import Client, WorkerPlugin, as_completed, get_worker, wait
 
 from . import failsafe, stages
-from .manifest import Manifest, model_id
+from .arguments import ModelArguments, RunArguments
+from .manifest import Manifest
 from .plan import Batch, Plan
 
 PLUGIN_NAME = "lamost-classify-model"
@@ -29,12 +30,8 @@ class ModelPlugin(WorkerPlugin):
 
     name = PLUGIN_NAME
 
-    def __init__(self, model: str | None, device: str, target_prior: tuple[float, ...] | None,
-                 precision: str = "auto", backend: str = "torch"):
+    def __init__(self, model: ModelArguments):
         self.model = model
-        self.device = device
-        self.target_prior = target_prior
-        self.precision, self.backend = precision, backend
         self._classifier = None
         self._lock = threading.Lock()
 
@@ -45,12 +42,7 @@ class ModelPlugin(WorkerPlugin):
     def classifier(self):
         with self._lock:
             if self._classifier is None:
-                from lamost_classify.model.inference import Classifier
-
-                kwargs = {} if self.target_prior is None else {"target_prior": self.target_prior}
-                self._classifier = Classifier.load(self.model, device=self.device, precision=self.precision,
-                                                   backend=self.backend, **kwargs)
-                self._classifier.name = model_id(self._classifier.card)  # weights and card: see model_id
+                self._classifier = self.model.load()
             return self._classifier
 
     def __getstate__(self):
@@ -154,28 +146,21 @@ class _SplitBatch:
 
 def run_graph(
     client: Client,
+    args: RunArguments,
     plan: Plan,
     todo: list[int],
     manifest: Manifest,
-    catalog_dir: Path,
-    release: str,
-    model: str | None,
-    device: str = "auto",
-    target_prior: tuple[float, ...] | None = None,
-    save_flux: bool = False,
-    save_cam: bool = False,
     retries: int = 2,
     on_batch_done: Callable[[int, int], None] | None = None,
-    precision: str = "auto",
-    backend: str = "torch",
 ) -> GraphResult:
-    """Process the batches ``todo`` of ``plan``; returns when every one of them is written.
+    """Process the batches ``todo`` of ``plan`` into ``args.output``; returns when all are written.
 
     A batch whose task fails for good is redone in parts (``failsafe``), so one bad spectrum costs only
     its own row. A write that fails for lack of space or permission stops the run (raised): the batches
     written so far stay, and rerunning the command resumes from them.
     """
-    client.register_plugin(ModelPlugin(model, device, target_prior, precision, backend), name=PLUGIN_NAME)
+    client.register_plugin(ModelPlugin(args.model), name=PLUGIN_NAME)
+    catalog_dir, release, save_flux, save_cam = args.output, args.release_name, args.save_flux, args.save_cam
     infer_resources = {"GPU": 1} if gpu_workers(client) else None
     n_threads = sum(client.nthreads().values()) or 1
     window = max(4, 2 * n_threads)

@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from .arguments import RunArguments
 from lamost_classify.contract import MANIFEST_FILE, PARQUET_DIR, PLAN_FILE, SUMMARY_FILE, ZARR_STORE
 
 from .catalog import create_arrays
 from .flags import Flag
 from .lock import catalog_lock
 from .manifest import (Manifest, ResumeRefused, atomic_write_text, batch_files,
-                       finished_batches, model_id, remove_unfinished, stray_files)
-from .plan import Plan, discover_inputs, discover_release, make_plan
+                       finished_batches, remove_unfinished, stray_files)
+from .plan import Plan, iter_inputs, iter_release, make_plan
 from .releases import get_release
 
 # summary.json lists at most this many lost rows one by one (all are counted).
@@ -37,43 +39,27 @@ class CatalogIncomplete(Exception):
     """The exactly-once check failed: a plan row is missing from the catalog or present twice."""
 
 
-@dataclass
-class RunOptions:
-    output: Path
-    release: str | None = None
-    data_root: Path | None = None
-    inputs: list[str] = field(default_factory=list)
-    model: str | None = None
-    scheduler: str | None = None
-    cluster: str = "local"
-    n_workers: int | None = None
-    batch_size: int = 1000
-    device: str = "auto"
-    precision: str = "auto"  # fp32 | bf16 | fp16 | auto (fp16 on a GPU, fp32 on the CPU): model/fastpath.py
-    backend: str = "torch"  # torch | compile | onnx
-    overwrite: bool = False
-    save_flux: bool = False
-    save_cam: bool = False
-    target_prior: tuple[float, ...] | None = None
-    cpu_jobs: int = 1
-    gpu_jobs: int = 0
-    adapt: tuple[int, int] | None = None
-    jobqueue_config: Path | None = None
-    wait_timeout: float = 120.0
-    progress: bool = True
+def discover(args: RunArguments, log=print) -> Iterator[str]:
+    """Stage 0: the input sources, from a release profile under --data-root and/or --input items, streamed
+    (a release's millions of paths go straight into the plan's Arrow array)."""
+    data_root = args.data_root
+    if args.is_sample:
+        from lamost_classify.mocks.sample import sample_release
+
+        data_root = sample_release(log=log)
+    release = iter(())
+    if args.release and (data_root or not args.inputs):
+        release = iter_release(get_release(args.release), data_root)
+    return _some(itertools.chain(release, iter_inputs(list(args.inputs), data_root)))
 
 
-def discover(opts: RunOptions) -> list[str]:
-    """Stage 0: the input sources, from a release profile under --data-root and/or --input items."""
-    sources: list[str] = []
-    if opts.release and (opts.data_root or not opts.inputs):
-        if opts.data_root is None:
-            raise ValueError(f"--release {opts.release} needs --data-root (where the release's files are)")
-        sources.extend(discover_release(get_release(opts.release), opts.data_root))
-    sources.extend(discover_inputs(opts.inputs, opts.data_root))
-    if not sources:
+def _some(sources: Iterator[str]) -> Iterator[str]:
+    found = False
+    for source in sources:
+        found = True
+        yield source
+    if not found:
         raise ValueError("no input spectra found: check --data-root / --input")
-    return sources
 
 
 def open_output(out: Path) -> None:
@@ -97,11 +83,11 @@ def _not_writable(out: Path, exc: OSError) -> OutputError:
                        "choose a directory you can write to")
 
 
-def prepare_output(opts: RunOptions, plan: Plan, manifest: Manifest) -> set[int]:
+def prepare_output(args: RunArguments, plan: Plan, manifest: Manifest) -> set[int]:
     """Resume or (with --overwrite) clear the locked output directory; returns the batches to skip: those
     written and holding no row lost to a failed task (a rerun retries those)."""
-    out = opts.output
-    if opts.overwrite:
+    out = args.output
+    if args.overwrite:
         for name in (PARQUET_DIR, ZARR_STORE):
             shutil.rmtree(out / name, ignore_errors=True)
         for name in (MANIFEST_FILE, SUMMARY_FILE, PLAN_FILE):
@@ -122,7 +108,7 @@ def prepare_output(opts: RunOptions, plan: Plan, manifest: Manifest) -> set[int]
         manifest.created = previous.created
     remove_unfinished(out)
     plan.save(out / PLAN_FILE)
-    create_arrays(out, len(plan), plan.batch_size, opts.save_flux, opts.save_cam)
+    create_arrays(out, len(plan), plan.batch_size, args.save_flux, args.save_cam)
     written = {i for i in finished_batches(out) if i < plan.n_batches}
     done = written - batches_with_lost_rows(out, plan)
     manifest.finished = sorted(done)
@@ -145,52 +131,41 @@ def batches_with_lost_rows(catalog_dir: Path, plan: Plan) -> set[int]:
     return {r // plan.batch_size for r in lost_rows(catalog_dir, plan).column("row").to_pylist()}
 
 
-def run_settings(opts: RunOptions, prior: tuple[float, ...] | None) -> dict:
+def run_settings(args: RunArguments) -> dict:
     """The settings that change a catalog row, as the manifest records them (resume must match them)."""
-    return {"prior": None if prior is None else [round(float(p), 6) for p in prior], "precision": opts.precision,
-            "backend": opts.backend, "device": opts.device, "save_flux": opts.save_flux, "save_cam": opts.save_cam}
+    model = args.model
+    return {"prior": [round(float(p), 6) for p in model.target_prior], "precision": model.precision,
+            "backend": model.backend, "device": model.device, "save_flux": args.save_flux, "save_cam": args.save_cam}
 
 
-def run(opts: RunOptions, log=print) -> dict:
-    """Classify every input into ``opts.output``; returns the summary (also written as summary.json)."""
-    import torch
-
-    from lamost_classify.model.fastpath import check_runtime
-    from lamost_classify.model.inference import Classifier
-
+def run(args: RunArguments, log=print) -> dict:
+    """Classify every input into ``args.output``; returns the summary (also written as summary.json)."""
     t0 = time.time()
-    sources = discover(opts)
-    plan = make_plan(sources, opts.batch_size)
-    # Fail early on bad weights or runtime options, before a cluster (the workers may be elsewhere:
-    # 'auto' is checked as the CPU, which can run every option).
-    classifier = Classifier.load(opts.model, device="cpu")
-    model_name = model_id(classifier.card)
-    check_runtime(torch.device("cpu" if opts.device == "auto" else opts.device), opts.precision, opts.backend)
-    prior = opts.target_prior if opts.target_prior is not None else classifier.target_prior
-    release = opts.release or "custom"
-    manifest = Manifest(plan.fingerprint, model_name, len(plan), plan.batch_size, plan.n_batches, release,
-                        settings=run_settings(opts, prior))
-    open_output(opts.output)
+    plan = make_plan(discover(args, log), args.batch_size)
+    manifest = Manifest(plan.fingerprint, args.model.name, len(plan), plan.batch_size, plan.n_batches,
+                        args.release_name, settings=run_settings(args))
+    open_output(args.output)
     # One run at a time in a catalog directory: held from before --overwrite clears it to the summary.
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(catalog_lock(opts.output))
+            stack.enter_context(catalog_lock(args.output))
         except OSError as exc:
             if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
-            raise _not_writable(opts.output, exc) from None
-        return _run_locked(opts, plan, manifest, model_name, release, log, t0)
+            raise _not_writable(args.output, exc) from None
+        return _run_locked(args, plan, manifest, log, t0)
 
 
-def _run_locked(opts: RunOptions, plan: Plan, manifest: Manifest, model_name: str, release: str, log,
-                t0: float) -> dict:
-    done = prepare_output(opts, plan, manifest)
+def _run_locked(args: RunArguments, plan: Plan, manifest: Manifest, log, t0: float) -> dict:
+    done = prepare_output(args, plan, manifest)
     todo = [i for i in range(plan.n_batches) if i not in done]
-    retried = {i for i in finished_batches(opts.output) if i < plan.n_batches} - done
+    retried = {i for i in finished_batches(args.output) if i < plan.n_batches} - done
     log(f"{len(plan)} spectra in {plan.n_batches} batches of {plan.batch_size}; "
         f"{len(done)} already done, {len(todo)} to run"
         + (f" ({len(retried)} of them to retry: rows a task failed on)" if retried else "")
-        + f"; model {model_name}")
+        + f"; model {args.model.name}")
+
+    from tqdm import tqdm
 
     from .cluster import open_client
     from .graph import run_graph
@@ -198,20 +173,14 @@ def _run_locked(opts: RunOptions, plan: Plan, manifest: Manifest, model_name: st
     t_graph = time.time()
     graph_result = None
     if todo:
-        with open_client(opts.scheduler, opts.cluster, opts.n_workers, opts.cpu_jobs, opts.gpu_jobs, opts.adapt,
-                         opts.jobqueue_config, opts.wait_timeout, log=log) as client:
+        with open_client(args.cluster, log=log) as client:
             if client.dashboard_link:
                 log(f"Dask dashboard: {client.dashboard_link}")
-            bar = _progress(len(todo), opts.progress)
-            graph_result = run_graph(
-                client, plan, todo, manifest, opts.output, release, opts.model, device=opts.device,
-                precision=opts.precision, backend=opts.backend,
-                target_prior=opts.target_prior, save_flux=opts.save_flux, save_cam=opts.save_cam,
-                on_batch_done=lambda i, n: bar.update(1),
-            )
-            bar.close()
+            with tqdm(total=len(todo), unit="batch", desc="classifying", disable=not args.progress) as bar:
+                graph_result = run_graph(client, args, plan, todo, manifest,
+                                         on_batch_done=lambda i, n: bar.update(1))
     elapsed = time.time() - t_graph
-    summary = summarise(opts.output, plan, model_name, release)
+    summary = summarise(args.output, plan, args.model.name, args.release_name)
     summary.update({
         "wall_time_s": round(time.time() - t0, 2),
         "graph_time_s": round(elapsed, 2),
@@ -221,7 +190,7 @@ def _run_locked(opts: RunOptions, plan: Plan, manifest: Manifest, model_name: st
         "batches_split": sorted(graph_result.failed_batches) if graph_result else [],
         "inference_workers": sorted(graph_result.inference_workers) if graph_result else [],
     })
-    atomic_write_text(opts.output / SUMMARY_FILE, json.dumps(summary, indent=1))
+    atomic_write_text(args.output / SUMMARY_FILE, json.dumps(summary, indent=1))
     return summary
 
 
@@ -259,17 +228,3 @@ def summarise(catalog_dir: Path, plan: Plan, model: str, release: str) -> dict:
 
 def _rows_in(batches: list[int], plan: Plan) -> int:
     return sum(min(plan.batch_size, len(plan) - i * plan.batch_size) for i in batches)
-
-
-class _NoBar:
-    def update(self, n: int) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="batch", desc="classifying")

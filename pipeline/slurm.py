@@ -208,30 +208,21 @@ def slurm_cluster(
     cpu_jobs: int = 1,
     gpu_jobs: int = 0,
     adapt: tuple[int, int] | None = None,
-    jobqueue_config: Path | None = None,
+    jobqueue_config: Path | JobqueueConfig | None = None,
     wait_timeout: float = 120,
     log: Callable[[str], Any] = print,
 ) -> Iterator[Any]:
     """A ``distributed.Client`` connected to reader jobs (``cpu_jobs``, or adaptive ``adapt=(MIN, MAX)``
     jobs) and ``gpu_jobs`` GPU jobs, all on one scheduler. Waits up to ``wait_timeout`` s for at least
     one worker of each kind asked for, else raises SlurmClusterError after logging squeue, the
-    partition and the job script. Every job is cancelled on the way out, whatever the way."""
-    try:
-        from dask_jobqueue import SLURMCluster
-    except ImportError:
-        raise SlurmClusterError("--cluster slurm needs dask-jobqueue: pip install 'lamost-classify[slurm]'") from None
+    partition and the job script. Every job is cancelled on the way out, whatever the way.
+    The counts, dask-jobqueue, sbatch and the jobqueue file are checked when a run's
+    ``ClusterArguments`` are built (``pipeline/arguments.py``)."""
+    from dask_jobqueue import SLURMCluster
     from distributed import Client
 
-    if cpu_jobs < 0 or gpu_jobs < 0:
-        raise SlurmClusterError("--cpu-jobs and --gpu-jobs cannot be negative")
-    if adapt is not None and not 0 <= adapt[0] <= adapt[1]:
-        raise SlurmClusterError(f"--adapt {adapt[0]}:{adapt[1]}: need 0 <= MIN <= MAX")
-    if adapt is None and cpu_jobs == 0 and gpu_jobs == 0:
-        raise SlurmClusterError("no worker jobs asked for: give --cpu-jobs and/or --gpu-jobs, or --adapt MIN:MAX")
-    if shutil.which("sbatch") is None:
-        raise SlurmClusterError("sbatch not found: --cluster slurm must run on a SLURM login or compute node")
-
-    config = load_jobqueue_config(jobqueue_config)
+    config = (jobqueue_config if isinstance(jobqueue_config, JobqueueConfig)
+              else load_jobqueue_config(jobqueue_config))
     run_id = secrets.token_hex(3)
     cpu_name = f"{config.sections[CPU_SECTION]['name']}-{run_id}"
     gpu_name = f"{config.sections[GPU_SECTION]['name']}-{run_id}"

@@ -13,26 +13,9 @@ def _parse_prior(ctx, param, value: str | None) -> tuple[float, ...] | None:
     if value is None:
         return None
     try:
-        parts = tuple(float(v) for v in value.split(","))
+        return tuple(float(v) for v in value.split(","))
     except ValueError:
         raise click.BadParameter("give three numbers, e.g. 0.985,0.012,0.003") from None
-    if len(parts) != 3 or min(parts) <= 0:
-        raise click.BadParameter("give three positive numbers (STAR,GALAXY,QSO), e.g. 0.985,0.012,0.003")
-    total = sum(parts)
-    return tuple(p / total for p in parts)
-
-
-def _check_release(ctx, param, value: str | None) -> str | None:
-    """Refuse an unknown release name before anything runs, listing the valid ones."""
-    if value is None:
-        return None
-    from lamost_classify.pipeline.releases import get_release
-
-    try:
-        get_release(value)
-    except (KeyError, ValueError) as exc:
-        raise click.BadParameter(str(exc.args[0]) if exc.args else str(exc)) from None
-    return value
 
 
 def _parse_adapt(ctx, param, value: str | None) -> tuple[int, int] | None:
@@ -46,7 +29,7 @@ def _parse_adapt(ctx, param, value: str | None) -> tuple[int, int] | None:
 
 
 @click.command()
-@click.option("--release", callback=_check_release, help="Release profile: DR1 .. DR13 (and later), or 'sample' (a built-in simulated release).")
+@click.option("--release", help="Release profile: DR1 .. DR13 (and later), or 'sample' (a built-in simulated release).")
 @click.option("--data-root", type=click.Path(path_type=Path), help="Where the release's <obsdate>/<planid>/spec-*.fits.gz tree is.")
 @click.option("--input", "inputs", multiple=True,
               help="Spectrum files, directories, globs, a text list, a LAMOST general catalog (CSV/FITS) or a Parquet table of spectra. Repeatable.")
@@ -91,25 +74,21 @@ def run(release, data_root, inputs, output, model, scheduler, cluster, workers, 
     on are retried. A directory holding another run (other inputs, model or settings) is refused unless
     --overwrite; so is one another run is using right now, even with --overwrite.
     """
-    if not release and not inputs:
-        raise click.UsageError("give --release (with --data-root) or --input; try --release sample")
-    from lamost_classify.pipeline.run import RunOptions
+    from lamost_classify.pipeline.arguments import ClusterArguments, InvalidArgument, ModelArguments, RunArguments
     from lamost_classify.pipeline.run import run as run_pipeline
 
-    if release and release.lower() == "sample" and data_root is None and not inputs:
-        from lamost_classify.pipeline.sample import sample_release
-
-        data_root = sample_release(log=click.echo)
-    opts = RunOptions(
-        output=output, release=release, data_root=data_root, inputs=list(inputs), model=model,
-        scheduler=scheduler, cluster=cluster, n_workers=workers, batch_size=batch_size, device=device,
-        precision=precision, backend=backend,
-        overwrite=not resume, save_flux=save_flux, save_cam=save_cam, target_prior=prior, cpu_jobs=cpu_jobs,
-        gpu_jobs=gpu_jobs, adapt=adapt, jobqueue_config=jobqueue_config, wait_timeout=wait_timeout,
-        progress=progress,
-    )
     try:
-        summary = run_pipeline(opts, log=click.echo)
+        args = RunArguments(
+            output=output, release=release, data_root=data_root, inputs=inputs, batch_size=batch_size,
+            overwrite=not resume, save_flux=save_flux, save_cam=save_cam, progress=progress,
+            model=ModelArguments(weights=model, device=device, precision=precision, backend=backend, prior=prior),
+            cluster=ClusterArguments(scheduler=scheduler, kind=cluster, workers=workers, cpu_jobs=cpu_jobs,
+                                     gpu_jobs=gpu_jobs, adapt=adapt, jobqueue_config=jobqueue_config,
+                                     wait_timeout=wait_timeout),
+        )
+        summary = run_pipeline(args, log=click.echo)
+    except InvalidArgument as exc:
+        raise click.UsageError(str(exc)) from None
     except Exception as exc:
         message = run_error_message(exc, output)
         if message is None:
