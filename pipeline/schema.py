@@ -38,7 +38,8 @@ COLUMNS: list[tuple[str, pa.DataType, str, str]] = [
     ("delta_chi2", pa.float32(), "", "chi2 of the second-best solution minus the best: galaxy/QSO another redshift "
      "(> 1000/3000 km/s away), star the best template of another MK letter"),
     ("subclass", pa.string(), "", "star: MK type of the best-fitting template (G5, K3, A1; WD, CV, C carbon, L); "
-     "galaxy: STARFORMING, AGN or PASSIVE from its emission lines; QSO: BROADLINE"),
+     "galaxy: STARFORMING, AGN or PASSIVE from its emission lines; QSO: BAL (broad absorption blueward of "
+     "Si IV or C IV) or BROADLINE"),
     ("flags", pa.int64(), "", "quality bitmask (lamost_classify.pipeline.flags)"),
     ("lamost_class", pa.string(), "", "the file's own CLASS, for comparison"),
     ("lamost_subclass", pa.string(), "", "the file's own SUBCLASS"),
