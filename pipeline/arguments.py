@@ -40,7 +40,7 @@ class ModelArguments:
     ``prior``: the class prior STAR,GALAXY,QSO of the data (normalised here; None: the card's choice).
     """
 
-    weights: str | None = None
+    weights: str | Path | None = None
     device: str = "auto"
     precision: str = "auto"
     backend: str = "torch"
@@ -60,8 +60,8 @@ class ModelArguments:
         except RuntimeError:
             device = None
         if device is None or device.type not in ("cpu", "cuda"):
-            raise InvalidArgument(f"--device {self.device!r} is not a device here: use auto, cpu or cuda (cuda:N "
-                                  "for one GPU of several)")
+            raise InvalidArgument(f"--device {self.device!r}: use auto, cpu or cuda (cuda:N for one GPU of "
+                                  "several)")
         # Checked as on a machine without a GPU (the workers may be elsewhere): the CPU runs every option.
         try:
             check_runtime(device, self.precision, self.backend)
