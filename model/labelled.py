@@ -6,7 +6,9 @@ Two forms of labelled data:
   pre-normalised ``flux_norm`` lists of 2600, or spectra the pipeline's Parquet reader reads
   (``flux``/``ivar``/``andmask`` lists with or without ``wavelength``); or a directory of FITS files
   with a truth table (CSV or Parquet, columns ``file`` or ``source``, and ``class``). Prepared arrays
-  are cached next to the input, keyed by the sha256 of the input, so a second run skips the preparation.
+  (the normalised flux, and its inverse variance when the data have one: spectra the reader prepares,
+  or a ``flux_norm`` table's ``ivar_norm`` column) are cached next to the input, keyed by the sha256 of
+  the input, so a second run skips the preparation.
 - a set directory (``load_set``): ``<name>_flux.npy`` (N, 2600) + ``<name>_truth.parquet`` (``label``,
   ``z``, ``snr_g``, ...), as ``training/make_training_set.py`` writes them.
 
@@ -35,7 +37,7 @@ from lamost_classify.contract import CLASS_NAMES, N_PIXELS, UNUSABLE
 from lamost_classify.host import cache_dir
 
 PREPARE_CHUNK = 2048  # spectra read and prepared at a time: bounds the native arrays held at once
-CACHE_VERSION = 1  # bump when the preparation changes, so old caches are not reused
+CACHE_VERSION = 2  # bump when the preparation changes, so old caches are not reused
 HARD_CASE_COLUMNS = ("class", "subclass", "template", "z", "snr_g")
 
 
@@ -47,6 +49,7 @@ class Prepared(Protocol):
     """Spectra on the network's grid (``pipeline.grid.PreparedBatch`` is one)."""
 
     flux: np.ndarray  # (n, 2600) float32, normalised
+    ivar: np.ndarray | None  # (n, 2600) float32 inverse variance of ``flux``, or None when not known
     snr: np.ndarray  # (n,) float32, NaN when unknown
     flags: np.ndarray  # (n,) uint32 quality flags
 
@@ -69,14 +72,22 @@ class LabelledSet:
     sources: list[str]
     sha256: str  # of the input: identifies the training data in the model card
     dropped: dict[str, int]  # rows left out, by reason
+    cached_ivar: np.ndarray | None = None  # (N_all, 2600) float32 memory map of the flux's inverse variance
 
     def spectra(self, index: np.ndarray | None = None) -> np.ndarray:
         """Flux of the usable spectra (all, or ``index`` into them), (n, 2600) float32."""
+        return self._usable(self.cached_flux, index)
+
+    def inverse_variances(self, index: np.ndarray | None = None) -> np.ndarray | None:
+        """Inverse variance of ``spectra(index)`` in its normalised units, or None when the data had none."""
+        return None if self.cached_ivar is None else self._usable(self.cached_ivar, index)
+
+    def _usable(self, cached: np.ndarray, index: np.ndarray | None) -> np.ndarray:
         if index is None:
-            if len(self.rows) == len(self.cached_flux):
-                return self.cached_flux  # no copy
+            if len(self.rows) == len(cached):
+                return cached  # no copy
             index = np.arange(len(self.rows))
-        return self.cached_flux[self.rows[index]]
+        return cached[self.rows[index]]
 
 
 # ---------------------------------------------------------------- labelled data -> prepared arrays
@@ -109,41 +120,49 @@ def _read_truth(path: Path) -> tuple[list[str], list[object]]:
     return [str(v) for v in table.column(key).to_pylist()], table.column(names["class"]).to_pylist()
 
 
-def hard_case_truth(data: str | Path, truth: str | Path | None, labelled: LabelledSet) -> dict[str, list] | None:
-    """The mock truth columns ``evaluate.HARD_CASES`` needs, for the usable rows; None when the table
-    (``data``, or ``truth`` beside a FITS directory) lacks any of them."""
+def truth_columns(data: str | Path, truth: str | Path | None, labelled: LabelledSet,
+                  wanted: tuple[str, ...]) -> dict[str, list]:
+    """Those of the ``wanted`` columns (lower-case names) that the truth has, for the usable rows: the
+    table ``data``, or ``truth`` beside a FITS directory. Only those columns are read."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     data = Path(data)
     path = Path(truth) if data.is_dir() else data
-    names = pq.ParquetFile(path).schema_arrow.names if path.suffix == ".parquet" else None
-    if names is None:
-        table = pacsv.read_csv(path)
-    elif not set(HARD_CASE_COLUMNS) <= {n.lower() for n in names}:
-        return None
+    if path.suffix == ".parquet":
+        names = pq.ParquetFile(path).schema_arrow.names
+        table = pq.read_table(path, columns=[n for n in names if n.lower() in wanted])
     else:
-        table = pq.read_table(path, columns=[n for n in names if n.lower() in HARD_CASE_COLUMNS])
+        table = pacsv.read_csv(path)
     columns = {n.lower(): n for n in table.column_names}
-    if not set(HARD_CASE_COLUMNS) <= set(columns):
-        return None
-    return {k: table.column(columns[k]).take(labelled.rows).to_pylist() for k in HARD_CASE_COLUMNS}
+    return {k: table.column(columns[k]).take(labelled.rows).to_pylist() for k in wanted if k in columns}
+
+
+def hard_case_truth(data: str | Path, truth: str | Path | None, labelled: LabelledSet) -> dict[str, list] | None:
+    """The mock truth columns ``evaluate.HARD_CASES`` needs, for the usable rows; None when the table
+    (``data``, or ``truth`` beside a FITS directory) lacks any of them."""
+    columns = truth_columns(data, truth, labelled, HARD_CASE_COLUMNS)
+    return columns if len(columns) == len(HARD_CASE_COLUMNS) else None
 
 
 def _prepare_in_chunks(sources: list[str], prepare_spectra: PrepareSpectra, progress: bool) -> dict[str, np.ndarray]:
     n = len(sources)
     flux = np.zeros((n, N_PIXELS), np.float32)
+    ivar: np.ndarray | None = np.zeros((n, N_PIXELS), np.float32)
     snr = np.full(n, np.nan, np.float32)
     flags = np.zeros(n, np.uint32)
     for start in tqdm(range(0, n, PREPARE_CHUNK), desc=f"preparing {n} spectra", unit="chunk", disable=not progress):
         stop = min(start + PREPARE_CHUNK, n)
         batch = prepare_spectra(sources[start:stop])
         flux[start:stop], snr[start:stop], flags[start:stop] = batch.flux, batch.snr, batch.flags
-    return {"flux": flux, "snr": snr, "flags": flags}
+        if batch.ivar is None:  # half an inverse variance would score a redshift on part of the set
+            ivar = None
+        elif ivar is not None:
+            ivar[start:stop] = batch.ivar
+    return {"flux": flux, "snr": snr, "flags": flags, **({"ivar": ivar} if ivar is not None else {})}
 
 
 def _prepare_parquet(path: Path, prepare_spectra: PrepareSpectra | None, progress: bool) -> dict[str, np.ndarray]:
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(path)
@@ -157,26 +176,42 @@ def _prepare_parquet(path: Path, prepare_spectra: PrepareSpectra | None, progres
             raise LabelledDataError(f"{path}: its spectra are not on the grid (no 'flux_norm' column) and no "
                                     "reader was given to prepare them")
         return {**_prepare_in_chunks([f"{path}#{i}" for i in range(n)], prepare_spectra, progress), "labels": labels}
-    # Already on the grid and normalised.
+    # Already on the grid and normalised; an ``ivar_norm`` column is the flux_norm's inverse variance.
     flux = np.zeros((n, N_PIXELS), np.float32)
+    ivar_col = names.get("ivar_norm")
+    ivar = np.zeros((n, N_PIXELS), np.float32) if ivar_col else None
     snr = np.full(n, np.nan, np.float32)
     snr_col = names.get("snr_pixel") or names.get("snr")
+    columns = [names["flux_norm"]] + ([ivar_col] if ivar_col else []) + ([snr_col] if snr_col else [])
     start = 0
-    for batch in parquet.iter_batches(PREPARE_CHUNK, columns=[names["flux_norm"]] + ([snr_col] if snr_col else [])):
-        column = batch.column(0)
-        lengths = pc.fill_null(pc.list_value_length(column), -1).to_numpy()
-        values = pc.list_flatten(column).to_numpy(zero_copy_only=False)  # null rows skipped
-        starts = np.concatenate([[0], np.cumsum(np.maximum(lengths, 0))[:-1]])
-        good = lengths == N_PIXELS
-        block = values[starts[good][:, None] + np.arange(N_PIXELS)]
-        finite = np.isfinite(block).all(axis=1)
-        flux[start + np.flatnonzero(good)[finite]] = block[finite]
-        good[np.flatnonzero(good)[~finite]] = False
+    for batch in parquet.iter_batches(PREPARE_CHUNK, columns=columns):
+        rows, good = _grid_rows(batch.column(names["flux_norm"]))
+        flux[start + np.flatnonzero(good)] = rows[good]
+        if ivar_col:
+            # A row whose ivar_norm is unusable keeps its class, with no pixel to fit a redshift on.
+            ivar_rows, ivar_good = _grid_rows(batch.column(ivar_col))
+            ivar_good &= (ivar_rows >= 0).all(axis=1)
+            ivar[start + np.flatnonzero(ivar_good)] = ivar_rows[ivar_good]
         labels[start + np.flatnonzero(~good)] = -2  # null, wrong length or NaN: dropped below with its reason
         if snr_col:
-            snr[start:start + len(lengths)] = batch.column(1).to_numpy(zero_copy_only=False)
-        start += len(lengths)
-    return {"flux": flux, "labels": labels, "snr": snr, "flags": np.zeros(n, np.uint32)}
+            snr[start:start + len(good)] = batch.column(snr_col).to_numpy(zero_copy_only=False)
+        start += len(good)
+    arrays = {"flux": flux, "labels": labels, "snr": snr, "flags": np.zeros(n, np.uint32)}
+    return {**arrays, "ivar": ivar} if ivar is not None else arrays
+
+
+def _grid_rows(column: object) -> tuple[np.ndarray, np.ndarray]:
+    """(values (n, 2600), good (n,)) of a list column: good where a row holds 2600 finite values."""
+    import pyarrow.compute as pc
+
+    lengths = pc.fill_null(pc.list_value_length(column), -1).to_numpy()
+    values = pc.list_flatten(column).to_numpy(zero_copy_only=False)  # null rows skipped
+    starts = np.concatenate([[0], np.cumsum(np.maximum(lengths, 0))[:-1]])
+    good = lengths == N_PIXELS
+    rows = np.zeros((len(lengths), N_PIXELS), np.float32)
+    rows[good] = values[starts[good][:, None] + np.arange(N_PIXELS)]
+    good &= np.isfinite(rows).all(axis=1)
+    return rows, good
 
 
 def _truth_sources(directory: Path, truth: Path) -> tuple[list[str], list[object]]:
@@ -239,6 +274,7 @@ def load_labelled(data: str | Path, truth: str | Path | None = None, prepare_spe
         except OSError:  # another process finished the same cache first
             shutil.rmtree(tmp, ignore_errors=True)
     flux = np.load(cache / "flux.npy", mmap_mode="r")
+    ivar = np.load(cache / "ivar.npy", mmap_mode="r") if (cache / "ivar.npy").exists() else None
     labels = np.load(cache / "labels.npy")
     snr = np.load(cache / "snr.npy")
     flags = np.load(cache / "flags.npy")
@@ -254,7 +290,8 @@ def load_labelled(data: str | Path, truth: str | Path | None = None, prepare_spe
     if len(keep) == 0:
         raise LabelledDataError(f"{data}: no usable labelled spectrum (left out: {dropped})")
     return LabelledSet(cached_flux=flux, rows=keep, labels=labels[keep], snr=snr[keep], flags=flags[keep],
-                       sources=[sources[i] for i in keep], sha256=key, dropped={k: v for k, v in dropped.items() if v})
+                       sources=[sources[i] for i in keep], sha256=key, dropped={k: v for k, v in dropped.items() if v},
+                       cached_ivar=ivar)
 
 
 # ---------------------------------------------------------------- set directories
