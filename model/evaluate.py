@@ -3,7 +3,8 @@
 Per class: precision, recall and F1 and their mean over classes; the confusion matrix (rows = true
 class, columns = prediction); precision re-weighted to a target class mix; and all of it again per
 S/N bin; recall of galaxies and QSOs per redshift bin when a mock truth table is given. ``evaluate`` returns a plain dict (JSON-able), ``format_report`` prints it next to the
-paper's numbers, ``save_report`` writes JSON and a PNG.
+paper's numbers, ``save_report`` writes JSON and a PNG. ``format_redshift`` prints the redshift and
+star type part (``redshift_metrics.evaluate_redshift``) that ``lamost-classify evaluate`` adds.
 """
 
 from __future__ import annotations
@@ -262,6 +263,54 @@ def format_report(report: dict, compare_paper: bool = True) -> str:
         for name, case in report["hard_cases"].items():
             misses = ", ".join(f"{n} {k}" for k, n in case["called"].items() if k != case["class"] and n)
             lines.append(f"{name:58s}{case['n']:>6d}  {_fmt(case['recall'])}" + (f"  ({misses})" if misses else ""))
+    return "\n".join(lines)
+
+
+def _redshift_row(label: str, published: dict, as_true: dict | None) -> str:
+    row = f"{label:22s}{published['n']:>6d}"
+    for scores in (published, as_true):
+        if scores is not None:
+            row += f"{_fmt(scores['within']):>8s}{scores['nmad']:>10.5f}{_fmt(scores['catastrophic']):>10s}"
+    return row
+
+
+def format_redshift(section: dict) -> str:
+    """The redshift scores by true class, S/N and z bin (fitted as the published class, and as the true
+    one when the section has it), then the star type letter agreement and its confusion matrix."""
+    from .redshift_metrics import CATASTROPHIC, TOLERANCE
+
+    as_true = section.get("redshift_true_class", {}).get("by_class", {})
+    tolerances = ", ".join(f"{DISPLAY[n].lower()} {t:g}" for n, t in TOLERANCE.items())
+    lines = [f"Redshift by true class: within = share with |dz|/(1+z) below the class's tolerance ({tolerances});",
+             f"NMAD of dz/(1+z); catastrophic: |dz|/(1+z) > {CATASTROPHIC:g}. Fitted with the templates of",
+             (f"{'':28s}{'the published class':^28s}" + (f"{'the true class':^28s}" if as_true else "")).rstrip(),
+             f"{'true class, bin':22s}{'n':>6s}" + f"{'within':>8s}{'NMAD':>10s}{'catastr.':>10s}" * (2 if as_true else 1)]
+    for name, scores in section["redshift"]["by_class"].items():
+        mine = as_true.get(name)
+        lines.append(_redshift_row(f"{DISPLAY[name]} all", scores, mine))
+        for kind, prefix in (("by_snr", "S/N"), ("by_z", "z")):
+            for label, b in scores.get(kind, {}).items():
+                lines.append(_redshift_row(f"  {prefix} {label}", b, mine[kind][label] if mine else None))
+    right = ", ".join(f"{DISPLAY[n]} {_fmt(s['class_right'])}" for n, s in section["redshift"]["by_class"].items()
+                      if "class_right" in s)
+    if right:
+        lines.append(f"Published as the true class (fitted with its templates): {right}")
+    if section.get("n_without_true_z"):
+        lines.append(f"{section['n_without_true_z']} spectra without a true z left out")
+    cost = section.get("seconds_per_spectrum")
+    if cost:
+        lines.append(f"Cost per spectrum: network + fit {1e3 * cost['network_and_fit']:.2f} ms, "
+                     f"fit as the true class {1e3 * cost['fit_as_true_class']:.2f} ms")
+    types = section.get("star_types")
+    if types is not None:
+        other = section.get("star_types_true_class")
+        lines += ["", f"Star types, MK letter against the truth's subclass: {_fmt(types['letter_agreement'])} agree "
+                  f"(n={types['n']}, true stars published as STAR)"
+                  + (f"; fitted as STAR: {_fmt(other['letter_agreement'])} (n={other['n']})" if other else "")]
+        if types["n"]:
+            lines.append(f"{'truth / ours':14s}" + "".join(f"{c:>6s}" for c in types["letters"]))
+            for letter, row in zip(types["letters"], types["matrix"]):
+                lines.append(f"{letter:14s}" + "".join(f"{v:>6d}" for v in row))
     return "\n".join(lines)
 
 

@@ -6,16 +6,24 @@
   By true class, S/N bin and redshift bin.
 - Stars: the MK letter of our subclass against a reference subclass (LAMOST's own, or the mock's
   template), its agreement and the confusion matrix.
+
+``evaluate_redshift`` runs the fits on a labelled set for ``lamost-classify evaluate``.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lamost_classify.contract import CLASS_NAMES
+
+if TYPE_CHECKING:
+    from .inference import Classifier
+    from .labelled import LabelledSet
 
 TOLERANCE = {"STAR": 0.001, "GALAXY": 0.003, "QSO": 0.01}
 CATASTROPHIC = 0.05
@@ -23,6 +31,7 @@ SNR_BINS = (0.0, 2.0, 5.0, 10.0, 20.0, np.inf)
 Z_BINS = {"STAR": (-np.inf, np.inf), "GALAXY": (0.0, 0.1, 0.2, 0.3, 0.5, np.inf),
           "QSO": (0.0, 0.5, 1.0, 2.0, 3.0, np.inf)}
 MK_LETTERS = "OBAFGKM"
+FIT_CHUNK = 512  # spectra fitted at a time: bounds the fit's float64 copies of flux and ivar
 
 
 def _scores(z_true: np.ndarray, z_pred: np.ndarray, tolerance: float) -> dict:
@@ -106,13 +115,72 @@ def star_type_confusion(reference: Sequence[str | None], ours: Sequence[str | No
 
 
 def redshift_report(truth: Mapping[str, Sequence], labels: Sequence[int], predicted: Sequence[int],
-                    z: Sequence[float], subclass: Sequence[str | None], snr: Sequence[float] | None = None) -> dict:
-    """Issue 14's part of an ``evaluate`` report, from a mock truth table (its ``z`` and ``subclass``),
-    the true and published class indices, and the fit's ``z`` and ``subclass`` per spectrum:
+                    z: Sequence[float], subclass: Sequence[str | None], snr: Sequence[float] | None = None,
+                    z_true_class: Sequence[float] | None = None,
+                    subclass_true_class: Sequence[str | None] | None = None) -> dict:
+    """Issue 14's part of an ``evaluate`` report, from a truth table (its ``z``, and ``subclass`` when
+    it has one), the true and published class indices, and the fit's ``z`` and ``subclass`` per spectrum:
     ``redshift`` (``redshift_accuracy``) and ``star_types`` (true stars published as stars: our letter
-    against the template's type)."""
+    against the reference type). ``z_true_class`` / ``subclass_true_class``, the fit with the true
+    class's templates, add ``redshift_true_class`` and ``star_types_true_class`` (every true star)."""
     labels, predicted = np.asarray(labels), np.asarray(predicted)
-    stars = np.flatnonzero((labels == 0) & (predicted == 0))
-    reference = np.asarray(truth["subclass"], dtype=object)
-    return {"redshift": redshift_accuracy(np.asarray(truth["z"], np.float64), z, labels, predicted, snr),
-            "star_types": star_type_confusion([reference[i] for i in stars], [subclass[i] for i in stars])}
+    z_true = np.asarray(truth["z"], np.float64)
+    report = {"redshift": redshift_accuracy(z_true, z, labels, predicted, snr)}
+    if z_true_class is not None:
+        report["redshift_true_class"] = redshift_accuracy(z_true, z_true_class, labels, None, snr)
+    if "subclass" in truth:
+        reference = np.asarray(truth["subclass"], dtype=object)
+        stars = np.flatnonzero((labels == 0) & (predicted == 0))
+        report["star_types"] = star_type_confusion([reference[i] for i in stars], [subclass[i] for i in stars])
+        if subclass_true_class is not None:
+            stars = np.flatnonzero(labels == 0)
+            report["star_types_true_class"] = star_type_confusion([reference[i] for i in stars],
+                                                                  [subclass_true_class[i] for i in stars])
+    return report
+
+
+def redshift_skip_reason(truth: Mapping[str, Sequence], has_ivar: bool) -> str | None:
+    """Why ``evaluate_redshift`` cannot run on a labelled set, in one line; None when it can."""
+    if "z" not in truth:
+        return "the truth has no 'z' column"
+    if not has_ivar:
+        return ("the labelled spectra have no inverse variance (FITS files and raw Parquet spectra have one; "
+                "a flux_norm table needs an 'ivar_norm' column)")
+    if not np.isfinite(np.asarray(truth["z"], np.float64)).any():
+        return "the truth's 'z' column is empty"
+    return None
+
+
+def evaluate_redshift(classifier: Classifier, labelled: LabelledSet, truth: Mapping[str, Sequence]) -> dict:
+    """The redshift part of ``evaluate`` (``redshift_report``) over the usable spectra whose truth has a
+    ``z``: fitted as the class ``classifier`` publishes (``predict_with_redshift``, what the catalog
+    gives) and as the true class; with the seconds per spectrum each took and the spectra left out."""
+    from .redshift import RedshiftFitter
+
+    z_true = np.array([np.nan if v is None else v for v in truth["z"]], np.float64)
+    index = np.flatnonzero(np.isfinite(z_true))
+    fitter = RedshiftFitter(device=classifier.device)
+    published, z, subclass, z_as_true, subclass_as_true = [], [], [], [], []
+    seconds = {"network_and_fit": 0.0, "fit_as_true_class": 0.0}
+    for start in range(0, len(index), FIT_CHUNK):
+        chunk = index[start:start + FIT_CHUNK]
+        flux, ivar = labelled.spectra(chunk), labelled.inverse_variances(chunk)
+        t0 = time.perf_counter()
+        probs, _, fit = classifier.predict_with_redshift(flux, ivar)
+        t1 = time.perf_counter()
+        as_true = fitter.fit(flux, ivar, labelled.labels[chunk])
+        seconds["network_and_fit"] += t1 - t0
+        seconds["fit_as_true_class"] += time.perf_counter() - t1
+        published.append(np.where(np.isfinite(probs).all(axis=1), probs.argmax(axis=1), -1))
+        z.append(fit.z)
+        z_as_true.append(as_true.z)
+        subclass += fit.subclass
+        subclass_as_true += as_true.subclass
+    snr = labelled.snr[index]
+    chosen = {k: [v[i] for i in index] for k, v in truth.items() if k in ("z", "subclass")}
+    chosen["z"] = z_true[index]
+    report = redshift_report(chosen, labelled.labels[index], np.concatenate(published), np.concatenate(z), subclass,
+                             snr if np.isfinite(snr).any() else None, np.concatenate(z_as_true), subclass_as_true)
+    report["n_without_true_z"] = int(len(z_true) - len(index))
+    report["seconds_per_spectrum"] = {k: v / len(index) for k, v in seconds.items()}
+    return report

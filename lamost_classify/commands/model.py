@@ -160,11 +160,13 @@ def train(data, truth, preset, epochs, lr, lr_milestones, batch_size, seed, val_
               help="Class prior of the predictions: as trained (flat, the paper's setting) or the survey's.")
 @click.option("--device", default="auto", show_default=True)
 def evaluate(model, data, truth, out_dir, prior, device) -> None:
-    """Precision/recall/F1, confusion matrix and per-S/N scores of MODEL on labelled DATA."""
+    """Precision/recall/F1, confusion matrix and per-S/N scores of MODEL on labelled DATA; when the truth
+    has a z column (and the spectra an inverse variance), the redshift accuracy and star types too."""
     from lamost_classify.model.calibration import expected_calibration_error
     from lamost_classify.model.evaluate import evaluate as evaluate_predictions
-    from lamost_classify.model.evaluate import format_report, save_report
-    from lamost_classify.model.labelled import hard_case_truth
+    from lamost_classify.model.evaluate import format_redshift, format_report, save_report
+    from lamost_classify.model.labelled import hard_case_truth, truth_columns
+    from lamost_classify.model.redshift_metrics import evaluate_redshift, redshift_skip_reason
 
     classifier = _load_classifier(model, device=device, target_prior=SURVEY_PRIOR if prior == "survey" else None)
     labelled = _load_labelled(data, truth)
@@ -174,10 +176,19 @@ def evaluate(model, data, truth, out_dir, prior, device) -> None:
     report["model"] = classifier.name
     report["prior"] = prior
     report["ece"] = expected_calibration_error(probs, labelled.labels)
+    redshift_truth = truth_columns(data, truth, labelled, ("z", "subclass"))
+    skipped = redshift_skip_reason(redshift_truth, labelled.cached_ivar is not None)
+    if skipped:
+        report["redshift_skipped"] = skipped
+    else:
+        with _one_line_errors():
+            report["redshift"] = evaluate_redshift(classifier, labelled, redshift_truth)
     json_path, png_path = save_report(report, out_dir)
     click.echo(f"{classifier.name} on {data}" + (f" (left out {labelled.dropped})" if labelled.dropped else ""))
     click.echo(format_report(report))
-    click.echo(f"\nECE (15 bins) {report['ece']:.4f}\nwrote {json_path} and {png_path}")
+    click.echo(f"\nECE (15 bins) {report['ece']:.4f}\n")
+    click.echo(f"Redshift part skipped: {skipped}." if skipped else format_redshift(report["redshift"]))
+    click.echo(f"\nwrote {json_path} and {png_path}")
 
 
 def _read_one_spectrum(path: Path) -> tuple[np.ndarray, float | None, str]:
