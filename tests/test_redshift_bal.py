@@ -1,9 +1,9 @@
-"""BAL subclass: the balnicity index on flux / fitted continuum (model/redshift.py)."""
+"""BAL subclass: the balnicity index on flux / fitted continuum (model/subclass.py)."""
 
 import numpy as np
 
 from lamost_classify.contract import N_PIXELS, WAVELENGTH
-from lamost_classify.model.redshift import BAL_LINES, C_KMS, balnicity, qso_subclass
+from lamost_classify.model.subclass import BAL_LINES, C_KMS, balnicity, qso_subclass
 
 Z = 2.2
 
