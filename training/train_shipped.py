@@ -87,6 +87,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (1 is fastest on a shared, loaded machine)")
     p.add_argument("--ship", type=Path, default=None, help="write the weights + card here (e.g. model/weights/default)")
     p.add_argument("--name", default=None)
+    p.add_argument("--prior-strength", type=float, default=None,
+                   help="the survey prior's strength for the card (0..1; default: the one with the best mean F1 on "
+                        "the survey-mix mocks). 1 is full Bayes to the survey mix: mock F1 barely tells 0.75 from 1, "
+                        "and the full prior is what keeps real stars that look a little like QSOs")
     args = p.parse_args()
 
     from lamost_classify.model.calibration import expected_calibration_error
@@ -132,6 +136,11 @@ def main() -> None:
         mean_f1 = float(np.mean([r["scores"][c]["f1"] for c in CLASS_NAMES]))
         print(f"prior strength {float(key):.2f}: mean F1 {mean_f1:.4f} " + " ".join(
             f"{c} P={r['scores'][c]['precision']:.4f} R={r['scores'][c]['recall']:.4f}" for c in CLASS_NAMES))
+    if args.prior_strength is not None:
+        if str(args.prior_strength) not in report["survey_by_prior_strength"]:
+            raise SystemExit(f"--prior-strength {args.prior_strength}: give one of "
+                             f"{', '.join(report['survey_by_prior_strength'])}")
+        strength = args.prior_strength
     report["chosen_prior_strength"] = strength
     chosen_prior = strength_prior(strength)
     report["default_target_prior"] = chosen_prior
