@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import torch
 from torch import nn
@@ -33,6 +35,28 @@ def set_threads(n: int | None = None) -> int:
     # Adam's second-moment estimates decay into denormal floats, which are 10-100x slower on x86.
     torch.set_flush_denormal(True)
     return n
+
+
+# glibc mallopt parameters, and what the network's activations need: blocks of a few MB allocated from the
+# heap (not mmap'ed afresh each time), and freed ones kept for the next batch.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 * 2**20  # glibc's largest
+TRIM_THRESHOLD = 64 * 2**20
+
+
+def keep_freed_memory() -> bool:
+    """Let this process reuse freed memory instead of handing it back to the OS after every batch.
+
+    Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also fixes glibc's mmap threshold
+    at 128 kB: every activation of the network is then mmap'ed, faulted in page by page and unmapped again,
+    and the network runs 2-3x slower than in a plain process (bench/RESULTS.md). Returns False where this
+    is not glibc (nothing changed)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD,
+                                                                                        TRIM_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
 
 
 def batched_logits(

@@ -1,6 +1,8 @@
-"""Run the plan on a Dask cluster: per batch, read+prepare (any worker) -> classify (a GPU worker when the
-cluster has one) -> write (any worker), with a bounded number of batches in flight; a batch whose task
-fails for good is redone in ever smaller parts (``failsafe``) so only the spectrum at fault is lost.
+"""Run the plan on a Dask cluster, with a bounded number of batches in flight. Without a GPU, each batch is
+one task (``stages.process``: read, prepare, classify and write a chunk at a time on one worker, so no batch
+of spectra moves between workers); with GPU workers, read+prepare (any worker) -> classify (a GPU worker)
+-> write (any worker). A batch whose task fails for good is redone in ever smaller parts (``failsafe``) so
+only the spectrum at fault is lost.
 
 Stages are submitted per call with client.submit, because resources given through graph annotations
 are not honoured reliably. The model is loaded once per worker by a WorkerPlugin, lazily, so
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +39,9 @@ class ModelPlugin(WorkerPlugin):
         self._lock = threading.Lock()
 
     def setup(self, worker) -> None:  # noqa: D401 - distributed's hook
+        from lamost_classify.model.runtime import keep_freed_memory
+
+        keep_freed_memory()  # on every worker, readers too: Dask's allocator settings cost 2-3x
         self._lock = threading.Lock()
         self._classifier = None
 
@@ -61,9 +67,21 @@ def infer_task(records: stages.PreparedRecords, with_cam: bool) -> stages.Classi
 
 
 def write_task(records: stages.PreparedRecords, result: stages.Classified, catalog_dir: str, release: str,
-               save_flux: bool) -> tuple[int, int, str]:
+               save_flux: bool) -> tuple[int, int, str, dict[str, float]]:
+    """(batch index, rows, inference worker, seconds per stage)."""
+    t = time.perf_counter()
     n = stages.write(records, result, Path(catalog_dir), release, save_flux=save_flux)
-    return records.batch.index, n, result.worker
+    seconds = {**records.seconds, **result.seconds, "write": time.perf_counter() - t}
+    return records.batch.index, n, result.worker, seconds
+
+
+def process_task(batch: Batch, with_cam: bool, catalog_dir: str, release: str,
+                 save_flux: bool) -> tuple[int, int, str, dict[str, float]]:
+    """A whole batch on this worker (``stages.process``): (batch index, rows, worker, seconds per stage)."""
+    worker = get_worker()
+    model = worker.plugins[PLUGIN_NAME].classifier()
+    n, seconds = stages.process(batch, model, Path(catalog_dir), release, save_flux=save_flux, with_cam=with_cam)
+    return batch.index, n, worker.address, seconds
 
 
 def gpu_workers(client: Client) -> list[str]:
@@ -133,6 +151,9 @@ class GraphResult:
     batches: int = 0
     failed_batches: list[int] = field(default_factory=list)  # batches a task failed on for good (then split)
     inference_workers: set[str] = field(default_factory=set)
+    # Worker-seconds per stage (stages.STAGES) and the spectra they were spent on (batches written whole).
+    stage_seconds: Counter = field(default_factory=Counter)
+    timed_spectra: int = 0
 
 
 @dataclass
@@ -186,9 +207,13 @@ def run_graph(
         nonlocal in_flight
         batch = plan.batch(pending.pop())
         key = f"{tag}-{batch.name}"
-        prepared, classified = submit_read_infer(batch, key, retries)
-        written = client.submit(write_task, prepared, classified, str(catalog_dir), release, save_flux,
-                                key=f"write-{key}", retries=retries, pure=False)
+        if infer_resources is None:
+            written = client.submit(process_task, batch, save_cam, str(catalog_dir), release, save_flux,
+                                    key=f"process-{key}", retries=retries, pure=False)
+        else:
+            prepared, classified = submit_read_infer(batch, key, retries)
+            written = client.submit(write_task, prepared, classified, str(catalog_dir), release, save_flux,
+                                    key=f"write-{key}", retries=retries, pure=False)
         track(written, ("batch", batch))
         in_flight += 1
 
@@ -261,9 +286,11 @@ def run_graph(
                 continue
             batch = what[1]
             if fut.status == "finished":
-                index, n, worker = fut.result()
+                index, n, worker, seconds = fut.result()
                 if worker:
                     result.inference_workers.add(worker)
+                result.stage_seconds.update(seconds)
+                result.timed_spectra += n
                 batch_done(index, n)
                 continue
             exc = fut.exception()

@@ -26,6 +26,7 @@ from .manifest import (Manifest, ResumeRefused, atomic_write_text, batch_files,
                        finished_batches, remove_unfinished, stray_files)
 from .plan import Plan, iter_inputs, iter_release, make_plan
 from .releases import get_release
+from .stages import STAGES
 
 # summary.json lists at most this many lost rows one by one (all are counted).
 MAX_LOST_LISTED = 1000
@@ -180,6 +181,9 @@ def _run_locked(args: RunArguments, plan: Plan, manifest: Manifest, log, t0: flo
                 graph_result = run_graph(client, args, plan, todo, manifest,
                                          on_batch_done=lambda i, n: bar.update(1))
     elapsed = time.time() - t_graph
+    stage_times = stage_timings(graph_result) if graph_result else {}
+    if stage_times:
+        log(describe_stages(stage_times))
     summary = summarise(args.output, plan, args.model.name, args.release_name)
     summary.update({
         "wall_time_s": round(time.time() - t0, 2),
@@ -189,9 +193,32 @@ def _run_locked(args: RunArguments, plan: Plan, manifest: Manifest, log, t0: flo
         "batches_resumed": len(done),
         "batches_split": sorted(graph_result.failed_batches) if graph_result else [],
         "inference_workers": sorted(graph_result.inference_workers) if graph_result else [],
+        **stage_times,
     })
     atomic_write_text(args.output / SUMMARY_FILE, json.dumps(summary, indent=1))
     return summary
+
+
+def stage_timings(graph_result) -> dict:
+    """Where the run's time went: worker-seconds per stage (summed over workers) and, per stage and for all
+    of them, spectra per worker-second (per core: workers are single-threaded), over the batches written
+    whole. Empty when no batch was."""
+    n = graph_result.timed_spectra
+    seconds = {stage: round(graph_result.stage_seconds.get(stage, 0.0), 2) for stage in STAGES}
+    if not n:
+        return {}
+    total = sum(graph_result.stage_seconds.get(stage, 0.0) for stage in STAGES)
+    rates = {stage: round(n / graph_result.stage_seconds[stage], 1) for stage in STAGES
+             if graph_result.stage_seconds.get(stage, 0.0) > 0}
+    return {"stage_seconds": seconds, "stage_spectra_per_s": {**rates, "all": round(n / total, 1) if total else 0.0}}
+
+
+def describe_stages(stage_times: dict) -> str:
+    """One line: each stage's worker-seconds and spectra/s per core, and all stages together."""
+    rates = stage_times["stage_spectra_per_s"]
+    parts = [f"{stage} {seconds:.1f} s ({rates[stage]:,.0f}/s)" for stage, seconds in stage_times["stage_seconds"].items()
+             if stage in rates]
+    return f"stages, worker-seconds (spectra/s per core): {', '.join(parts)}; all stages {rates['all']:,.0f}/s per core"
 
 
 def summarise(catalog_dir: Path, plan: Plan, model: str, release: str) -> dict:
