@@ -34,9 +34,10 @@ from distributed import Client, LocalCluster, get_worker, wait
 
 PLAN_FILES = 4000  # spectra per plan directory in a LAMOST release (16 spectrographs x 250 fibres)
 # The CLI, reporting its own peak memory on the way out.
-CLIENT = ("import atexit, resource, sys; atexit.register(lambda: print('client peak MB', resource.getrusage("
-          "resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)); from lamost_classify.cli import main; "
-          "sys.argv[0] = 'lamost-classify'; main()")
+# (VmHWM, not ru_maxrss: ru_maxrss keeps, across exec, the size of the parent at fork.)
+PEAK = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
+CLIENT = (f"import atexit, sys; atexit.register(lambda: print('client peak MB', {PEAK}, file=sys.stderr)); "
+          "from lamost_classify.cli import main; sys.argv[0] = 'lamost-classify'; main()")
 
 
 def peak_rss_mb() -> float:
@@ -142,9 +143,9 @@ def link_tree(files: list[Path], root: Path, n: int) -> None:
 
 def plan_alone(root: Path) -> tuple[float, float, int]:
     """Discovery + plan of ``root`` in a child process: (seconds, the child's peak MB, spectra)."""
-    code = ("import resource, sys, time; from lamost_classify.pipeline.plan import iter_inputs, make_plan; "
+    code = ("import sys, time; from lamost_classify.pipeline.plan import iter_inputs, make_plan; "
             "t = time.time(); p = make_plan(iter_inputs([sys.argv[1]]), 1000); p.fingerprint; "
-            "print(time.time() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, len(p))")
+            f"print(time.time() - t, {PEAK}, len(p))")
     out = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True)
     seconds, peak, n = out.stdout.split()
     return float(seconds), float(peak), int(n)
