@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,3 +19,15 @@ requires_shared = pytest.mark.skipif(
 requires_templates = pytest.mark.skipif(
     not TEMPLATES.is_dir(), reason=f"templates not found at {TEMPLATES} (fresh clone: ../shared absent)"
 )
+
+
+@pytest.fixture
+def weights(tmp_path) -> Path:
+    """A copy of the shipped weights and card in tmp_path, for a test to edit or damage."""
+    from lamost_classify.model.weights import packaged_weights_dir
+
+    src = packaged_weights_dir() / "default.safetensors"
+    dst = tmp_path / "copy.safetensors"
+    shutil.copy(src, dst)
+    shutil.copy(src.with_suffix(".json"), dst.with_suffix(".json"))
+    return dst

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from lamost_classify.cli import main
-from lamost_classify.model.weights import packaged_weights_dir, read_card
+from lamost_classify.model.weights import read_card
 from lamost_classify.pipeline.arguments import ClusterArguments, InvalidArgument, ModelArguments, RunArguments
 from lamost_classify.pipeline.manifest import model_id
 
@@ -22,16 +20,6 @@ from lamost_classify.pipeline.manifest import model_id
 @pytest.fixture(scope="module")
 def shipped() -> ModelArguments:
     return ModelArguments(device="cpu")
-
-
-@pytest.fixture
-def weights(tmp_path) -> Path:
-    """A copy of the shipped weights and card, whose card a test may edit."""
-    src = packaged_weights_dir() / "default.safetensors"
-    dst = tmp_path / "copy.safetensors"
-    shutil.copy(src, dst)
-    shutil.copy(src.with_suffix(".json"), dst.with_suffix(".json"))
-    return dst
 
 
 @pytest.mark.parametrize("options,phrase", [

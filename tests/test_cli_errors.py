@@ -14,7 +14,6 @@ import pytest
 from click.testing import CliRunner
 
 from lamost_classify.cli import main
-from lamost_classify.model.weights import packaged_weights_dir
 from lamost_classify.query import count, select
 
 from test_query import ROWS, write_catalog
@@ -221,16 +220,6 @@ def spectrum(tmp_path) -> Path:
     path = tmp_path / "spectrum.npy"
     np.save(path, np.linspace(0, 1, 2600, dtype=np.float32))
     return path
-
-
-@pytest.fixture
-def weights(tmp_path) -> Path:
-    """A copy of the shipped weights and card, to damage."""
-    src = packaged_weights_dir() / "default.safetensors"
-    dst = tmp_path / "copy.safetensors"
-    shutil.copy(src, dst)
-    shutil.copy(src.with_suffix(".json"), dst.with_suffix(".json"))
-    return dst
 
 
 def model_commands(model, spectrum, tmp_path):
