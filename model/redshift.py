@@ -9,8 +9,9 @@ numbers of grid pixels (the grid is log-linear: a redshift is a shift):
   absorbs flux-calibration and extinction tilts) at z = 0; the best template gives the subclass (its MK
   letter and subtype, or WD, CV, C, L), and its fit over +-``STAR_MAX_SHIFT`` pixels the radial velocity.
 - GALAXY (spEigenGal, 4 eigenspectra) and QSO (spEigenQSO, 4 eigenspectra): the eigenspectra plus a
-  quadratic polynomial, added. Every sum the normal equations need, at every shift, is a correlation of a
-  template (or a product of two) with the spectrum's weights, so one FFT per sum gives the whole chi2(z)
+  quadratic polynomial and a ramp across the arm join, added. Every sum the normal equations need, at
+  every shift, is a correlation of a template (or a product of two) with the spectrum's weights, so one
+  FFT per sum gives the whole chi2(z)
   curve of a class's redshift range at once (galaxies: -0.005 to 1.2, QSOs: 0 to 6). Solutions that
   need the mean eigenspectrum (eigenvector 0) with a negative amplitude are not taken.
 
@@ -33,12 +34,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lamost_classify.contract import CLASS_NAMES, LOG_WAVELENGTH, MIN_GOOD_PIXELS, N_PIXELS, SMALL_DELTA_CHI2, Flag
+from lamost_classify.contract import ARM_JOIN, CLASS_NAMES, LOG_WAVELENGTH, MIN_GOOD_PIXELS, N_PIXELS, SMALL_DELTA_CHI2, Flag
 
 from .subclass import KMS_PER_PIXEL, STEP, galaxy_subclass, qso_subclass
 
 STAR_MAX_SHIFT = 4  # pixels: +-4 x 104 km/s, stellar radial velocities to ~400 km/s
 N_POLY = 3  # polynomial terms (Legendre degree 0..2) added to the galaxy and QSO eigenspectra
+# plus a ramp across the blue/red arm join: the two arms' flux scales differ by a few per cent, a step that
+# a quadratic cannot follow and that a wrong redshift could otherwise explain with a template feature
 STAR_N_POLY = 5  # terms of the polynomial multiplying each star template (degree 4: the continuum shape is
 #   left to the polynomial, the type to the lines; 1-3 terms typed the real LAMOST stars worse)
 EXCLUDE_KMS = {"GALAXY": 1000.0, "QSO": 3000.0}  # a second solution must lie this far from the best
@@ -101,6 +104,13 @@ def load_templates(path: str | None = None) -> dict[str, ClassTemplates]:
                 for c in CLASS_NAMES}
 
 
+def arm_join_ramp() -> torch.Tensor:
+    """(1, N_PIXELS): 0 blueward of the arm join, 1 redward, linear across ``ARM_JOIN``."""
+    wavelength = 10.0 ** LOG_WAVELENGTH
+    lo, hi = ARM_JOIN
+    return torch.from_numpy(np.clip((wavelength - lo) / (hi - lo), 0.0, 1.0)[None, :])
+
+
 def legendre_basis(n_terms: int = N_POLY, n_pixels: int = N_PIXELS) -> torch.Tensor:
     """(n_terms, n_pixels) Legendre polynomials over the grid mapped to [-1, 1]."""
     x = np.linspace(-1.0, 1.0, n_pixels)
@@ -109,10 +119,15 @@ def legendre_basis(n_terms: int = N_POLY, n_pixels: int = N_PIXELS) -> torch.Ten
 
 def _solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Solutions of the normal equations a x = b (..., p, p), (..., p), lightly regularised so that
-    a template that is zero under the valid pixels gives x = 0 instead of an error."""
-    scale = torch.diagonal(a, dim1=-2, dim2=-1).mean(-1, keepdim=True).clamp_min(1e-30)
-    ridge = torch.diag_embed(1e-9 * scale.expand(b.shape))
-    return torch.linalg.solve(a + ridge, b.unsqueeze(-1)).squeeze(-1)
+    a template that is zero under the valid pixels gives x = 0 instead of an error.
+
+    The system is scaled to a unit diagonal first, so that the ridge is the same small fraction of every
+    parameter's own scale: a ridge from the mean diagonal was dominated by a bright template (a QSO's
+    rest-frame UV) and pinned the polynomial terms, which overstated chi2 at high redshift."""
+    scale = torch.sqrt(torch.diagonal(a, dim1=-2, dim2=-1).clamp_min(1e-300))
+    unit = a / (scale.unsqueeze(-1) * scale.unsqueeze(-2))
+    ridge = 1e-9 * torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    return torch.linalg.solve(unit + ridge, (b / scale).unsqueeze(-1)).squeeze(-1) / scale
 
 
 def _z_err(z: np.ndarray, sigma_pixels: np.ndarray, reduced_chi2: np.ndarray) -> np.ndarray:
@@ -161,7 +176,7 @@ class RedshiftFitter:
                  star_poly: int = STAR_N_POLY, scan_poly: int = N_POLY) -> None:
         self.templates = templates or load_templates()
         self.device = torch.device(device)
-        self.poly = legendre_basis(scan_poly).to(self.device)
+        self.poly = torch.cat([legendre_basis(scan_poly), arm_join_ramp()]).to(self.device)
         self.star_poly = legendre_basis(star_poly).to(self.device)
         self.star_pairs = [(j, k) for j in range(star_poly) for k in range(j, star_poly)]
         pp_basis = legendre_basis(2 * star_poly - 1)

@@ -11,7 +11,7 @@ import torch
 from conftest import requires_shared
 
 from lamost_classify.model.redshift import (
-    STEP, RedshiftFitter, galaxy_subclass, load_templates, templates_path,
+    STEP, RedshiftFitter, _solve, arm_join_ramp, galaxy_subclass, load_templates, templates_path,
 )
 from lamost_classify.model.redshift_metrics import mk_letter, redshift_accuracy, star_type_confusion
 from lamost_classify.pipeline.grid import N_PIXELS, WAVELENGTH
@@ -65,6 +65,23 @@ def test_galaxy_and_qso_redshifts_are_recovered_over_the_whole_range(fitter):
     assert (result.z_err > 0).all() and (result.z_err < 1e-3 * (1 + z_true)).all()
     assert (result.delta_chi2 > 9).all() and not result.small_delta_chi2.any() and not result.at_edge.any()
     assert result.subclass[4:] == ["BROADLINE"] * 4
+
+
+def test_the_normal_equations_are_solved_whatever_the_scale_of_each_parameter():
+    # A bright template's sums dwarf a polynomial's by many orders of magnitude; a ridge scaled from
+    # their mean once pinned the small ones to zero and overstated chi2 at high redshift.
+    rng = np.random.default_rng(3)
+    design = rng.normal(size=(200, 4)) * np.array([1e5, 1.0, 1e-2, 30.0])
+    x_true = np.array([2e-5, 1.5, -40.0, 0.1])
+    a = torch.from_numpy(design.T @ design)
+    b = torch.from_numpy(design.T @ (design @ x_true))
+    np.testing.assert_allclose(_solve(a, b).numpy(), x_true, rtol=1e-6)
+
+
+def test_the_arm_join_ramp_is_a_step_from_the_blue_arm_to_the_red():
+    ramp = arm_join_ramp().numpy()[0]
+    assert ramp[WAVELENGTH < 5700].max() == 0.0 and ramp[WAVELENGTH > 5900].min() == 1.0
+    assert (np.diff(ramp) >= 0).all()
 
 
 def test_star_type_and_radial_velocity_from_the_best_template(fitter):
