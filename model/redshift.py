@@ -124,10 +124,17 @@ def _solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     The system is scaled to a unit diagonal first, so that the ridge is the same small fraction of every
     parameter's own scale: a ridge from the mean diagonal was dominated by a bright template (a QSO's
     rest-frame UV) and pinned the polynomial terms, which overstated chi2 at high redshift."""
-    scale = torch.sqrt(torch.diagonal(a, dim1=-2, dim2=-1).clamp_min(1e-300))
+    diagonal = torch.diagonal(a, dim1=-2, dim2=-1)
+    # A template outside the window has a diagonal of FFT round-off, not zero: floor it far below the rest.
+    floor = 1e-12 * diagonal.amax(-1, keepdim=True)
+    scale = torch.sqrt(torch.maximum(diagonal, floor).clamp_min(1e-300))
     unit = a / (scale.unsqueeze(-1) * scale.unsqueeze(-2))
-    ridge = 1e-9 * torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
-    return torch.linalg.solve(unit + ridge, (b / scale).unsqueeze(-1)).squeeze(-1) / scale
+    unit = unit + 1e-9 * torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    x, info = torch.linalg.solve_ex(unit, (b / scale).unsqueeze(-1))
+    if bool((info != 0).any()):  # round-off made a system singular: least squares for those alone
+        bad = info != 0
+        x[bad] = torch.linalg.pinv(unit[bad]) @ (b[bad] / scale[bad]).unsqueeze(-1)
+    return x.squeeze(-1) / scale
 
 
 def _z_err(z: np.ndarray, sigma_pixels: np.ndarray, reduced_chi2: np.ndarray) -> np.ndarray:
