@@ -5,9 +5,11 @@ redshift_templates.npz``, made by ``training/make_redshift_templates.py`` from t
 files), by least squares weighted with the spectrum's inverse variance, at redshifts that are whole
 numbers of grid pixels (the grid is log-linear: a redshift is a shift):
 
-- STAR: each of the 124 typed star spectra times a degree-4 polynomial (a multiplicative polynomial
-  absorbs flux-calibration and extinction tilts) at z = 0; the best template gives the subclass (its MK
-  letter and subtype, or WD, CV, C, L), and its fit over +-``STAR_MAX_SHIFT`` pixels the radial velocity.
+- STAR: each typed star template (medians of real LAMOST stars per LAMOST subclass and colour, and
+  spEigenStar spectra for the types those lack) times a degree-4 polynomial (a multiplicative polynomial
+  absorbs flux-calibration and extinction tilts); the best template at the star's own radial velocity
+  (the first type's fit over +-``STAR_MAX_SHIFT`` pixels) gives the subclass (its MK letter and
+  subtype, or WD, CV, C, L), and its fit over that window the radial velocity (``_fit_stars``).
 - GALAXY (spEigenGal, 4 eigenspectra) and QSO (spEigenQSO, 4 eigenspectra): the eigenspectra plus a
   quadratic polynomial and a ramp across the arm join, added. Every sum the normal equations need, at
   every shift, is a correlation of a template (or a product of two) with the spectrum's weights, so one
@@ -44,6 +46,7 @@ N_POLY = 3  # polynomial terms (Legendre degree 0..2) added to the galaxy and QS
 # a quadratic cannot follow and that a wrong redshift could otherwise explain with a template feature
 STAR_N_POLY = 5  # terms of the polynomial multiplying each star template (degree 4: the continuum shape is
 #   left to the polynomial, the type to the lines; 1-3 terms typed the real LAMOST stars worse)
+STAR_RETYPE_BEST = 6  # templates per star fitted again at its own radial velocity (the rest fit far worse)
 EXCLUDE_KMS = {"GALAXY": 1000.0, "QSO": 3000.0}  # a second solution must lie this far from the best
 SCAN_ROWS = 32  # galaxies or QSOs fitted together (bounds the memory of a batch that is all QSOs)
 PRIOR_SIGMA_FLOOR = 0.01  # in log(1 + z): the head's proposal narrows the search, never to below this
@@ -186,10 +189,8 @@ class RedshiftFitter:
         self.poly = torch.cat([legendre_basis(scan_poly), arm_join_ramp()]).to(self.device)
         self.star_poly = legendre_basis(star_poly).to(self.device)
         self.star_pairs = [(j, k) for j in range(star_poly) for k in range(j, star_poly)]
-        pp_basis = legendre_basis(2 * star_poly - 1)
-        products = torch.stack([self.star_poly[j].cpu() * self.star_poly[k].cpu() for j, k in self.star_pairs])
-        self.star_pp_basis = pp_basis.float().to(self.device)
-        self.star_pp_coeffs = torch.linalg.lstsq(pp_basis.T, products.T).solution.T.contiguous().to(self.device)
+        self.star_pair_products = torch.stack([self.star_poly[j] * self.star_poly[k]
+                                               for j, k in self.star_pairs]).float()  # (pairs, N)
         stars = self.templates["STAR"]
         # The star templates at every allowed radial-velocity shift, (S * T, N) float32: one matmul each.
         k0, shifts = stars.k0, np.arange(-STAR_MAX_SHIFT, STAR_MAX_SHIFT + 1)
@@ -230,7 +231,10 @@ class RedshiftFitter:
         """chi2 (B, R) of each spectrum against each of R templates (R, N) times a polynomial.
 
         Model T(x) * sum_j a_j P_j(x): A_jk = sum w P_j P_k T^2 and b_j = sum w f P_j T are two matmuls
-        of the batch's weighted polynomials with the templates (squared), then R small solves per spectrum.
+        of the batch's weighted polynomial products with the templates (squared), then R small solves per
+        spectrum. Each product P_j P_k has its own row: recombining the sums over fewer Legendre polynomials
+        (degree <= 2 (n_poly - 1)) cancelled in float32 at high S/N and gave chi2 < 0 for a template near
+        zero over part of the grid (an M8 was the best fit to A stars).
         """
         squared = templates.square()
         return torch.cat([self._star_chi2_chunk(f[i:i + 64], w[i:i + 64], templates, squared)
@@ -238,35 +242,60 @@ class RedshiftFitter:
 
     def _star_chi2_chunk(self, f: torch.Tensor, w: torch.Tensor, templates: torch.Tensor,
                          squared: torch.Tensor) -> torch.Tensor:
-        p = self.star_poly
-        n_poly = len(p)
-        pairs = self.star_pairs
-        n_b, n_r = len(f), len(templates)
-        # P_j P_k is a polynomial of degree <= 2 (n_poly - 1): sums against the 2 n_poly - 1 Legendre
-        # polynomials of that degree, recombined, give all the pairs' sums for fewer matmul rows.
-        w_pp = (w.float().unsqueeze(1) * self.star_pp_basis.unsqueeze(0)).reshape(-1, N_PIXELS)
-        w_fp = ((w * f).float().unsqueeze(1) * p.float().unsqueeze(0)).reshape(-1, N_PIXELS)
-        sums = (w_pp @ squared.T).reshape(n_b, len(self.star_pp_basis), n_r).double()
-        gram = torch.einsum("ql,blr->bqr", self.star_pp_coeffs, sums)
-        rhs = (w_fp @ templates.T).reshape(n_b, n_poly, n_r).double().transpose(1, 2)  # (B, R, n_poly)
-        a = torch.empty(n_b, n_r, n_poly, n_poly, dtype=torch.float64, device=self.device)
-        for i, (j, k) in enumerate(pairs):
-            a[..., j, k] = a[..., k, j] = gram[:, i]
+        n_b, n_r, n_pairs = len(f), len(templates), len(self.star_pairs)
+        w_pp = (w.float().unsqueeze(1) * self.star_pair_products.unsqueeze(0)).reshape(-1, N_PIXELS)
+        w_fp = ((w * f).float().unsqueeze(1) * self.star_poly.float().unsqueeze(0)).reshape(-1, N_PIXELS)
+        gram = (w_pp @ squared.T).reshape(n_b, n_pairs, n_r).transpose(1, 2)
+        rhs = (w_fp @ templates.T).reshape(n_b, -1, n_r).transpose(1, 2)
+        return self._star_chi2_from_sums(f, w, gram.double(), rhs.double())
+
+    def _star_chi2_chosen(self, f: torch.Tensor, w: torch.Tensor, templates: torch.Tensor,
+                          choice: torch.Tensor) -> torch.Tensor:
+        """chi2 (B, K) of each spectrum against its own K templates (``choice``, (B, K) indices)."""
+        out = []
+        for i in range(0, len(f), 64):
+            t = templates[choice[i:i + 64]]  # (b, K, N)
+            wt = w[i:i + 64].float().unsqueeze(1) * t
+            gram = (wt * t) @ self.star_pair_products.T
+            rhs = (wt * f[i:i + 64].float().unsqueeze(1)) @ self.star_poly.float().T
+            out.append(self._star_chi2_from_sums(f[i:i + 64], w[i:i + 64], gram.double(), rhs.double()))
+        return torch.cat(out)
+
+    def _star_chi2_from_sums(self, f: torch.Tensor, w: torch.Tensor, gram: torch.Tensor,
+                             rhs: torch.Tensor) -> torch.Tensor:
+        """chi2 (B, R) from the sums of w T^2 P_j P_k (B, R, pairs) and of w f T P_j (B, R, n_poly)."""
+        n_poly = len(self.star_poly)
+        a = torch.empty(*rhs.shape, n_poly, dtype=torch.float64, device=self.device)
+        for i, (j, k) in enumerate(self.star_pairs):
+            a[..., j, k] = a[..., k, j] = gram[..., i]
         return (w * f * f).sum(1, keepdim=True) - (rhs * _solve(a, rhs)).sum(-1)
 
     def _fit_stars(self, flux: np.ndarray, ivar: np.ndarray, rows: np.ndarray, out: RedshiftResult) -> None:
-        """Two passes, so that no spectrum meets every template at every shift: every template at z = 0
-        gives the type and delta chi2 (stellar radial velocities are mostly within a pixel, 104 km/s:
-        typing at the best whole-pixel shift instead changed 5 of 1,372 real stars' letters, at 1.4x
-        the cost); then the best template over the radial-velocity window gives z and its error."""
+        """Passes that spare each spectrum most templates at most shifts: every template at z = 0 gives
+        a first type; its fit over +-``STAR_MAX_SHIFT`` pixels the radial velocity; the
+        ``STAR_RETYPE_BEST`` best templates again, on the spectrum moved to rest by that velocity
+        (sub-pixel), give the type (a star at 100-200 km/s, common in the halo, has its lines one or two
+        pixels off a rest-frame template) and delta chi2; the type's fit over the window gives z and its
+        error."""
         stars = self.templates["STAR"]
         n_s, n_t = len(self.star_shifts), len(stars.subclass)
-        shifted = self.star_t.reshape(n_s, n_t, N_PIXELS)
+        at_rest = self.star_t.reshape(n_s, n_t, N_PIXELS)[STAR_MAX_SHIFT]
         f = torch.from_numpy(flux).to(self.device)
         w = torch.from_numpy(ivar).to(self.device)
-        per_template = self._star_chi2(f, w, shifted[STAR_MAX_SHIFT])
+        per_template = self._star_chi2(f, w, at_rest)
+        t_first = per_template.argmin(1)
+        first_curve = self._star_shift_curve(f, w, t_first)
+        shift, _, edge = _curve_minimum(first_curve)
+        # A velocity at the window's edge is no measurement: that spectrum is typed where it is.
+        velocity = torch.where(edge, torch.zeros_like(shift), shift + float(self.star_shifts[0]))
+        f_rest, w_rest = (x.double() for x in self._star_rest_frame(f.float(), w.float(), velocity.float()))
+        choice = per_template.topk(min(STAR_RETYPE_BEST, n_t), dim=1, largest=False).indices
+        per_template = per_template.scatter(1, choice, self._star_chi2_chosen(f_rest, w_rest, at_rest, choice))
         t_best = per_template.argmin(1)
-        curve = self._star_shift_curve(f, w, t_best)
+        curve = first_curve.clone()
+        changed = torch.nonzero(t_best != t_first).squeeze(1)
+        if len(changed):
+            curve[changed] = self._star_shift_curve(f[changed], w[changed], t_best[changed])
         shift, sigma, edge = _curve_minimum(curve)
         shift = shift + float(self.star_shifts[0])
         best_chi2 = curve.min(1).values
@@ -285,6 +314,28 @@ class RedshiftFitter:
         for r, label in zip(rows, subclass):
             out.subclass[r] = label
 
+    @staticmethod
+    def _star_rest_frame(f: torch.Tensor, w: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spectra (B, N) and weights moved blueward by ``shift`` (B,) pixels (a redshift of that many
+        pixels removed), by linear interpolation; weight 0 where either neighbour is invalid or off the grid."""
+        pad = STAR_MAX_SHIFT + 2
+        f_pad, w_pad = torch.nn.functional.pad(f, (pad, pad)), torch.nn.functional.pad(w, (pad, pad))
+        whole = shift.floor().long()
+        frac = (shift - whole).to(f.dtype).unsqueeze(1)
+        flux, weight = torch.zeros_like(f), torch.zeros_like(w)
+        for k in whole.unique().tolist():  # rows moved by the same whole number of pixels: two slices each
+            rows = torch.nonzero(whole == k).squeeze(1)
+            lo = pad + k
+            f0, f1 = f_pad[rows, lo:lo + N_PIXELS], f_pad[rows, lo + 1:lo + 1 + N_PIXELS]
+            w0, w1 = w_pad[rows, lo:lo + N_PIXELS], w_pad[rows, lo + 1:lo + 1 + N_PIXELS]
+            t = frac[rows]
+            valid = (w0 > 0) & (w1 > 0)
+            flux[rows] = torch.where(valid, f0 + t * (f1 - f0), 0.0)
+            # the interpolated value's variance, as the neighbours' variances weighted alike
+            variance = (1 - t) / w0.clamp_min(1e-30) + t / w1.clamp_min(1e-30)
+            weight[rows] = torch.where(valid, 1.0 / variance, 0.0)
+        return flux, weight
+
     def _star_shift_curve(self, f: torch.Tensor, w: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
         """chi2 (B, S) of each spectrum against its own template (index per row) at every allowed shift."""
         # 64 rows at a time: the (shifts, rows, pixels) temporaries then stay in the CPU's cache.
@@ -295,14 +346,13 @@ class RedshiftFitter:
         n_s, n_b = len(self.star_shifts), len(f)
         t = self.star_t.reshape(n_s, -1, N_PIXELS)[:, template]  # (S, B, N)
         wt = w.float().unsqueeze(0) * t
-        sums = ((wt * t).reshape(-1, N_PIXELS) @ self.star_pp_basis.T).reshape(n_s, n_b, -1).double()
-        gram_pairs = torch.einsum("ql,sbl->sbq", self.star_pp_coeffs, sums)
+        gram = ((wt * t).reshape(-1, N_PIXELS) @ self.star_pair_products.T).reshape(n_s, n_b, -1).double()
         rhs = ((wt * f.float().unsqueeze(0)).reshape(-1, N_PIXELS) @ self.star_poly.float().T)
         rhs = rhs.reshape(n_s, n_b, -1).double()
         n_poly = len(self.star_poly)
         a = torch.empty(n_s, n_b, n_poly, n_poly, dtype=torch.float64, device=self.device)
         for i, (j, k) in enumerate(self.star_pairs):
-            a[..., j, k] = a[..., k, j] = gram_pairs[..., i]
+            a[..., j, k] = a[..., k, j] = gram[..., i]
         return ((w * f * f).sum(1).unsqueeze(0) - (rhs * _solve(a, rhs)).sum(-1)).T
 
     # ------------------------------------------------------------------------------------------
