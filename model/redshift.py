@@ -17,6 +17,9 @@ numbers of grid pixels (the grid is log-linear: a redshift is a shift):
   curve of a class's redshift range at once (galaxies: -0.005 to 1.2, QSOs: 0 to 6). Solutions that
   need the mean eigenspectrum (eigenvector 0) with a negative amplitude are not taken.
 
+The galaxy and QSO scan runs twice: after the first, pixels the best fit misses by more than
+``OUTLIER_SIGMA`` (cosmic rays, unmasked spikes, sky residuals) are down-weighted to count as that many
+sigma, as in one step of iteratively reweighted least squares; ``chi2`` is that of the second scan.
 The redshift is the lowest chi2 of that curve, plus a Gaussian prior in log(1 + z) when the network's
 redshift head gives a proposal (``proposal``; its sigma is floored at ``PRIOR_SIGMA_FLOOR`` so that an
 overconfident head cannot overrule a clear fit). A parabola through the minimum and its two neighbours
@@ -49,6 +52,7 @@ STAR_N_POLY = 5  # terms of the polynomial multiplying each star template (degre
 STAR_RETYPE_BEST = 6  # templates per star fitted again at its own radial velocity (the rest fit far worse)
 EXCLUDE_KMS = {"GALAXY": 1000.0, "QSO": 3000.0}  # a second solution must lie this far from the best
 SCAN_ROWS = 32  # galaxies or QSOs fitted together (bounds the memory of a batch that is all QSOs)
+OUTLIER_SIGMA = 10.0  # residuals beyond this many sigma count as this many in the galaxy/QSO fit's second pass
 PRIOR_SIGMA_FLOOR = 0.01  # in log(1 + z): the head's proposal narrows the search, never to below this
 
 
@@ -366,16 +370,14 @@ class RedshiftFitter:
             self._spectra_fft[key] = (torch.fft.rfft(e, n_fft), torch.fft.rfft(products, n_fft))
         return self._spectra_fft[key]
 
-    def _fit_scan(self, name: str, flux: np.ndarray, ivar: np.ndarray, rows: np.ndarray, out: RedshiftResult,
-                  prior: tuple[np.ndarray, np.ndarray] | None) -> None:
+    def _scan(self, name: str, f: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(chi2, coefficients, allowed chi2) of spectra ``f`` with weights ``w`` (B, N) at every offset of
+        the class's templates: (B, U), (B, U, parameters), (B, U)."""
         tpl = self.templates[name]
-        e = tpl.basis
-        k, m = e.shape
+        k, m = tpl.basis.shape
         n_u = tpl.n_shifts
         n_fft = 1 << int(np.ceil(np.log2(m + N_PIXELS)))
         e_fft, ee_fft = self._template_fft(name, n_fft)
-        f = torch.from_numpy(flux).to(self.device)
-        w = torch.from_numpy(ivar).to(self.device)
         p = self.poly
         n_poly = len(p)
         nb = len(f)
@@ -411,18 +413,43 @@ class RedshiftFitter:
         # others (all, for a spectrum with none); the parabola still reads the smooth unconstrained curve.
         physical = coeffs[..., 0] > 0
         physical |= ~physical.any(1, keepdim=True)
-        allowed = torch.where(physical, chi2, torch.full_like(chi2, float("inf")))
+        return chi2, coeffs, torch.where(physical, chi2, torch.full_like(chi2, float("inf")))
 
-        z_grid = torch.from_numpy(tpl.z_of_offset(np.arange(n_u))).to(self.device)
-        score = allowed
+    def _model_at(self, name: str, coeffs: torch.Tensor, u_best: torch.Tensor) -> torch.Tensor:
+        """(B, N) the fitted spectrum of each row at its offset ``u_best``."""
+        tpl = self.templates[name]
+        k = len(tpl.basis)
+        best = coeffs[torch.arange(len(coeffs), device=coeffs.device), u_best]  # (B, parameters)
+        idx = u_best[:, None] + torch.arange(N_PIXELS, device=coeffs.device)[None, :]
+        windows = tpl.basis.to(coeffs.device)[:, idx].transpose(0, 1)  # (B, K, N)
+        return torch.einsum("bk,bkn->bn", best[:, :k], windows) + best[:, k:] @ self.poly
+
+    def _fit_scan(self, name: str, flux: np.ndarray, ivar: np.ndarray, rows: np.ndarray, out: RedshiftResult,
+                  prior: tuple[np.ndarray, np.ndarray] | None) -> None:
+        tpl = self.templates[name]
+        k = len(tpl.basis)
+        n_u = tpl.n_shifts
+        f = torch.from_numpy(flux).to(self.device)
+        w = torch.from_numpy(ivar).to(self.device)
+        nb = len(f)
+        penalty = torch.zeros(nb, n_u, dtype=torch.float64, device=self.device)
         if prior is not None:
+            z_grid = torch.from_numpy(tpl.z_of_offset(np.arange(n_u))).to(self.device)
             mu = torch.from_numpy(np.log1p(prior[0]).astype(np.float64)).to(self.device)
             sig = torch.from_numpy(np.asarray(prior[1], np.float64) / (1.0 + np.asarray(prior[0], np.float64)))
             sig = torch.nan_to_num(sig, nan=np.inf).clamp_min(PRIOR_SIGMA_FLOOR).to(self.device)
-            usable = torch.isfinite(mu)
-            penalty = ((torch.log1p(z_grid)[None, :] - mu[:, None]) / sig[:, None]) ** 2
-            score = allowed + torch.where(usable[:, None], penalty, torch.zeros_like(penalty))
-        u_best = score.argmin(1)
+            gauss = ((torch.log1p(z_grid)[None, :] - mu[:, None]) / sig[:, None]) ** 2
+            penalty = torch.where(torch.isfinite(mu)[:, None], gauss, penalty)
+        chi2, coeffs, allowed = self._scan(name, f, w)
+        # One reweighting pass (a robust fit): a pixel the best fit misses by more than OUTLIER_SIGMA
+        # (a cosmic ray, an unmasked spike, a sky residual) is down-weighted to count as OUTLIER_SIGMA, and
+        # the scan is redone; otherwise one such pixel outweighs every line of the right redshift.
+        squared = (f - self._model_at(name, coeffs, (allowed + penalty).argmin(1))) ** 2 * w
+        again = (squared > OUTLIER_SIGMA**2).any(1)  # rows without such a pixel keep their first scan
+        if bool(again.any()):
+            w = w * (OUTLIER_SIGMA**2 / squared.clamp_min(1e-300)).clamp(max=1.0)
+            chi2[again], coeffs[again], allowed[again] = self._scan(name, f[again], w[again])
+        u_best = (allowed + penalty).argmin(1)
         ar = torch.arange(nb, device=self.device)
         edge = (u_best == 0) | (u_best == n_u - 1)
         mid = u_best.clamp(1, n_u - 2)
@@ -439,7 +466,7 @@ class RedshiftFitter:
         second = torch.where(local_min & far, allowed, torch.full_like(allowed, float("inf"))).min(1).values
         best = chi2[ar, u_best]
         out.z[rows] = z
-        dof = np.maximum((ivar > 0).sum(1) - k - n_poly, 1)
+        dof = np.maximum((ivar > 0).sum(1) - k - len(self.poly), 1)
         out.z_err[rows] = _z_err(z, sigma.cpu().numpy(), best.cpu().numpy() / dof)
         out.chi2[rows] = best.cpu().numpy()
         delta = (second - best).cpu().numpy()
@@ -449,11 +476,7 @@ class RedshiftFitter:
         if name == "GALAXY":
             labels = galaxy_subclass(flux, ivar, z)
         else:  # the best fit is the continuum a BAL trough is measured against
-            best_coeffs = coeffs[ar, u_best].cpu().numpy()
-            idx = u_best.cpu().numpy()[:, None] + np.arange(N_PIXELS)[None, :]
-            model = np.einsum("bk,bkn->bn", best_coeffs[:, :k], e.numpy()[:, idx].transpose(1, 0, 2)) \
-                + best_coeffs[:, k:] @ p.cpu().numpy()
-            labels = qso_subclass(flux, ivar, model, z)
+            labels = qso_subclass(flux, ivar, self._model_at(name, coeffs, u_best).cpu().numpy(), z)
         for r, s in zip(rows, labels):
             out.subclass[r] = s
 
