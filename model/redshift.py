@@ -255,14 +255,16 @@ class RedshiftFitter:
 
     def _star_chi2_chosen(self, f: torch.Tensor, w: torch.Tensor, templates: torch.Tensor,
                           choice: torch.Tensor) -> torch.Tensor:
-        """chi2 (B, K) of each spectrum against its own K templates (``choice``, (B, K) indices)."""
+        """chi2 (B, K) of each spectrum against its own K templates (``choice``, (B, K) indices), in float64:
+        at high S/N chi2 is a small difference of large sums, which float32 knows to ~1%, enough to
+        shortlist templates but not to choose between close ones."""
         out = []
         for i in range(0, len(f), 64):
-            t = templates[choice[i:i + 64]]  # (b, K, N)
-            wt = w[i:i + 64].float().unsqueeze(1) * t
-            gram = (wt * t) @ self.star_pair_products.T
-            rhs = (wt * f[i:i + 64].float().unsqueeze(1)) @ self.star_poly.float().T
-            out.append(self._star_chi2_from_sums(f[i:i + 64], w[i:i + 64], gram.double(), rhs.double()))
+            t = templates[choice[i:i + 64]].double()  # (b, K, N)
+            wt = w[i:i + 64].double().unsqueeze(1) * t
+            gram = (wt * t) @ self.star_pair_products.double().T
+            rhs = (wt * f[i:i + 64].double().unsqueeze(1)) @ self.star_poly.double().T
+            out.append(self._star_chi2_from_sums(f[i:i + 64], w[i:i + 64], gram, rhs))
         return torch.cat(out)
 
     def _star_chi2_from_sums(self, f: torch.Tensor, w: torch.Tensor, gram: torch.Tensor,
@@ -390,24 +392,26 @@ class RedshiftFitter:
 
         ee = correlate(ee_fft, w)  # (B, pairs, U): sum w E_i E_j
         signals = torch.cat([w.unsqueeze(1) * p.unsqueeze(0), (w * f).unsqueeze(1)], 1)  # (B, n_poly + 1, N)
-        ep = torch.stack([correlate(e_fft, signals[:, j]) for j in range(n_poly + 1)], 2)  # (B, K, n_poly+1, U)
-        n_par = k + n_poly
-        a = torch.zeros(nb, n_u, n_par, n_par, dtype=torch.float64, device=self.device)
-        i = 0
-        for r in range(k):
-            for c in range(r, k):
-                a[:, :, r, c] = a[:, :, c, r] = ee[:, i]
-                i += 1
-        for r in range(k):
-            for j in range(n_poly):
-                a[:, :, r, k + j] = a[:, :, k + j, r] = ep[:, r, j]
+        ep = torch.stack([correlate(e_fft, signals[:, j]) for j in range(n_poly + 1)], 3)  # (B, K, U, n_poly+1)
+        # The polynomial's own sums do not depend on the redshift: eliminate it (Schur complement), so that
+        # each redshift solves a K x K system instead of a (K + n_poly) one.
+        pairs = torch.tensor([[min(r, c) * k - min(r, c) * (min(r, c) - 1) // 2 + abs(r - c) for c in range(k)]
+                              for r in range(k)], device=self.device)
+        ee_matrix = ee[:, pairs].permute(0, 3, 1, 2)  # (B, U, K, K)
+        cross = ep[..., :n_poly].transpose(1, 2)  # (B, U, K, n_poly): sum w E_k P_j
+        rhs_e = ep[..., n_poly].transpose(1, 2)  # (B, U, K): sum w f E_k
         pp = torch.einsum("bn,jn,ln->bjl", w, p, p)
-        a[:, :, k:, k:] = pp.unsqueeze(1)
-        rhs = torch.zeros(nb, n_u, n_par, dtype=torch.float64, device=self.device)
-        rhs[:, :, :k] = ep[:, :, n_poly].transpose(1, 2)
-        rhs[:, :, k:] = ((w * f) @ p.T).unsqueeze(1)
-        coeffs = _solve(a, rhs)
-        chi2 = (w * f * f).sum(1, keepdim=True) - (rhs * coeffs).sum(-1)  # (B, U)
+        rhs_p = (w * f) @ p.T  # (B, n_poly)
+        eye = torch.eye(n_poly, dtype=torch.float64, device=self.device)
+        pp_inv = torch.stack([_solve(pp, eye[j].expand_as(rhs_p)) for j in range(n_poly)], -1)  # (B, n_poly, n_poly)
+        cross_pinv = cross @ pp_inv.unsqueeze(1)  # (B, U, K, n_poly)
+        reduced = ee_matrix - cross_pinv @ cross.transpose(-1, -2)
+        reduced_rhs = rhs_e - (cross_pinv @ rhs_p[:, None, :, None]).squeeze(-1)
+        x_e = _solve(reduced, reduced_rhs)  # (B, U, K)
+        x_p = torch.einsum("bjl,bul->buj", pp_inv, rhs_p[:, None, :] - torch.einsum("bukj,buk->buj", cross, x_e))
+        coeffs = torch.cat([x_e, x_p], -1)
+        chi2 = ((w * f * f).sum(1) - (rhs_p * (pp_inv @ rhs_p.unsqueeze(-1)).squeeze(-1)).sum(1)).unsqueeze(1) \
+            - (reduced_rhs * x_e).sum(-1)  # (B, U)
         # Eigenspectrum 0 is the class's mean spectrum: a fit that needs it negative (the others then
         # build some other spectrum) is no galaxy or QSO at that redshift. ``allowed`` is the chi2 of the
         # others (all, for a spectrum with none); the parabola still reads the smooth unconstrained curve.
