@@ -7,7 +7,8 @@ In one run, on a simulated release of N spectra:
   - the whole run: ``lamost-classify run`` on a fresh cluster of W workers, model loading included, in a
     child process, so that its peak memory is the client's (discovery, plan, graph, summary);
   - per core: the stages' bound 1 / sum(1 / rate) (with no GPU every stage shares the cores), the whole
-    run (spectra/s over W), and the ratio of the two;
+    run (spectra/s over W), and the ratio of the two; the bound with the network alone in place of
+    infer, and the share of spectra/s the redshift outputs cost;
   - peak memory of the whole run's workers and of its client.
 ``--scale N`` then builds a hard-linked DR5-shaped tree of N files from the simulated ones
 ({obsdate}/{planid}/spec-*.fits.gz, 4,000 to a plan) and prints discovery + plan alone (client peak
@@ -200,10 +201,15 @@ def main() -> None:
     if rows:
         bound = 1.0 / sum(1.0 / per_core for stage, per_core, _ in rows if stage != "network alone")
         print(f"| stages' bound (read + prepare + infer + write) | {bound:,.0f} | {bound * workers:,.0f} |")
+        # The same bound with the network alone in place of infer: what the redshift outputs cost.
+        unfitted = 1.0 / sum(1.0 / per_core for stage, per_core, _ in rows if not stage.startswith("infer"))
+        print(f"| stages' bound without the redshift fit (network alone for infer) | {unfitted:,.0f} | "
+              f"{unfitted * workers:,.0f} |")
     print(f"| whole run (`run`, model loading included) | {whole / workers:,.0f} | {whole:,.0f} |")
     if rows:
         print(f"\nratio whole run / stages' bound = {whole / workers / bound:.2f}   (goal >= 0.8); "
               f"whole run per core {whole / workers:,.0f} (goal >= 300)")
+        print(f"the redshift outputs cost {100 * (1 - bound / unfitted):.1f}% of the stages' spectra/s (goal <= 20%)")
     print(f"in the run itself: {run['stage_line']}")
     print(f"peak memory: worker {run['worker_peak_mb']:,.0f} MB, client {run['client_peak_mb']:,.0f} MB "
           f"(batch {args.batch_size}); load average at end {os.getloadavg()[0]:.1f}", flush=True)
