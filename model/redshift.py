@@ -50,6 +50,10 @@ N_POLY = 3  # polynomial terms (Legendre degree 0..2) added to the galaxy and QS
 STAR_N_POLY = 5  # terms of the polynomial multiplying each star template (degree 4: the continuum shape is
 #   left to the polynomial, the type to the lines; 1-3 terms typed the real LAMOST stars worse)
 STAR_RETYPE_BEST = 6  # templates per star fitted again at its own radial velocity (the rest fit far worse)
+# Earth's atmosphere's absorption bands (O2 B and A, H2O), in A: they are in every LAMOST spectrum at z = 0,
+# deeper or shallower with airmass and humidity, and no star's type; left out of the star fit, they no
+# longer pull stars to templates whose bands happen to match.
+STAR_TELLURIC_BANDS = ((6860.0, 6960.0), (7150.0, 7350.0), (7580.0, 7700.0), (8100.0, 8350.0), (8900.0, 9100.0))
 EXCLUDE_KMS = {"GALAXY": 1000.0, "QSO": 3000.0}  # a second solution must lie this far from the best
 SCAN_ROWS = 32  # galaxies or QSOs fitted together (bounds the memory of a batch that is all QSOs)
 OUTLIER_SIGMA = 10.0  # residuals beyond this many sigma count as this many in the galaxy/QSO fit's second pass
@@ -255,26 +259,33 @@ class RedshiftFitter:
 
     def _star_chi2_chosen(self, f: torch.Tensor, w: torch.Tensor, templates: torch.Tensor,
                           choice: torch.Tensor) -> torch.Tensor:
-        """chi2 (B, K) of each spectrum against its own K templates (``choice``, (B, K) indices), in float64:
-        at high S/N chi2 is a small difference of large sums, which float32 knows to ~1%, enough to
-        shortlist templates but not to choose between close ones."""
+        """chi2 (B, K) of each spectrum against its own K templates (``choice``, (B, K) indices), summed
+        from the residuals: at high S/N chi2 is a small difference of large sums (``_star_chi2``), which
+        float32 knows to ~1%, enough to shortlist templates but not to choose between close ones."""
         out = []
+        p = self.star_poly.float()
         for i in range(0, len(f), 64):
-            t = templates[choice[i:i + 64]].double()  # (b, K, N)
-            wt = w[i:i + 64].double().unsqueeze(1) * t
-            gram = (wt * t) @ self.star_pair_products.double().T
-            rhs = (wt * f[i:i + 64].double().unsqueeze(1)) @ self.star_poly.double().T
-            out.append(self._star_chi2_from_sums(f[i:i + 64], w[i:i + 64], gram, rhs))
+            t = templates[choice[i:i + 64]]  # (b, K, N)
+            w32, f32 = w[i:i + 64].float().unsqueeze(1), f[i:i + 64].float().unsqueeze(1)
+            wt = w32 * t
+            coeffs = self._star_coefficients((wt * t) @ self.star_pair_products.T, (wt * f32) @ p.T)
+            residual = f32 - t * (coeffs.float() @ p)
+            out.append((w32 * residual.square()).sum(-1).double())
         return torch.cat(out)
+
+    def _star_coefficients(self, gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        """Polynomial coefficients (..., n_poly), float64, from the sums of w T^2 P_j P_k (..., pairs) and
+        of w f T P_j (..., n_poly)."""
+        n_poly = len(self.star_poly)
+        a = torch.empty(*rhs.shape, n_poly, dtype=torch.float64, device=self.device)
+        for i, (j, k) in enumerate(self.star_pairs):
+            a[..., j, k] = a[..., k, j] = gram[..., i].double()
+        return _solve(a, rhs.double())
 
     def _star_chi2_from_sums(self, f: torch.Tensor, w: torch.Tensor, gram: torch.Tensor,
                              rhs: torch.Tensor) -> torch.Tensor:
         """chi2 (B, R) from the sums of w T^2 P_j P_k (B, R, pairs) and of w f T P_j (B, R, n_poly)."""
-        n_poly = len(self.star_poly)
-        a = torch.empty(*rhs.shape, n_poly, dtype=torch.float64, device=self.device)
-        for i, (j, k) in enumerate(self.star_pairs):
-            a[..., j, k] = a[..., k, j] = gram[..., i]
-        return (w * f * f).sum(1, keepdim=True) - (rhs * _solve(a, rhs)).sum(-1)
+        return (w * f * f).sum(1, keepdim=True) - (rhs * self._star_coefficients(gram, rhs)).sum(-1)
 
     def _fit_stars(self, flux: np.ndarray, ivar: np.ndarray, rows: np.ndarray, out: RedshiftResult) -> None:
         """Passes that spare each spectrum most templates at most shifts: every template at z = 0 gives
@@ -282,10 +293,11 @@ class RedshiftFitter:
         ``STAR_RETYPE_BEST`` best templates again, on the spectrum moved to rest by that velocity
         (sub-pixel), give the type (a star at 100-200 km/s, common in the halo, has its lines one or two
         pixels off a rest-frame template) and delta chi2; the type's fit over the window gives z and its
-        error."""
+        error. Every pass leaves out the telluric bands (``STAR_TELLURIC_BANDS``)."""
         stars = self.templates["STAR"]
         n_s, n_t = len(self.star_shifts), len(stars.subclass)
         at_rest = self.star_t.reshape(n_s, n_t, N_PIXELS)[STAR_MAX_SHIFT]
+        ivar = ivar * _star_telluric_free()
         f = torch.from_numpy(flux).to(self.device)
         w = torch.from_numpy(ivar).to(self.device)
         per_template = self._star_chi2(f, w, at_rest)
@@ -483,6 +495,16 @@ class RedshiftFitter:
             labels = qso_subclass(flux, ivar, self._model_at(name, coeffs, u_best).cpu().numpy(), z)
         for r, s in zip(rows, labels):
             out.subclass[r] = s
+
+
+@functools.lru_cache(maxsize=1)
+def _star_telluric_free() -> np.ndarray:
+    """(N_PIXELS,) 1.0 outside ``STAR_TELLURIC_BANDS``, 0.0 inside."""
+    wavelength = 10.0 ** LOG_WAVELENGTH
+    inside = np.zeros(N_PIXELS, bool)
+    for lo, hi in STAR_TELLURIC_BANDS:
+        inside |= (wavelength >= lo) & (wavelength <= hi)
+    return np.where(inside, 0.0, 1.0)
 
 
 def _letter(subclass: str) -> str:

@@ -45,7 +45,7 @@ def test_the_shipped_templates_match_the_pipeline_grid():
     assert templates_path().exists()
     library = load_templates()
     assert set(library) == {"STAR", "GALAXY", "QSO"}
-    assert len(library["STAR"].subclass) == library["STAR"].basis.shape[0] > 100
+    assert len(library["STAR"].subclass) == library["STAR"].basis.shape[0] > 50
     assert {"WD", "CV", "C"} <= set(library["STAR"].subclass)
     # The class's redshift range: galaxies to z > 1, QSOs past 5.
     assert library["GALAXY"].z_of_offset(0) > 1.0 and library["QSO"].z_of_offset(0) > 5.0

@@ -52,7 +52,7 @@ MIN_MEMBERS = 5
 # LAMOST built its own templates per subclass and pseudo g-r colour: a subclass's stars are split into
 # up to this many colour bins of MIN_MEMBERS or more (chosen by cross-validation on the stars not held
 # out, within the star fit's time budget: more bins cost time for little)
-MAX_COLOUR_BINS = 6
+MAX_COLOUR_BINS = 4
 MIN_COVER = 0.5  # fraction of a group's members that must have a pixel for its median to be kept there
 SPECIAL_STAR_TYPES = ("WD", "C", "L")  # spEigenStar types kept whatever LAMOST's stars give
 
