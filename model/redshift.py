@@ -49,7 +49,7 @@ N_POLY = 3  # polynomial terms (Legendre degree 0..2) added to the galaxy and QS
 # a quadratic cannot follow and that a wrong redshift could otherwise explain with a template feature
 STAR_N_POLY = 5  # terms of the polynomial multiplying each star template (degree 4: the continuum shape is
 #   left to the polynomial, the type to the lines; 1-3 terms typed the real LAMOST stars worse)
-STAR_RETYPE_BEST = 6  # templates per star fitted again at its own radial velocity (the rest fit far worse)
+STAR_RETYPE_BEST = 4  # templates per star fitted again at its own radial velocity (the rest fit far worse)
 # Earth's atmosphere's absorption bands (O2 B and A, H2O), in A: they are in every LAMOST spectrum at z = 0,
 # deeper or shallower with airmass and humidity, and no star's type; left out of the star fit, they no
 # longer pull stars to templates whose bands happen to match.
