@@ -4,7 +4,6 @@ spEigenStar, typed at the star's own radial velocity; and, with ../shared, on th
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
