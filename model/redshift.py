@@ -335,7 +335,8 @@ class RedshiftFitter:
     @staticmethod
     def _star_rest_frame(f: torch.Tensor, w: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Spectra (B, N) and weights moved blueward by ``shift`` (B,) pixels (a redshift of that many
-        pixels removed), by linear interpolation; weight 0 where either neighbour is invalid or off the grid."""
+        pixels removed), by linear interpolation between valid neighbours, else the nearer one where it is
+        valid; weight 0 where that is invalid or off the grid."""
         pad = STAR_MAX_SHIFT + 2
         f_pad, w_pad = torch.nn.functional.pad(f, (pad, pad)), torch.nn.functional.pad(w, (pad, pad))
         whole = shift.floor().long()
@@ -347,11 +348,13 @@ class RedshiftFitter:
             f0, f1 = f_pad[rows, lo:lo + N_PIXELS], f_pad[rows, lo + 1:lo + 1 + N_PIXELS]
             w0, w1 = w_pad[rows, lo:lo + N_PIXELS], w_pad[rows, lo + 1:lo + 1 + N_PIXELS]
             t = frac[rows]
-            valid = (w0 > 0) & (w1 > 0)
-            flux[rows] = torch.where(valid, f0 + t * (f1 - f0), 0.0)
+            both = (w0 > 0) & (w1 > 0)
             # the interpolated value's variance, as the neighbours' variances weighted alike
             variance = (1 - t) / w0.clamp_min(1e-30) + t / w1.clamp_min(1e-30)
-            weight[rows] = torch.where(valid, 1.0 / variance, 0.0)
+            # One neighbour invalid (a masked pixel): the nearer one alone, when it is valid.
+            only0, only1 = (w0 > 0) & ~both & (t < 0.5), (w1 > 0) & ~both & (t >= 0.5)
+            flux[rows] = torch.where(both, f0 + t * (f1 - f0), torch.where(only0, f0, torch.where(only1, f1, 0.0)))
+            weight[rows] = torch.where(both, 1.0 / variance, torch.where(only0, w0, torch.where(only1, w1, 0.0)))
         return flux, weight
 
     def _star_shift_curve(self, f: torch.Tensor, w: torch.Tensor, template: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,17 @@ def test_a_star_one_pixel_and_a_third_off_keeps_its_subtype(fitter):
     np.testing.assert_allclose(result.z, [m[2] for m in made], atol=0.2 * STEP * np.log(10))
 
 
+def test_a_star_with_every_other_pixel_masked_keeps_its_subtype(fitter):
+    rng = np.random.default_rng(3)
+    library = load_templates()["STAR"]
+    wanted = ["A5", "F5", "G5", "K5"]
+    made = [from_template("STAR", 0.0002, rng, snr=40, index=library.subclass.index(label), tilt=0.2)
+            for label in wanted]
+    flux, ivar = np.stack([m[0] for m in made]), np.stack([m[1] for m in made])
+    ivar[:, ::2] = 0.0  # moved to rest, a pixel between two valid ones must still count
+    assert fitter.fit(flux, ivar, np.zeros(len(made), int)).subclass == wanted
+
+
 def test_the_chi2_that_decides_a_star_type_is_exact_at_high_snr(fitter):
     rng = np.random.default_rng(6)
     library = load_templates()["STAR"]
