@@ -72,16 +72,19 @@ def test_the_chi2_that_decides_a_star_type_is_exact_at_high_snr(fitter):
     picks = [library.subclass.index(label) for label in ("A1", "F5", "K5", "M6", "M8")]
     at_rest = fitter.star_t.reshape(2 * STAR_MAX_SHIFT + 1, -1, N_PIXELS)[STAR_MAX_SHIFT]
     f, w = torch.from_numpy(flux[None]), torch.from_numpy(ivar[None])
-    poly = fitter.star_poly.numpy()
-    exact = []
-    for t in at_rest[picks].double().numpy():
-        design = (t * poly).T * np.sqrt(ivar)[:, None]
-        coeffs = np.linalg.lstsq(design, flux * np.sqrt(ivar), rcond=None)[0]
-        exact.append(float(np.sum(ivar * (flux - (t * poly).T @ coeffs) ** 2)))
-    shortlist = fitter._star_chi2(f, w, at_rest)[0, picks].numpy()  # float32 sums: a shortlist
-    np.testing.assert_allclose(shortlist, exact, rtol=0.02)
+
+    def exact(poly: np.ndarray) -> list[float]:
+        out = []
+        for t in at_rest[picks].double().numpy():
+            design = (t * poly).T * np.sqrt(ivar)[:, None]
+            coeffs = np.linalg.lstsq(design, flux * np.sqrt(ivar), rcond=None)[0]
+            out.append(float(np.sum(ivar * (flux - (t * poly).T @ coeffs) ** 2)))
+        return out
+
+    shortlist = fitter._star_chi2(f, w, at_rest)[0, picks].numpy()  # float32 sums, fewer terms: a shortlist
+    np.testing.assert_allclose(shortlist, exact(fitter.shortlist_poly.numpy()), rtol=0.02)
     deciding = fitter._star_chi2_chosen(f, w, at_rest, torch.tensor([picks]))[0].numpy()
-    np.testing.assert_allclose(deciding, exact, rtol=1e-4)  # the solver's tiny ridge, no more
+    np.testing.assert_allclose(deciding, exact(fitter.star_poly.numpy()), rtol=1e-4)  # the tiny ridge, no more
     assert deciding.argmin() == 0
 
 
