@@ -2,24 +2,25 @@
 
 Every spectrum is fitted with the templates of the class the network gave it (``model/data/
 redshift_templates.npz``, made by ``training/make_redshift_templates.py`` from the SDSS spEigen*
-files), by least squares weighted with the spectrum's inverse variance, at redshifts that are whole
+files and medians of real LAMOST stars), by least squares weighted with the spectrum's inverse variance, at redshifts that are whole
 numbers of grid pixels (the grid is log-linear: a redshift is a shift):
 
 - STAR: each typed star template (medians of real LAMOST stars per LAMOST subclass and colour, and
   spEigenStar spectra for the types those lack) times a degree-4 polynomial (a multiplicative polynomial
-  absorbs flux-calibration and extinction tilts); the best template at the star's own radial velocity
+  absorbs flux-calibration and extinction tilts; a quadratic in the first pass over all of them, which
+  only shortlists); the best template at the star's own radial velocity
   (the first type's fit over +-``STAR_MAX_SHIFT`` pixels) gives the subclass (its MK letter and
   subtype, or WD, CV, C, L), and its fit over that window the radial velocity (``_fit_stars``).
 - GALAXY (spEigenGal, 4 eigenspectra) and QSO (spEigenQSO, 4 eigenspectra): the eigenspectra plus a
   quadratic polynomial and a ramp across the arm join, added. Every sum the normal equations need, at
   every shift, is a correlation of a template (or a product of two) with the spectrum's weights, so one
-  FFT per sum gives the whole chi2(z)
-  curve of a class's redshift range at once (galaxies: -0.005 to 1.2, QSOs: 0 to 6). Solutions that
-  need the mean eigenspectrum (eigenvector 0) with a negative amplitude are not taken.
+  FFT per sum gives the whole chi2(z) curve of a class's redshift range at once (galaxies: -0.005 to
+  1.2, QSOs: 0 to 6). Solutions that need the mean eigenspectrum (eigenvector 0) with a negative
+  amplitude are not taken.
 
-The galaxy and QSO scan runs twice: after the first, pixels the best fit misses by more than
-``OUTLIER_SIGMA`` (cosmic rays, unmasked spikes, sky residuals) are down-weighted to count as that many
-sigma, as in one step of iteratively reweighted least squares; ``chi2`` is that of the second scan.
+A galaxy or QSO whose best fit misses a pixel by more than ``OUTLIER_SIGMA`` (a cosmic ray, an unmasked
+spike, a sky residual) is scanned again with such pixels down-weighted to count as that many sigma, as
+in one step of iteratively reweighted least squares; its ``chi2`` is then that of the second scan.
 The redshift is the lowest chi2 of that curve, plus a Gaussian prior in log(1 + z) when the network's
 redshift head gives a proposal (``proposal``; its sigma is floored at ``PRIOR_SIGMA_FLOOR`` so that an
 overconfident head cannot overrule a clear fit). A parabola through the minimum and its two neighbours
