@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import dask
@@ -132,6 +133,13 @@ def test_disk_full_stops_with_one_line_and_the_rerun_resumes(release, model, tmp
         errors = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
         assert len(errors) == 1 and "no space left" in errors[0] and "nothing is lost" in errors[0], result.output
         assert "rerun the same command to resume" in errors[0]
+        # The stopped run's tasks still executing on the worker finish (disk still full) before the count:
+        # once the disk is back one of them would write a batch under the rerun's feet.
+        with Client(cluster) as client:
+            deadline = time.monotonic() + 60
+            while sum(client.run(lambda dask_worker: dask_worker.state.executing_count).values()) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.1)
         # The run stops at the first full-disk write: batches 0 and 1 may or may not have been written by then.
         written = sorted(p.name for p in (out / "parquet").glob("batch-*.parquet"))
         assert set(written) <= {"batch-000000.parquet", "batch-000001.parquet"}
