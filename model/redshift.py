@@ -411,7 +411,6 @@ class RedshiftFitter:
         e_fft, ee_fft = self._template_fft(name, n_fft)
         p = self.poly
         n_poly = len(p)
-        nb = len(f)
 
         def correlate(spectra_fft: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
             """sum_i signal[b, i] * template[u + i] for every offset u: (B, rows, U)."""
