@@ -294,8 +294,9 @@ class RedshiftFitter:
 
     def _fit_stars(self, flux: np.ndarray, ivar: np.ndarray, rows: np.ndarray, out: RedshiftResult) -> None:
         """Passes that spare each spectrum most templates at most shifts: every template at z = 0, with a
-        ``STAR_SHORTLIST_POLY``-term polynomial, gives a first type and a shortlist; its fit over +-``STAR_MAX_SHIFT`` pixels the radial velocity; the
-        ``STAR_RETYPE_BEST`` best templates again, on the spectrum moved to rest by that velocity
+        ``STAR_SHORTLIST_POLY``-term polynomial, gives a first type and a shortlist; the first type's fit
+        over +-``STAR_MAX_SHIFT`` pixels the radial velocity; the ``STAR_RETYPE_BEST`` shortlisted
+        templates again (the full polynomial), on the spectrum moved to rest by that velocity
         (sub-pixel), give the type (a star at 100-200 km/s, common in the halo, has its lines one or two
         pixels off a rest-frame template) and delta chi2; the type's fit over the window gives z and its
         error. Every pass leaves out the telluric bands (``STAR_TELLURIC_BANDS``)."""
