@@ -197,14 +197,8 @@ class RedshiftFitter:
         self.templates = templates or load_templates()
         self.device = torch.device(device)
         self.poly = torch.cat([legendre_basis(scan_poly), arm_join_ramp()]).to(self.device)
-        self.star_poly = legendre_basis(star_poly).to(self.device)
-        self.star_pairs = [(j, k) for j in range(star_poly) for k in range(j, star_poly)]
-        self.star_pair_products = torch.stack([self.star_poly[j] * self.star_poly[k]
-                                               for j, k in self.star_pairs]).float()  # (pairs, N)
-        self.shortlist_poly = legendre_basis(STAR_SHORTLIST_POLY).to(self.device)
-        self.shortlist_pairs = [(j, k) for j in range(STAR_SHORTLIST_POLY) for k in range(j, STAR_SHORTLIST_POLY)]
-        self.shortlist_pair_products = torch.stack([self.shortlist_poly[j] * self.shortlist_poly[k]
-                                                    for j, k in self.shortlist_pairs]).float()
+        self.star_poly, self.star_pairs, self.star_pair_products = self._multiplier(star_poly)
+        self.shortlist_poly, self.shortlist_pairs, self.shortlist_pair_products = self._multiplier(STAR_SHORTLIST_POLY)
         stars = self.templates["STAR"]
         # The star templates at every allowed radial-velocity shift, (S * T, N) float32: one matmul each.
         k0, shifts = stars.k0, np.arange(-STAR_MAX_SHIFT, STAR_MAX_SHIFT + 1)
@@ -214,6 +208,13 @@ class RedshiftFitter:
         self.star_shifts = shifts
         self.star_t = sliced.reshape(-1, N_PIXELS).float().to(self.device)
         self._spectra_fft: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _multiplier(self, n_terms: int) -> tuple[torch.Tensor, list[tuple[int, int]], torch.Tensor]:
+        """A star template's multiplying polynomial: its Legendre terms (n_terms, N), the (j, k) pairs of
+        the normal equations and their products P_j P_k (pairs, N) float32."""
+        poly = legendre_basis(n_terms).to(self.device)
+        pairs = [(j, k) for j in range(n_terms) for k in range(j, n_terms)]
+        return poly, pairs, torch.stack([poly[j] * poly[k] for j, k in pairs]).float()
 
     # ------------------------------------------------------------------------------------------
     def fit(self, flux: np.ndarray, ivar: np.ndarray, classes: np.ndarray,

@@ -109,10 +109,16 @@ def read_and_prepare(batch: Batch, chunk: int = CHUNK) -> PreparedRecords:
     return PreparedRecords(batch, flux, flags, snr, meta, errors, ivar, seconds=seconds)
 
 
+def chunk_step(model: ProbabilityModel) -> int:
+    """Spectra classified at a time: ``CHUNK`` rounded up to a whole number of the model's own batches
+    (``max_batch``), so that the network sees the same batches whatever --batch-size is."""
+    model_batch = int(getattr(model, "max_batch", None) or CHUNK)
+    return -(-CHUNK // model_batch) * model_batch
+
+
 def classify(records: PreparedRecords, model: ProbabilityModel, with_cam: bool = False) -> Classified:
-    """Stage 2: probabilities for the usable spectra of the batch (unusable rows stay NaN), a chunk at a
-    time. The chunk is a whole number of the model's own batches (``max_batch``), so that the network sees
-    the same batches whatever --batch-size is."""
+    """Stage 2: probabilities for the usable spectra of the batch (unusable rows stay NaN), a chunk
+    (``chunk_step``) at a time."""
     t = time.perf_counter()
     n = len(records.flags)
     prob = np.full((n, len(CLASS_NAMES)), np.nan, np.float32)
@@ -123,8 +129,7 @@ def classify(records: PreparedRecords, model: ProbabilityModel, with_cam: bool =
     if hasattr(model, "predict_with_redshift") and records.ivar is not None:
         out.z, out.z_err, out.delta_chi2 = (np.full(n, np.nan, np.float32) for _ in range(3))
         out.subclass, out.z_flags = [None] * n, np.zeros(n, np.int64)
-    model_batch = int(getattr(model, "max_batch", None) or CHUNK)
-    step = -(-CHUNK // model_batch) * model_batch
+    step = chunk_step(model)
     usable = records.usable
     for start in range(0, n, step):
         rows = start + np.flatnonzero(usable[start:start + step])
@@ -154,8 +159,7 @@ def process(batch: Batch, model: ProbabilityModel, catalog_dir: Path, release: s
     is that of one chunk whatever the batch size, and no batch of spectra moves between workers. Writes
     as ``write`` does (arrays by region, then the Parquet file whose rename marks the batch done).
     Returns (rows written, seconds per stage)."""
-    model_batch = int(getattr(model, "max_batch", None) or CHUNK)
-    step = -(-CHUNK // model_batch) * model_batch  # as classify's, so the rows match a staged run's
+    step = chunk_step(model)  # as classify's, so the rows match a staged run's
     seconds = dict.fromkeys(STAGES, 0.0)
     tables = []
     for start in range(0, len(batch.sources), step):
