@@ -8,9 +8,12 @@ numbers of grid pixels (the grid is log-linear: a redshift is a shift):
 - STAR: each typed star template (medians of real LAMOST stars per LAMOST subclass and colour, and
   spEigenStar spectra for the types those lack) times a degree-4 polynomial (a multiplicative polynomial
   absorbs flux-calibration and extinction tilts; a quadratic in the first pass over all of them, which
-  only shortlists); the best template at the star's own radial velocity
-  (the first type's fit over +-``STAR_MAX_SHIFT`` pixels) gives the subclass (its MK letter and
-  subtype, or WD, CV, C, L), and its fit over that window the radial velocity (``_fit_stars``).
+  only shortlists); at the star's own radial velocity (the first type's fit over +-``STAR_MAX_SHIFT``
+  pixels) the shortlist is fitted again, and the letter classifier trained on real LAMOST stars
+  (``model/star_letter.py``) gives the letter: the best template of that letter is the subclass (MK
+  letter and subtype), unless the best of all is of a type the classifier does not give (O, B, WD, CV,
+  C, L) or more than one letter from its letter, which is then the subclass; the best template's fit
+  over that window gives the radial velocity (``_fit_stars``).
 - GALAXY (spEigenGal, 4 eigenspectra) and QSO (spEigenQSO, 4 eigenspectra): the eigenspectra plus a
   quadratic polynomial and a ramp across the arm join, added. Every sum the normal equations need, at
   every shift, is a correlation of a template (or a product of two) with the spectrum's weights, so one
@@ -27,7 +30,8 @@ overconfident head cannot overrule a clear fit). A parabola through the minimum 
 gives the sub-pixel redshift, and its curvature the 1-sigma error (delta chi2 = 1). ``delta_chi2`` is the
 chi2 of the second-best solution minus the best: for galaxies and QSOs the lowest other local minimum
 more than ``EXCLUDE_KMS`` away (an ambiguous redshift when small, as redrock's ZWARN), for stars the best
-template of another MK letter (an ambiguous type).
+template of another MK letter (an ambiguous type; < 0 where the classifier's letter is not the one the
+templates alone fit best).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import torch
 
 from lamost_classify.contract import ARM_JOIN, CLASS_NAMES, LOG_WAVELENGTH, MIN_GOOD_PIXELS, N_PIXELS, SMALL_DELTA_CHI2, Flag
 
+from .star_letter import MK_ORDER, LetterClassifier, star_letter_features
 from .subclass import KMS_PER_PIXEL, STEP, galaxy_subclass, qso_subclass
 
 STAR_MAX_SHIFT = 4  # pixels: +-4 x 104 km/s, stellar radial velocities to ~400 km/s
@@ -50,7 +55,8 @@ N_POLY = 3  # polynomial terms (Legendre degree 0..2) added to the galaxy and QS
 # a quadratic cannot follow and that a wrong redshift could otherwise explain with a template feature
 STAR_N_POLY = 5  # terms of the polynomial multiplying each star template (degree 4: the continuum shape is
 #   left to the polynomial, the type to the lines; 1-3 terms typed the real LAMOST stars worse)
-STAR_RETYPE_BEST = 4  # templates per star fitted again at its own radial velocity (the rest fit far worse)
+STAR_RETYPE_BEST = 3  # shortlisted templates per star fitted again at its own radial velocity, besides the
+#   best of the classifier's letter (the rest fit far worse)
 STAR_SHORTLIST_POLY = 3  # polynomial terms in the first pass over every template: it only shortlists
 # Earth's atmosphere's absorption bands (O2 B and A, H2O), in A: they are in every LAMOST spectrum at z = 0,
 # deeper or shallower with airmass and humidity, and no star's type; left out of the star fit, they no
@@ -115,6 +121,16 @@ def load_templates(path: str | None = None) -> dict[str, ClassTemplates]:
         return {c: ClassTemplates(torch.from_numpy(data[f"{c}_basis"].astype(np.float64)), int(data[f"{c}_k0"]),
                                   [str(s) for s in data["STAR_subclass"]] if c == "STAR" else None)
                 for c in CLASS_NAMES}
+
+
+@functools.lru_cache(maxsize=2)
+def load_letter_classifier(path: str | None = None) -> LetterClassifier:
+    """The star letter classifier stored with the shipped templates (or those at ``path``)."""
+    file = Path(path) if path else templates_path()
+    with np.load(file) as data:
+        if "STAR_letter_weight" not in data:
+            raise ValueError(f"{file} has no star letter classifier: rerun training/make_redshift_templates.py")
+        return LetterClassifier.from_arrays(data)
 
 
 def arm_join_ramp() -> torch.Tensor:
@@ -196,6 +212,16 @@ class RedshiftFitter:
                  star_poly: int = STAR_N_POLY, scan_poly: int = N_POLY) -> None:
         self.templates = templates or load_templates()
         self.device = torch.device(device)
+        self.letters = load_letter_classifier()
+        missing = set(self.letters.letters) - {_letter(s) for s in self.templates["STAR"].subclass}
+        if missing:
+            raise ValueError(f"the star letter classifier gives {sorted(missing)}, which no star template has")
+        # each star template's letter as an index into the classifier's letters (-1: one it does not give),
+        # and the classifier's letters' places in the MK sequence
+        given = self.letters.letters
+        self.template_letter = torch.tensor([given.index(_letter(s)) if _letter(s) in given else -1
+                                             for s in self.templates["STAR"].subclass], device=self.device)
+        self.letter_place = torch.tensor([MK_ORDER.index(c) for c in self.letters.letters], device=self.device)
         self.poly = torch.cat([legendre_basis(scan_poly), arm_join_ramp()]).to(self.device)
         self.star_poly, self.star_pairs, self.star_pair_products = self._multiplier(star_poly)
         self.shortlist_poly, self.shortlist_pairs, self.shortlist_pair_products = self._multiplier(STAR_SHORTLIST_POLY)
@@ -296,15 +322,18 @@ class RedshiftFitter:
     def _fit_stars(self, flux: np.ndarray, ivar: np.ndarray, rows: np.ndarray, out: RedshiftResult) -> None:
         """Passes that spare each spectrum most templates at most shifts: every template at z = 0, with a
         ``STAR_SHORTLIST_POLY``-term polynomial, gives a first type and a shortlist; the first type's fit
-        over +-``STAR_MAX_SHIFT`` pixels the radial velocity; the ``STAR_RETYPE_BEST`` shortlisted
-        templates again (the full polynomial), on the spectrum moved to rest by that velocity
-        (sub-pixel), give the type (a star at 100-200 km/s, common in the halo, has its lines one or two
-        pixels off a rest-frame template) and delta chi2; the type's fit over the window gives z and its
-        error. Every pass leaves out the telluric bands (``STAR_TELLURIC_BANDS``)."""
+        over +-``STAR_MAX_SHIFT`` pixels the radial velocity; on the spectrum moved to rest by that
+        velocity (sub-pixel: a star at 100-200 km/s, common in the halo, has its lines one or two pixels
+        off a rest-frame template) the letter classifier gives a letter, and the ``STAR_RETYPE_BEST``
+        shortlisted templates plus the first pass's best of that letter are fitted again (the full
+        polynomial): the best of that letter is the type, or the best of all where its letter is one the
+        classifier does not give or not a neighbour of its letter; then delta chi2; the best template's fit over the window gives z, its
+        error and chi2.
+        Every pass leaves out the telluric bands (``STAR_TELLURIC_BANDS``)."""
         stars = self.templates["STAR"]
         n_s, n_t = len(self.star_shifts), len(stars.subclass)
         at_rest = self.star_t.reshape(n_s, n_t, N_PIXELS)[STAR_MAX_SHIFT]
-        ivar = ivar * _star_telluric_free()
+        ivar = ivar * star_telluric_free()
         f = torch.from_numpy(flux).to(self.device)
         w = torch.from_numpy(ivar).to(self.device)
         per_template = self._star_chi2(f, w, at_rest)
@@ -314,24 +343,41 @@ class RedshiftFitter:
         # A velocity at the window's edge is no measurement: that spectrum is typed where it is.
         velocity = torch.where(edge, torch.zeros_like(shift), shift + float(self.star_shifts[0]))
         f_rest, w_rest = (x.double() for x in self._star_rest_frame(f.float(), w.float(), velocity.float()))
-        choice = per_template.topk(min(STAR_RETYPE_BEST, n_t), dim=1, largest=False).indices
+        # LAMOST's letter boundaries are those of its own spectra: a classifier trained on all of its stars
+        # draws them better than the one best template (held-out LAMOST stars: README).
+        predicted = self.letters.predict(star_letter_features(f_rest, w_rest > 0))
+        of_letter = torch.where(self.template_letter[None, :] == predicted[:, None], per_template,
+                                torch.tensor(float("inf"), dtype=per_template.dtype, device=self.device))
+        choice = torch.cat([per_template.topk(min(STAR_RETYPE_BEST, n_t), dim=1, largest=False).indices,
+                            of_letter.argmin(1, keepdim=True)], 1)
         chosen = self._star_chi2_chosen(f_rest, w_rest, at_rest, choice)
-        t_best = choice.gather(1, chosen.argmin(1, keepdim=True)).squeeze(1)
+        t_fit = choice.gather(1, chosen.argmin(1, keepdim=True)).squeeze(1)
+        inf = torch.tensor(float("inf"), dtype=torch.float64, device=self.device)
+        agrees = self.template_letter[choice] == predicted[:, None]
+        t_letter = choice.gather(1, torch.where(agrees, chosen, inf).argmin(1, keepdim=True)).squeeze(1)
+        # It moves a star to a neighbouring letter only: a spectrum far from every LAMOST star it learnt
+        # from (a late M dwarf, whose bands LAMOST's early M stars lack) is outside what it knows.
+        fit_letter = self.template_letter[t_fit]
+        apart = (self.letter_place[fit_letter.clamp_min(0)] - self.letter_place[predicted]).abs()
+        neighbour = (fit_letter >= 0) & (apart <= 1)
+        t_best = torch.where(neighbour, t_letter, t_fit)
         curve = first_curve.clone()
-        changed = torch.nonzero(t_best != t_first).squeeze(1)
+        # The velocity is the best-fitting template's, whichever letter the type takes.
+        changed = torch.nonzero(t_fit != t_first).squeeze(1)
         if len(changed):
-            curve[changed] = self._star_shift_curve(f[changed], w[changed], t_best[changed])
+            curve[changed] = self._star_shift_curve(f[changed], w[changed], t_fit[changed])
         shift, sigma, edge = _curve_minimum(curve)
         shift = shift + float(self.star_shifts[0])
         best_chi2 = curve.min(1).values
         subclass = [stars.subclass[t] for t in t_best.tolist()]
-        # delta chi2: the best shortlisted template of another letter against the type, in the typing fit;
-        # where the whole shortlist shares the type's letter, the first pass's own (another scale).
+        # delta chi2: the best shortlisted template of another letter against the type, in the typing fit
+        # (< 0 where the classifier's letter is not the template fit's best); where the whole shortlist
+        # shares the type's letter, the first pass's own (another scale).
         _, letter = np.unique([_letter(s) for s in stars.subclass], return_inverse=True)
         letter = torch.from_numpy(letter).to(self.device)
-        inf = torch.tensor(float("inf"), dtype=torch.float64, device=self.device)
         other = letter[choice] != letter[t_best][:, None]
-        delta = torch.where(other, chosen, inf).min(1).values - chosen.min(1).values
+        own = torch.where(choice == t_best[:, None], chosen, inf).min(1).values
+        delta = torch.where(other, chosen, inf).min(1).values - own
         first_other = torch.where(letter[None, :] != letter[t_best][:, None], per_template, inf).min(1).values
         first_delta = first_other - per_template.gather(1, t_best[:, None]).squeeze(1)
         delta = torch.where(torch.isfinite(delta), delta, first_delta)
@@ -516,7 +562,7 @@ class RedshiftFitter:
 
 
 @functools.lru_cache(maxsize=1)
-def _star_telluric_free() -> np.ndarray:
+def star_telluric_free() -> np.ndarray:
     """(N_PIXELS,) 1.0 outside ``STAR_TELLURIC_BANDS``, 0.0 inside."""
     wavelength = 10.0 ** LOG_WAVELENGTH
     inside = np.zeros(N_PIXELS, bool)

@@ -40,12 +40,13 @@ def from_template(name: str, z: float, rng: np.random.Generator,
 
 
 def write_labelled_table(path, with_z: bool = True, with_ivar: bool = True) -> dict[str, list]:
-    """3 stars (a G, a K and an M template), 3 galaxies and 2 QSOs made from the shipped templates, as a
+    """3 stars (a G, a K and an M LAMOST template), 3 galaxies and 2 QSOs made from the shipped templates, as a
     flux_norm table with the truth (class, subclass, z) and, optionally, ``ivar_norm``."""
     rng = np.random.default_rng(3)
     star_types = load_templates()["STAR"].subclass
+    # the last template of each letter: a LAMOST median, whose letter is LAMOST's own
     rows = [("STAR", star_types[i], *from_template("STAR", 0.0, rng, i))
-            for i in (star_types.index(next(s for s in star_types if s.startswith(c))) for c in STAR_LETTERS)]
+            for i in (max(j for j, s in enumerate(star_types) if s.startswith(c)) for c in STAR_LETTERS)]
     rows += [("GALAXY", "PASSIVE", *from_template("GALAXY", z, rng)) for z in GALAXY_Z]
     rows += [("QSO", "BROADLINE", *from_template("QSO", z, rng)) for z in QSO_Z]
     columns = {"class": [r[0] for r in rows], "subclass": [r[1] for r in rows],

@@ -29,13 +29,16 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from lamost_classify.mocks.instrument import is_held_out
 from lamost_classify.mocks.templates import default_templates_dir, star_subclass
-from lamost_classify.model.redshift import STAR_N_POLY
+from lamost_classify.model.redshift import STAR_N_POLY, RedshiftFitter, star_telluric_free
+from lamost_classify.model.star_letter import LetterClassifier, fit_letter_classifier, star_letter_features
 from lamost_classify.pipeline.grid import LOG_WAVELENGTH, N_PIXELS
 
 STEP = float(LOG_WAVELENGTH[1] - LOG_WAVELENGTH[0])
@@ -107,6 +110,10 @@ def main() -> None:
     out.update(STAR_basis=basis.astype(np.float32), STAR_k0=np.int64(k0), STAR_names=np.array(names),
                STAR_subclass=np.array(labels))
     print(f"STAR: {len(names)} templates: " + "; ".join(names))
+    letters, chosen = letter_classifier(args.shared)
+    out.update(letters.arrays())
+    print(f"STAR letter classifier: letters {', '.join(letters.letters)}, weight decay {chosen['weight_decay']}; "
+          "5-fold cross-validated agreement " + ", ".join(f"{k:g}: {v:.3f}" for k, v in chosen["cv_agreement"].items()))
 
     for objclass, name in (("GALAXY", "spEigenGal-56436.fits"), ("QSO", "spEigenQSO-55732.fits")):
         k0, rest = class_grid(objclass)
@@ -160,23 +167,9 @@ def lamost_star_templates(shared: Path, rest: np.ndarray) -> tuple[np.ndarray, l
     """(templates (T, len(rest)), subclass labels, names) made from the real LAMOST stars under ``shared``
     that are not held out, on the rest grid ``rest``: per subclass with at least ``MIN_MEMBERS`` members,
     one per pseudo g-r colour bin (up to ``MAX_COLOUR_BINS``, each of ``MIN_MEMBERS`` or more)."""
-    from lamost_classify.pipeline.grid import prepare
-    from lamost_classify.pipeline.readers import read_batch
-
     members: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    for sub in LAMOST_STAR_DIRS:
-        files = sorted(str(p) for p in (shared / sub).glob("spec-*") if not is_held_out(p))
-        if not files:
-            continue
-        spectra = read_batch(files)
-        batch = prepare(spectra)
-        for i, spectrum in enumerate(spectra):
-            label = lamost_star_label(str(spectrum.meta.get("lamost_subclass") or ""))
-            z = spectrum.meta.get("lamost_z")
-            if (str(spectrum.meta.get("lamost_class") or "").upper() != "STAR" or label is None
-                    or z is None or not np.isfinite(z) or not batch.ivar[i].any()):
-                continue
-            members.setdefault(label, []).append(_to_rest(batch.flux[i], batch.ivar[i], float(z), rest))
+    for label, z, flux, ivar in lamost_stars(shared):
+        members.setdefault(label, []).append(_to_rest(flux, ivar, z, rest))
     if not members:
         raise SystemExit(f"no LAMOST stars under {shared} ({', '.join(LAMOST_STAR_DIRS)}): pass --shared DIR")
     basis, labels, names = [], [], []
@@ -191,6 +184,37 @@ def lamost_star_templates(shared: Path, rest: np.ndarray) -> tuple[np.ndarray, l
             labels.append(label)
             names.append(f"LAMOST {label} (median of {len(part)}, g-r bin {b + 1}/{n_bins})")
     return np.stack(basis), labels, names
+
+
+def lamost_stars(shared: Path) -> Iterator[tuple[str, float, np.ndarray, np.ndarray]]:
+    """(catalog subclass, LAMOST's Z, grid flux, ivar) of each real LAMOST star under ``shared`` that is not
+    held out and has a subtype, a Z and valid pixels."""
+    from lamost_classify.pipeline.grid import prepare
+    from lamost_classify.pipeline.readers import read_batch
+
+    for sub in LAMOST_STAR_DIRS:
+        files = sorted(str(p) for p in (shared / sub).glob("spec-*") if not is_held_out(p))
+        if not files:
+            continue
+        spectra = read_batch(files)
+        batch = prepare(spectra)
+        for i, spectrum in enumerate(spectra):
+            label = lamost_star_label(str(spectrum.meta.get("lamost_subclass") or ""))
+            z = spectrum.meta.get("lamost_z")
+            if (str(spectrum.meta.get("lamost_class") or "").upper() == "STAR" and label is not None
+                    and z is not None and np.isfinite(z) and batch.ivar[i].any()):
+                yield label, float(z), batch.flux[i], batch.ivar[i]
+
+
+def letter_classifier(shared: Path) -> tuple[LetterClassifier, dict]:
+    """The star letter classifier (model/star_letter.py) trained on the LAMOST stars that are not held out,
+    each moved to rest by LAMOST's own Z and with the telluric bands left out, as the fit does."""
+    stars = list(lamost_stars(shared))
+    flux = torch.from_numpy(np.stack([f for _, _, f, _ in stars])).float()
+    ivar = torch.from_numpy(np.stack([w for _, _, _, w in stars]) * star_telluric_free()).float()
+    shift = torch.tensor([np.log10(1.0 + z) / STEP for _, z, _, _ in stars], dtype=torch.float32)
+    f_rest, w_rest = RedshiftFitter._star_rest_frame(flux, ivar, shift)
+    return fit_letter_classifier(star_letter_features(f_rest, w_rest > 0).numpy(), [label[0] for label, *_ in stars])
 
 
 def _pseudo_colour(flux: np.ndarray, ivar: np.ndarray, rest: np.ndarray) -> float:

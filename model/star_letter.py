@@ -1,0 +1,124 @@
+"""A star's MK letter as LAMOST gives it, from the line pattern of its continuum-normalised spectrum.
+
+LAMOST's own pipeline types stars against templates made from LAMOST spectra, and its letter
+boundaries (A/F, F/G, G/K) are those of its own spectra. The template fit (model/redshift.py) finds the
+best single template; a linear classifier trained on the real LAMOST stars that are not held out
+learns those boundaries from all of their members at once. It sees the spectrum moved to rest, divided
+by a smooth continuum (so that flux calibration and reddening do not count), the telluric bands left
+out, averaged over ``FEATURE_BIN`` pixels: ``star_letter_features``. ``LetterClassifier`` holds the
+linear model (weights, standardisation and letters, stored with the redshift templates) and
+``fit_letter_classifier`` trains it (training/make_redshift_templates.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+FEATURE_BIN = 4  # pixels averaged per feature (~420 km/s): 650 features
+CONTINUUM_TERMS = 7  # Legendre terms of the continuum (degree 6)
+CONTINUUM_PASSES = 4  # fits, each dropping pixels more than CLIP_SIGMA below the last (absorption lines)
+CLIP_SIGMA = 1.5
+WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2)  # tried by cross-validation when training
+MK_ORDER = "OBAFGKM"
+
+
+def star_letter_features(flux: torch.Tensor, good: torch.Tensor) -> torch.Tensor:
+    """Features (B, N_PIXELS / FEATURE_BIN) float32 of rest-frame spectra (B, N) whose usable pixels are
+    ``good`` (B, N) bool: the flux over a continuum fitted by least squares with absorption lines
+    clipped away, clipped to [0, 2], 1 where not usable, averaged in bins of ``FEATURE_BIN`` pixels."""
+    from .redshift import legendre_basis  # here: redshift.py imports this module
+
+    p = legendre_basis(CONTINUUM_TERMS).float().to(flux.device)
+    pairs = [(j, k) for j in range(CONTINUUM_TERMS) for k in range(j, CONTINUUM_TERMS)]
+    products = torch.stack([p[j] * p[k] for j, k in pairs])  # the normal equations' sums are one matmul
+    # 64 rows at a time: the passes' temporaries then stay in the CPU's cache
+    return torch.cat([_features_chunk(flux[i:i + 64].float(), good[i:i + 64], p, products, pairs)
+                      for i in range(0, len(flux), 64)])
+
+
+def _features_chunk(f: torch.Tensor, good: torch.Tensor, p: torch.Tensor, products: torch.Tensor,
+                    pairs: list[tuple[int, int]]) -> torch.Tensor:
+    m = good.clone()
+    continuum = torch.ones_like(f)
+    for _ in range(CONTINUUM_PASSES):
+        mf = m.float()
+        sums = (mf @ products.T).double()
+        a = torch.empty(len(f), CONTINUUM_TERMS, CONTINUUM_TERMS, dtype=torch.float64, device=f.device)
+        for i, (j, k) in enumerate(pairs):
+            a[:, j, k] = a[:, k, j] = sums[:, i]
+        a = a + 1e-9 * torch.eye(CONTINUUM_TERMS, dtype=a.dtype, device=a.device)
+        coeffs = torch.linalg.lstsq(a, ((mf * f) @ p.T).double().unsqueeze(-1)).solution.squeeze(-1)
+        continuum = coeffs.float() @ p
+        residual = f - continuum
+        sigma = ((residual.square() * mf).sum(1) / mf.sum(1).clamp_min(1.0)).sqrt()
+        m = m & (residual > -CLIP_SIGMA * sigma[:, None])
+    ratio = torch.where(good & (continuum.abs() > 1e-6), (f / continuum).clamp(0.0, 2.0), torch.ones_like(f))
+    return ratio.reshape(len(f), -1, FEATURE_BIN).mean(2)
+
+
+@dataclass
+class LetterClassifier:
+    """Softmax over ``letters`` of ``weight @ standardised(features) + bias``."""
+
+    letters: list[str]
+    weight: torch.Tensor  # (L, F)
+    bias: torch.Tensor  # (L,)
+    mean: torch.Tensor  # (F,)
+    scale: torch.Tensor  # (F,)
+
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        """Index into ``letters`` (B,) of each row's most probable letter."""
+        x = (features.float() - self.mean) / self.scale
+        return (x @ self.weight.T + self.bias).argmax(1)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"STAR_letter_names": np.array(self.letters), "STAR_letter_weight": self.weight.numpy(),
+                "STAR_letter_bias": self.bias.numpy(), "STAR_letter_mean": self.mean.numpy(),
+                "STAR_letter_scale": self.scale.numpy()}
+
+    @classmethod
+    def from_arrays(cls, data) -> LetterClassifier:
+        return cls([str(s) for s in data["STAR_letter_names"]], torch.from_numpy(data["STAR_letter_weight"]),
+                   torch.from_numpy(data["STAR_letter_bias"]), torch.from_numpy(data["STAR_letter_mean"]),
+                   torch.from_numpy(data["STAR_letter_scale"]))
+
+
+def _train(x: torch.Tensor, y: torch.Tensor, n_letters: int, weight_decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(x.shape[1], n_letters)
+    optimiser = torch.optim.LBFGS(linear.parameters(), max_iter=300)
+
+    def closure():
+        optimiser.zero_grad()
+        loss = torch.nn.functional.cross_entropy(linear(x), y) + weight_decay * linear.weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return linear.weight.detach().clone(), linear.bias.detach().clone()
+
+
+def fit_letter_classifier(features: np.ndarray, letters: list[str], folds: int = 5) -> tuple[LetterClassifier, dict]:
+    """A ``LetterClassifier`` trained on ``features`` (S, F) of stars with LAMOST's ``letters``; its weight
+    decay is the one of ``WEIGHT_DECAYS`` with the best ``folds``-fold cross-validated agreement, which
+    is returned with the others'."""
+    names = sorted(set(letters), key=MK_ORDER.index)
+    y = torch.tensor([names.index(s) for s in letters])
+    x = torch.from_numpy(np.asarray(features, np.float32))
+    order = np.random.default_rng(0).permutation(len(y))
+    scores = {}
+    for decay in WEIGHT_DECAYS:
+        right = 0
+        for part in np.array_split(order, folds):
+            train = np.setdiff1d(order, part)
+            mean, scale = x[train].mean(0), x[train].std(0) + 1e-6
+            weight, bias = _train((x[train] - mean) / scale, y[train], len(names), decay)
+            right += int((((x[part] - mean) / scale @ weight.T + bias).argmax(1) == y[part]).sum())
+        scores[decay] = right / len(y)
+    best = max(scores, key=scores.get)
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    weight, bias = _train((x - mean) / scale, y, len(names), best)
+    return LetterClassifier(names, weight, bias, mean, scale), {"weight_decay": best, "cv_agreement": scores}
