@@ -167,7 +167,8 @@ def score_families(loader: SetLoader, model, temperature: float, prior: list[flo
     return out
 
 
-def run_fold(loader: SetLoader, left_out: str, families: list[str], config, out_dir: Path) -> dict:
+def run_fold(loader: SetLoader, left_out: str, families: list[str], config, out_dir: Path,
+             train_sets: tuple[str, ...] = (TRAIN,)) -> dict:
     """Train without ``left_out``, calibrate without it, then test on it (and on the families trained on)."""
     from lamost_classify.model.calibration import fit_temperature, softmax
     from lamost_classify.model.runtime import batched_logits
@@ -175,7 +176,9 @@ def run_fold(loader: SetLoader, left_out: str, families: list[str], config, out_
 
     others = [f for f in families if f != left_out]
     loader.fold = left_out
-    train_x, train_y = loader.stack(others, TRAIN, "train")
+    parts = [loader.stack(others, name, "train") for name in train_sets]
+    train_x, train_y = np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+    del parts
     val_x, val_y = loader.stack(others, VAL, "calibrate")
     started = time.time()
     result = fit(train_x, train_y, val_x, val_y, config, out_dir / f"fold-{left_out}")
@@ -272,6 +275,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--milestones", default="4,6", help="lr /10 after these epochs")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--per-class", type=int, default=None, help="spectra per class per epoch (default: median class size)")
+    p.add_argument("--train-sets", nargs="+", default=[TRAIN],
+                   help=f"the training families' sets to train on (default {TRAIN}; the shipped recipe's: train train_snr)")
+    p.add_argument("--artefacts", type=float, default=0.0, help="TrainConfig.artefact_fraction (train_shipped.py's)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto")
@@ -306,17 +312,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     config = TrainConfig(preset=args.preset, epochs=args.epochs, lr=args.lr, per_class=args.per_class,
                          lr_milestones=tuple(int(m) for m in args.milestones.split(",") if m),
-                         batch_size=args.batch_size, num_threads=args.threads, device=args.device, progress=False)
+                         batch_size=args.batch_size, num_threads=args.threads, device=args.device, progress=False,
+                         artefact_fraction=args.artefacts)
     folds = {}
     for left_out in args.leave_out or families:
         if left_out not in families:
             raise SystemExit(f"--leave-out {left_out}: not among the families {families}")
         print(f"fold: leave out {left_out}, train on {[f for f in families if f != left_out]}", flush=True)
-        folds[left_out] = run_fold(loader, left_out, families, config, args.out)
+        folds[left_out] = run_fold(loader, left_out, families, config, args.out, tuple(args.train_sets))
         g = folds[left_out]["unseen"]["goals"]
         print(f"  {left_out}: " + ", ".join(f"{k} {v['value']:.4f}" for k, v in g.items()), flush=True)
     result = {"title": "Leave one mock family out",
-              "what": f"Preset {args.preset}, {args.epochs} epochs (lr {args.lr}, /10 after {args.milestones}), "
+              "what": f"Preset {args.preset} on the sets {', '.join(args.train_sets)}, artefact fraction "
+                      f"{args.artefacts}, {args.epochs} epochs (lr {args.lr}, /10 after {args.milestones}), "
                       f"per class per epoch {args.per_class or 'median class size'}; temperature and prior "
                       "strength on the training families' validation sets. Each row: the family left out.",
               "config": {k: v for k, v in config.__dict__.items()}, "folds": folds,
