@@ -84,6 +84,19 @@ def test_left_out_family_is_never_loaded_before_it_is_tested(data, tmp_path, mon
     assert "| a |" in md and "By S/N" in md and "By redshift" in md and "0.9987" in md  # paper's Table 1 beside
 
 
+def test_more_training_sets_are_the_training_families_only(data, tmp_path):
+    lofo = _script()
+    for family in ("a", "b", "c"):  # a second training set per family, as the full `train` sets are
+        for suffix in ("_flux.npy", "_truth.parquet"):
+            (data / family / f"train{suffix}").write_bytes((data / family / f"lofo_train{suffix}").read_bytes())
+    result = lofo.main(["--data", str(data), "--out", str(tmp_path / "out"), "--leave-out", "a", "--epochs", "1",
+                        "--milestones", "", "--threads", "1", "--batch-size", "16",
+                        "--train-sets", "lofo_train", "train", "--artefacts", "0.3"])
+    trained = {(family, name) for fold, role, family, name in result["opened"] if role == "train"}
+    assert trained == {(f, n) for f in ("b", "c") for n in ("lofo_train", "train")}
+    assert result["folds"]["a"]["train_n"] == 96 and result["config"]["artefact_fraction"] == 0.3
+
+
 def test_sets_in_the_wrong_family_directory_are_refused(data, tmp_path):
     lofo = _script()
     table = pq.read_table(data / "b" / "lofo_train_truth.parquet").to_pydict()
