@@ -146,6 +146,15 @@ def legendre_basis(n_terms: int = N_POLY, n_pixels: int = N_PIXELS) -> torch.Ten
     return torch.from_numpy(np.stack([np.polynomial.legendre.Legendre.basis(k)(x) for k in range(n_terms)]))
 
 
+@functools.lru_cache(maxsize=8)
+def legendre_products(n_terms: int) -> tuple[torch.Tensor, list[tuple[int, int]], torch.Tensor]:
+    """A polynomial fit's pieces: the Legendre terms (n_terms, N), the (j, k) pairs (j <= k) of its normal
+    equations and their products P_j P_k (pairs, N) float32, with which every spectrum's sums are one matmul."""
+    poly = legendre_basis(n_terms)
+    pairs = [(j, k) for j in range(n_terms) for k in range(j, n_terms)]
+    return poly, pairs, torch.stack([poly[j] * poly[k] for j, k in pairs]).float()
+
+
 def _solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Solutions of the normal equations a x = b (..., p, p), (..., p), lightly regularised so that
     a template that is zero under the valid pixels gives x = 0 instead of an error.
@@ -236,11 +245,9 @@ class RedshiftFitter:
         self._spectra_fft: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _multiplier(self, n_terms: int) -> tuple[torch.Tensor, list[tuple[int, int]], torch.Tensor]:
-        """A star template's multiplying polynomial: its Legendre terms (n_terms, N), the (j, k) pairs of
-        the normal equations and their products P_j P_k (pairs, N) float32."""
-        poly = legendre_basis(n_terms).to(self.device)
-        pairs = [(j, k) for j in range(n_terms) for k in range(j, n_terms)]
-        return poly, pairs, torch.stack([poly[j] * poly[k] for j, k in pairs]).float()
+        """A star template's multiplying polynomial (``legendre_products``) on the fitter's device."""
+        poly, pairs, products = legendre_products(n_terms)
+        return poly.to(self.device), pairs, products.to(self.device)
 
     # ------------------------------------------------------------------------------------------
     def fit(self, flux: np.ndarray, ivar: np.ndarray, classes: np.ndarray,

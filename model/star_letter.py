@@ -29,11 +29,10 @@ def star_letter_features(flux: torch.Tensor, good: torch.Tensor) -> torch.Tensor
     """Features (B, N_PIXELS / FEATURE_BIN) float32 of rest-frame spectra (B, N) whose usable pixels are
     ``good`` (B, N) bool: the flux over a continuum fitted by least squares with absorption lines
     clipped away, clipped to [0, 2], 1 where not usable, averaged in bins of ``FEATURE_BIN`` pixels."""
-    from .redshift import legendre_basis  # here: redshift.py imports this module
+    from .redshift import legendre_products  # here: redshift.py imports this module
 
-    p = legendre_basis(CONTINUUM_TERMS).float().to(flux.device)
-    pairs = [(j, k) for j in range(CONTINUUM_TERMS) for k in range(j, CONTINUUM_TERMS)]
-    products = torch.stack([p[j] * p[k] for j, k in pairs])  # the normal equations' sums are one matmul
+    poly, pairs, products = legendre_products(CONTINUUM_TERMS)
+    p, products = poly.float().to(flux.device), products.to(flux.device)
     # 64 rows at a time: the passes' temporaries then stay in the CPU's cache
     return torch.cat([_features_chunk(flux[i:i + 64].float(), good[i:i + 64], p, products, pairs)
                       for i in range(0, len(flux), 64)])
