@@ -106,11 +106,14 @@ def main() -> None:
     out: dict[str, np.ndarray] = {"step": np.float64(STEP), "loglam_first_pixel": np.float64(LOG_WAVELENGTH[0])}
 
     k0, rest = class_grid("STAR")
-    basis, labels, names = star_library(sdss, args.shared, rest)
+    stars = list(lamost_stars(args.shared))  # read once: the templates and the letter classifier
+    if not stars:
+        raise SystemExit(f"no LAMOST stars under {args.shared} ({', '.join(LAMOST_STAR_DIRS)}): pass --shared DIR")
+    basis, labels, names = star_library(sdss, stars, rest)
     out.update(STAR_basis=basis.astype(np.float32), STAR_k0=np.int64(k0), STAR_names=np.array(names),
                STAR_subclass=np.array(labels))
     print(f"STAR: {len(names)} templates: " + "; ".join(names))
-    letters, chosen = letter_classifier(args.shared)
+    letters, chosen = letter_classifier(stars)
     out.update(letters.arrays())
     print(f"STAR letter classifier: letters {', '.join(letters.letters)}, weight decay {chosen['weight_decay']}; "
           "5-fold cross-validated agreement " + ", ".join(f"{k:g}: {v:.3f}" for k, v in chosen["cv_agreement"].items()))
@@ -126,13 +129,13 @@ def main() -> None:
           + ", ".join(f"{c} {out[f'{c}_basis'].shape}" for c in ("STAR", "GALAXY", "QSO")))
 
 
-def star_library(sdss: Path, shared: Path, rest: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
+def star_library(sdss: Path, stars: list[tuple[str, float, np.ndarray, np.ndarray]], rest: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
     """(templates on ``rest``, subclass labels, names): the LAMOST-derived templates, and of spEigenStar
     one spectrum per subtype that LAMOST's stars do not give (the dwarf where there is one: survey stars
     are mostly dwarfs), every special type (WD, C, L) and the spEigenCVstar mean. The 123 spEigenStar
     spectra repeat subtypes with giants, supergiants and emission-line stars; where LAMOST's own
     templates cover a subtype the duplicates only cost time and pull real LAMOST stars to other letters."""
-    lamost_basis, lamost_labels, lamost_names = lamost_star_templates(shared, rest)
+    lamost_basis, lamost_labels, lamost_names = lamost_star_templates(stars, rest)
     loglam, stars, header = read(sdss / "spEigenStar-55734.fits")
     names = [str(header.get(f"NAME{i}", f"star{i}")).strip() for i in range(len(stars))]
     chosen: dict[str, int] = {}
@@ -163,15 +166,13 @@ def lamost_star_label(subclass: str) -> str | None:
     return m.group(1) + m.group(2) if m else None
 
 
-def lamost_star_templates(shared: Path, rest: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
-    """(templates (T, len(rest)), subclass labels, names) made from the real LAMOST stars under ``shared``
-    that are not held out, on the rest grid ``rest``: per subclass with at least ``MIN_MEMBERS`` members,
+def lamost_star_templates(stars: list[tuple[str, float, np.ndarray, np.ndarray]], rest: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
+    """(templates (T, len(rest)), subclass labels, names) made from the real LAMOST stars not held out
+    (``lamost_stars``), on the rest grid ``rest``: per subclass with at least ``MIN_MEMBERS`` members,
     one per pseudo g-r colour bin (up to ``MAX_COLOUR_BINS``, each of ``MIN_MEMBERS`` or more)."""
     members: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    for label, z, flux, ivar in lamost_stars(shared):
+    for label, z, flux, ivar in stars:
         members.setdefault(label, []).append(_to_rest(flux, ivar, z, rest))
-    if not members:
-        raise SystemExit(f"no LAMOST stars under {shared} ({', '.join(LAMOST_STAR_DIRS)}): pass --shared DIR")
     basis, labels, names = [], [], []
     for label in sorted(members, key=lambda c: ("OBAFGKM".index(c[0]), c[1:])):
         group = members[label]
@@ -206,10 +207,10 @@ def lamost_stars(shared: Path) -> Iterator[tuple[str, float, np.ndarray, np.ndar
                 yield label, float(z), batch.flux[i], batch.ivar[i]
 
 
-def letter_classifier(shared: Path) -> tuple[LetterClassifier, dict]:
-    """The star letter classifier (model/star_letter.py) trained on the LAMOST stars that are not held out,
-    each moved to rest by LAMOST's own Z and with the telluric bands left out, as the fit does."""
-    stars = list(lamost_stars(shared))
+def letter_classifier(stars: list[tuple[str, float, np.ndarray, np.ndarray]]) -> tuple[LetterClassifier, dict]:
+    """The star letter classifier (model/star_letter.py) trained on the LAMOST stars not held out
+    (``lamost_stars``), each moved to rest by LAMOST's own Z and with the telluric bands left out, as the
+    fit does."""
     flux = torch.from_numpy(np.stack([f for _, _, f, _ in stars])).float()
     ivar = torch.from_numpy(np.stack([w for _, _, _, w in stars]) * star_telluric_free()).float()
     shift = torch.tensor([np.log10(1.0 + z) / STEP for _, z, _, _ in stars], dtype=torch.float32)
