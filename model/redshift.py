@@ -353,13 +353,12 @@ class RedshiftFitter:
         # LAMOST's letter boundaries are those of its own spectra: a classifier trained on all of its stars
         # draws them better than the one best template (held-out LAMOST stars: README).
         predicted = self.letters.predict(star_letter_features(f_rest, w_rest > 0))
-        of_letter = torch.where(self.template_letter[None, :] == predicted[:, None], per_template,
-                                torch.tensor(float("inf"), dtype=per_template.dtype, device=self.device))
+        inf = torch.tensor(float("inf"), dtype=torch.float64, device=self.device)
+        of_letter = torch.where(self.template_letter[None, :] == predicted[:, None], per_template, inf)
         choice = torch.cat([per_template.topk(min(STAR_RETYPE_BEST, n_t), dim=1, largest=False).indices,
                             of_letter.argmin(1, keepdim=True)], 1)
         chosen = self._star_chi2_chosen(f_rest, w_rest, at_rest, choice)
         t_fit = choice.gather(1, chosen.argmin(1, keepdim=True)).squeeze(1)
-        inf = torch.tensor(float("inf"), dtype=torch.float64, device=self.device)
         agrees = self.template_letter[choice] == predicted[:, None]
         t_letter = choice.gather(1, torch.where(agrees, chosen, inf).argmin(1, keepdim=True)).squeeze(1)
         # It moves a star to a neighbouring letter only: a spectrum far from every LAMOST star it learnt
