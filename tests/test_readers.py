@@ -553,3 +553,15 @@ def test_damaged_headers_give_a_spectrum_or_a_spectrum_read_error(layout, edits)
 
 
 FUZZ_FILES = {layout: write(layout) for layout in ("dr1", "dr2-8", "v2")}
+
+
+def test_a_damaged_table_row_count_is_a_damaged_file():
+    # Found by the fuzzing above: with these edits NAXIS2 of the COADD table reached the reader unchecked
+    # and escaped as a bare ValueError.
+    data = bytearray(FUZZ_FILES["v2"])
+    for offset, patch in [(3217, b"\x96-5{\xbf\xe2"), (5168, b"\xff\xc1\xa7\x89\xf01\x02"),
+                          (6324, b"\xa2Y\xcf\xdf\xa7\x83'\x0c"), (6050, b"z"),
+                          (3077, b"\xa4\xc9:\x81J\xaf\xe6"), (3045, b"\x0c}\xcb=")]:
+        data[offset : offset + len(patch)] = patch
+    with pytest.raises(SpectrumReadError, match="NAXIS2"):
+        read_spectrum(bytes(data))

@@ -24,7 +24,7 @@ def identify(hdul: FitsFile) -> bool:
 
 def read(hdul: FitsFile, source: str) -> Spectrum:
     coadd = hdul["COADD"]
-    nrows = int(coadd.header.get("NAXIS2", 0))
+    nrows = coadd.int_keyword("NAXIS2")
     if nrows != 1:
         raise SpectrumReadError(f"{source}: the COADD table should hold one spectrum (one row), it has {nrows} rows")
     if "FLUX" not in coadd.columns or "IVAR" not in coadd.columns:

@@ -26,7 +26,7 @@ def identify(hdul: FitsFile) -> bool:
 
 
 def _first_row(table: HDU | None, column: str) -> Any:
-    if table is None or column.upper() not in table.columns or int(table.header.get("NAXIS2", 0)) < 1:
+    if table is None or column.upper() not in table.columns or table.int_keyword("NAXIS2") < 1:
         return None
     value = table.column(column)[0]
     return value.item() if isinstance(value, np.generic) else value
