@@ -155,6 +155,17 @@ def legendre_products(n_terms: int) -> tuple[torch.Tensor, list[tuple[int, int]]
     return poly, pairs, torch.stack([poly[j] * poly[k] for j, k in pairs]).float()
 
 
+@functools.cache
+def pair_index(pairs: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    """(n, n) the position in ``pairs`` of each (j, k) and (k, j): sums[..., pair_index(pairs)] are the
+    symmetric matrices of normal equations summed over the pairs of ``legendre_products``."""
+    n = max(k for _, k in pairs) + 1
+    index = torch.empty(n, n, dtype=torch.long)
+    for i, (j, k) in enumerate(pairs):
+        index[j, k] = index[k, j] = i
+    return index
+
+
 def _solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Solutions of the normal equations a x = b (..., p, p), (..., p), lightly regularised so that
     a template that is zero under the valid pixels gives x = 0 instead of an error.
@@ -320,11 +331,7 @@ class RedshiftFitter:
                            pairs: list[tuple[int, int]] | None = None) -> torch.Tensor:
         """Polynomial coefficients (..., n_poly), float64, from the sums of w T^2 P_j P_k (..., pairs) and
         of w f T P_j (..., n_poly); ``pairs``: the (j, k) of each product (default: the typing fit's)."""
-        n_poly = rhs.shape[-1]
-        a = torch.empty(*rhs.shape, n_poly, dtype=torch.float64, device=self.device)
-        for i, (j, k) in enumerate(pairs or self.star_pairs):
-            a[..., j, k] = a[..., k, j] = gram[..., i].double()
-        return _solve(a, rhs.double())
+        return _solve(gram.double()[..., pair_index(tuple(pairs or self.star_pairs)).to(self.device)], rhs.double())
 
     def _fit_stars(self, flux: np.ndarray, ivar: np.ndarray, rows: np.ndarray, out: RedshiftResult) -> None:
         """Passes that spare each spectrum most templates at most shifts: every template at z = 0, with a

@@ -29,27 +29,27 @@ def star_letter_features(flux: torch.Tensor, good: torch.Tensor) -> torch.Tensor
     """Features (B, N_PIXELS / FEATURE_BIN) float32 of rest-frame spectra (B, N) whose usable pixels are
     ``good`` (B, N) bool: the flux over a continuum fitted by least squares with absorption lines
     clipped away, clipped to [0, 2], 1 where not usable, averaged in bins of ``FEATURE_BIN`` pixels."""
-    from .redshift import legendre_products  # here: redshift.py imports this module
+    from .redshift import legendre_products, pair_index  # here: redshift.py imports this module
 
     poly, pairs, products = legendre_products(CONTINUUM_TERMS)
     p, products = poly.float().to(flux.device), products.to(flux.device)
+    index = pair_index(tuple(pairs)).to(flux.device)
     # 64 rows at a time: the passes' temporaries then stay in the CPU's cache
-    return torch.cat([_features_chunk(flux[i:i + 64].float(), good[i:i + 64], p, products, pairs)
+    return torch.cat([_features_chunk(flux[i:i + 64].float(), good[i:i + 64], p, products, index)
                       for i in range(0, len(flux), 64)])
 
 
 def _features_chunk(f: torch.Tensor, good: torch.Tensor, p: torch.Tensor, products: torch.Tensor,
-                    pairs: list[tuple[int, int]]) -> torch.Tensor:
+                    index: torch.Tensor) -> torch.Tensor:
     m = good.clone()
     continuum = torch.ones_like(f)
     for _ in range(CONTINUUM_PASSES):
         mf = m.float()
-        sums = (mf @ products.T).double()
-        a = torch.empty(len(f), CONTINUUM_TERMS, CONTINUUM_TERMS, dtype=torch.float64, device=f.device)
-        for i, (j, k) in enumerate(pairs):
-            a[:, j, k] = a[:, k, j] = sums[:, i]
-        a = a + 1e-9 * torch.eye(CONTINUUM_TERMS, dtype=a.dtype, device=a.device)
-        coeffs = torch.linalg.lstsq(a, ((mf * f) @ p.T).double().unsqueeze(-1)).solution.squeeze(-1)
+        a = (mf @ products.T).double()[:, index] + 1e-9 * torch.eye(CONTINUUM_TERMS, dtype=torch.float64, device=f.device)
+        b = ((mf * f) @ p.T).double()
+        coeffs, info = torch.linalg.solve_ex(a, b)
+        if bool(info.any()):  # singular to round-off (few good pixels): least squares for those alone
+            coeffs[info != 0] = torch.linalg.lstsq(a[info != 0], b[info != 0].unsqueeze(-1)).solution.squeeze(-1)
         continuum = coeffs.float() @ p
         residual = f - continuum
         sigma = ((residual.square() * mf).sum(1) / mf.sum(1).clamp_min(1.0)).sqrt()
