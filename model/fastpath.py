@@ -81,7 +81,7 @@ class FastPath:
         self.net = fold(model, self.precision, self.group_width).to(self.device)
         self.n_classes = self.net.classifier.out_features if hasattr(self.net, "classifier") else 3
         self._session = None
-        self._model, self._fp32 = model, None  # float32 twin, built only if float16 ever overflows
+        self._model, self._fp32 = model, None  # float32 twin, built only when a reduced precision needs it
         self._run: nn.Module = self.net
         if backend == "compile":
             # Weights frozen as constants: without, inductor's C++ code for this bfloat16 net does not
@@ -103,10 +103,17 @@ class FastPath:
         if self.precision == "fp16":
             overflowed = ~np.isfinite(logits).all(axis=1)
             if overflowed.any():
-                if self._fp32 is None:
-                    self._fp32 = fold(self._model, "fp32", self.group_width).to(self.device)
-                logits[overflowed] = batched_logits(self._fp32, flux[overflowed], self.device, self.max_batch)[:, :logits.shape[1]]
+                logits[overflowed] = self.float32_outputs(flux[overflowed])[:, :logits.shape[1]]
         return logits
+
+    def float32_outputs(self, flux: np.ndarray) -> np.ndarray:
+        """``outputs`` of the float32 twin, whatever this path's precision (built on first use): for the
+        rows a reduced precision overflows or leaves undecided."""
+        if self.precision == "fp32":
+            return self._logits(flux)
+        if self._fp32 is None:
+            self._fp32 = fold(self._model, "fp32", self.group_width).to(self.device)
+        return batched_logits(self._fp32, flux, self.device, self.max_batch)
 
     def _logits(self, flux: np.ndarray) -> np.ndarray:
         if self.backend == "torch":

@@ -1,8 +1,9 @@
 """The fast inference path (model/folding.py, model/fastpath.py): every back-end and precision against the reference network.
 
 Folded fp32 must give the reference's probabilities to 1e-4; onnx and compile the same labels and
-probabilities within 0.01; fp16 the same within 0.01; bf16 within 0.06, labels equal but for near-ties
-(the issue's goal of 0.01 is not met in bf16, bench/RESULTS.md). Fixed sets: a small trained net on its validation spectra, and
+probabilities within 0.01; fp16 the same within 0.01; bf16 within 0.06 (the issue's goal of 0.01 is
+not met in bf16, bench/RESULTS.md); in bf16 and fp16 labels equal everywhere, as the rows they leave
+near a tie are redone in float32. Fixed sets: a small trained net on its validation spectra, and
 the shipped model on mock spectra.
 """
 
@@ -175,6 +176,31 @@ def test_classifier_runs_the_fast_path(tmp_path):
         assert cam.shape == (2, 2600) and np.isfinite(cam).all()
 
 
+def test_reduced_precision_redoes_undecided_rows_in_fp32(tmp_path, monkeypatch):
+    """Rows bf16 leaves within REDO_MARGIN of a tie (under the target or the balanced prior) come back as
+    float32 computes them; the others keep bf16's own outputs."""
+    import lamost_classify.model.inference as inference
+
+    def margin(probs: np.ndarray) -> np.ndarray:
+        top_two = np.sort(probs, axis=1)[:, -2:]
+        return top_two[:, 1] - top_two[:, 0]
+
+    result, *_, val_x, _ = trained_tiny()
+    path = save_weights(result.model, tmp_path / "tiny.safetensors", overrides=TINY)
+    fp32 = Classifier.load(path, device="cpu", precision="fp32").predict_proba_and_balanced(val_x)
+    bf16 = Classifier.load(path, device="cpu", precision="bf16")
+    monkeypatch.setattr(inference, "REDO_MARGIN", 0.0)
+    alone = bf16.predict_proba_and_balanced(val_x)
+    assert all(np.abs(a - f).max() > 1e-3 for a, f in zip(alone, fp32))  # bf16 alone differs
+    monkeypatch.setattr(inference, "REDO_MARGIN", float(np.median(margin(alone[1]))))
+    redone = bf16.predict_proba_and_balanced(val_x)
+    undecided = (margin(alone[0]) < inference.REDO_MARGIN) | (margin(alone[1]) < inference.REDO_MARGIN)
+    assert 0 < undecided.sum() < len(undecided)
+    for r, a, f in zip(redone, alone, fp32):
+        np.testing.assert_allclose(r[undecided], f[undecided], atol=1e-5)
+        np.testing.assert_array_equal(r[~undecided], a[~undecided])
+
+
 @pytest.mark.skipif(not (packaged_weights_dir() / "default.safetensors").exists(), reason="no shipped weights yet")
 def test_shipped_model_keeps_labels_on_mocks():
     """The shipped model on 150 mock spectra (analytic templates without ../shared): every back-end's
@@ -208,8 +234,9 @@ def test_shipped_model_keeps_labels_on_mocks():
         # and ONNX meet theirs on this set.
         tolerance = {("torch", "fp32"): 1e-4, ("torch", "bf16"): 0.06}.get((backend, precision), 0.01)
         assert np.abs(probs - ref).max() < tolerance, (backend, precision)
-        # Labels: equal wherever the reference is not a near-tie that the tolerance itself may flip
-        # (an earlier shipped model flipped one mock of these 150 in bf16, at 0.464 vs 0.473).
-        decided = margin > 2 * tolerance
+        # (An earlier shipped model flipped one mock of these 150 in bf16, at 0.464 vs 0.473.)
+        # Labels: equal wherever the reference is not a near-tie that the tolerance itself may flip; in a
+        # reduced precision everywhere (its undecided rows are redone in float32).
+        decided = margin > 2 * tolerance if precision == "fp32" else np.ones(len(ref), bool)
         assert decided.mean() > 0.95
         assert (probs.argmax(1) == ref.argmax(1))[decided].all(), (backend, precision)
