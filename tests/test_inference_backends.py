@@ -228,10 +228,8 @@ def test_shipped_model_keeps_labels_on_mocks():
     for backend, precision in backends:
         probs = Classifier.load("default", device="cpu", target_prior=None, precision=precision,
                                 backend=backend).predict_proba(flux)
-        # Issue 7's goal for bf16 is 0.01; the shipped model reaches 0.034 here and 0.062 on 3,000
-        # real-template mocks (bench/RESULTS.md), so bf16 is no default and the goal stays open there.
-        # fp32-folded, fp16 (0.0034 here; 0.014 at worst on 3,000, 0.0025 at the 99.9th percentile)
-        # and ONNX meet theirs on this set.
+        # Issue 7's goal for bf16 is 0.01, which bf16 does not reach (bench/RESULTS.md), so bf16 is no
+        # default; fp32-folded, fp16 and ONNX meet theirs on this set.
         tolerance = {("torch", "fp32"): 1e-4, ("torch", "bf16"): 0.06}.get((backend, precision), 0.01)
         assert np.abs(probs - ref).max() < tolerance, (backend, precision)
         # (An earlier shipped model flipped one mock of these 150 in bf16, at 0.464 vs 0.473.)
