@@ -146,24 +146,27 @@ def legendre_basis(n_terms: int = N_POLY, n_pixels: int = N_PIXELS) -> torch.Ten
     return torch.from_numpy(np.stack([np.polynomial.legendre.Legendre.basis(k)(x) for k in range(n_terms)]))
 
 
-@functools.lru_cache(maxsize=8)
-def legendre_products(n_terms: int) -> tuple[torch.Tensor, list[tuple[int, int]], torch.Tensor]:
-    """A polynomial fit's pieces: the Legendre terms (n_terms, N), the (j, k) pairs (j <= k) of its normal
-    equations and their products P_j P_k (pairs, N) float32, with which every spectrum's sums are one matmul."""
-    poly = legendre_basis(n_terms)
-    pairs = [(j, k) for j in range(n_terms) for k in range(j, n_terms)]
-    return poly, pairs, torch.stack([poly[j] * poly[k] for j, k in pairs]).float()
+def upper_pairs(n: int) -> list[tuple[int, int]]:
+    """The (j, k) pairs, j <= k < n, in the order every fit here sums the products of its terms."""
+    return [(j, k) for j in range(n) for k in range(j, n)]
 
 
 @functools.cache
-def pair_index(pairs: tuple[tuple[int, int], ...]) -> torch.Tensor:
-    """(n, n) the position in ``pairs`` of each (j, k) and (k, j): sums[..., pair_index(pairs)] are the
-    symmetric matrices of normal equations summed over the pairs of ``legendre_products``."""
-    n = max(k for _, k in pairs) + 1
+def pair_index(n: int) -> torch.Tensor:
+    """(n, n) the position in ``upper_pairs(n)`` of each (j, k) and (k, j): sums[..., pair_index(n)] are
+    the symmetric matrices of normal equations from their sums over the pairs."""
     index = torch.empty(n, n, dtype=torch.long)
-    for i, (j, k) in enumerate(pairs):
+    for i, (j, k) in enumerate(upper_pairs(n)):
         index[j, k] = index[k, j] = i
     return index
+
+
+@functools.lru_cache(maxsize=8)
+def legendre_products(n_terms: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A polynomial fit's pieces: the Legendre terms (n_terms, N) and their products P_j P_k over
+    ``upper_pairs`` (pairs, N) float32, with which every spectrum's sums are one matmul."""
+    poly = legendre_basis(n_terms)
+    return poly, torch.stack([poly[j] * poly[k] for j, k in upper_pairs(n_terms)]).float()
 
 
 def _solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -243,8 +246,8 @@ class RedshiftFitter:
                                              for s in self.templates["STAR"].subclass], device=self.device)
         self.letter_place = torch.tensor([MK_ORDER.index(c) for c in self.letters.letters], device=self.device)
         self.poly = torch.cat([legendre_basis(scan_poly), arm_join_ramp()]).to(self.device)
-        self.star_poly, self.star_pairs, self.star_pair_products = self._multiplier(star_poly)
-        self.shortlist_poly, self.shortlist_pairs, self.shortlist_pair_products = self._multiplier(STAR_SHORTLIST_POLY)
+        self.star_poly, self.star_pair_products = self._multiplier(star_poly)
+        self.shortlist_poly, self.shortlist_pair_products = self._multiplier(STAR_SHORTLIST_POLY)
         stars = self.templates["STAR"]
         # The star templates at every allowed radial-velocity shift, (S * T, N) float32: one matmul each.
         k0, shifts = stars.k0, np.arange(-STAR_MAX_SHIFT, STAR_MAX_SHIFT + 1)
@@ -255,10 +258,10 @@ class RedshiftFitter:
         self.star_t = sliced.reshape(-1, N_PIXELS).float().to(self.device)
         self._spectra_fft: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _multiplier(self, n_terms: int) -> tuple[torch.Tensor, list[tuple[int, int]], torch.Tensor]:
+    def _multiplier(self, n_terms: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A star template's multiplying polynomial (``legendre_products``) on the fitter's device."""
-        poly, pairs, products = legendre_products(n_terms)
-        return poly.to(self.device), pairs, products.to(self.device)
+        poly, products = legendre_products(n_terms)
+        return poly.to(self.device), products.to(self.device)
 
     # ------------------------------------------------------------------------------------------
     def fit(self, flux: np.ndarray, ivar: np.ndarray, classes: np.ndarray,
@@ -303,12 +306,12 @@ class RedshiftFitter:
 
     def _star_chi2_chunk(self, f: torch.Tensor, w: torch.Tensor, templates: torch.Tensor,
                          squared: torch.Tensor) -> torch.Tensor:
-        n_b, n_r, n_pairs = len(f), len(templates), len(self.shortlist_pairs)
+        n_b, n_r, n_pairs = len(f), len(templates), len(self.shortlist_pair_products)
         w_pp = (w.float().unsqueeze(1) * self.shortlist_pair_products.unsqueeze(0)).reshape(-1, N_PIXELS)
         w_fp = ((w * f).float().unsqueeze(1) * self.shortlist_poly.float().unsqueeze(0)).reshape(-1, N_PIXELS)
         gram = (w_pp @ squared.T).reshape(n_b, n_pairs, n_r).transpose(1, 2)
         rhs = (w_fp @ templates.T).reshape(n_b, -1, n_r).transpose(1, 2)
-        coeffs = self._star_coefficients(gram, rhs, self.shortlist_pairs)
+        coeffs = self._star_coefficients(gram, rhs)
         return (w * f * f).sum(1, keepdim=True) - (rhs.double() * coeffs).sum(-1)
 
     def _star_chi2_chosen(self, f: torch.Tensor, w: torch.Tensor, templates: torch.Tensor,
@@ -327,11 +330,10 @@ class RedshiftFitter:
             out.append((w32 * residual.square()).sum(-1).double())
         return torch.cat(out)
 
-    def _star_coefficients(self, gram: torch.Tensor, rhs: torch.Tensor,
-                           pairs: list[tuple[int, int]] | None = None) -> torch.Tensor:
-        """Polynomial coefficients (..., n_poly), float64, from the sums of w T^2 P_j P_k (..., pairs) and
-        of w f T P_j (..., n_poly); ``pairs``: the (j, k) of each product (default: the typing fit's)."""
-        return _solve(gram.double()[..., pair_index(tuple(pairs or self.star_pairs)).to(self.device)], rhs.double())
+    def _star_coefficients(self, gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        """Polynomial coefficients (..., n_poly), float64, from the sums of w T^2 P_j P_k over
+        ``upper_pairs(n_poly)`` (..., pairs) and of w f T P_j (..., n_poly)."""
+        return _solve(gram.double()[..., pair_index(rhs.shape[-1]).to(self.device)], rhs.double())
 
     def _fit_stars(self, flux: np.ndarray, ivar: np.ndarray, rows: np.ndarray, out: RedshiftResult) -> None:
         """Passes that spare each spectrum most templates at most shifts: every template at z = 0, with a
@@ -457,8 +459,7 @@ class RedshiftFitter:
         key = (name, n_fft)
         if key not in self._spectra_fft:
             e = self.templates[name].basis.to(self.device)
-            k = len(e)
-            products = torch.stack([e[i] * e[j] for i in range(k) for j in range(i, k)])
+            products = torch.stack([e[i] * e[j] for i, j in upper_pairs(len(e))])
             self._spectra_fft[key] = (torch.fft.rfft(e, n_fft), torch.fft.rfft(products, n_fft))
         return self._spectra_fft[key]
 
@@ -484,9 +485,7 @@ class RedshiftFitter:
         ep = torch.stack([correlate(e_fft, signals[:, j]) for j in range(n_poly + 1)], 3)  # (B, K, U, n_poly+1)
         # The polynomial's own sums do not depend on the redshift: eliminate it (Schur complement), so that
         # each redshift solves a K x K system instead of a (K + n_poly) one.
-        pairs = torch.tensor([[min(r, c) * k - min(r, c) * (min(r, c) - 1) // 2 + abs(r - c) for c in range(k)]
-                              for r in range(k)], device=self.device)
-        ee_matrix = ee[:, pairs].permute(0, 3, 1, 2)  # (B, U, K, K)
+        ee_matrix = ee[:, pair_index(k).to(self.device)].permute(0, 3, 1, 2)  # (B, U, K, K)
         cross = ep[..., :n_poly].transpose(1, 2)  # (B, U, K, n_poly): sum w E_k P_j
         rhs_e = ep[..., n_poly].transpose(1, 2)  # (B, U, K): sum w f E_k
         pp = torch.einsum("bn,jn,ln->bjl", w, p, p)

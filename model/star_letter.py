@@ -31,9 +31,9 @@ def star_letter_features(flux: torch.Tensor, good: torch.Tensor) -> torch.Tensor
     clipped away, clipped to [0, 2], 1 where not usable, averaged in bins of ``FEATURE_BIN`` pixels."""
     from .redshift import legendre_products, pair_index  # here: redshift.py imports this module
 
-    poly, pairs, products = legendre_products(CONTINUUM_TERMS)
+    poly, products = legendre_products(CONTINUUM_TERMS)
     p, products = poly.float().to(flux.device), products.to(flux.device)
-    index = pair_index(tuple(pairs)).to(flux.device)
+    index = pair_index(CONTINUUM_TERMS).to(flux.device)
     # 64 rows at a time: the passes' temporaries then stay in the CPU's cache
     return torch.cat([_features_chunk(flux[i:i + 64].float(), good[i:i + 64], p, products, index)
                       for i in range(0, len(flux), 64)])
