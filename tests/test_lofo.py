@@ -97,6 +97,20 @@ def test_more_training_sets_are_the_training_families_only(data, tmp_path):
     assert result["folds"]["a"]["train_n"] == 96 and result["config"]["artefact_fraction"] == 0.3
 
 
+def test_redshift_weight_trains_the_fold_with_a_redshift_head(data, tmp_path):
+    """The shipped recipe trains a redshift head with the class: a fold can too, from the training
+    families' true z, so the head's effect on an unseen family is measured, not guessed."""
+    import torch
+
+    lofo = _script()
+    result = lofo.main(["--data", str(data), "--out", str(tmp_path / "out"), "--leave-out", "a", "--epochs", "1",
+                        "--milestones", "", "--threads", "1", "--batch-size", "16", "--redshift-weight", "1"])
+    assert result["config"]["redshift_weight"] == 1.0
+    state = torch.load(tmp_path / "out" / "fold-a" / "checkpoint.pt", weights_only=False)
+    assert any(k.startswith("redshift.") for k in state["model"])
+    assert "redshift head weight 1.0" in result["what"]
+
+
 def test_sets_in_the_wrong_family_directory_are_refused(data, tmp_path):
     lofo = _script()
     table = pq.read_table(data / "b" / "lofo_train_truth.parquet").to_pydict()

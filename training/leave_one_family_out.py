@@ -73,10 +73,12 @@ class SetLoader:
             raise SystemExit(f"{flux_path} has {len(flux)} spectra but its truth table {len(truth['label'])} rows")
         return flux, truth
 
-    def stack(self, families: list[str], name: str, role: str) -> tuple[np.ndarray, np.ndarray]:
+    def stack(self, families: list[str], name: str, role: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Spectra, labels and true redshifts of set ``name`` of every family in ``families``, in order."""
         parts = [self.load(f, name, role) for f in families]
         return (np.concatenate([np.asarray(x) for x, _ in parts]),
-                np.concatenate([np.asarray(t["label"], np.int64) for _, t in parts]))
+                np.concatenate([np.asarray(t["label"], np.int64) for _, t in parts]),
+                np.concatenate([np.asarray(t["z"], np.float32) for _, t in parts]))
 
 
 def families_in(data: Path, sets: tuple[str, ...] = SETS) -> list[str]:
@@ -177,11 +179,11 @@ def run_fold(loader: SetLoader, left_out: str, families: list[str], config, out_
     others = [f for f in families if f != left_out]
     loader.fold = left_out
     parts = [loader.stack(others, name, "train") for name in train_sets]
-    train_x, train_y = np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+    train_x, train_y, train_z = (np.concatenate([p[i] for p in parts]) for i in range(3))
     del parts
-    val_x, val_y = loader.stack(others, VAL, "calibrate")
+    val_x, val_y, val_z = loader.stack(others, VAL, "calibrate")
     started = time.time()
-    result = fit(train_x, train_y, val_x, val_y, config, out_dir / f"fold-{left_out}")
+    result = fit(train_x, train_y, val_x, val_y, config, out_dir / f"fold-{left_out}", train_z, val_z)
     model = result.model
     val_logits = batched_logits(model, val_x, next(model.parameters()).device, 512)
     temperature = fit_temperature(val_logits, val_y)
@@ -278,6 +280,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--train-sets", nargs="+", default=[TRAIN],
                    help=f"the training families' sets to train on (default {TRAIN}; the shipped recipe's: train train_snr)")
     p.add_argument("--artefacts", type=float, default=0.0, help="TrainConfig.artefact_fraction (train_shipped.py's)")
+    p.add_argument("--redshift-weight", type=float, default=0.0,
+                   help="train a redshift head with the class, as train_shipped.py's (0: no head)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto")
@@ -313,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = TrainConfig(preset=args.preset, epochs=args.epochs, lr=args.lr, per_class=args.per_class,
                          lr_milestones=tuple(int(m) for m in args.milestones.split(",") if m),
                          batch_size=args.batch_size, num_threads=args.threads, device=args.device, progress=False,
-                         artefact_fraction=args.artefacts)
+                         artefact_fraction=args.artefacts, redshift_weight=args.redshift_weight)
     folds = {}
     for left_out in args.leave_out or families:
         if left_out not in families:
@@ -324,7 +328,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {left_out}: " + ", ".join(f"{k} {v['value']:.4f}" for k, v in g.items()), flush=True)
     result = {"title": "Leave one mock family out",
               "what": f"Preset {args.preset} on the sets {', '.join(args.train_sets)}, artefact fraction "
-                      f"{args.artefacts}, {args.epochs} epochs (lr {args.lr}, /10 after {args.milestones}), "
+                      f"{args.artefacts}, redshift head weight {args.redshift_weight}, {args.epochs} epochs (lr {args.lr}, /10 after {args.milestones}), "
                       f"per class per epoch {args.per_class or 'median class size'}; temperature and prior "
                       "strength on the training families' validation sets. Each row: the family left out.",
               "config": {k: v for k, v in config.__dict__.items()}, "folds": folds,
