@@ -414,21 +414,17 @@ class RedshiftFitter:
         pad = STAR_MAX_SHIFT + 2
         f_pad, w_pad = torch.nn.functional.pad(f, (pad, pad)), torch.nn.functional.pad(w, (pad, pad))
         whole = shift.floor().long()
-        frac = (shift - whole).to(f.dtype).unsqueeze(1)
-        flux, weight = torch.zeros_like(f), torch.zeros_like(w)
-        for k in whole.unique().tolist():  # rows moved by the same whole number of pixels: two slices each
-            rows = torch.nonzero(whole == k).squeeze(1)
-            lo = pad + k
-            f0, f1 = f_pad[rows, lo:lo + N_PIXELS], f_pad[rows, lo + 1:lo + 1 + N_PIXELS]
-            w0, w1 = w_pad[rows, lo:lo + N_PIXELS], w_pad[rows, lo + 1:lo + 1 + N_PIXELS]
-            t = frac[rows]
-            both = (w0 > 0) & (w1 > 0)
-            # the interpolated value's variance, as the neighbours' variances weighted alike
-            variance = (1 - t) / w0.clamp_min(1e-30) + t / w1.clamp_min(1e-30)
-            # One neighbour invalid (a masked pixel): the nearer one alone, when it is valid.
-            only0, only1 = (w0 > 0) & ~both & (t < 0.5), (w1 > 0) & ~both & (t >= 0.5)
-            flux[rows] = torch.where(both, f0 + t * (f1 - f0), torch.where(only0, f0, torch.where(only1, f1, 0.0)))
-            weight[rows] = torch.where(both, 1.0 / variance, torch.where(only0, w0, torch.where(only1, w1, 0.0)))
+        t = (shift - whole).to(f.dtype).unsqueeze(1)
+        lower = torch.arange(pad, pad + N_PIXELS, device=f.device) + whole.unsqueeze(1)  # (B, N) pixel below
+        f0, f1 = f_pad.gather(1, lower), f_pad.gather(1, lower + 1)
+        w0, w1 = w_pad.gather(1, lower), w_pad.gather(1, lower + 1)
+        both = (w0 > 0) & (w1 > 0)
+        # the interpolated value's variance, as the neighbours' variances weighted alike
+        variance = (1 - t) / w0.clamp_min(1e-30) + t / w1.clamp_min(1e-30)
+        # One neighbour invalid (a masked pixel): the nearer one alone, when it is valid.
+        only0, only1 = (w0 > 0) & ~both & (t < 0.5), (w1 > 0) & ~both & (t >= 0.5)
+        flux = torch.where(both, f0 + t * (f1 - f0), torch.where(only0, f0, torch.where(only1, f1, 0.0)))
+        weight = torch.where(both, 1.0 / variance, torch.where(only0, w0, torch.where(only1, w1, 0.0)))
         return flux, weight
 
     def _star_shift_curve(self, f: torch.Tensor, w: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
