@@ -15,7 +15,7 @@ In one run, on a simulated release of N spectra:
 memory) and the whole run on it.
 
     python bench/pipeline.py [--n 4000] [--batch-size 1000] [--workers 2] [--model PATH] [--release DIR]
-                             [--scale N] [--skip-stages]
+                             [--scale N] [--skip-stages] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -66,8 +66,9 @@ def warm_up(dask_worker) -> None:
     model.predict_with_redshift(flux, np.ones_like(flux))
 
 
-def stages_alone(client: Client, plan, catalog_dir: Path, workers: int) -> dict[str, tuple[float, float]]:
-    """Per stage: (spectra/s per core, spectra/s on the wall clock of the W workers)."""
+def stages_alone(client: Client, plan, catalog_dir: Path, workers: int, rounds: int) -> dict[str, tuple[float, float]]:
+    """Per stage: (spectra/s per core, spectra/s on the wall clock of the W workers). The network alone and
+    infer, whose ratio is the redshift outputs' cost, run ``rounds`` times in turn and keep their best."""
     from lamost_classify.pipeline import stages
     from lamost_classify.pipeline.catalog import create_arrays
     from lamost_classify.pipeline.graph import infer_task, write_task
@@ -85,16 +86,20 @@ def stages_alone(client: Client, plan, catalog_dir: Path, workers: int) -> dict[
     rates["read"] = (n / read, n / wall * read / (read + prep))
     rates["prepare"] = (n / prep, n / wall * prep / (read + prep))
 
-    t = time.time()
-    network = client.gather(client.map(network_seconds, prepared, pure=False))
-    rates["network alone"] = (n / sum(network), n / (time.time() - t))
+    def best(rate: tuple[float, float], key: str) -> None:
+        rates[key] = max(rates.get(key, (0.0, 0.0)), rate)
 
-    t = time.time()
-    classified = client.map(infer_task, prepared, [False] * len(prepared), pure=False)
-    wait(classified)
-    wall = time.time() - t
-    infer = sum(client.gather(client.map(lambda c: c.seconds["infer"], classified, pure=False)))
-    rates["infer (network + redshift fit)"] = (n / infer, n / wall)
+    for _ in range(rounds):
+        t = time.time()
+        network = client.gather(client.map(network_seconds, prepared, pure=False))
+        best((n / sum(network), n / (time.time() - t)), "network alone")
+
+        t = time.time()
+        classified = client.map(infer_task, prepared, [False] * len(prepared), pure=False)
+        wait(classified)
+        wall = time.time() - t
+        infer = sum(client.gather(client.map(lambda c: c.seconds["infer"], classified, pure=False)))
+        best((n / infer, n / wall), "infer (network + redshift fit)")
 
     create_arrays(catalog_dir, n, plan.batch_size, False, False)
     t = time.time()
@@ -161,6 +166,7 @@ def main() -> None:
     parser.add_argument("--release", type=Path, default=None, help="reuse a simulated release directory")
     parser.add_argument("--scale", type=int, default=0, help="also run on a hard-linked DR5-shaped tree of N files")
     parser.add_argument("--skip-stages", action="store_true", help="only the whole run(s)")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of the network alone and infer, best kept")
     args = parser.parse_args()
 
     from lamost_classify.host import available_cpus
@@ -190,7 +196,7 @@ def main() -> None:
                 Client(cluster) as client:
             client.register_plugin(ModelPlugin(ModelArguments(args.model, device="cpu")), name=PLUGIN_NAME)
             client.run(warm_up)
-            rates = stages_alone(client, plan, tmp / "stages-catalog", workers)
+            rates = stages_alone(client, plan, tmp / "stages-catalog", workers, args.rounds)
         rows = [(stage, per_core, wall) for stage, (per_core, wall) in rates.items()]
 
     run = whole_run([str(root)], tmp / "catalog", args.batch_size, workers, args.model)
