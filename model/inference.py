@@ -120,8 +120,13 @@ class Classifier:
     def predict_with_redshift(self, flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray, RedshiftResult]:
         """``predict_proba_and_balanced`` plus the redshift and subclass (``model/redshift.py``): the published
         class's templates fitted with ``ivar``, the inverse variance of ``flux`` (normalised units), around
-        the network's redshift head's proposal when it has one. One pass of the network."""
+        the network's redshift head's proposal when it has one. One pass of the network.
+
+        Where the balanced prior picks another class (PRIOR_DOMINATED: a faint galaxy published as STAR),
+        that class is fitted too, into ``z_balanced``/``z_err_balanced``: a sample selected on what the
+        spectrum alone says (README) then has its redshifts. Elsewhere they repeat ``z``/``z_err``."""
         flux = self._check(flux)
+        ivar = np.asarray(ivar).reshape(flux.shape)
         raw = self._outputs(flux)
         n = self.fast.n_classes
         probs, balanced = self._probabilities(raw[:, :n])
@@ -129,7 +134,14 @@ class Classifier:
         if self.fitter is None:
             self.fitter = RedshiftFitter(device=self.device)
         classes = np.where(np.isfinite(probs).all(axis=1), probs.argmax(axis=1), -1)
-        return probs, balanced, self.fitter.fit(flux, np.asarray(ivar).reshape(flux.shape), classes, proposal)
+        fit = self.fitter.fit(flux, ivar, classes, proposal)
+        fit.z_balanced, fit.z_err_balanced = fit.z.copy(), fit.z_err.copy()
+        other = np.flatnonzero((classes >= 0) & (balanced.argmax(axis=1) != classes))
+        if len(other):
+            own = None if proposal is None else (np.asarray(proposal[0])[other], np.asarray(proposal[1])[other])
+            alt = self.fitter.fit(flux[other], ivar[other], balanced[other].argmax(axis=1), own)
+            fit.z_balanced[other], fit.z_err_balanced[other] = alt.z, alt.z_err
+        return probs, balanced, fit
 
     def _probabilities(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         calibrated = softmax(logits, self.temperature)

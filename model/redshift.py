@@ -81,6 +81,10 @@ class RedshiftResult:
     small_delta_chi2: np.ndarray  # (B,) bool: galaxy/QSO redshift ambiguous (delta_chi2 < SMALL_DELTA_CHI2)
     at_edge: np.ndarray  # (B,) bool: best redshift at the edge of the class's range
     few_pixels: np.ndarray  # (B,) bool: fewer than MIN_GOOD_PIXELS valid pixels
+    # z and z_err of the class the balanced prior picks (Classifier.predict_with_redshift fits it where it is
+    # not the published class; equal to z, z_err elsewhere); None where nobody fitted it
+    z_balanced: np.ndarray | None = None
+    z_err_balanced: np.ndarray | None = None
 
     @property
     def flags(self) -> np.ndarray:

@@ -40,6 +40,10 @@ COLUMNS: list[tuple[str, pa.DataType, str, str]] = [
     ("subclass", pa.string(), "", "star: MK type of the best-fitting template (G5, K3, A1; WD, CV, C carbon, L); "
      "galaxy: STARFORMING, AGN or PASSIVE from its emission lines; QSO: BAL (broad absorption blueward of "
      "Si IV or C IV) or BROADLINE"),
+    ("z_balanced", pa.float32(), "", "redshift fitted as the class the balanced prior picks (argmax of "
+     "prob_*_balanced): a sample selected on the balanced probabilities has its redshifts here; equals z "
+     "where that class is the published one"),
+    ("z_err_balanced", pa.float32(), "", "1-sigma error of z_balanced"),
     ("flags", pa.int64(), "", "quality bitmask (lamost_classify.pipeline.flags)"),
     ("lamost_class", pa.string(), "", "the file's own CLASS, for comparison"),
     ("lamost_subclass", pa.string(), "", "the file's own SUBCLASS"),

@@ -73,6 +73,8 @@ class Classified:
     z_err: np.ndarray | None = None
     delta_chi2: np.ndarray | None = None
     subclass: list[str | None] | None = None
+    z_balanced: np.ndarray | None = None  # (B,) float32: fitted as the balanced prior's class (= z where it is the same)
+    z_err_balanced: np.ndarray | None = None
     z_flags: np.ndarray | None = None  # (B,) int64, Flag.Z_* bits
     seconds: dict[str, float] = field(default_factory=dict)  # per stage (``STAGES``), for the summary
 
@@ -127,7 +129,8 @@ def classify(records: PreparedRecords, model: ProbabilityModel, with_cam: bool =
         out.cam = np.full((n, grid.N_PIXELS), np.nan, np.float32)
     # A model that fits redshifts (Classifier.predict_with_redshift) does, when the batch carries its ivar.
     if hasattr(model, "predict_with_redshift") and records.ivar is not None:
-        out.z, out.z_err, out.delta_chi2 = (np.full(n, np.nan, np.float32) for _ in range(3))
+        out.z, out.z_err, out.delta_chi2, out.z_balanced, out.z_err_balanced = (
+            np.full(n, np.nan, np.float32) for _ in range(5))
         out.subclass, out.z_flags = [None] * n, np.zeros(n, np.int64)
     step = chunk_step(model)
     usable = records.usable
@@ -144,6 +147,8 @@ def _classify_rows(records: PreparedRecords, rows: np.ndarray, model: Probabilit
     if out.z is not None:
         out.prob[rows], out.prob_balanced[rows], fit = model.predict_with_redshift(flux, records.ivar[rows])
         out.z[rows], out.z_err[rows], out.delta_chi2[rows] = fit.z, fit.z_err, fit.delta_chi2
+        out.z_balanced[rows] = fit.z if fit.z_balanced is None else fit.z_balanced
+        out.z_err_balanced[rows] = fit.z_err if fit.z_err_balanced is None else fit.z_err_balanced
         out.z_flags[rows] = fit.flags
         for row, label in zip(rows, fit.subclass):
             out.subclass[row] = label
@@ -240,7 +245,8 @@ def build_table(records: PreparedRecords, result: Classified, release: str) -> p
     }
     # NaN is "not measured" in the arrays; the catalog says so with a null.
     for key in ("snr_pixel", "prob_star", "prob_galaxy", "prob_qso", "prob_star_balanced", "prob_galaxy_balanced",
-                "prob_qso_balanced", "confidence", "margin", "z", "z_err", "delta_chi2"):
+                "prob_qso_balanced", "confidence", "margin", "z", "z_err", "delta_chi2", "z_balanced",
+                "z_err_balanced"):
         values = np.asarray(columns[key], dtype=np.float32)
         columns[key] = pa.array(values, mask=~np.isfinite(values))
     return catalog.to_table(columns)
@@ -266,12 +272,12 @@ def _arrays(records: PreparedRecords, result: Classified, save_flux: bool) -> di
 
 
 def _redshift_columns(result: Classified, has_class: np.ndarray, n: int) -> dict[str, Any]:
-    """z, z_err, delta_chi2, subclass of the rows with a class (null elsewhere, and when none was fitted)."""
+    """z, z_err, delta_chi2, subclass, z_balanced, z_err_balanced of the rows with a class (null elsewhere,
+    and when none was fitted)."""
+    numbers = ("z", "z_err", "delta_chi2", "z_balanced", "z_err_balanced")
     if result.z is None:
-        return {"z": np.full(n, np.nan), "z_err": np.full(n, np.nan), "delta_chi2": np.full(n, np.nan),
-                "subclass": [None] * n}
-    return {"z": np.where(has_class, result.z, np.nan), "z_err": np.where(has_class, result.z_err, np.nan),
-            "delta_chi2": np.where(has_class, result.delta_chi2, np.nan),
+        return {**{key: np.full(n, np.nan) for key in numbers}, "subclass": [None] * n}
+    return {**{key: np.where(has_class, getattr(result, key), np.nan) for key in numbers},
             "subclass": [s if ok else None for s, ok in zip(result.subclass, has_class)]}
 
 

@@ -107,7 +107,7 @@ def test_schema_describes_the_new_columns_and_fits_export_carries_them(tmp_path)
 
     from lamost_classify.export import write_fits
 
-    for name in ("z", "z_err", "delta_chi2", "subclass"):
+    for name in ("z", "z_err", "delta_chi2", "subclass", "z_balanced", "z_err_balanced"):
         assert SCHEMA.field(name).metadata[b"description"]
     rng = np.random.default_rng(6)
     made = [from_template("GALAXY", 0.3, rng), from_template("STAR", 0.0, rng, index=40)]
@@ -153,3 +153,33 @@ def test_the_shipped_model_fits_redshifts_without_a_head():
     assert probs.shape == (1, 3) and np.isfinite(fit.z[0]) and fit.subclass[0] is not None
     if probs.argmax() == 2:
         assert abs(fit.z[0] - z_true) < 0.01 * (1 + z_true)
+
+
+def test_a_prior_dominated_row_also_gets_the_redshift_of_the_class_its_spectrum_favours(tmp_path):
+    """A galaxy the survey prior publishes as STAR keeps a star's z, and gets its galaxy z in z_balanced:
+    the README's complete samples, selected on prob_*_balanced, need it. Where the balanced prior agrees
+    with the published class, z_balanced repeats z."""
+    torch.manual_seed(0)
+    model = build_model("fast", **TINY).eval()
+    with torch.no_grad():  # the same logits for every spectrum: GALAXY ahead, not by enough for the survey prior
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([0.0, 1.0, -5.0]))
+    path = save_weights(model, tmp_path / "leans-galaxy")
+    rng = np.random.default_rng(3)
+    flux, ivar, z_true = from_template("GALAXY", 0.2, rng, snr=30)
+    flux, ivar = np.clip(flux, 0, 1)[None].astype(np.float32), ivar[None]
+
+    survey = Classifier.load(path, device="cpu", target_prior=(0.985, 0.012, 0.003))
+    probs, balanced, fit = survey.predict_with_redshift(flux, ivar)
+    assert probs.argmax() == 0 and balanced.argmax() == 1  # published STAR, the spectrum alone says GALAXY
+    assert abs(fit.z[0]) < 0.01 and fit.subclass[0] is not None  # a star's fit, as published
+    assert abs(fit.z_balanced[0] - z_true) < 0.003 * (1 + z_true) and fit.z_err_balanced[0] > 0
+
+    flat = Classifier.load(path, device="cpu", target_prior=None)
+    _, _, same = flat.predict_with_redshift(flux, ivar)
+    assert same.z_balanced[0] == same.z[0] and same.z_err_balanced[0] == same.z_err[0]
+
+    records = records_of(flux, ivar)
+    table = stages.build_table(records, stages.classify(records, survey), "test").to_pydict()
+    assert table["class"] == ["STAR"] and table["flags"][0] & int(Flag.PRIOR_DOMINATED)
+    assert abs(table["z_balanced"][0] - z_true) < 0.003 * (1 + z_true) and abs(table["z"][0]) < 0.01

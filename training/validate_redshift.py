@@ -162,19 +162,21 @@ def mock_scores(classifier, fitter, n: int) -> dict:
         true_class = np.array([CLASS_NAMES.index(c) for c in truth["class"]])
         z_true, snr = np.array(truth["z"], np.float64), np.array(truth["snr_g"], np.float64)
         t0 = time.perf_counter()
-        probs, _, fit = classifier.predict_with_redshift(flux, ivar)
+        probs, balanced, fit = classifier.predict_with_redshift(flux, ivar)
         seconds = time.perf_counter() - t0
         as_true = fitter.fit(flux, ivar, true_class)
         stars = true_class == 0
         out[family] = {
             "n": len(flux), "seconds_network_and_fit": seconds,
             "network_class": redshift_accuracy(z_true, fit.z, true_class, probs.argmax(1), snr),
+            # z_balanced: what a sample selected on prob_*_balanced (README) gets
+            "balanced_class": redshift_accuracy(z_true, fit.z_balanced, true_class, balanced.argmax(1), snr),
             "true_class": redshift_accuracy(z_true, as_true.z, true_class, true_class, snr),
             "star_types_true_class": star_type_confusion(list(np.array(truth["subclass"])[stars]),
                                                          [as_true.subclass[i] for i in np.flatnonzero(stars)]),
         }
         print(f"\nmocks, family {family} (n={len(flux)}, network + fit {seconds:.1f} s):")
-        for label in ("network_class", "true_class"):
+        for label in ("network_class", "balanced_class", "true_class"):
             for name, sc in out[family][label]["by_class"].items():
                 print(f"  fitted as {label:13s} {name:6s} n={sc['n']:4d} within={sc['within']:.3f} "
                       f"nmad={sc['nmad']:.5f} catastrophic={sc['catastrophic']:.3f} "

@@ -10,7 +10,7 @@ import click
 
 from ..pipeline.flags import Flag
 
-# The columns a terminal table shows unless --columns says otherwise: all 26 do not fit a screen.
+# The columns a terminal table shows unless --columns says otherwise: all of them do not fit a screen.
 TABLE_COLUMNS = (
     "obsid", "designation", "ra", "dec", "class", "confidence", "prob_star", "prob_galaxy", "prob_qso",
     "flags", "lamost_class",
