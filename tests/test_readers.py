@@ -148,7 +148,8 @@ def test_sdss_spec_file():
     flux = rng.normal(10, 1, 4600).astype(np.float32)
     ivar = np.ones(4600, np.float32)
     and_mask = np.zeros(4600, np.uint32)
-    and_mask[7] = 1 << 31 | 1  # bit 31 (the sign bit of int32) must survive
+    and_mask[7] = 1 << 31 | 1 << 23  # BRIGHTSKY, masked; bit 31 (the sign bit of int32) must survive
+    and_mask[2000:4600] = 1 << 4  # MANYBADCOLUMNS over the red CCD: good flux, kept as SDSS keeps it
     and_mask = and_mask.view(np.int32)
     header = {"PLATEID": 7338, "MJD": 56660, "FIBERID": 43, "PLUG_RA": 150.25, "PLUG_DEC": 2.5, "RUN2D": "v5_7_0"}
     for extname in ("SPECOBJ", "SPALL"):
@@ -158,7 +159,9 @@ def test_sdss_spec_file():
         assert s.layout == "sdss"
         np.testing.assert_allclose(s.wavelength, wavelength, rtol=1e-6)
         np.testing.assert_array_equal(s.flux, flux)
-        assert s.andmask.view(np.uint32)[7] == 1 << 31 | 1
+        assert s.andmask.view(np.uint32)[7] == 1 << 31 | 1 << 23
+        # BRIGHTSKY grown by 2 pixels, as SDSS's own pipeline masks it; nothing else
+        assert np.flatnonzero(s.andmask).tolist() == [5, 6, 7, 8, 9]
         assert (s.meta["lamost_class"], s.meta["lamost_subclass"], s.meta["lamost_z"]) == ("GALAXY", "STARFORMING", 0.1234)
         assert (s.meta["ra"], s.meta["dec"], s.meta["mjd"], s.meta["fiberid"]) == (150.25, 2.5, 56660, 43)
         assert s.meta["designation"] == "SDSS 7338-56660-0043" and s.meta["release"] == "SDSS v5_7_0"

@@ -206,3 +206,18 @@ def test_every_real_file_goes_to_its_instruments_reader():
             telescope = hdul[0].header["TELESCOP"]
         assert s.layout in readers["lamost" if telescope == "LAMOST" else "sdss"], (path, s.meta.get("error"))
     assert len(paths) > 1300
+
+
+REAL_RED_HALF_FLAGGED = SHARED_DATA / "sdss" / "qso" / "spec-0332-52367-0639.fits"
+
+
+@pytest.mark.skipif(not REAL_RED_HALF_FLAGGED.exists(), reason="needs ../shared/data/sdss")
+def test_an_sdss_spectrum_keeps_the_pixels_sdss_itself_fits():
+    """This real QSO's AND mask marks its whole red CCD MANYBADCOLUMNS, over good flux and ivar:
+    masking every nonzero bit dropped H-alpha and half the spectrum, silently. SDSS's own pipeline leaves
+    out only BRIGHTSKY (grown by 2 pixels) there; so does the reader."""
+    s = read_spectrum(REAL_RED_HALF_FLAGGED)
+    red = s.wavelength > 6500
+    assert (s.andmask[red] == 0).mean() > 0.95
+    out = grid.prepare([s])
+    assert out.coverage[0] > 0.9 and not out.flags[0] & Flag.MANY_MASKED

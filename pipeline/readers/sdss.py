@@ -16,6 +16,21 @@ from .fitsfile import HDU, FitsFile
 from .instrument import SDSS, instrument
 
 NAME = "sdss"
+# SDSS pixel-mask bits (SPPIXMASK). SDSS's own redshift pipeline (idlspec2d skymask.pro) fits every pixel
+# with ivar > 0 but those whose AND mask says BRIGHTSKY, grown by 2 pixels: the other bits describe the
+# fibre or the CCD over pixels with good flux (MANYBADCOLUMNS marks the whole red half of some early
+# plates). NOPLUG and NODATA pixels have no object light whatever their ivar says.
+NOPLUG, BRIGHTSKY, NODATA = 1 << 0, 1 << 23, 1 << 24
+BRIGHTSKY_GROW = 2
+
+
+def sdss_pixel_mask(and_mask: np.ndarray) -> np.ndarray:
+    """The AND mask reduced to the pixels SDSS leaves out: BRIGHTSKY grown by ``BRIGHTSKY_GROW`` pixels,
+    NODATA, and NOPLUG (also what ``as_mask`` makes of a value that is not a number); their bits kept,
+    0 elsewhere."""
+    mask = as_mask(and_mask)
+    sky = np.convolve((mask & BRIGHTSKY) != 0, np.ones(2 * BRIGHTSKY_GROW + 1), "same") > 0
+    return np.where(sky, mask | BRIGHTSKY, np.where(mask & (NOPLUG | NODATA), mask, 0)).astype(np.int32)
 
 
 def identify(hdul: FitsFile) -> bool:
@@ -77,7 +92,7 @@ def read(hdul: FitsFile, source: str) -> Spectrum:
         wavelength=10.0 ** loglam.astype(np.float64),
         flux=as_float32(flux),
         ivar=as_float32(coadd.column("IVAR")),
-        andmask=as_mask(andmask),
+        andmask=sdss_pixel_mask(andmask),
         meta=sdss_meta(hdul),
         source=source,
         layout=NAME,

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from ..spectrum import META_KEYS, Spectrum, SpectrumReadError
-from .common import as_float32, as_mask, log_linear_wavelength, to_float, to_int, to_str
+from .common import as_float32, log_linear_wavelength, to_float, to_int, to_str
 from .fitsfile import FitsFile
 from .instrument import SDSS, instrument, sdss_row_names
+from .sdss import sdss_pixel_mask
 
 NAME = "sdss_spspec"
 FLUX, SIGMA, MASK = 0, 2, 3
@@ -89,7 +90,7 @@ def read(hdul: FitsFile, source: str) -> Spectrum:
         wavelength=wavelength,
         flux=as_float32(rows[FLUX]),
         ivar=as_float32(ivar),
-        andmask=as_mask(rows[MASK]),
+        andmask=sdss_pixel_mask(rows[MASK]),
         meta=spspec_meta(header),
         source=source,
         layout=NAME,
