@@ -18,6 +18,8 @@ from pathlib import Path
 
 from lamost_classify.contract import MANIFEST_FILE, PARQUET_DIR
 
+from .schema import SCHEMA
+
 
 class ResumeRefused(Exception):
     """The output directory holds another run (other inputs, model or settings): resuming would mix catalogs."""
@@ -44,6 +46,8 @@ class Manifest:
     created: float = field(default_factory=time.time)
     finished: list[int] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    # The catalog's columns as this version writes them: batches of another version would not stack.
+    columns: list[str] | None = field(default_factory=lambda: list(SCHEMA.names))
     version: int = 2
 
     def save(self, catalog_dir: Path) -> None:
@@ -67,6 +71,7 @@ class Manifest:
                          if n not in data)
         if missing:
             raise ManifestError(f"{path} is incomplete (no {', '.join(missing)}): {fix}")
+        data.setdefault("columns", None)  # written before the columns were recorded
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def check_same_run(self, other: Manifest) -> None:
@@ -83,6 +88,12 @@ class Manifest:
             old, new = self.settings.get(name, "not recorded"), other.settings.get(name, "not recorded")
             if old != new:
                 problems.append(f"--{name.replace('_', '-')} differs ({_show(old)} before, {_show(new)} now)")
+        if self.columns != other.columns:
+            before, now = set(self.columns or ()), set(other.columns or ())
+            problems.append("its batches were written by another version of lamost-classify, with other columns ("
+                            + ("not recorded" if self.columns is None else
+                               f"now added: {', '.join(sorted(now - before)) or 'none'}; "
+                               f"now gone: {', '.join(sorted(before - now)) or 'none'}") + ")")
         if problems:
             raise ResumeRefused(
                 "the output directory holds another run's catalog: " + "; ".join(problems)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from model_fixtures import TINY
 
 from lamost_classify import SURVEY_PRIOR
+from lamost_classify.contract import MANIFEST_FILE
 from lamost_classify.mocks.writers import write_lamost_fits
 from lamost_classify.model.calibration import adjust_to_prior, softmax
 from lamost_classify.model.densenet import build_model
@@ -145,6 +148,24 @@ def test_plan_fingerprint_and_resume_refusal(small_inputs):
     b = make_plan(small_inputs[:-1], 4)
     with pytest.raises(ResumeRefused, match="input set differs"):
         m1.check_same_run(Manifest(b.fingerprint, "model-a", len(b), 4, b.n_batches, "test"))
+
+
+def test_resume_refuses_a_catalog_written_with_other_columns(small_inputs, tmp_path):
+    """Batches of another version's schema would not stack into one catalog: that run is not resumed."""
+    a = make_plan(small_inputs, 4)
+    now = Manifest(a.fingerprint, "model-a", len(a), 4, a.n_batches, "test")
+    older = Manifest(a.fingerprint, "model-a", len(a), 4, a.n_batches, "test",
+                     columns=[c for c in now.columns if c not in ("z_balanced", "z_err_balanced")])
+    with pytest.raises(ResumeRefused, match="now added: z_balanced, z_err_balanced"):
+        older.check_same_run(now)
+    # a manifest from before the columns were recorded
+    now.save(tmp_path)
+    data = json.loads((tmp_path / MANIFEST_FILE).read_text())
+    del data["columns"]
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(data))
+    with pytest.raises(ResumeRefused, match="other columns \\(not recorded\\)"):
+        Manifest.load(tmp_path).check_same_run(now)
+    now.check_same_run(Manifest(a.fingerprint, "model-a", len(a), 4, a.n_batches, "test"))
 
 
 def test_discover_inputs_kinds(small_inputs, tmp_path):
