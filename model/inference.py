@@ -136,10 +136,11 @@ class Classifier:
         classes = np.where(np.isfinite(probs).all(axis=1), probs.argmax(axis=1), -1)
         fit = self.fitter.fit(flux, ivar, classes, proposal)
         fit.z_balanced, fit.z_err_balanced = fit.z.copy(), fit.z_err.copy()
-        other = np.flatnonzero((classes >= 0) & (balanced.argmax(axis=1) != classes))
+        data_class = balanced.argmax(axis=1)
+        other = np.flatnonzero((classes >= 0) & (data_class != classes))
         if len(other):
             own = None if proposal is None else (np.asarray(proposal[0])[other], np.asarray(proposal[1])[other])
-            alt = self.fitter.fit(flux[other], ivar[other], balanced[other].argmax(axis=1), own)
+            alt = self.fitter.fit(flux[other], ivar[other], data_class[other], own)
             fit.z_balanced[other], fit.z_err_balanced[other] = alt.z, alt.z_err
         return probs, balanced, fit
 
