@@ -122,6 +122,8 @@ def test_schema_describes_the_new_columns_and_fits_export_carries_them(tmp_path)
         assert abs(data["z"][0] - made[0][2]) < 1e-3 and data["subclass"][1].strip() == load_star_label(40)
         tcomm = header[f"TCOMM{names.index('z') + 1}"]
         assert "redshift" in tcomm
+        assert "balanced prior" in header[f"TCOMM{names.index('z_balanced') + 1}"]
+        assert data["z_balanced"][0] == data["z"][0]  # the published class is the balanced one here
 
 
 def test_the_fast_path_returns_the_head_with_the_logits_and_the_classifier_uses_it(tmp_path):
