@@ -73,7 +73,7 @@ class Classified:
     z_err: np.ndarray | None = None
     delta_chi2: np.ndarray | None = None
     subclass: list[str | None] | None = None
-    z_balanced: np.ndarray | None = None  # (B,) float32: fitted as the balanced prior's class (= z where it is the same)
+    z_balanced: np.ndarray | None = None  # (B,) float32: fitted as the balanced prior's class (z where the same)
     z_err_balanced: np.ndarray | None = None
     z_flags: np.ndarray | None = None  # (B,) int64, Flag.Z_* bits
     seconds: dict[str, float] = field(default_factory=dict)  # per stage (``STAGES``), for the summary

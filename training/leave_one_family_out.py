@@ -328,7 +328,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {left_out}: " + ", ".join(f"{k} {v['value']:.4f}" for k, v in g.items()), flush=True)
     result = {"title": "Leave one mock family out",
               "what": f"Preset {args.preset} on the sets {', '.join(args.train_sets)}, artefact fraction "
-                      f"{args.artefacts}, redshift head weight {args.redshift_weight}, {args.epochs} epochs (lr {args.lr}, /10 after {args.milestones}), "
+                      f"{args.artefacts}, redshift head weight {args.redshift_weight}, {args.epochs} epochs "
+                      f"(lr {args.lr}, /10 after {args.milestones}), "
                       f"per class per epoch {args.per_class or 'median class size'}; temperature and prior "
                       "strength on the training families' validation sets. Each row: the family left out.",
               "config": {k: v for k, v in config.__dict__.items()}, "folds": folds,
