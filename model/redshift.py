@@ -64,6 +64,7 @@ STAR_SHORTLIST_POLY = 3  # polynomial terms in the first pass over every templat
 STAR_TELLURIC_BANDS = ((6860.0, 6960.0), (7150.0, 7350.0), (7580.0, 7700.0), (8100.0, 8350.0), (8900.0, 9100.0))
 EXCLUDE_KMS = {"GALAXY": 1000.0, "QSO": 3000.0}  # a second solution must lie this far from the best
 SCAN_ROWS = 32  # galaxies or QSOs fitted together (bounds the memory of a batch that is all QSOs)
+STAR_ROWS = 64  # stars fitted together
 OUTLIER_SIGMA = 10.0  # residuals beyond this many sigma count as this many in the galaxy/QSO fit's second pass
 PRIOR_SIGMA_FLOOR = 0.01  # in log(1 + z): the head's proposal narrows the search, never to below this
 
@@ -193,6 +194,20 @@ def _solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return x.squeeze(-1) / scale
 
 
+def fft_length(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n: FFTs of such lengths run about as fast as of powers of two."""
+    best = 1 << (n - 1).bit_length()
+    power5 = 1
+    while power5 < best:
+        power35 = power5
+        while power35 < best:
+            length = power35 << max(0, (n - 1) // power35).bit_length()  # times the smallest 2^a reaching n
+            best = min(best, length)
+            power35 *= 3
+        power5 *= 5
+    return best
+
+
 def _z_err(z: np.ndarray, sigma_pixels: np.ndarray, reduced_chi2: np.ndarray) -> np.ndarray:
     """1-sigma of z from the chi2 curvature (in pixels), scaled up by sqrt(reduced chi2) when the best
     template fits worse than the noise allows (template mismatch, underestimated noise)."""
@@ -249,6 +264,9 @@ class RedshiftFitter:
         self.template_letter = torch.tensor([given.index(_letter(s)) if _letter(s) in given else -1
                                              for s in self.templates["STAR"].subclass], device=self.device)
         self.letter_place = torch.tensor([MK_ORDER.index(c) for c in self.letters.letters], device=self.device)
+        # each star template's letter, the classifier's or not, as an index
+        _, letter = np.unique([_letter(s) for s in self.templates["STAR"].subclass], return_inverse=True)
+        self.template_letter_any = torch.from_numpy(letter).to(self.device)
         self.poly = torch.cat([legendre_basis(scan_poly), arm_join_ramp()]).to(self.device)
         self.star_poly, self.star_pair_products = self._multiplier(star_poly)
         self.shortlist_poly, self.shortlist_pair_products = self._multiplier(STAR_SHORTLIST_POLY)
@@ -260,6 +278,15 @@ class RedshiftFitter:
         sliced = torch.stack([stars.basis[:, k0 - s:k0 - s + N_PIXELS] for s in shifts])  # (S, T, N)
         self.star_shifts = shifts
         self.star_t = sliced.reshape(-1, N_PIXELS).float().to(self.device)
+        # the first pass's sums' factors, (N, T * pairs) and (N, T * terms): template t's P_j P_k T_t^2 and
+        # P_j T_t in the columns t * pairs + pair and t * terms + j
+        at_rest = self.star_t.reshape(len(shifts), -1, N_PIXELS)[STAR_MAX_SHIFT]
+        squares = at_rest.square().unsqueeze(1) * self.shortlist_pair_products.unsqueeze(0)  # (T, pairs, N)
+        products = at_rest.unsqueeze(1) * self.shortlist_poly.float().unsqueeze(0)  # (T, terms, N)
+        self.shortlist_design = (squares.reshape(-1, N_PIXELS).T.contiguous(),
+                                 products.reshape(-1, N_PIXELS).T.contiguous())
+        # each template over the grid and the window's margins, (T, N + 2 STAR_MAX_SHIFT) float32
+        self.star_window = stars.basis[:, k0 - shifts.max():k0 - shifts.min() + N_PIXELS].float().to(self.device)
         self._spectra_fft: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _multiplier(self, n_terms: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -270,69 +297,63 @@ class RedshiftFitter:
     # ------------------------------------------------------------------------------------------
     def fit(self, flux: np.ndarray, ivar: np.ndarray, classes: np.ndarray,
             proposal: tuple[np.ndarray, np.ndarray] | None = None) -> RedshiftResult:
-        flux = np.asarray(flux, dtype=np.float64)
-        ivar = np.where(np.isfinite(ivar) & (np.asarray(ivar) > 0), ivar, 0.0).astype(np.float64)
-        classes = np.asarray(classes)
+        flux, ivar, classes = np.asarray(flux), np.asarray(ivar), np.asarray(classes)
         b = len(flux)
+        n_good = (np.isfinite(ivar) & (ivar > 0)).sum(1)
         out = RedshiftResult(z=np.full(b, np.nan), z_err=np.full(b, np.nan), subclass=[None] * b,
-                             chi2=np.full(b, np.nan), delta_chi2=np.full(b, np.nan), n_good=(ivar > 0).sum(1),
+                             chi2=np.full(b, np.nan), delta_chi2=np.full(b, np.nan), n_good=n_good,
                              small_delta_chi2=np.zeros(b, bool), at_edge=np.zeros(b, bool),
-                             few_pixels=np.zeros(b, bool))
-        out.few_pixels = (out.n_good < MIN_GOOD_PIXELS) & (classes >= 0)
+                             few_pixels=(n_good < MIN_GOOD_PIXELS) & (classes >= 0))
         for label, name in enumerate(CLASS_NAMES):
-            rows = np.flatnonzero((classes == label) & (out.n_good > 0))
+            rows = np.flatnonzero((classes == label) & (n_good > 0))
             if len(rows) == 0:
                 continue
             if name == "STAR":
-                self._fit_stars(flux[rows], ivar[rows], rows, out)
+                # STAR_ROWS at a time, through every pass: each pass's (rows, pixels) arrays then stay in
+                # the CPU's cache, and the sums are in float32 (as the fit takes them) but for chi2's own.
+                for part in (rows[i:i + STAR_ROWS] for i in range(0, len(rows), STAR_ROWS)):
+                    self._fit_stars(flux[part].astype(np.float32), usable_ivar(ivar[part], np.float32), part, out)
             else:
                 # SCAN_ROWS at a time: a QSO's normal equations at every redshift take ~2 MB (~0.5 GB for 32).
                 for part in np.array_split(rows, -(-len(rows) // SCAN_ROWS)):
                     prior = None if proposal is None else (np.asarray(proposal[0])[part], np.asarray(proposal[1])[part])
-                    self._fit_scan(name, flux[part], ivar[part], part, out, prior)
+                    self._fit_scan(name, flux[part].astype(np.float64), usable_ivar(ivar[part], np.float64), part,
+                                   out, prior)
         return out
 
     # ------------------------------------------------------------------------------------------
-    def _star_chi2(self, f: torch.Tensor, w: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
-        """chi2 (B, R) of each spectrum against each of R templates (R, N) times a polynomial of
-        ``STAR_SHORTLIST_POLY`` terms: the first pass, which only shortlists (fewer terms than the fit
-        that types, for half the sums; on the real LAMOST stars 2 of 1,372 letters changed).
+    def _star_chi2(self, f: torch.Tensor, w: torch.Tensor, wff: torch.Tensor) -> torch.Tensor:
+        """chi2 (B, T) of each spectrum against each star template at rest times a polynomial of
+        ``STAR_SHORTLIST_POLY`` terms (``wff``: the rows' ``weighted_square``): the first pass, which only
+        shortlists (fewer terms than the fit that types, for half the sums; on the real LAMOST stars 2 of
+        1,372 letters changed).
 
         Model T(x) * sum_j a_j P_j(x): A_jk = sum w P_j P_k T^2 and b_j = sum w f P_j T are two matmuls
-        of the batch's weighted polynomial products with the templates (squared), then R small solves per
-        spectrum. Each product P_j P_k has its own row: recombining the sums over fewer Legendre polynomials
-        (degree <= 2 (n_poly - 1)) cancelled in float32 at high S/N and gave chi2 < 0 for a template near
-        zero over part of the grid (an M8 was the best fit to A stars).
+        of the batch's weights (times its flux) with every template's (squared) polynomial products
+        (``shortlist_design``), then T small solves per spectrum. Each product P_j P_k has its own column:
+        recombining the sums over fewer Legendre polynomials (degree <= 2 (n_poly - 1)) cancelled in float32
+        at high S/N and gave chi2 < 0 for a template near zero over part of the grid (an M8 was the best
+        fit to A stars).
         """
-        squared = templates.square()
-        return torch.cat([self._star_chi2_chunk(f[i:i + 64], w[i:i + 64], templates, squared)
-                          for i in range(0, len(f), 64)])
-
-    def _star_chi2_chunk(self, f: torch.Tensor, w: torch.Tensor, templates: torch.Tensor,
-                         squared: torch.Tensor) -> torch.Tensor:
-        n_b, n_r, n_pairs = len(f), len(templates), len(self.shortlist_pair_products)
-        w_pp = (w.float().unsqueeze(1) * self.shortlist_pair_products.unsqueeze(0)).reshape(-1, N_PIXELS)
-        w_fp = ((w * f).float().unsqueeze(1) * self.shortlist_poly.float().unsqueeze(0)).reshape(-1, N_PIXELS)
-        gram = (w_pp @ squared.T).reshape(n_b, n_pairs, n_r).transpose(1, 2)
-        rhs = (w_fp @ templates.T).reshape(n_b, -1, n_r).transpose(1, 2)
+        squares, products = self.shortlist_design
+        w32 = w.float()
+        gram = (w32 @ squares).reshape(len(f), -1, len(self.shortlist_pair_products))
+        rhs = ((w32 * f.float()) @ products).reshape(len(f), -1, len(self.shortlist_poly))
         coeffs = self._star_coefficients(gram, rhs)
-        return (w * f * f).sum(1, keepdim=True) - (rhs.double() * coeffs).sum(-1)
+        return wff.unsqueeze(1) - (rhs.double() * coeffs).sum(-1)
 
     def _star_chi2_chosen(self, f: torch.Tensor, w: torch.Tensor, templates: torch.Tensor,
                           choice: torch.Tensor) -> torch.Tensor:
         """chi2 (B, K) of each spectrum against its own K templates (``choice``, (B, K) indices), summed
         from the residuals: at high S/N chi2 is a small difference of large sums (``_star_chi2``), which
         float32 knows to ~1%, enough to shortlist templates but not to choose between close ones."""
-        out = []
         p = self.star_poly.float()
-        for i in range(0, len(f), 64):
-            t = templates[choice[i:i + 64]]  # (b, K, N)
-            w32, f32 = w[i:i + 64].float().unsqueeze(1), f[i:i + 64].float().unsqueeze(1)
-            wt = w32 * t
-            coeffs = self._star_coefficients((wt * t) @ self.star_pair_products.T, (wt * f32) @ p.T)
-            residual = f32 - t * (coeffs.float() @ p)
-            out.append((w32 * residual.square()).sum(-1).double())
-        return torch.cat(out)
+        t = templates[choice]  # (B, K, N)
+        w32, f32 = w.float().unsqueeze(1), f.float().unsqueeze(1)
+        wt = w32 * t
+        coeffs = self._star_coefficients((wt * t) @ self.star_pair_products.T, (wt * f32) @ p.T)
+        residual = f32 - t * (coeffs.float() @ p)
+        return (w32 * residual.square()).sum(-1).double()
 
     def _star_coefficients(self, gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
         """Polynomial coefficients (..., n_poly), float64, from the sums of w T^2 P_j P_k over
@@ -353,16 +374,17 @@ class RedshiftFitter:
         stars = self.templates["STAR"]
         n_s, n_t = len(self.star_shifts), len(stars.subclass)
         at_rest = self.star_t.reshape(n_s, n_t, N_PIXELS)[STAR_MAX_SHIFT]
-        ivar = ivar * star_telluric_free()
+        ivar = ivar * star_telluric_free().astype(ivar.dtype)
         f = torch.from_numpy(flux).to(self.device)
         w = torch.from_numpy(ivar).to(self.device)
-        per_template = self._star_chi2(f, w, at_rest)
+        wff = weighted_square(f, w)
+        per_template = self._star_chi2(f, w, wff)
         t_first = per_template.argmin(1)
-        first_curve = self._star_shift_curve(f, w, t_first)
+        first_curve = self._star_shift_curve(f, w, wff, t_first)
         shift, _, edge = _curve_minimum(first_curve)
         # A velocity at the window's edge is no measurement: that spectrum is typed where it is.
         velocity = torch.where(edge, torch.zeros_like(shift), shift + float(self.star_shifts[0]))
-        f_rest, w_rest = (x.double() for x in self._star_rest_frame(f.float(), w.float(), velocity.float()))
+        f_rest, w_rest = self._star_rest_frame(f.float(), w.float(), velocity.float())
         # LAMOST's letter boundaries are those of its own spectra: a classifier trained on all of its stars
         # draws them better than the one best template (held-out LAMOST stars: README).
         predicted = self.letters.predict(star_letter_features(f_rest, w_rest > 0))
@@ -384,7 +406,7 @@ class RedshiftFitter:
         # The velocity is the best-fitting template's, whichever letter the type takes.
         changed = torch.nonzero(t_fit != t_first).squeeze(1)
         if len(changed):
-            curve[changed] = self._star_shift_curve(f[changed], w[changed], t_fit[changed])
+            curve[changed] = self._star_shift_curve(f[changed], w[changed], wff[changed], t_fit[changed])
         shift, sigma, edge = _curve_minimum(curve)
         shift = shift + float(self.star_shifts[0])
         best_chi2 = curve.min(1).values
@@ -392,8 +414,7 @@ class RedshiftFitter:
         # delta chi2: the best shortlisted template of another letter against the type, in the typing fit
         # (< 0 where the classifier's letter is not the template fit's best); where the whole shortlist
         # shares the type's letter, the first pass's own (another scale).
-        _, letter = np.unique([_letter(s) for s in stars.subclass], return_inverse=True)
-        letter = torch.from_numpy(letter).to(self.device)
+        letter = self.template_letter_any
         other = letter[choice] != letter[t_best][:, None]
         own = torch.where(choice == t_best[:, None], chosen, inf).min(1).values
         delta = torch.where(other, chosen, inf).min(1).values - own
@@ -423,35 +444,34 @@ class RedshiftFitter:
         f0, f1 = f_pad.gather(1, lower), f_pad.gather(1, lower + 1)
         w0, w1 = w_pad.gather(1, lower), w_pad.gather(1, lower + 1)
         both = (w0 > 0) & (w1 > 0)
-        # the interpolated value's variance, as the neighbours' variances weighted alike
-        variance = (1 - t) / w0.clamp_min(1e-30) + t / w1.clamp_min(1e-30)
-        # One neighbour invalid (a masked pixel): the nearer one alone, when it is valid.
-        only0, only1 = (w0 > 0) & ~both & (t < 0.5), (w1 > 0) & ~both & (t >= 0.5)
-        flux = torch.where(both, f0 + t * (f1 - f0), torch.where(only0, f0, torch.where(only1, f1, 0.0)))
-        weight = torch.where(both, 1.0 / variance, torch.where(only0, w0, torch.where(only1, w1, 0.0)))
-        return flux, weight
+        # the inverse of the interpolated value's variance (1 - t) / w0 + t / w1, the neighbours' variances
+        # weighted alike
+        weight = w0 * w1 / ((1 - t) * w1 + t * w0)
+        # One neighbour invalid (a masked pixel): the nearer one alone, when it is valid (weight 0 if not).
+        nearer = t >= 0.5
+        f_near, w_near = torch.where(nearer, f1, f0), torch.where(nearer, w1, w0)
+        flux = torch.where(both, f0 + t * (f1 - f0), torch.where(w_near > 0, f_near, 0.0))
+        return flux, torch.where(both, weight, w_near)
 
-    def _star_shift_curve(self, f: torch.Tensor, w: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
-        """chi2 (B, S) of each spectrum against its own template (index per row) at every allowed shift,
-        the template's polynomial fixed at its fit at z = 0 and only its scale refitted: a star's velocity
-        is a pixel or two, which barely moves the continuum (velocities within 0.015 pixel of a full refit
-        at every shift, for 2.4x less work)."""
-        # 64 rows at a time: the (shifts, rows, pixels) temporaries then stay in the CPU's cache.
-        return torch.cat([self._star_shift_chunk(f[i:i + 64], w[i:i + 64], template[i:i + 64])
-                          for i in range(0, len(f), 64)])
-
-    def _star_shift_chunk(self, f: torch.Tensor, w: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
-        n_s = len(self.star_shifts)
-        shifted = self.star_t.reshape(n_s, -1, N_PIXELS)[:, template]  # (S, B, N)
-        at_rest = shifted[STAR_MAX_SHIFT]
+    def _star_shift_curve(self, f: torch.Tensor, w: torch.Tensor, wff: torch.Tensor,
+                          template: torch.Tensor) -> torch.Tensor:
+        """chi2 (B, S) of each spectrum against its own template (index per row) at every allowed shift
+        (``wff``: the rows' ``weighted_square``), the template's polynomial fixed at its fit at z = 0 and
+        only its scale refitted: a star's velocity is a pixel or two, which barely moves the continuum
+        (velocities within 0.015 pixel of a full refit at every shift, for 2.4x less work)."""
+        window = self.star_window[template]  # (B, N + 2 STAR_MAX_SHIFT): shift +STAR_MAX_SHIFT first
+        at_rest = window[:, STAR_MAX_SHIFT:STAR_MAX_SHIFT + N_PIXELS]
         w32, f32 = w.float(), f.float()
         wt = w32 * at_rest
         coeffs = self._star_coefficients((wt * at_rest) @ self.star_pair_products.T, (wt * f32) @ self.star_poly.float().T)
         continuum = coeffs.float() @ self.star_poly.float()  # (B, N)
-        # chi2(s) = sum w f^2 - (sum w f P T_s)^2 / sum w P^2 T_s^2, the scale of P T_s fitted
-        cross = torch.einsum("bn,sbn->sb", w32 * f32 * continuum, shifted).double()
-        norm = torch.einsum("bn,sbn->sb", w32 * continuum.square(), shifted.square()).double()
-        return ((w * f * f).sum(1).unsqueeze(0) - cross.square() / norm.clamp_min(1e-300)).T
+        # chi2(s) = sum w f^2 - (sum w f P T_s)^2 / sum w P^2 T_s^2, the scale of P T_s fitted, T_s the
+        # window's slice (``star_shifts`` reversed); torch's sums round less than a matmul's
+        a, b, squared = w32 * f32 * continuum, w32 * continuum.square(), window.square()
+        starts = range(len(self.star_shifts) - 1, -1, -1)
+        cross = torch.stack([(a * window[:, i:i + N_PIXELS]).sum(1) for i in starts], 1).double()
+        norm = torch.stack([(b * squared[:, i:i + N_PIXELS]).sum(1) for i in starts], 1).double()
+        return wff.unsqueeze(1) - cross.square() / norm.clamp_min(1e-300)
 
     # ------------------------------------------------------------------------------------------
     def _template_fft(self, name: str, n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -469,20 +489,20 @@ class RedshiftFitter:
         tpl = self.templates[name]
         k, m = tpl.basis.shape
         n_u = tpl.n_shifts
-        n_fft = 1 << int(np.ceil(np.log2(m + N_PIXELS)))
+        n_fft = fft_length(m)
         e_fft, ee_fft = self._template_fft(name, n_fft)
         p = self.poly
         n_poly = len(p)
 
-        def correlate(spectra_fft: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
-            """sum_i signal[b, i] * template[u + i] for every offset u: (B, rows, U)."""
-            s_fft = torch.fft.rfft(signal.flip(-1), n_fft)  # correlation = convolution with the flipped signal
-            full = torch.fft.irfft(spectra_fft.unsqueeze(0) * s_fft.unsqueeze(1), n_fft)
-            return full[..., N_PIXELS - 1:N_PIXELS - 1 + n_u]
-
-        ee = correlate(ee_fft, w)  # (B, pairs, U): sum w E_i E_j
-        signals = torch.cat([w.unsqueeze(1) * p.unsqueeze(0), (w * f).unsqueeze(1)], 1)  # (B, n_poly + 1, N)
-        ep = torch.stack([correlate(e_fft, signals[:, j]) for j in range(n_poly + 1)], 3)  # (B, K, U, n_poly+1)
+        # Every sum at every offset u is a correlation sum_i signal[b, i] * template[u + i], a convolution
+        # with the flipped signal; a circular one as long as the template is exact at these offsets (what
+        # wraps round lands on the offsets past U, which are not read). All signals in one FFT.
+        signals = torch.cat([w.unsqueeze(1), w.unsqueeze(1) * p.unsqueeze(0), (w * f).unsqueeze(1)], 1)
+        s_fft = torch.fft.rfft(signals.flip(-1), n_fft)  # (B, 1 + n_poly + 1, F): w, w P_j, w f
+        window = slice(N_PIXELS - 1, N_PIXELS - 1 + n_u)
+        ee = torch.fft.irfft(ee_fft.unsqueeze(0) * s_fft[:, :1], n_fft)[..., window]  # (B, pairs, U): sum w E_i E_j
+        ep = torch.fft.irfft(e_fft[None, :, None] * s_fft[:, None, 1:], n_fft)[..., window]  # (B, K, n_poly+1, U)
+        ep = ep.transpose(2, 3)  # (B, K, U, n_poly + 1): sum w E_k P_j, then sum w f E_k
         # The polynomial's own sums do not depend on the redshift: eliminate it (Schur complement), so that
         # each redshift solves a K x K system instead of a (K + n_poly) one.
         ee_matrix = ee[:, pair_index(k).to(self.device)].permute(0, 3, 1, 2)  # (B, U, K, K)
@@ -581,6 +601,17 @@ def star_telluric_free() -> np.ndarray:
     for lo, hi in STAR_TELLURIC_BANDS:
         inside |= (wavelength >= lo) & (wavelength <= hi)
     return np.where(inside, 0.0, 1.0)
+
+
+def usable_ivar(ivar: np.ndarray, dtype: type) -> np.ndarray:
+    """``ivar`` as ``dtype`` with every pixel that is not finite and > 0 set to 0 (not usable)."""
+    return np.where(np.isfinite(ivar) & (ivar > 0), ivar, 0.0).astype(dtype, copy=False)
+
+
+def weighted_square(f: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """(B,) sum of w f^2 in float64: a star's chi2 is a small difference from it at high S/N."""
+    f = f.double()
+    return (w.double() * f * f).sum(1)
 
 
 def _letter(subclass: str) -> str:

@@ -43,7 +43,7 @@ def _features_chunk(f: torch.Tensor, good: torch.Tensor, p: torch.Tensor, produc
                     index: torch.Tensor) -> torch.Tensor:
     m = good.clone()
     continuum = torch.ones_like(f)
-    for _ in range(CONTINUUM_PASSES):
+    for done in range(1, CONTINUUM_PASSES + 1):
         mf = m.float()
         a = (mf @ products.T).double()[:, index] + 1e-9 * torch.eye(CONTINUUM_TERMS, dtype=torch.float64, device=f.device)
         b = ((mf * f) @ p.T).double()
@@ -51,6 +51,8 @@ def _features_chunk(f: torch.Tensor, good: torch.Tensor, p: torch.Tensor, produc
         if bool(info.any()):  # singular to round-off (few good pixels): least squares for those alone
             coeffs[info != 0] = torch.linalg.lstsq(a[info != 0], b[info != 0].unsqueeze(-1)).solution.squeeze(-1)
         continuum = coeffs.float() @ p
+        if done == CONTINUUM_PASSES:
+            break
         residual = f - continuum
         sigma = ((residual.square() * mf).sum(1) / mf.sum(1).clamp_min(1.0)).sqrt()
         m = m & (residual > -CLIP_SIGMA * sigma[:, None])

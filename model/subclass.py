@@ -26,31 +26,37 @@ SIDEBAND = (12, 25)  # pixels: continuum from this range on both sides (clear of
 def line_fluxes(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per line: (flux above the local continuum, its S/N, equivalent width in A), (B,) each; NaN where
     the line falls off the grid or on masked pixels."""
-    out = {}
-    b = len(flux)
-    rows = np.arange(b)[:, None]
-    for name, rest in LINES.items():
-        centre = np.round(np.log10(rest * (1.0 + z) / WAVELENGTH[0]) / STEP).astype(int)  # (B,)
-        core = centre[:, None] + np.arange(-LINE_HALF_WIDTH, LINE_HALF_WIDTH + 1)[None, :]
-        side_off = np.arange(SIDEBAND[0], SIDEBAND[1] + 1)
-        side = np.concatenate([centre[:, None] - side_off, centre[:, None] + side_off], 1)
-        inside = (core.min(1) >= 0) & (side.min(1) >= 0) & (core.max(1) < N_PIXELS) & (side.max(1) < N_PIXELS)
-        core_c, side_c = np.clip(core, 0, N_PIXELS - 1), np.clip(side, 0, N_PIXELS - 1)
-        fc, wc = flux[rows, core_c], ivar[rows, core_c]
-        fs, ws = flux[rows, side_c], ivar[rows, side_c]
-        good = inside & (wc > 0).all(1) & ((ws > 0).sum(1) > side.shape[1] // 2)
-        cont = np.full(b, np.nan)
-        if good.any():
-            cont[good] = np.nanmedian(np.where(ws > 0, fs, np.nan)[good], axis=1)
-        line = (fc - cont[:, None]).sum(1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            noise = np.sqrt((1.0 / np.where(wc > 0, wc, np.inf)).sum(1))
-            pixel_a = WAVELENGTH[np.clip(centre, 0, N_PIXELS - 1)] * np.log(10.0) * STEP
-            ew = line * pixel_a / cont / (1.0 + z)  # rest frame
-            snr = line / noise
-        nan = np.full(b, np.nan)
-        out[name] = (np.where(good, line, nan), np.where(good, snr, nan), np.where(good, ew, nan))
-    return out
+    observed = np.array(list(LINES.values()))[None, :] * (1.0 + np.asarray(z))[:, None]  # (B, lines)
+    centre = np.round(np.log10(observed / WAVELENGTH[0]) / STEP).astype(int)
+    core = centre[..., None] + np.arange(-LINE_HALF_WIDTH, LINE_HALF_WIDTH + 1)  # (B, lines, core pixels)
+    side_off = np.arange(SIDEBAND[0], SIDEBAND[1] + 1)
+    side = np.concatenate([centre[..., None] - side_off, centre[..., None] + side_off], -1)  # (B, lines, side)
+    inside = (side.min(-1) >= 0) & (side.max(-1) < N_PIXELS)  # the sidebands lie outside the core
+    rows = np.arange(len(flux))[:, None, None]
+    core_c, side_c = np.clip(core, 0, N_PIXELS - 1), np.clip(side, 0, N_PIXELS - 1)
+    fc, wc = flux[rows, core_c], ivar[rows, core_c]
+    fs, ws = flux[rows, side_c], ivar[rows, side_c]
+    good = inside & (wc > 0).all(-1) & ((ws > 0).sum(-1) > side.shape[-1] // 2)
+    cont = np.where(good, masked_median(fs, ws > 0), np.nan)
+    line = (fc - cont[..., None]).sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        noise = np.sqrt((1.0 / np.where(wc > 0, wc, np.inf)).sum(-1))
+        pixel_a = WAVELENGTH[np.clip(centre, 0, N_PIXELS - 1)] * np.log(10.0) * STEP
+        ew = line * pixel_a / cont / (1.0 + np.asarray(z))[:, None]  # rest frame
+        snr = line / noise
+    measured = [np.where(good, x, np.nan) for x in (line, snr, ew)]
+    return {name: tuple(x[:, j] for x in measured) for j, name in enumerate(LINES)}
+
+
+def masked_median(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(...) the median of the ``valid`` values (..., K) along the last axis, NaN where none is:
+    ``np.nanmedian``'s answer without its overhead per call, which outweighed a few galaxies' fit."""
+    ordered = np.sort(np.where(valid, values, np.inf), axis=-1)
+    count = valid.sum(-1, keepdims=True)
+    lower = np.take_along_axis(ordered, np.maximum(count - 1, 0) // 2, -1)[..., 0]
+    upper = np.take_along_axis(ordered, np.minimum(count // 2, values.shape[-1] - 1), -1)[..., 0]
+    with np.errstate(invalid="ignore"):
+        return np.where(count[..., 0] > 0, (lower + upper) / 2, np.nan)
 
 
 def galaxy_subclass(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> list[str]:

@@ -11,8 +11,9 @@ import torch
 from conftest import requires_shared
 
 from lamost_classify.model.redshift import (
-    STEP, RedshiftFitter, _solve, arm_join_ramp, galaxy_subclass, load_templates, templates_path,
+    STEP, RedshiftFitter, _solve, arm_join_ramp, fft_length, galaxy_subclass, load_templates, templates_path,
 )
+from lamost_classify.model.subclass import masked_median
 from lamost_classify.model.redshift_metrics import mk_letter, redshift_accuracy, star_type_confusion
 from lamost_classify.pipeline.grid import N_PIXELS, WAVELENGTH
 
@@ -153,6 +154,21 @@ def test_galaxy_subclass_reads_emission_lines():
         pixel = int(round(np.log10(rest * (1 + z) / WAVELENGTH[0]) / STEP))
         flux[1, pixel - 1:pixel + 2] += height  # AGN: [O III]/H beta and [N II]/H alpha high
     assert galaxy_subclass(flux, ivar, np.full(3, z)) == ["STARFORMING", "AGN", "PASSIVE"]
+
+
+def test_masked_median_is_numpys_nanmedian():
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(200, 3, 28))
+    valid = rng.random(values.shape) < rng.random((200, 3, 1))  # every share of valid values, none included
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        expected = np.nanmedian(np.where(valid, values, np.nan), axis=-1)
+    np.testing.assert_array_equal(masked_median(values, valid), expected)
+
+
+def test_fft_lengths_are_the_smallest_with_factors_2_3_5():
+    smooth = sorted(2**a * 3**b * 5**c for a in range(16) for b in range(10) for c in range(7))
+    for n in [*range(1, 2000), 4886, 8203]:
+        assert fft_length(n) == next(m for m in smooth if m >= n)
 
 
 def test_redshift_accuracy_counts_misses_and_bins():

@@ -11,7 +11,7 @@ import torch
 from conftest import SHARED_DATA, requires_shared
 from test_redshift_fit import from_template
 
-from lamost_classify.model.redshift import STAR_MAX_SHIFT, STEP, RedshiftFitter, load_templates, templates_path
+from lamost_classify.model.redshift import STAR_MAX_SHIFT, STEP, RedshiftFitter, load_templates, templates_path, weighted_square
 from lamost_classify.model.redshift_metrics import mk_letter, star_type_confusion
 from lamost_classify.pipeline.grid import N_PIXELS
 
@@ -81,7 +81,7 @@ def test_the_chi2_that_decides_a_star_type_is_exact_at_high_snr(fitter):
             out.append(float(np.sum(ivar * (flux - (t * poly).T @ coeffs) ** 2)))
         return out
 
-    shortlist = fitter._star_chi2(f, w, at_rest)[0, picks].numpy()  # float32 sums, fewer terms: a shortlist
+    shortlist = fitter._star_chi2(f, w, weighted_square(f, w))[0, picks].numpy()  # float32 sums, fewer terms: a shortlist
     np.testing.assert_allclose(shortlist, exact(fitter.shortlist_poly.numpy()), rtol=0.02)
     deciding = fitter._star_chi2_chosen(f, w, at_rest, torch.tensor([picks]))[0].numpy()
     np.testing.assert_allclose(deciding, exact(fitter.star_poly.numpy()), rtol=1e-4)  # the tiny ridge, no more
