@@ -1,7 +1,8 @@
 """Pipeline benchmark: does the whole run reach the speed of its stages, and is worker memory flat?
 
 In one run, on a simulated release of N spectra:
-  - each stage alone, on W single-threaded workers (a LocalCluster): read, prepare (resample + normalise),
+  - each stage alone, on W single-threaded workers (a LocalCluster set up as the pipeline's own,
+    ``pipeline.cluster.WORKER_SETTINGS``): read, prepare (resample + normalise),
     the network alone, infer (network + calibration + priors + the redshift fit: what the pipeline runs),
     write; as spectra/s per core (spectra over the worker-seconds the stage took) and on the wall clock;
   - the whole run: ``lamost-classify run`` on a fresh cluster of W workers, model loading included, in a
@@ -31,7 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import dask
 from distributed import Client, LocalCluster, get_worker, wait
+
+from lamost_classify.pipeline.cluster import WORKER_SETTINGS
 
 PLAN_FILES = 4000  # spectra per plan directory in a LAMOST release (16 spectrographs x 250 fibres)
 # The CLI, reporting its own peak memory on the way out.
@@ -113,7 +117,8 @@ def stages_alone(client: Client, plan, catalog_dir: Path, workers: int, rounds: 
 def whole_run(inputs: list[str], output: Path, batch_size: int, workers: int, model: str | None) -> dict:
     """``lamost-classify run`` in a child process against a fresh cluster: its summary, plus the client's
     and the workers' peak memory (MB) and the wall time of the child."""
-    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster, \
+    with dask.config.set(WORKER_SETTINGS), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         command = [sys.executable, "-c", CLIENT, "run", "--output", str(output), "--scheduler",
                    cluster.scheduler_address, "--batch-size", str(batch_size), "--no-progress", "--overwrite",
@@ -192,7 +197,8 @@ def main() -> None:
 
     rows: list[tuple[str, float, float]] = []
     if not args.skip_stages:
-        with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster, \
+        with dask.config.set(WORKER_SETTINGS), \
+                LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster, \
                 Client(cluster) as client:
             client.register_plugin(ModelPlugin(ModelArguments(args.model, device="cpu")), name=PLUGIN_NAME)
             client.run(warm_up)

@@ -5,11 +5,18 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import dask
 from distributed import Client, LocalCluster
 
 from lamost_classify.host import available_cpus
 
 from .arguments import ClusterArguments
+
+
+# Dask's workers sample their own stacks every 10 ms for the dashboard's profile page; a batch run has
+# nobody on that page, and the sampling thread takes the GIL from the one that classifies (bench/RESULTS.md).
+# Batch systems' workers get the same from distributed.yaml.
+WORKER_SETTINGS = {"distributed.worker.profile.enabled": False}
 
 
 def local_cluster_size() -> tuple[int, int]:
@@ -38,8 +45,9 @@ def open_client(cluster: ClusterArguments, log=print) -> Iterator[Client]:
     if _has_cuda():
         resources = {"GPU": 1}  # one GPU per machine: let every local worker share it
     # Scheduler and dashboard on the loopback only: a local cluster has no business on other interfaces.
-    with LocalCluster(n_workers=cluster.workers or workers, threads_per_worker=threads, processes=True,
-                      host="127.0.0.1", dashboard_address="127.0.0.1:0", resources=resources) as lc, \
+    with dask.config.set(WORKER_SETTINGS), \
+            LocalCluster(n_workers=cluster.workers or workers, threads_per_worker=threads, processes=True,
+                         host="127.0.0.1", dashboard_address="127.0.0.1:0", resources=resources) as lc, \
             Client(lc) as client:
         yield client
 

@@ -164,6 +164,15 @@ def test_local_cluster_listens_on_the_loopback_only():
         assert bound and set(bound) == {"127.0.0.1"}, bound
 
 
+def test_local_cluster_workers_do_not_sample_their_stacks():
+    from lamost_classify.pipeline.cluster import open_client
+
+    with open_client(ClusterArguments(workers=1)) as client:
+        enabled = client.run(lambda: dask.config.get("distributed.worker.profile.enabled"))
+    assert list(enabled.values()) == [False]
+    assert dask.config.get("distributed.worker.profile.enabled")  # the caller's own config is left as it was
+
+
 def test_a_cluster_without_workers_stops_with_one_line(release, model, tmp_path, monkeypatch):
     from lamost_classify.pipeline import graph
 
