@@ -67,6 +67,9 @@ SCAN_ROWS = 32  # galaxies or QSOs fitted together (bounds the memory of a batch
 STAR_ROWS = 64  # stars fitted together
 OUTLIER_SIGMA = 10.0  # residuals beyond this many sigma count as this many in the galaxy/QSO fit's second pass
 PRIOR_SIGMA_FLOOR = 0.01  # in log(1 + z): the head's proposal narrows the search, never to below this
+# An ivar above this (normalised flux units: S/N 10^6 in a pixel of unit flux) is a file's nonsense, e.g. one
+# saturated at float32's largest by pipeline/grid.py; weighed, that one pixel decides the fit. Not used.
+IVAR_LIMIT = 1e12
 
 
 @dataclass
@@ -299,7 +302,8 @@ class RedshiftFitter:
             proposal: tuple[np.ndarray, np.ndarray] | None = None) -> RedshiftResult:
         flux, ivar, classes = np.asarray(flux), np.asarray(ivar), np.asarray(classes)
         b = len(flux)
-        n_good = (np.isfinite(ivar) & (ivar > 0)).sum(1)
+        good = usable_pixels(ivar)
+        n_good = good.sum(1)
         out = RedshiftResult(z=np.full(b, np.nan), z_err=np.full(b, np.nan), subclass=[None] * b,
                              chi2=np.full(b, np.nan), delta_chi2=np.full(b, np.nan), n_good=n_good,
                              small_delta_chi2=np.zeros(b, bool), at_edge=np.zeros(b, bool),
@@ -312,13 +316,14 @@ class RedshiftFitter:
                 # STAR_ROWS at a time, through every pass: each pass's (rows, pixels) arrays then stay in
                 # the CPU's cache, and the sums are in float32 (as the fit takes them) but for chi2's own.
                 for part in (rows[i:i + STAR_ROWS] for i in range(0, len(rows), STAR_ROWS)):
-                    self._fit_stars(flux[part].astype(np.float32), usable_ivar(ivar[part], np.float32), part, out)
+                    self._fit_stars(flux[part].astype(np.float32),
+                                    np.where(good[part], ivar[part], 0.0).astype(np.float32), part, out)
             else:
                 # SCAN_ROWS at a time: a QSO's normal equations at every redshift take ~2 MB (~0.5 GB for 32).
                 for part in np.array_split(rows, -(-len(rows) // SCAN_ROWS)):
                     prior = None if proposal is None else (np.asarray(proposal[0])[part], np.asarray(proposal[1])[part])
-                    self._fit_scan(name, flux[part].astype(np.float64), usable_ivar(ivar[part], np.float64), part,
-                                   out, prior)
+                    self._fit_scan(name, flux[part].astype(np.float64),
+                                   np.where(good[part], ivar[part], 0.0).astype(np.float64), part, out, prior)
         return out
 
     # ------------------------------------------------------------------------------------------
@@ -444,9 +449,8 @@ class RedshiftFitter:
         f0, f1 = f_pad.gather(1, lower), f_pad.gather(1, lower + 1)
         w0, w1 = w_pad.gather(1, lower), w_pad.gather(1, lower + 1)
         both = (w0 > 0) & (w1 > 0)
-        # the inverse of the interpolated value's variance (1 - t) / w0 + t / w1, the neighbours' variances
-        # weighted alike
-        weight = w0 * w1 / ((1 - t) * w1 + t * w0)
+        # the interpolated value's variance, as the neighbours' variances weighted alike
+        weight = 1.0 / ((1 - t) / w0.clamp_min(1e-30) + t / w1.clamp_min(1e-30))
         # One neighbour invalid (a masked pixel): the nearer one alone, when it is valid (weight 0 if not).
         nearer = t >= 0.5
         f_near, w_near = torch.where(nearer, f1, f0), torch.where(nearer, w1, w0)
@@ -603,9 +607,10 @@ def star_telluric_free() -> np.ndarray:
     return np.where(inside, 0.0, 1.0)
 
 
-def usable_ivar(ivar: np.ndarray, dtype: type) -> np.ndarray:
-    """``ivar`` as ``dtype`` with every pixel that is not finite and > 0 set to 0 (not usable)."""
-    return np.where(np.isfinite(ivar) & (ivar > 0), ivar, 0.0).astype(dtype, copy=False)
+def usable_pixels(ivar: np.ndarray) -> np.ndarray:
+    """(B, N) bool: the pixels the fit weighs, those whose ivar is finite, > 0 and below ``IVAR_LIMIT``."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(ivar) & (ivar > 0) & (ivar < IVAR_LIMIT)
 
 
 def weighted_square(f: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -117,6 +117,18 @@ def test_star_type_and_radial_velocity_from_the_best_template(fitter):
     assert (result.delta_chi2 > 0).all()
 
 
+def test_pixels_with_an_absurd_ivar_are_left_out_of_the_fit(fitter):
+    rng = np.random.default_rng(8)
+    star, star_ivar, _ = from_template("STAR", 0.0, rng, snr=30, index=load_templates()["STAR"].subclass.index("G5"))
+    galaxy, galaxy_ivar, z_galaxy = from_template("GALAXY", 0.1, rng, snr=30)
+    flux, ivar = np.stack([star, galaxy]), np.stack([star_ivar, galaxy_ivar])
+    clean = fitter.fit(flux, ivar, np.array([STAR, GALAXY]))
+    ivar[:, 500:510] = np.finfo(np.float32).max  # as pipeline/grid.py saturates a file's absurd ivar
+    hit = fitter.fit(flux, ivar, np.array([STAR, GALAXY]))
+    assert hit.subclass == clean.subclass and np.isfinite(hit.chi2).all()
+    assert abs(hit.z[1] - z_galaxy) < 1e-3 and list(hit.n_good) == list(clean.n_good - 10)
+
+
 def test_rows_without_class_or_pixels_are_left_out_and_few_pixels_are_flagged(fitter):
     rng = np.random.default_rng(3)
     flux, ivar, _ = from_template("GALAXY", 0.1, rng)

@@ -64,6 +64,16 @@ def test_a_star_with_every_other_pixel_masked_keeps_its_subtype(fitter):
     assert fitter.fit(flux, ivar, np.zeros(len(made), int)).subclass == wanted
 
 
+def test_moving_to_rest_interpolates_flux_and_variance():
+    f = torch.arange(N_PIXELS, dtype=torch.float32).expand(2, -1).contiguous()
+    w = torch.full((2, N_PIXELS), 4.0)
+    w[1, 101] = 0.0  # a masked pixel: its neighbour at t < 0.5 stands in for it
+    flux, weight = RedshiftFitter._star_rest_frame(f, w, torch.tensor([0.25, 0.25]))
+    assert flux[0, 100].item() == 100.25 and weight[0, 100].item() == 4.0  # 1 / (0.75 / 4 + 0.25 / 4)
+    assert (flux[1, 100].item(), weight[1, 100].item()) == (100.0, 4.0)  # 101 masked: 100, the nearer
+    assert weight[1, 101].item() == 0.0  # 101 itself is nearer to 101 than to 102
+
+
 def test_the_chi2_that_decides_a_star_type_is_exact_at_high_snr(fitter):
     rng = np.random.default_rng(6)
     library = load_templates()["STAR"]
