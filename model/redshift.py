@@ -274,22 +274,21 @@ class RedshiftFitter:
         self.star_poly, self.star_pair_products = self._multiplier(star_poly)
         self.shortlist_poly, self.shortlist_pair_products = self._multiplier(STAR_SHORTLIST_POLY)
         stars = self.templates["STAR"]
-        # The star templates at every allowed radial-velocity shift, (S * T, N) float32: one matmul each.
         k0, shifts = stars.k0, np.arange(-STAR_MAX_SHIFT, STAR_MAX_SHIFT + 1)
         if k0 - shifts.max() < 0 or k0 - shifts.min() + N_PIXELS > stars.basis.shape[1]:
             raise ValueError("the star templates do not cover the radial-velocity window")
-        sliced = torch.stack([stars.basis[:, k0 - s:k0 - s + N_PIXELS] for s in shifts])  # (S, T, N)
         self.star_shifts = shifts
-        self.star_t = sliced.reshape(-1, N_PIXELS).float().to(self.device)
+        # each template over the grid and the velocity window's margins, (T, N + 2 STAR_MAX_SHIFT) float32,
+        # and at rest, (T, N)
+        self.star_window = stars.basis[:, k0 - shifts.max():k0 - shifts.min() + N_PIXELS].float().to(self.device)
+        self.star_at_rest = self.star_window[:, STAR_MAX_SHIFT:STAR_MAX_SHIFT + N_PIXELS].contiguous()
         # the first pass's sums' factors, (N, T * pairs) and (N, T * terms): template t's P_j P_k T_t^2 and
         # P_j T_t in the columns t * pairs + pair and t * terms + j
-        at_rest = self.star_t.reshape(len(shifts), -1, N_PIXELS)[STAR_MAX_SHIFT]
+        at_rest = self.star_at_rest
         squares = at_rest.square().unsqueeze(1) * self.shortlist_pair_products.unsqueeze(0)  # (T, pairs, N)
         products = at_rest.unsqueeze(1) * self.shortlist_poly.float().unsqueeze(0)  # (T, terms, N)
         self.shortlist_design = (squares.reshape(-1, N_PIXELS).T.contiguous(),
                                  products.reshape(-1, N_PIXELS).T.contiguous())
-        # each template over the grid and the window's margins, (T, N + 2 STAR_MAX_SHIFT) float32
-        self.star_window = stars.basis[:, k0 - shifts.max():k0 - shifts.min() + N_PIXELS].float().to(self.device)
         self._spectra_fft: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _multiplier(self, n_terms: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -377,8 +376,8 @@ class RedshiftFitter:
         error and chi2.
         Every pass leaves out the telluric bands (``STAR_TELLURIC_BANDS``)."""
         stars = self.templates["STAR"]
-        n_s, n_t = len(self.star_shifts), len(stars.subclass)
-        at_rest = self.star_t.reshape(n_s, n_t, N_PIXELS)[STAR_MAX_SHIFT]
+        n_t = len(stars.subclass)
+        at_rest = self.star_at_rest
         ivar = ivar * star_telluric_free().astype(ivar.dtype)
         f = torch.from_numpy(flux).to(self.device)
         w = torch.from_numpy(ivar).to(self.device)

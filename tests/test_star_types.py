@@ -11,7 +11,7 @@ import torch
 from conftest import SHARED_DATA, requires_shared
 from test_redshift_fit import from_template
 
-from lamost_classify.model.redshift import STAR_MAX_SHIFT, STEP, RedshiftFitter, load_templates, templates_path, weighted_square
+from lamost_classify.model.redshift import STEP, RedshiftFitter, load_templates, templates_path, weighted_square
 from lamost_classify.model.redshift_metrics import mk_letter, star_type_confusion
 from lamost_classify.pipeline.grid import N_PIXELS
 
@@ -80,7 +80,7 @@ def test_the_chi2_that_decides_a_star_type_is_exact_at_high_snr(fitter):
     flux, ivar, _ = from_template("STAR", 0.0, rng, snr=400, index=library.subclass.index("A1"), tilt=0.2)
     # Templates near zero over the blue (late M) are where float32 round-off once gave chi2 < 0.
     picks = [library.subclass.index(label) for label in ("A1", "F5", "K5", "M6", "M8")]
-    at_rest = fitter.star_t.reshape(2 * STAR_MAX_SHIFT + 1, -1, N_PIXELS)[STAR_MAX_SHIFT]
+    at_rest = fitter.star_at_rest
     f, w = torch.from_numpy(flux[None]), torch.from_numpy(ivar[None])
 
     def exact(poly: np.ndarray) -> list[float]:

@@ -48,7 +48,7 @@ def same_pixel_chi2(fitter, flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
 
     f, w = torch.from_numpy(flux.astype(np.float64)), torch.from_numpy(ivar.astype(np.float64))
     stars = fitter.templates["STAR"]
-    at_rest = fitter.star_t.reshape(len(fitter.star_shifts), len(stars.subclass), -1)[redshift.STAR_MAX_SHIFT]
+    at_rest = fitter.star_at_rest
     star_model = []
     for i in range(0, len(f), 64):  # the best template at z = 0 with the full polynomial
         fi, wi = f[i:i + 64], w[i:i + 64]
