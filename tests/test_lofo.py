@@ -104,8 +104,9 @@ def test_redshift_weight_trains_the_fold_with_a_redshift_head(data, tmp_path):
 
     lofo = _script()
     result = lofo.main(["--data", str(data), "--out", str(tmp_path / "out"), "--leave-out", "a", "--epochs", "1",
-                        "--milestones", "", "--threads", "1", "--batch-size", "16", "--redshift-weight", "1"])
-    assert result["config"]["redshift_weight"] == 1.0
+                        "--milestones", "", "--threads", "1", "--batch-size", "16", "--redshift-weight", "1",
+                        "--seed", "3"])
+    assert result["config"]["redshift_weight"] == 1.0 and result["config"]["seed"] == 3  # a second seed, measured
     state = torch.load(tmp_path / "out" / "fold-a" / "checkpoint.pt", weights_only=False)
     assert any(k.startswith("redshift.") for k in state["model"])
     assert "redshift head weight 1.0" in result["what"]

@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--redshift-weight", type=float, default=0.0,
                    help="train a redshift head with the class, as train_shipped.py's (0: no head)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="TrainConfig.seed: a fold's initial weights and draws")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = TrainConfig(preset=args.preset, epochs=args.epochs, lr=args.lr, per_class=args.per_class,
                          lr_milestones=tuple(int(m) for m in args.milestones.split(",") if m),
                          batch_size=args.batch_size, num_threads=args.threads, device=args.device, progress=False,
-                         artefact_fraction=args.artefacts, redshift_weight=args.redshift_weight)
+                         artefact_fraction=args.artefacts, redshift_weight=args.redshift_weight, seed=args.seed)
     folds = {}
     for left_out in args.leave_out or families:
         if left_out not in families:
@@ -329,7 +330,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"title": "Leave one mock family out",
               "what": f"Preset {args.preset} on the sets {', '.join(args.train_sets)}, artefact fraction "
                       f"{args.artefacts}, redshift head weight {args.redshift_weight}, {args.epochs} epochs "
-                      f"(lr {args.lr}, /10 after {args.milestones}), "
+                      f"(lr {args.lr}, /10 after {args.milestones}), seed {args.seed}, "
                       f"per class per epoch {args.per_class or 'median class size'}; temperature and prior "
                       "strength on the training families' validation sets. Each row: the family left out.",
               "config": {k: v for k, v in config.__dict__.items()}, "folds": folds,
