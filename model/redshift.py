@@ -521,7 +521,7 @@ class RedshiftFitter:
         x_e = _solve(reduced, reduced_rhs)  # (B, U, K)
         x_p = torch.einsum("bjl,bul->buj", pp_inv, rhs_p[:, None, :] - torch.einsum("bukj,buk->buj", cross, x_e))
         coeffs = torch.cat([x_e, x_p], -1)
-        chi2 = ((w * f * f).sum(1) - (rhs_p * (pp_inv @ rhs_p.unsqueeze(-1)).squeeze(-1)).sum(1)).unsqueeze(1) \
+        chi2 = (weighted_square(f, w) - (rhs_p * (pp_inv @ rhs_p.unsqueeze(-1)).squeeze(-1)).sum(1)).unsqueeze(1) \
             - (reduced_rhs * x_e).sum(-1)  # (B, U)
         # Eigenspectrum 0 is the class's mean spectrum: a fit that needs it negative (the others then
         # build some other spectrum) is no galaxy or QSO at that redshift. ``allowed`` is the chi2 of the
@@ -613,7 +613,7 @@ def usable_pixels(ivar: np.ndarray) -> np.ndarray:
 
 
 def weighted_square(f: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """(B,) sum of w f^2 in float64: a star's chi2 is a small difference from it at high S/N."""
+    """(B,) sum of w f^2 in float64: chi2 is a small difference from it at high S/N."""
     f = f.double()
     return (w.double() * f * f).sum(1)
 

@@ -54,7 +54,7 @@ def masked_median(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     ordered = np.sort(np.where(valid, values, np.inf), axis=-1)
     count = valid.sum(-1, keepdims=True)
     lower = np.take_along_axis(ordered, np.maximum(count - 1, 0) // 2, -1)[..., 0]
-    upper = np.take_along_axis(ordered, np.minimum(count // 2, values.shape[-1] - 1), -1)[..., 0]
+    upper = np.take_along_axis(ordered, count // 2, -1)[..., 0]  # count // 2 < K: count <= K
     with np.errstate(invalid="ignore"):
         return np.where(count[..., 0] > 0, (lower + upper) / 2, np.nan)
 
