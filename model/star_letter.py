@@ -41,12 +41,15 @@ def star_letter_features(flux: torch.Tensor, good: torch.Tensor) -> torch.Tensor
 
 def _features_chunk(f: torch.Tensor, good: torch.Tensor, p: torch.Tensor, products: torch.Tensor,
                     index: torch.Tensor) -> torch.Tensor:
+    from .redshift import pixel_sums
+
     m = good.clone()
     continuum = torch.ones_like(f)
     for done in range(1, CONTINUUM_PASSES + 1):
         mf = m.float()
-        a = (mf @ products.T).double()[:, index] + 1e-9 * torch.eye(CONTINUUM_TERMS, dtype=torch.float64, device=f.device)
-        b = ((mf * f) @ p.T).double()
+        a = pixel_sums(mf, products).double()[:, index] + 1e-9 * torch.eye(CONTINUUM_TERMS, dtype=torch.float64,
+                                                                            device=f.device)
+        b = pixel_sums(mf * f, p).double()
         coeffs, info = torch.linalg.solve_ex(a, b)
         if bool(info.any()):  # singular to round-off (few good pixels): least squares for those alone
             coeffs[info != 0] = torch.linalg.lstsq(a[info != 0], b[info != 0].unsqueeze(-1)).solution.squeeze(-1)

@@ -11,7 +11,8 @@ import torch
 from conftest import requires_shared
 
 from lamost_classify.model.redshift import (
-    STEP, RedshiftFitter, _solve, arm_join_ramp, fft_length, galaxy_subclass, load_templates, templates_path,
+    STEP, RedshiftFitter, _solve, arm_join_ramp, fft_length, galaxy_subclass, load_templates, pixel_sums,
+    solve_each, templates_path, upper_pairs,
 )
 from lamost_classify.model.subclass import masked_median
 from lamost_classify.model.redshift_metrics import mk_letter, redshift_accuracy, star_type_confusion
@@ -81,6 +82,30 @@ def test_the_normal_equations_are_solved_whatever_the_scale_of_each_parameter():
     a[:, 2] = a[2, :] = 0.0
     b[2] = 0.0
     assert _solve(a, b)[2] == 0.0
+
+
+def test_solve_each_gives_what_solve_gives_for_every_system_along_the_last_axis():
+    # The scan's K x K systems, one per (spectrum, offset): well-posed ones, one with a parameter whose sums
+    # are all zero (a template outside the window), and one that is not positive definite, which the
+    # written-out Cholesky factorisation cannot take and hands to _solve.
+    rng = np.random.default_rng(4)
+    n, rows, offsets = 4, 3, 50
+    design = rng.normal(size=(rows, offsets, 30, n)) * np.array([1e3, 1.0, 1e-2, 30.0])
+    matrices = torch.from_numpy(np.einsum("bumj,bumk->bujk", design, design))
+    b = torch.from_numpy(rng.normal(size=(rows, offsets, n)))
+    matrices[1, 7, 2, :] = matrices[1, 7, :, 2] = 0.0
+    b[1, 7, 2] = 0.0
+    matrices[2, 9] = torch.diag(torch.tensor([1.0, -1.0, 1.0, 1.0], dtype=torch.float64))
+    pairs = torch.stack([matrices[..., j, k] for j, k in upper_pairs(n)], 1)  # (B, pairs, U)
+    got = solve_each(pairs, b.transpose(1, 2))  # (B, n, U)
+    np.testing.assert_allclose(got.transpose(1, 2).numpy(), _solve(matrices, b).numpy(), rtol=1e-7, atol=1e-12)
+    assert got[1, 2, 7] == 0.0
+
+
+def test_pixel_sums_are_the_matrix_product_either_way_round():
+    rng = np.random.default_rng(6)
+    x, rows = torch.from_numpy(rng.normal(size=(3, 5, 40))), torch.from_numpy(rng.normal(size=(7, 40)))
+    np.testing.assert_allclose(pixel_sums(x, rows).numpy(), (x @ rows.T).numpy(), rtol=1e-12)
 
 
 def test_the_arm_join_ramp_is_a_step_from_the_blue_arm_to_the_red():
