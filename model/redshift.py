@@ -546,8 +546,8 @@ class RedshiftFitter:
         cross, rhs_e = ep[:, :, :n_poly], ep[:, :, n_poly]  # sum w E_k P_j (B, K, n_poly, U); sum w f E_k (B, K, U)
         # The polynomial's own sums do not depend on the redshift: eliminate it (Schur complement), so that
         # each redshift solves a K x K system instead of a (K + n_poly) one. The offsets stay the last,
-        # contiguous axis throughout: every step is then a few passes over (B, U) arrays, where (B, U)
-        # batches of 4 x 4 matmuls and LAPACK calls cost ten times more.
+        # contiguous axis throughout: every step is then a few passes over (B, U) arrays (per-offset 4 x 4
+        # matmuls and LAPACK calls cost more than the FFTs: bench/RESULTS.md).
         pp = torch.einsum("bn,jn,ln->bjl", w, p, p)
         rhs_p = (w * f) @ p.T  # (B, n_poly)
         eye = torch.eye(n_poly, dtype=torch.float64, device=self.device)
@@ -652,7 +652,7 @@ def usable_pixels(ivar: np.ndarray) -> np.ndarray:
 
 def pixel_sums(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """Sums over the pixels of ``x`` (..., N) times each of ``rows`` (c, N): (..., c). Taken as
-    rows @ x^T, the way round in which MKL's products with few columns run 2-4x faster."""
+    rows @ x^T, the way round in which MKL runs products with few columns faster (bench/RESULTS.md)."""
     flat = x.reshape(-1, x.shape[-1])
     return (rows @ flat.T).T.reshape(*x.shape[:-1], len(rows))
 
