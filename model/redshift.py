@@ -68,7 +68,8 @@ STAR_ROWS = 64  # stars fitted together
 OUTLIER_SIGMA = 10.0  # residuals beyond this many sigma count as this many in the galaxy/QSO fit's second pass
 PRIOR_SIGMA_FLOOR = 0.01  # in log(1 + z): the head's proposal narrows the search, never to below this
 # An ivar above this (normalised flux units: S/N 10^6 in a pixel of unit flux) is a file's nonsense, e.g. one
-# saturated at float32's largest by pipeline/grid.py; weighed, that one pixel decides the fit. Not used.
+# saturated at float32's largest by pipeline/grid.py; weighed, that one pixel decides the fit. Such a
+# pixel is left out (``usable_pixels``), as one with ivar <= 0 is.
 IVAR_LIMIT = 1e12
 
 
@@ -340,6 +341,7 @@ class RedshiftFitter:
         b = len(flux)
         good = usable_pixels(ivar)
         n_good = good.sum(1)
+        weight = np.where(good, ivar, 0.0)  # the unusable pixels' ivar as 0
         out = RedshiftResult(z=np.full(b, np.nan), z_err=np.full(b, np.nan), subclass=[None] * b,
                              chi2=np.full(b, np.nan), delta_chi2=np.full(b, np.nan), n_good=n_good,
                              small_delta_chi2=np.zeros(b, bool), at_edge=np.zeros(b, bool),
@@ -352,14 +354,13 @@ class RedshiftFitter:
                 # STAR_ROWS at a time, through every pass: each pass's (rows, pixels) arrays then stay in
                 # the CPU's cache, and the sums are in float32 (as the fit takes them) but for chi2's own.
                 for part in (rows[i:i + STAR_ROWS] for i in range(0, len(rows), STAR_ROWS)):
-                    self._fit_stars(flux[part].astype(np.float32),
-                                    np.where(good[part], ivar[part], 0.0).astype(np.float32), part, out)
+                    self._fit_stars(flux[part].astype(np.float32), weight[part].astype(np.float32), part, out)
             else:
                 # SCAN_ROWS at a time: a QSO's normal equations at every redshift take ~2 MB (~0.5 GB for 32).
                 for part in np.array_split(rows, -(-len(rows) // SCAN_ROWS)):
                     prior = None if proposal is None else (np.asarray(proposal[0])[part], np.asarray(proposal[1])[part])
-                    self._fit_scan(name, flux[part].astype(np.float64),
-                                   np.where(good[part], ivar[part], 0.0).astype(np.float64), part, out, prior)
+                    self._fit_scan(name, flux[part].astype(np.float64), weight[part].astype(np.float64), part, out,
+                                   prior)
         return out
 
     # ------------------------------------------------------------------------------------------
