@@ -31,9 +31,9 @@ def continuum_numbers(flux: np.ndarray, z: np.ndarray) -> np.ndarray:
     for i, (f, zz) in enumerate(zip(flux, z)):
         rest = WAVELENGTH / (1.0 + zz)
 
-        def level(lo: float, hi: float, how=np.mean) -> float:
+        def level(lo: float, hi: float, how=np.mean) -> np.float64:
             k = (rest >= lo) & (rest < hi) & (f != 0)
-            return float(how(f[k])) if k.sum() > 5 else np.nan
+            return np.float64(how(f[k])) if k.sum() > 5 else np.float64(np.nan)  # a zero level divides to inf
 
         with np.errstate(divide="ignore", invalid="ignore"):
             out[i] = (level(4000, 4100) / level(3850, 3950),

@@ -172,7 +172,7 @@ def main() -> None:
         chi2 = same_pixel_chi2(fitter, flux, ivar)
         report(name + ", shipped model", y, *classifier.predict_proba_and_balanced(flux), chi2)
         family = name.split()[1]
-        if args.lofo and name.startswith("mocks ") and family in folds:
+        if name.startswith("mocks ") and family in folds:
             report(name + f", the fold model that left {family} out", y, *fold_probabilities(args.lofo, family, flux), chi2)
     for family in FAMILIES if args.mix_n else ():
         flux, ivar, y = mocks(family, args.mix_n, survey_mix=True)
