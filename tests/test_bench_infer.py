@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import torch
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "infer.py"
+from script_loader import load_script
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_infer", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/infer.py")
 
 
 def test_probe_on_more_mocks_than_it_uses_separates_the_classes():

@@ -3,20 +3,12 @@ the rows the rule could change."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
+from script_loader import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("redshift_class_evidence",
-                                                  REPO / "training" / "redshift_class_evidence.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("training/redshift_class_evidence.py")
 
 
 # rows: called STAR with a likely galaxy that fits better by 30; the same by 20; a less likely galaxy that

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ from lamost_classify.mocks import families
 from lamost_classify.mocks.families import COMMON_TRUTH, FamilyError, check_chunk, generate
 from lamost_classify.mocks.instrument import N_NATIVE
 from lamost_classify.mocks.simulate import MockChunk, simulate
+from script_loader import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,11 +97,7 @@ def test_every_landed_family_keeps_the_interface(family):
 
 
 def _make_training_set():
-    spec = importlib.util.spec_from_file_location("make_training_set", REPO / "training" / "make_training_set.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("training/make_training_set.py")
 
 
 def test_lofo_sets_are_made_by_the_family_and_say_so(tmp_path):

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from lamost_classify.contract import WAVELENGTH
-
-REPO = Path(__file__).resolve().parents[1]
+from script_loader import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("galaxy_continua", REPO / "training" / "galaxy_continua.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("training/galaxy_continua.py")
 
 
 def test_a_flat_f_nu_gives_c_2_and_a_step_at_4000_a_gives_its_ratio_at_any_redshift():

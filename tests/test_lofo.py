@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,18 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from script_loader import load_script
 
 
 def _script():
-    import sys
-
-    spec = importlib.util.spec_from_file_location("leave_one_family_out", REPO / "training" / "leave_one_family_out.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass resolves annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_script("training/leave_one_family_out.py")
 
 
 def _write_family(root: Path, family: str, seed: int, n: int = 24) -> None:
