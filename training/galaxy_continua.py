@@ -14,13 +14,17 @@ used to make them).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from lamost_classify.contract import WAVELENGTH
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from validate_redshift import SHARED, prepared  # noqa: E402
+
+from lamost_classify.contract import WAVELENGTH  # noqa: E402
+
 PERCENTILES = (5, 25, 50, 75, 95)
 
 
@@ -70,11 +74,8 @@ def main() -> None:
     if not files:
         print(f"no real galaxies in {SHARED / 'sdss' / 'galaxy'}")
         return
-    from lamost_classify.pipeline import grid
-    from lamost_classify.pipeline.readers import read_batch
-
-    spectra = read_batch(files)
-    numbers = continuum_numbers(grid.prepare(spectra).flux, np.array([s.meta.get("lamost_z") for s in spectra], float))
+    spectra, batch = prepared(files)
+    numbers = continuum_numbers(batch.flux, np.array([s.meta.get("lamost_z") for s in spectra], float))
     for s, (d4000, colour) in zip(spectra, numbers):
         print(f"real SDSS {str(s.meta.get('lamost_subclass') or '-'):12s} z {s.meta.get('lamost_z'):.3f}  "
               f"D4000n {d4000:.2f}  C {colour:.2f}")

@@ -33,9 +33,14 @@ from validate_redshift import SHARED, STAR_DIRS, prepared, sdss_truth  # noqa: E
 from lamost_classify import CLASS_NAMES  # noqa: E402
 
 
+def could_change(p: np.ndarray, pb: np.ndarray, threshold: float) -> np.ndarray:
+    """(B,) the rows the rule may move: called STAR, with a balanced GALAXY or QSO probability > threshold."""
+    return (p.argmax(1) == 0) & (pb[:, 1:].max(1) > threshold)
+
+
 def combined(p: np.ndarray, pb: np.ndarray, chi2: np.ndarray, threshold: float) -> np.ndarray:
     pred = p.argmax(1).copy()
-    candidate = (pred == 0) & (pb[:, 1:].max(1) > threshold)
+    candidate = could_change(p, pb, threshold)
     alt = 1 + chi2[:, 1:].argmin(1)
     better = chi2[np.arange(len(chi2)), alt] < chi2[:, 0] - 25.0
     pred[candidate & better] = alt[candidate & better]
@@ -128,22 +133,20 @@ def report_at_mix(name: str, fitter, flux: np.ndarray, ivar: np.ndarray, y: np.n
                   pb: np.ndarray) -> None:
     """The rule on a survey-mix set: only the rows it could change are fitted (the rest keep the network's
     class whatever their chi2), then recall, stars lost and F1 per threshold."""
-    pred = p.argmax(1)
-    candidate = np.flatnonzero((pred == 0) & (pb[:, 1:].max(1) > min(MIX_THRESHOLDS)))
+    from lamost_classify.model.evaluate import confusion_matrix, scores_from_confusion
+
+    candidate = np.flatnonzero(could_change(p, pb, min(MIX_THRESHOLDS)))
     chi2 = np.full((len(y), 3), np.inf)
     if len(candidate):
         chi2[candidate] = same_pixel_chi2(fitter, flux[candidate], ivar[candidate])
-
-    def f1(q: np.ndarray, c: int) -> float:
-        tp, fp, fn = np.sum((q == c) & (y == c)), np.sum((q == c) & (y != c)), np.sum((q != c) & (y == c))
-        return 2 * tp / max(2 * tp + fp + fn, 1)
-
     print(f"\n{name} (n={len(y)}: " + ", ".join(f"{(y == c).sum()} {CLASS_NAMES[c]}" for c in range(3))
           + f"; {len(candidate)} rows the rule could change)")
-    for rule, q in {"network": pred, **{f"combined t={t}": combined(p, pb, chi2, t) for t in MIX_THRESHOLDS}}.items():
-        recall = " ".join(f"{CLASS_NAMES[c]} {np.mean(q[y == c] == c):.4f}" for c in range(3) if (y == c).any())
+    rules = {"network": p.argmax(1), **{f"combined t={t}": combined(p, pb, chi2, t) for t in MIX_THRESHOLDS}}
+    for rule, q in rules.items():
+        scores = scores_from_confusion(confusion_matrix(y, q))  # the set is at the mix: plain F1 is F1 there
+        recall = " ".join(f"{c} {scores[c]['recall']:.4f}" for i, c in enumerate(CLASS_NAMES) if (y == i).any())
         print(f"  {rule:16s} recall {recall}  stars lost {int(((y == 0) & (q != 0)).sum())}  "
-              f"F1 GALAXY {f1(q, 1):.3f} QSO {f1(q, 2):.3f}", flush=True)
+              f"F1 GALAXY {scores['GALAXY']['f1']:.3f} QSO {scores['QSO']['f1']:.3f}", flush=True)
 
 
 def main() -> None:
