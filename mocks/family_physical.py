@@ -61,7 +61,8 @@ def block(seed: int, index: int, class_mix: Sequence[float], snr_distribution: s
         "class": objclass.astype(str), "subclass": subclass.astype(str), "template": template.astype(str),
         "z": z.astype(np.float64), "snr_g": obs["snr_g"], "snr_r": obs["snr_r"],
         "snr_requested": snr_g.astype(np.float32), "resolution": obs["resolution"],
-        "arm_mismatch": obs["arm_mismatch"], "family": np.full(BLOCK, FAMILY),
+        "arm_mismatch": obs["arm_mismatch"],
+        "calibration_tilt": obs["calibration_tilt"], "family": np.full(BLOCK, FAMILY),
     }
     return MockChunk(obs["flux"], obs["ivar"], obs["andmask"], truth)
 

@@ -163,4 +163,5 @@ def observe(rng: np.random.Generator, source: np.ndarray, snr_g: np.ndarray) -> 
     return {"flux": out.astype(np.float32), "ivar": ivar.astype(np.float32), "andmask": andmask,
             "snr_g": np.nanmedian(snr[:, G_WINDOW], axis=1).astype(np.float32),
             "snr_r": np.nanmedian(snr[:, R_WINDOW], axis=1).astype(np.float32),
-            "resolution": r5500.astype(np.float32), "arm_mismatch": arm.astype(np.float32)}
+            "resolution": r5500.astype(np.float32), "arm_mismatch": arm.astype(np.float32),
+            "calibration_tilt": tilt[:, 0].astype(np.float32)}
