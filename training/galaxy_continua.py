@@ -5,10 +5,12 @@
 D4000n (Balogh et al. 1999): mean flux 4000-4100 A over 3850-3950 A, rest frame; the 4000 A break, ~1.1-1.3
 for star-forming and ~1.8-2.2 for old populations in SDSS (Kauffmann et al. 2003). C: median flux
 4200-4400 A over 6000-6200 A, rest frame (F_lambda); a flat F_nu (g - r ~ 0, bluer than nearly every real
-galaxy) gives C = 2.0, and A0 stars ~3. Per family: the percentiles of its ``lofo_test`` galaxies with
-S/N > 10 and z < 0.4 (6200 A must stay on the grid), PASSIVE apart; its stars for comparison. Then the same
-two numbers for the real SDSS galaxies in ../shared (validation only: reported beside the mocks, never
-used to make them).
+galaxy) gives C = 2.0, and A0 stars ~3. g - r: the rest-frame AB colour through top-hat bands (g 3900-5500 A,
+r 5450-6950 A; to z 0.3 on the LAMOST grid), for comparison with SDSS's red (~0.75) and blue (~0.2-0.65)
+sequences (Strateva et al. 2001, Baldry et al. 2004). Per family: the percentiles of its ``lofo_test``
+galaxies with S/N > 10 and z < 0.4 (6200 A must stay on the grid), PASSIVE apart; its stars for comparison.
+Then the same numbers for the real SDSS galaxies in ../shared (validation only: reported beside the
+mocks, never used to make them).
 """
 
 from __future__ import annotations
@@ -28,20 +30,25 @@ from lamost_classify.contract import WAVELENGTH  # noqa: E402
 PERCENTILES = (5, 25, 50, 75, 95)
 
 
-def continuum_numbers(flux: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """(B, 2): D4000n and C of each prepared spectrum at its redshift (NaN where a window has <= 5 usable
-    pixels; masked pixels are 0 in a prepared spectrum)."""
-    out = np.full((len(flux), 2), np.nan)
+def continuum_numbers(flux: np.ndarray, z: np.ndarray, wavelength: np.ndarray = WAVELENGTH) -> np.ndarray:
+    """(B, 3): D4000n, C and g - r of each spectrum (F_lambda on the log-uniform ``wavelength`` grid; the
+    pipeline's by default) at its redshift; NaN where a window has <= 5 usable pixels or leaves the grid
+    (masked pixels are 0 in a prepared spectrum)."""
+    out = np.full((len(flux), 3), np.nan)
     for i, (f, zz) in enumerate(zip(flux, z)):
-        rest = WAVELENGTH / (1.0 + zz)
+        rest = wavelength / (1.0 + zz)
 
-        def level(lo: float, hi: float, how=np.mean) -> np.float64:
+        def level(lo: float, hi: float, how=np.mean, of=f) -> np.float64:
             k = (rest >= lo) & (rest < hi) & (f != 0)
-            return np.float64(how(f[k])) if k.sum() > 5 else np.float64(np.nan)  # a zero level divides to inf
+            inside = rest[0] <= lo and rest[-1] >= hi
+            return np.float64(how(of[k])) if k.sum() > 5 and inside else np.float64(np.nan)  # a zero level divides to inf
 
+        # AB band flux on a log-uniform grid: the mean of F_lambda lambda^2 over the band's pixels
+        f_nu = f * rest**2
         with np.errstate(divide="ignore", invalid="ignore"):
             out[i] = (level(4000, 4100) / level(3850, 3950),
-                      level(4200, 4400, np.median) / level(6000, 6200, np.median))
+                      level(4200, 4400, np.median) / level(6000, 6200, np.median),
+                      -2.5 * np.log10(level(3900, 5500, of=f_nu) / level(5450, 6950, of=f_nu)))
     return out
 
 
@@ -69,16 +76,17 @@ def main() -> None:
         for name, rows in groups.items():
             rows = np.flatnonzero(rows & (snr > 10) & (z < 0.4))
             numbers = continuum_numbers(np.asarray(flux[rows]), z[rows])
-            print(f"{family:9s} {name:17s} D4000n {percentiles(numbers[:, 0])}   C {percentiles(numbers[:, 1])}")
+            print(f"{family:9s} {name:17s} D4000n {percentiles(numbers[:, 0])}   C {percentiles(numbers[:, 1])}   "
+                  f"g-r {percentiles(numbers[:, 2])}")
     files = sorted(str(p) for p in (SHARED / "sdss" / "galaxy").glob("spec-*"))
     if not files:
         print(f"no real galaxies in {SHARED / 'sdss' / 'galaxy'}")
         return
     spectra, batch = prepared(files)
     numbers = continuum_numbers(batch.flux, np.array([s.meta.get("lamost_z") for s in spectra], float))
-    for s, (d4000, colour) in zip(spectra, numbers):
+    for s, (d4000, colour, g_r) in zip(spectra, numbers):
         print(f"real SDSS {str(s.meta.get('lamost_subclass') or '-'):12s} z {s.meta.get('lamost_z'):.3f}  "
-              f"D4000n {d4000:.2f}  C {colour:.2f}")
+              f"D4000n {d4000:.2f}  C {colour:.2f}  g-r {g_r:.2f}")
 
 
 if __name__ == "__main__":

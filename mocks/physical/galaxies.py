@@ -20,6 +20,12 @@ OLD_LINES = np.array([
     (5336.0, 2.4, 60), (5407.0, 1.5, 60), (5891.58, 1.7, 30), (5897.56, 1.5, 30), (6564.61, 1.5, 30),
     (8500.36, 1.0, 30), (8544.44, 2.6, 30), (8664.52, 2.2, 30),
 ])
+#: the young population's share of the light at 5500 A, per kind, and its colour temperature (K): set so
+#: that star-forming galaxies have the rest-frame colours of SDSS's blue sequence (g - r ~0.2-0.8; Strateva
+#: et al. 2001, Baldry et al. 2004), which hotter, larger young shares overshot (docs/families.md)
+YOUNG_FRACTION = {"PASSIVE": (0.0, 0.05), "POSTSTARBURST": (0.3, 0.6), "STARFORMING": (0.2, 0.7), "MIXED": (0.2, 0.5),
+                  "SEYFERT": (0.1, 0.5), "LINER": (0.0, 0.2)}
+YOUNG_TEFF = (9000.0, 16000.0)
 HA, HB = 6564.61, 4862.68
 #: emission lines (vacuum A)
 OII_A, OII_B, NEV, NEIII, OIII_A, OIII_B = 3727.09, 3729.88, 3426.85, 3869.86, 4960.30, 5008.24
@@ -111,11 +117,9 @@ def draw_and_render(rng: np.random.Generator, n: int, z_max: float = 0.5) -> tup
     kind = kinds[rng.choice(len(kinds), n, p=p / p.sum())]
     z = np.where(rng.uniform(0, 1, n) < 0.1, rng.uniform(0.2, z_max, n), rng.gamma(2.2, 0.045, n))
     z = np.clip(z, 0.002, z_max)
-    young_f = {"PASSIVE": (0.0, 0.05), "POSTSTARBURST": (0.3, 0.6), "STARFORMING": (0.3, 0.9), "MIXED": (0.2, 0.5),
-               "SEYFERT": (0.1, 0.5), "LINER": (0.0, 0.2)}
-    f = rng.uniform(np.array([young_f[k][0] for k in kind]), np.array([young_f[k][1] for k in kind]))
+    f = rng.uniform(np.array([YOUNG_FRACTION[k][0] for k in kind]), np.array([YOUNG_FRACTION[k][1] for k in kind]))
     psb = kind == "POSTSTARBURST"
-    young_teff = np.where(psb, rng.uniform(8500, 11000, n), rng.uniform(12000, 25000, n))
+    young_teff = np.where(psb, rng.uniform(8500, 11000, n), rng.uniform(*YOUNG_TEFF, n))
     young_ew = np.where(psb, rng.uniform(8, 12, n), rng.uniform(3, 6, n))
     passive_like = np.isin(kind, ["PASSIVE", "POSTSTARBURST", "LINER"])
     sigma_v = np.where(passive_like, rng.uniform(100, 350, n), rng.uniform(50, 150, n))
