@@ -46,7 +46,7 @@ def test_a_redder_spectrum_has_a_larger_g_r():
 
 def test_the_physical_familys_star_forming_galaxies_have_the_blue_sequences_colours():
     """mocks/physical/galaxies.py sets its young population so that star-forming galaxies have SDSS's
-    blue-sequence colours (rest g - r ~0.2-0.8): fails if they come out as blue as an A star again."""
+    blue-sequence colours (rest g - r ~0.2-0.65): fails if they come out as blue as an A star again."""
     from lamost_classify.mocks.physical import galaxies
     from lamost_classify.mocks.physical.common import WORK_WAVE
 

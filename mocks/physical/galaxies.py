@@ -21,7 +21,7 @@ OLD_LINES = np.array([
     (8500.36, 1.0, 30), (8544.44, 2.6, 30), (8664.52, 2.2, 30),
 ])
 #: the young population's share of the light at 5500 A, per kind, and its colour temperature (K): set so
-#: that star-forming galaxies have the rest-frame colours of SDSS's blue sequence (g - r ~0.2-0.8; Strateva
+#: that star-forming galaxies have the rest-frame colours of SDSS's blue sequence (g - r ~0.2-0.65; Strateva
 #: et al. 2001, Baldry et al. 2004), which hotter, larger young shares overshot (docs/families.md)
 YOUNG_FRACTION = {"PASSIVE": (0.0, 0.05), "POSTSTARBURST": (0.3, 0.6), "STARFORMING": (0.2, 0.7), "MIXED": (0.2, 0.5),
                   "SEYFERT": (0.1, 0.5), "LINER": (0.0, 0.2)}
