@@ -1,4 +1,4 @@
-"""training/galaxy_continua.py: the two continuum numbers, measured at the spectrum's redshift."""
+"""training/galaxy_continua.py: D4000n, C and g - r, measured at the spectrum's redshift."""
 
 from __future__ import annotations
 

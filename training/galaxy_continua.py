@@ -41,7 +41,8 @@ def continuum_numbers(flux: np.ndarray, z: np.ndarray, wavelength: np.ndarray = 
         def level(lo: float, hi: float, how=np.mean, of=f) -> np.float64:
             k = (rest >= lo) & (rest < hi) & (f != 0)
             inside = rest[0] <= lo and rest[-1] >= hi
-            return np.float64(how(of[k])) if k.sum() > 5 and inside else np.float64(np.nan)  # a zero level divides to inf
+            # np.float64, not float: a zero level then divides to inf instead of raising
+            return np.float64(how(of[k])) if k.sum() > 5 and inside else np.float64(np.nan)
 
         # AB band flux on a log-uniform grid: the mean of F_lambda lambda^2 over the band's pixels
         f_nu = f * rest**2
