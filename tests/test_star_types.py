@@ -11,7 +11,7 @@ import torch
 from conftest import SHARED_DATA, requires_shared
 from test_redshift_fit import from_template
 
-from lamost_classify.model.redshift import STEP, RedshiftFitter, load_templates, templates_path, weighted_square
+from lamost_classify.model.redshift import STEP, RedshiftFitter, load_templates, templates_path
 from lamost_classify.model.redshift_metrics import mk_letter, star_type_confusion
 from lamost_classify.pipeline.grid import N_PIXELS
 
@@ -83,18 +83,27 @@ def test_the_chi2_that_decides_a_star_type_is_exact_at_high_snr(fitter):
     at_rest = fitter.star_at_rest
     f, w = torch.from_numpy(flux[None]), torch.from_numpy(ivar[None])
 
-    def exact(poly: np.ndarray) -> list[float]:
+    def exact(poly: np.ndarray, templates: np.ndarray, flux: np.ndarray, ivar: np.ndarray) -> list[float]:
         out = []
-        for t in at_rest[picks].double().numpy():
+        for t in templates:
             design = (t * poly).T * np.sqrt(ivar)[:, None]
             coeffs = np.linalg.lstsq(design, flux * np.sqrt(ivar), rcond=None)[0]
             out.append(float(np.sum(ivar * (flux - (t * poly).T @ coeffs) ** 2)))
         return out
 
-    shortlist = fitter._star_chi2(f, w, weighted_square(f, w))[0, picks].numpy()  # float32 sums, fewer terms: a shortlist
-    np.testing.assert_allclose(shortlist, exact(fitter.shortlist_poly.numpy()), rtol=0.02)
+    # The first pass fits pixel pairs: their inverse-variance weighted flux, the templates' and terms' means.
+    def binned(x: np.ndarray) -> np.ndarray:
+        return x[..., 0:N_PIXELS - 1:2] + x[..., 1:N_PIXELS:2]
+
+    ivar_bin = binned(ivar)
+    flux_bin = binned(ivar * flux) / ivar_bin
+    templates = at_rest[picks].double().numpy()
+    shortlist = fitter._star_chi2(f, w)[0, picks].numpy()  # float32 sums, fewer terms and pixels: a shortlist
+    np.testing.assert_allclose(shortlist, exact(binned(fitter.shortlist_poly.numpy()) / 2, binned(templates) / 2,
+                                                flux_bin, ivar_bin), rtol=0.02)
+    assert shortlist.argmin() == 0
     deciding = fitter._star_chi2_chosen(f, w, at_rest, torch.tensor([picks]))[0].numpy()
-    np.testing.assert_allclose(deciding, exact(fitter.star_poly.numpy()), rtol=1e-4)  # the tiny ridge, no more
+    np.testing.assert_allclose(deciding, exact(fitter.star_poly.numpy(), templates, flux, ivar), rtol=1e-4)  # the tiny ridge
     assert deciding.argmin() == 0
 
 
