@@ -11,9 +11,10 @@ import torch
 from conftest import requires_shared
 
 from lamost_classify.model.redshift import (
-    STEP, RedshiftFitter, _solve, arm_join_ramp, fft_length, galaxy_subclass, load_templates, pixel_sums,
-    solve_each, templates_path, upper_pairs,
+    STEP, Z_ERR_FLOOR_KMS, RedshiftFitter, _solve, arm_join_ramp, fft_length, galaxy_subclass, load_templates,
+    pixel_sums, solve_each, templates_path, upper_pairs,
 )
+from lamost_classify.model.subclass import C_KMS
 from lamost_classify.model.subclass import masked_median
 from lamost_classify.model.redshift_metrics import mk_letter, redshift_accuracy, star_type_confusion
 from lamost_classify.pipeline.grid import N_PIXELS, WAVELENGTH
@@ -67,6 +68,22 @@ def test_galaxy_and_qso_redshifts_are_recovered_over_the_whole_range(fitter):
     assert (result.z_err > 0).all() and (result.z_err < 1e-3 * (1 + z_true)).all()
     assert (result.delta_chi2 > 9).all() and not result.small_delta_chi2.any() and not result.at_edge.any()
     assert result.subclass[4:] == ["BROADLINE"] * 4
+
+
+def test_z_err_carries_each_class_floor_over_the_noise_own(fitter):
+    # At S/N 5000 the chi2 curvature's error is a few m/s: z_err is the class's floor; at S/N 5 the
+    # noise's error adds to it in quadrature, so z_err grows past the floor.
+    rng = np.random.default_rng(8)
+    cases = [("STAR", 0.0, STAR), ("GALAXY", 0.15, GALAXY), ("QSO", 1.1, QSO)]
+    for snr in (5000.0, 5.0):
+        made = [from_template(name, z, rng, snr=snr) for name, z, _ in cases]
+        result = fitter.fit(np.stack([m[0] for m in made]), np.stack([m[1] for m in made]),
+                            np.array([label for *_, label in cases]))
+        floor = np.array([Z_ERR_FLOOR_KMS[name] / C_KMS for name, *_ in cases]) * (1 + result.z)
+        if snr > 100:
+            np.testing.assert_allclose(result.z_err, floor, rtol=0.05)
+        else:
+            assert (result.z_err > 1.05 * floor).all()
 
 
 def test_the_normal_equations_are_solved_whatever_the_scale_of_each_parameter():
