@@ -295,6 +295,11 @@ def format_redshift(section: dict) -> str:
                       if "class_right" in s)
     if right:
         lines.append(f"Published as the true class (fitted with its templates): {right}")
+    pulls = "; ".join(f"{DISPLAY[n]} {s['pull_nmad']:.2f}, {_fmt(s['within_z_err'])}"
+                      for n, s in section["redshift"]["by_class"].items() if "pull_nmad" in s)
+    if pulls:
+        lines.append(f"z_err (published fits within tolerance): NMAD of dz/z_err and share within +-z_err, "
+                     f"1 and 0.68 if honest: {pulls}")
     if section.get("n_without_true_z"):
         lines.append(f"{section['n_without_true_z']} spectra without a true z left out")
     cost = section.get("seconds_per_spectrum")

@@ -34,17 +34,32 @@ MK_LETTERS = "OBAFGKM"
 FIT_CHUNK = 512  # spectra fitted at a time: bounds the fit's float64 copies of flux and ivar
 
 
-def _scores(z_true: np.ndarray, z_pred: np.ndarray, tolerance: float) -> dict:
+def _nmad(x: np.ndarray) -> float:
+    return float(1.4826 * np.median(np.abs(x - np.median(x)))) if len(x) else float("nan")
+
+
+def _scores(z_true: np.ndarray, z_pred: np.ndarray, tolerance: float, z_err: np.ndarray | None = None) -> dict:
     dz = (z_pred - z_true) / (1.0 + z_true)
     fitted = np.isfinite(dz)
     n = len(dz)
     if n == 0:
         return {"n": 0}
     d = dz[fitted]
-    nmad = float(1.4826 * np.median(np.abs(d - np.median(d)))) if len(d) else float("nan")
     # A spectrum without a redshift counts as a miss, not as absent.
-    return {"n": n, "n_fitted": int(fitted.sum()), "within": float((np.abs(d) < tolerance).sum() / n),
-            "tolerance": tolerance, "nmad": nmad, "catastrophic": float((np.abs(d) > CATASTROPHIC).sum() / n)}
+    out = {"n": n, "n_fitted": int(fitted.sum()), "within": float((np.abs(d) < tolerance).sum() / n),
+           "tolerance": tolerance, "nmad": _nmad(d), "catastrophic": float((np.abs(d) > CATASTROPHIC).sum() / n)}
+    if z_err is not None:
+        # How honest z_err is, over the redshifts within tolerance (the rest are misses, not errors):
+        # pulls dz / z_err of NMAD 1 and ~68% within +-1 for an honest 1-sigma.
+        kept = fitted & (np.abs(dz) < tolerance) & np.isfinite(z_err) & (z_err > 0)
+        pull = (z_pred - z_true)[kept] / z_err[kept]
+        out["pull_nmad"] = _nmad(pull)
+        out["within_z_err"] = float(np.mean(np.abs(pull) < 1.0)) if len(pull) else float("nan")
+    return out
+
+
+def _part(x: np.ndarray | None, m: np.ndarray) -> np.ndarray | None:
+    return None if x is None else x[m]
 
 
 def _bin_label(lo: float, hi: float) -> str:
@@ -54,14 +69,17 @@ def _bin_label(lo: float, hi: float) -> str:
 
 
 def redshift_accuracy(z_true: Sequence[float], z_pred: Sequence[float], true_class: Sequence[int],
-                      fitted_class: Sequence[int] | None = None, snr: Sequence[float] | None = None) -> dict:
+                      fitted_class: Sequence[int] | None = None, snr: Sequence[float] | None = None,
+                      z_err: Sequence[float] | None = None) -> dict:
     """The issue's redshift scores, by true class and within each by S/N and redshift bin.
 
     ``fitted_class``: the class whose templates gave ``z_pred`` (the network's); when given, each class
     also reports ``class_right``, the fraction fitted as its own class (a QSO fitted as a galaxy rarely
-    gets a QSO's redshift).
+    gets a QSO's redshift). ``z_err``: the fit's errors; each score then has ``pull_nmad`` and
+    ``within_z_err`` (``_scores``).
     """
     z_true, z_pred = np.asarray(z_true, np.float64), np.asarray(z_pred, np.float64)
+    err = None if z_err is None else np.asarray(z_err, np.float64)
     true_class = np.asarray(true_class)
     snr = None if snr is None else np.asarray(snr, np.float64)
     out: dict = {"by_class": {}}
@@ -69,16 +87,16 @@ def redshift_accuracy(z_true: Sequence[float], z_pred: Sequence[float], true_cla
         members = true_class == label
         if not members.any():
             continue
-        scores = _scores(z_true[members], z_pred[members], TOLERANCE[name])
+        scores = _scores(z_true[members], z_pred[members], TOLERANCE[name], _part(err, members))
         if fitted_class is not None:
             scores["class_right"] = float((np.asarray(fitted_class)[members] == label).mean())
         if snr is not None:
-            scores["by_snr"] = {_bin_label(lo, hi): _scores(z_true[m], z_pred[m], TOLERANCE[name])
+            scores["by_snr"] = {_bin_label(lo, hi): _scores(z_true[m], z_pred[m], TOLERANCE[name], _part(err, m))
                                 for lo, hi in zip(SNR_BINS[:-1], SNR_BINS[1:])
                                 if (m := members & (snr >= lo) & (snr < hi)).any()}
         edges = Z_BINS[name]
         if len(edges) > 2:
-            scores["by_z"] = {_bin_label(lo, hi): _scores(z_true[m], z_pred[m], TOLERANCE[name])
+            scores["by_z"] = {_bin_label(lo, hi): _scores(z_true[m], z_pred[m], TOLERANCE[name], _part(err, m))
                               for lo, hi in zip(edges[:-1], edges[1:])
                               if (m := members & (z_true >= lo) & (z_true < hi)).any()}
         out["by_class"][name] = scores
@@ -117,17 +135,19 @@ def star_type_confusion(reference: Sequence[str | None], ours: Sequence[str | No
 def redshift_report(truth: Mapping[str, Sequence], labels: Sequence[int], predicted: Sequence[int],
                     z: Sequence[float], subclass: Sequence[str | None], snr: Sequence[float] | None = None,
                     z_true_class: Sequence[float] | None = None,
-                    subclass_true_class: Sequence[str | None] | None = None) -> dict:
+                    subclass_true_class: Sequence[str | None] | None = None,
+                    z_err: Sequence[float] | None = None, z_err_true_class: Sequence[float] | None = None) -> dict:
     """Issue 14's part of an ``evaluate`` report, from a truth table (its ``z``, and ``subclass`` when
     it has one), the true and published class indices, and the fit's ``z`` and ``subclass`` per spectrum:
     ``redshift`` (``redshift_accuracy``) and ``star_types`` (true stars published as stars: our letter
     against the reference type). ``z_true_class`` / ``subclass_true_class``, the fit with the true
-    class's templates, add ``redshift_true_class`` and ``star_types_true_class`` (every true star)."""
+    class's templates, add ``redshift_true_class`` and ``star_types_true_class`` (every true star);
+    ``z_err`` / ``z_err_true_class``, those fits' errors, the pulls (``redshift_accuracy``)."""
     labels, predicted = np.asarray(labels), np.asarray(predicted)
     z_true = np.asarray(truth["z"], np.float64)
-    report = {"redshift": redshift_accuracy(z_true, z, labels, predicted, snr)}
+    report = {"redshift": redshift_accuracy(z_true, z, labels, predicted, snr, z_err)}
     if z_true_class is not None:
-        report["redshift_true_class"] = redshift_accuracy(z_true, z_true_class, labels, None, snr)
+        report["redshift_true_class"] = redshift_accuracy(z_true, z_true_class, labels, None, snr, z_err_true_class)
     if "subclass" in truth:
         reference = np.asarray(truth["subclass"], dtype=object)
         stars = np.flatnonzero((labels == 0) & (predicted == 0))
@@ -160,7 +180,7 @@ def evaluate_redshift(classifier: Classifier, labelled: LabelledSet, truth: Mapp
     z_true = np.array([np.nan if v is None else v for v in truth["z"]], np.float64)
     index = np.flatnonzero(np.isfinite(z_true))
     fitter = RedshiftFitter(device=classifier.device)
-    published, z, subclass, z_as_true, subclass_as_true = [], [], [], [], []
+    published, z, z_err, subclass, z_as_true, z_err_as_true, subclass_as_true = [], [], [], [], [], [], []
     seconds = {"network_and_fit": 0.0, "fit_as_true_class": 0.0}
     for start in range(0, len(index), FIT_CHUNK):
         chunk = index[start:start + FIT_CHUNK]
@@ -172,15 +192,16 @@ def evaluate_redshift(classifier: Classifier, labelled: LabelledSet, truth: Mapp
         seconds["network_and_fit"] += t1 - t0
         seconds["fit_as_true_class"] += time.perf_counter() - t1
         published.append(np.where(np.isfinite(probs).all(axis=1), probs.argmax(axis=1), -1))
-        z.append(fit.z)
-        z_as_true.append(as_true.z)
+        z.append(fit.z), z_err.append(fit.z_err)
+        z_as_true.append(as_true.z), z_err_as_true.append(as_true.z_err)
         subclass += fit.subclass
         subclass_as_true += as_true.subclass
     snr = labelled.snr[index]
     chosen = {k: [v[i] for i in index] for k, v in truth.items() if k in ("z", "subclass")}
     chosen["z"] = z_true[index]
     report = redshift_report(chosen, labelled.labels[index], np.concatenate(published), np.concatenate(z), subclass,
-                             snr if np.isfinite(snr).any() else None, np.concatenate(z_as_true), subclass_as_true)
+                             snr if np.isfinite(snr).any() else None, np.concatenate(z_as_true), subclass_as_true,
+                             np.concatenate(z_err), np.concatenate(z_err_as_true))
     report["n_without_true_z"] = int(len(z_true) - len(index))
     report["seconds_per_spectrum"] = {k: v / len(index) for k, v in seconds.items()}
     return report

@@ -95,6 +95,9 @@ def test_evaluate_scores_redshifts_by_class_snr_and_z_and_types_the_stars(untrai
     assert all(0.0 <= v["class_right"] <= 1.0 for v in published.values())
     assert section["seconds_per_spectrum"]["network_and_fit"] > 0
     assert "Redshift by true class" in output and "S/N >= 20" in output and "Star types" in output
+    # z_err is scored against the truth too: its pulls, for every class fitted within tolerance
+    assert all(v["pull_nmad"] > 0 and 0.0 <= v["within_z_err"] <= 1.0 for v in as_true.values())
+    assert "NMAD of dz/z_err" in output
 
 
 def test_evaluate_says_in_one_line_why_the_redshift_part_is_skipped(untrained_model, tmp_path):

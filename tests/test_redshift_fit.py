@@ -235,6 +235,20 @@ def test_redshift_accuracy_counts_misses_and_bins():
     assert scores["by_class"]["QSO"]["within"] == pytest.approx(0.5)
     assert scores["by_class"]["STAR"]["within"] == 1.0
     assert set(galaxy["by_snr"]) == {"2-5", ">= 20"} and galaxy["by_snr"]["2-5"]["within"] == 1.0
+    assert "pull_nmad" not in galaxy  # without errors, no pulls
+
+
+def test_redshift_pulls_score_z_err_over_the_fits_within_tolerance():
+    rng = np.random.default_rng(4)
+    z_true = np.full(2000, 0.1)
+    sigma = np.full(2000, 1e-4)
+    z_pred = z_true + rng.normal(0.0, 1e-4, 2000)
+    z_pred[:20] += 0.5  # catastrophic: misses, not errors, and left out of the pulls
+    classes = np.ones(2000, int)
+    honest = redshift_accuracy(z_true, z_pred, classes, z_err=sigma)["by_class"]["GALAXY"]
+    assert honest["pull_nmad"] == pytest.approx(1.0, abs=0.08) and honest["within_z_err"] == pytest.approx(0.68, abs=0.04)
+    too_small = redshift_accuracy(z_true, z_pred, classes, z_err=sigma / 3)["by_class"]["GALAXY"]
+    assert too_small["pull_nmad"] == pytest.approx(3.0, abs=0.25) and too_small["within_z_err"] < 0.35
 
 
 def test_star_letters_and_confusion():
