@@ -67,9 +67,13 @@ STAR_TELLURIC_BANDS = ((6860.0, 6960.0), (7150.0, 7350.0), (7580.0, 7700.0), (81
 EXCLUDE_KMS = {"GALAXY": 1000.0, "QSO": 3000.0}  # a second solution must lie this far from the best
 # What the chi2 curvature does not see: templates that are not the object (a star template's own zero
 # point, a galaxy's lines against the eigenspectra's, a QSO's broad lines shifted from its systemic
-# redshift). Added in quadrature to every z_err, per class; the pooled floor for which the errors' pulls
-# on mocks of all three families have NMAD 1 (training/calibrate_z_err.py; README).
-Z_ERR_FLOOR_KMS = {"STAR": 9.0, "GALAXY": 17.0, "QSO": 58.0}
+# redshift, its Lyman-alpha forest). Added in quadrature to every z_err: per class, and for QSOs per
+# redshift range (its lines change), as (upper z, km/s) pairs; the pooled floor for which the errors'
+# pulls on mocks of all three families have NMAD 1 (training/calibrate_z_err.py; README).
+Z_ERR_FLOOR_KMS: dict[str, tuple[tuple[float, float], ...]] = {
+    "STAR": ((np.inf, 9.0),), "GALAXY": ((np.inf, 17.0),),
+    "QSO": ((1.6, 20.0), (2.5, 94.0), (np.inf, 322.0)),
+}
 SCAN_ROWS = 32  # galaxies or QSOs fitted together (bounds the memory of a batch that is all QSOs)
 STAR_ROWS = 64  # stars fitted together
 OUTLIER_SIGMA = 10.0  # residuals beyond this many sigma count as this many in the galaxy/QSO fit's second pass
@@ -257,12 +261,18 @@ def fft_length(n: int) -> int:
     return best
 
 
-def _z_err(z: np.ndarray, sigma_pixels: np.ndarray, reduced_chi2: np.ndarray, floor_kms: float) -> np.ndarray:
+def z_err_floor_kms(name: str, z: np.ndarray) -> np.ndarray:
+    """The systematic floor (km/s) of a class's z_err at redshifts ``z`` (``Z_ERR_FLOOR_KMS``)."""
+    upper, floor = np.array(Z_ERR_FLOOR_KMS[name]).T
+    return floor[np.searchsorted(upper, np.asarray(z), side="right").clip(max=len(floor) - 1)]
+
+
+def _z_err(name: str, z: np.ndarray, sigma_pixels: np.ndarray, reduced_chi2: np.ndarray) -> np.ndarray:
     """1-sigma of z: the chi2 curvature's (in pixels), scaled up by sqrt(reduced chi2) when the best
     template fits worse than the noise allows (template mismatch, underestimated noise), and the class's
-    systematic ``floor_kms`` added in quadrature."""
+    systematic floor at that z (``z_err_floor_kms``) added in quadrature."""
     formal = np.log(10.0) * STEP * sigma_pixels * np.sqrt(np.maximum(reduced_chi2, 1.0))
-    return (1.0 + z) * np.hypot(formal, floor_kms / C_KMS)
+    return (1.0 + z) * np.hypot(formal, z_err_floor_kms(name, z) / C_KMS)
 
 
 def _curve_minimum(chi2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -481,7 +491,7 @@ class RedshiftFitter:
         z = 10.0 ** (shift.cpu().numpy() * STEP) - 1.0
         dof = np.maximum((ivar > 0).sum(1) - len(self.star_poly), 1)
         out.z[rows] = z
-        out.z_err[rows] = _z_err(z, sigma.cpu().numpy(), best_chi2.cpu().numpy() / dof, Z_ERR_FLOOR_KMS["STAR"])
+        out.z_err[rows] = _z_err("STAR", z, sigma.cpu().numpy(), best_chi2.cpu().numpy() / dof)
         out.chi2[rows] = best_chi2.cpu().numpy()
         out.delta_chi2[rows] = delta.cpu().numpy()
         out.at_edge[rows] = edge.cpu().numpy()
@@ -636,7 +646,7 @@ class RedshiftFitter:
         best = chi2[ar, u_best]
         out.z[rows] = z
         dof = np.maximum((ivar > 0).sum(1) - k - len(self.poly), 1)
-        out.z_err[rows] = _z_err(z, sigma.cpu().numpy(), best.cpu().numpy() / dof, Z_ERR_FLOOR_KMS[name])
+        out.z_err[rows] = _z_err(name, z, sigma.cpu().numpy(), best.cpu().numpy() / dof)
         out.chi2[rows] = best.cpu().numpy()
         delta = (second - best).cpu().numpy()
         out.delta_chi2[rows] = delta

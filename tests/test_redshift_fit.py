@@ -11,8 +11,8 @@ import torch
 from conftest import requires_shared
 
 from lamost_classify.model.redshift import (
-    STEP, Z_ERR_FLOOR_KMS, RedshiftFitter, _solve, arm_join_ramp, fft_length, galaxy_subclass, load_templates,
-    pixel_sums, solve_each, templates_path, upper_pairs,
+    STEP, RedshiftFitter, _solve, arm_join_ramp, fft_length, galaxy_subclass, load_templates,
+    pixel_sums, solve_each, templates_path, upper_pairs, z_err_floor_kms,
 )
 from lamost_classify.model.subclass import C_KMS
 from lamost_classify.model.subclass import masked_median
@@ -65,25 +65,26 @@ def test_galaxy_and_qso_redshifts_are_recovered_over_the_whole_range(fitter):
     z_true = np.array([m[2] for m in made])
     # Sub-pixel: within 0.3 pixel (~30 km/s) of the truth, placed a third of a pixel off the grid.
     np.testing.assert_allclose(np.log10(1 + result.z), np.log10(1 + z_true), atol=0.3 * STEP)
-    assert (result.z_err > 0).all() and (result.z_err < 1e-3 * (1 + z_true)).all()
+    assert (result.z_err > 0).all() and (result.z_err < 2e-3 * (1 + z_true)).all()  # 600 km/s
     assert (result.delta_chi2 > 9).all() and not result.small_delta_chi2.any() and not result.at_edge.any()
     assert result.subclass[4:] == ["BROADLINE"] * 4
 
 
 def test_z_err_carries_each_class_floor_over_the_noise_own(fitter):
-    # At S/N 5000 the chi2 curvature's error is a few m/s: z_err is the class's floor; at S/N 5 the
-    # noise's error adds to it in quadrature, so z_err grows past the floor.
+    # At S/N 5000 the chi2 curvature's error is a few m/s: z_err is the class's floor (a QSO's by its
+    # redshift); at S/N 5 the noise's error adds to it in quadrature, so z_err grows past the floor.
+    assert z_err_floor_kms("QSO", np.array([1.1]))[0] < z_err_floor_kms("QSO", np.array([3.0]))[0]
     rng = np.random.default_rng(8)
-    cases = [("STAR", 0.0, STAR), ("GALAXY", 0.15, GALAXY), ("QSO", 1.1, QSO)]
+    cases = [("STAR", 0.0, STAR), ("GALAXY", 0.15, GALAXY), ("QSO", 1.1, QSO), ("QSO", 3.0, QSO)]
     for snr in (5000.0, 5.0):
         made = [from_template(name, z, rng, snr=snr) for name, z, _ in cases]
         result = fitter.fit(np.stack([m[0] for m in made]), np.stack([m[1] for m in made]),
                             np.array([label for *_, label in cases]))
-        floor = np.array([Z_ERR_FLOOR_KMS[name] / C_KMS for name, *_ in cases]) * (1 + result.z)
+        floor = np.array([z_err_floor_kms(name, z) / C_KMS for (name, *_), z in zip(cases, result.z)]) * (1 + result.z)
         if snr > 100:
             np.testing.assert_allclose(result.z_err, floor, rtol=0.05)
         else:
-            assert (result.z_err > 1.05 * floor).all()
+            assert (result.z_err[:3] > 1.05 * floor[:3]).all()  # the z = 3 QSO's floor (Lyman forest) dwarfs it
 
 
 def test_the_normal_equations_are_solved_whatever_the_scale_of_each_parameter():

@@ -10,10 +10,11 @@ its true class; for those within the redshift tolerance (model/redshift_metrics.
 dz / z_err. An honest 1-sigma has pulls of NMAD 1 (1.4826 x median absolute deviation: the tails are
 catastrophic redshifts, scored elsewhere) and ~68% of them within +-1.
 
-Printed per class and family: the scatter of dz / (1 + z), the formal error's median, its pulls; the
-floor (km/s, added in quadrature) that takes that family's pulls to NMAD 1; the floor pooled over the
-three families (the shipped rule), and each family's pulls with it; and, leave-one-family-out, each
-family's pulls with the floor the two others give. The formal error is the shipped ``z_err`` with the
+Printed per class (QSOs per redshift range, by the true z: their lines change with it) and family: the
+scatter of dz / (1 + z), the formal error's median, its pulls; the floor (km/s, added in quadrature)
+that takes that family's pulls to NMAD 1; the floor pooled over the three families (the shipped rule),
+and each family's pulls with the shipped floor; and, leave-one-family-out, each family's pulls with the
+floor the two others give. The formal error is the shipped ``z_err`` with the
 shipped floor taken out again: z_err^2 = (1 + z)^2 (formal^2 + (floor / c)^2).
 """
 
@@ -53,16 +54,17 @@ def pull_scores(dz: np.ndarray, formal: np.ndarray, floor: float) -> dict:
     return {"pull_nmad": nmad(pull), "within_1_sigma": float(np.mean(np.abs(pull) < 1.0)) if len(pull) else float("nan")}
 
 
-def fit_mocks(n: int, seed: int) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Per family and class: (dz / (1 + z), formal error / (1 + z)) of the mocks fitted within tolerance."""
+def fit_mocks(n: int, seed: int) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """Per family and class: (dz / (1 + z), formal error / (1 + z), true z) of the mocks fitted within
+    tolerance."""
     from lamost_classify.mocks.families import FAMILIES, generate
     from lamost_classify.mocks.instrument import WAVELENGTH
-    from lamost_classify.model.redshift import Z_ERR_FLOOR_KMS, RedshiftFitter
+    from lamost_classify.model.redshift import RedshiftFitter, z_err_floor_kms
     from lamost_classify.model.redshift_metrics import TOLERANCE
     from lamost_classify.pipeline.grid import prepare_arrays
 
     fitter = RedshiftFitter()
-    out: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    out: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     for family in FAMILIES:
         cls, z_true, z, z_err = [], [], [], []
         for chunk in generate(family, n, seed, class_mix=(1 / 3, 1 / 3, 1 / 3), snr_distribution="loguniform",
@@ -78,8 +80,9 @@ def fit_mocks(n: int, seed: int) -> dict[str, dict[str, tuple[np.ndarray, np.nda
             dz = (z - z_true) / (1.0 + z_true)
             err = z_err / (1.0 + z)  # the shipped error in dz / (1 + z)
             keep = (cls == label) & np.isfinite(dz) & np.isfinite(err) & (np.abs(dz) < TOLERANCE[name])
-            formal = np.sqrt(np.clip(err[keep] ** 2 - (Z_ERR_FLOOR_KMS[name] / C_KMS) ** 2, 0.0, None))
-            out[family][name] = (dz[keep], formal)
+            shipped = z_err_floor_kms(name, z[keep]) / C_KMS
+            formal = np.sqrt(np.clip(err[keep] ** 2 - shipped**2, 0.0, None))
+            out[family][name] = (dz[keep], formal, z_true[keep])
     return out
 
 
@@ -94,30 +97,41 @@ def main() -> None:
     fits = fit_mocks(args.n, args.seed)
     families = list(fits)
     report: dict = {"n": args.n, "seed": args.seed, "shipped_floor_kms": Z_ERR_FLOOR_KMS, "classes": {}}
-    print(f"| class | family | n | NMAD of dz/(1+z), km/s | median formal error, km/s | pulls' NMAD, formal | floor for NMAD 1, km/s "
-          "| pulls' NMAD, shipped floor | within 1 sigma, shipped floor | left out: the others' floor, km/s | pulls' NMAD with it |")
+    print("| class, true z | family | n | NMAD of dz/(1+z), km/s | median formal error, km/s | pulls' NMAD, formal "
+          "| floor for NMAD 1, km/s | pulls' NMAD, shipped floor | within 1 sigma, shipped floor "
+          "| left out: the others' floor, km/s | pulls' NMAD with it |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in CLASS_NAMES:
-        shipped = Z_ERR_FLOOR_KMS[name] / C_KMS
-        pooled = floor_for_unit_pulls(*(np.concatenate([fits[f][name][i] for f in families]) for i in (0, 1)))
-        report["classes"][name] = {"pooled_floor_kms": pooled * C_KMS, "families": {}}
-        for family in families:
-            dz, formal = fits[family][name]
-            others = [f for f in families if f != family]
-            left_out = floor_for_unit_pulls(*(np.concatenate([fits[f][name][i] for f in others]) for i in (0, 1)))
-            scores = {"n": len(dz), "nmad_kms": nmad(dz) * C_KMS, "median_formal_kms": float(np.median(formal)) * C_KMS,
-                      "formal": pull_scores(dz, formal, 0.0), "own_floor_kms": floor_for_unit_pulls(dz, formal) * C_KMS,
-                      "shipped": pull_scores(dz, formal, shipped), "others_floor_kms": left_out * C_KMS,
-                      "others": pull_scores(dz, formal, left_out)}
-            report["classes"][name]["families"][family] = scores
-            print(f"| {name} | {family} | {scores['n']} | {scores['nmad_kms']:.1f} | {scores['median_formal_kms']:.1f} "
-                  f"| {scores['formal']['pull_nmad']:.2f} | {scores['own_floor_kms']:.1f} "
-                  f"| {scores['shipped']['pull_nmad']:.2f} | {scores['shipped']['within_1_sigma']:.2f} "
-                  f"| {scores['others_floor_kms']:.1f} | {scores['others']['pull_nmad']:.2f} |")
-        print(f"|  | pooled floor {pooled * C_KMS:.1f} km/s (shipped {Z_ERR_FLOOR_KMS[name]:g}) | | | | | | | | | |")
+        report["classes"][name] = []
+        lower = -np.inf
+        for upper, shipped_kms in Z_ERR_FLOOR_KMS[name]:
+            # this floor's redshift range, by the true z
+            part = {f: tuple(a[(fits[f][name][2] >= lower) & (fits[f][name][2] < upper)] for a in fits[f][name][:2])
+                    for f in families}
+            label = name if len(Z_ERR_FLOOR_KMS[name]) == 1 else f"{name} z {max(lower, 0):g}-{upper:g}"
+            pooled = floor_for_unit_pulls(*(np.concatenate([part[f][i] for f in families]) for i in (0, 1)))
+            entry = {"z_range": [lower, upper], "shipped_floor_kms": shipped_kms, "pooled_floor_kms": pooled * C_KMS,
+                     "families": {}}
+            for family in families:
+                dz, formal = part[family]
+                others = [f for f in families if f != family]
+                left_out = floor_for_unit_pulls(*(np.concatenate([part[f][i] for f in others]) for i in (0, 1)))
+                scores = {"n": len(dz), "nmad_kms": nmad(dz) * C_KMS,
+                          "median_formal_kms": float(np.median(formal)) * C_KMS if len(dz) else float("nan"),
+                          "formal": pull_scores(dz, formal, 0.0), "own_floor_kms": floor_for_unit_pulls(dz, formal) * C_KMS,
+                          "shipped": pull_scores(dz, formal, shipped_kms / C_KMS), "others_floor_kms": left_out * C_KMS,
+                          "others": pull_scores(dz, formal, left_out)}
+                entry["families"][family] = scores
+                print(f"| {label} | {family} | {scores['n']} | {scores['nmad_kms']:.1f} | {scores['median_formal_kms']:.1f} "
+                      f"| {scores['formal']['pull_nmad']:.2f} | {scores['own_floor_kms']:.1f} "
+                      f"| {scores['shipped']['pull_nmad']:.2f} | {scores['shipped']['within_1_sigma']:.2f} "
+                      f"| {scores['others_floor_kms']:.1f} | {scores['others']['pull_nmad']:.2f} |")
+            print(f"| {label} | pooled: floor {pooled * C_KMS:.1f} km/s (shipped {shipped_kms:g}) | | | | | | | | | |")
+            report["classes"][name].append(entry)
+            lower = upper
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=1)
+            json.dump(report, handle, indent=1, default=float)
 
 
 if __name__ == "__main__":
