@@ -155,6 +155,24 @@ def test_star_lines_at_their_radial_velocity():
         assert _window(flux[i], ha - 8, ha + 8).max() > 1.2 * np.median(_window(flux[i], ha + 50, ha + 150))
 
 
+def test_k_and_m_stars_have_the_mgh_and_mg_b_trough_deeper_in_dwarfs():
+    # The trough below the 5211 A MgH head that real LAMOST K and M stars show (README, the physical family);
+    # F and G stars have none of it.
+    flux, t = stars.draw_and_render(np.random.default_rng(7), 600)
+    sub = t["subclass"].astype(str)
+
+    def trough(i: int) -> float:  # the 5080-5200 A flux against the 5250-5300 A side, at the star's z
+        one = 1 + t["z"][i]
+        return np.median(_window(flux[i], 5080 * one, 5200 * one)) / np.median(_window(flux[i], 5250 * one, 5300 * one))
+
+    cool = [trough(i) for i in np.flatnonzero(np.isin(sub, ["K5", "K6", "K7", "M0", "M1"]))]
+    warm = [trough(i) for i in np.flatnonzero(np.char.startswith(sub, "F"))]
+    assert len(cool) >= 5 and len(warm) >= 10
+    assert np.median(cool) < 0.8 < 0.9 < np.median(warm)
+    mgh = stars.MGH_DWARF, stars.MGH_GIANT
+    assert mgh[0] > mgh[1] > 0  # gravity-sensitive: dwarfs deeper
+
+
 def test_determinism_across_chunking_and_start():
     whole = next(fp.simulate(400, seed=9, chunk_size=400))
     parts = list(fp.simulate(300, seed=9, start=100, chunk_size=70))

@@ -37,6 +37,11 @@ TIO_HEADS = np.array([4762, 4955, 5168, 5449, 5849, 6159, 6653, 7055, 7589, 8433
 TIO_SCALES = np.array([80, 90, 100, 120, 120, 150, 150, 180, 150, 100], dtype=float)
 TIO_DEPTHS = np.array([0.3, 0.35, 0.45, 0.4, 0.3, 0.5, 0.45, 0.7, 0.5, 0.3])
 CAH_HEADS, CAH_SCALES, CAH_DEPTHS = np.array([6385.0, 6830.0]), np.array([60.0, 80.0]), np.array([0.3, 0.3])
+#: MgH A-X (heads at 5211 and 4780 A, degraded to the violet): with Mg b it makes the 4950-5210 A trough
+#: of K and M stars, deeper in dwarfs (gravity-sensitive)
+MGH_HEADS, MGH_SCALES, MGH_DEPTHS = np.array([5211.0, 4780.0]), np.array([130.0, 100.0]), np.array([1.0, 0.2])
+MGH_TEFF = 5300.0  # K: the band appears in late G and K stars and grows to M
+MGH_DWARF, MGH_GIANT = 1.0, 0.6  # optical depth at the 5211 A head, reached 900 K below MGH_TEFF
 VO_HEADS, VO_SCALES, VO_DEPTHS = np.array([7400.0, 7865.0]), np.array([100.0, 150.0]), np.array([0.4, 0.4])
 SWAN_HEADS, SWAN_SCALES = np.array([4737.0, 5165.0, 5636.0, 6191.0]), np.array([120.0, 150.0, 180.0, 200.0])
 SWAN_DEPTHS = np.array([0.8, 0.9, 0.7, 0.4])
@@ -179,6 +184,11 @@ def draw_and_render(rng: np.random.Generator, n: int) -> tuple[np.ndarray, dict[
     if carbon.any():  # carbon stars: K-M type metal lines under C2 and CN
         absorption_lines(acc, rows[carbon], z[carbon], teff[carbon], metal[carbon] * 0.7, broad[carbon], wing[carbon])
     tau = acc.render()
+    k_rows = np.flatnonzero((teff < MGH_TEFF) & ~carbon & ~wd & ~cv)
+    if k_rows.size:  # no draw here: every other star and class keeps its spectrum for the same seed
+        strength = np.where(giant[k_rows], MGH_GIANT, MGH_DWARF) * np.clip((MGH_TEFF - teff[k_rows]) / 900.0, 0.0, 1.0)
+        tau[k_rows] += band_heads(rest[k_rows], MGH_HEADS, MGH_SCALES, strength[:, None] * MGH_DEPTHS[None, :],
+                                  toward_red=False)
     m_rows = np.flatnonzero((teff < 4100) & ~carbon & ~wd)
     if m_rows.size:
         r = rest[m_rows]
