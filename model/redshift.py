@@ -58,8 +58,8 @@ STAR_N_POLY = 5  # terms of the polynomial multiplying each star template (degre
 STAR_RETYPE_BEST = 3  # shortlisted templates per star fitted again at its own radial velocity, besides the
 #   best of the classifier's letter (the rest fit far worse)
 STAR_SHORTLIST_POLY = 3  # polynomial terms in the first pass over every template: it only shortlists
-STAR_SHORTLIST_BIN = 2  # pixels summed (inverse-variance weighted) in that first pass, for half its sums: 2 x 69
-#   km/s is still within LAMOST's resolution element
+STAR_SHORTLIST_BIN = 2  # pixels summed (inverse-variance weighted) in that first pass, for half its sums: 2 x 104
+#   km/s, about LAMOST's resolution element (R ~ 1,800: 170 km/s), is enough to shortlist
 # Earth's atmosphere's absorption bands (O2 B and A, H2O), in A: they are in every LAMOST spectrum at z = 0,
 # deeper or shallower with airmass and humidity, and no star's type; left out of the star fit, they no
 # longer pull stars to templates whose bands happen to match.

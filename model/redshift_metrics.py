@@ -3,7 +3,8 @@
 - Redshift, per class: the fraction within |dz| / (1 + z) < 0.003 (galaxies) or < 0.01 (QSOs; stars are
   held to 0.001, 300 km/s), the NMAD of dz / (1 + z) (1.4826 x the median absolute deviation), and the
   catastrophic rate, |dz| / (1 + z) > 0.05 (another line taken for the one seen: 15,000 km/s and more).
-  By true class, S/N bin and redshift bin.
+  By true class, S/N bin and redshift bin; given the fit's z_err, also the pulls dz / z_err over the
+  redshifts within tolerance (their NMAD and the share within +-1: 1 and 0.68 for an honest error).
 - Stars: the MK letter of our subclass against a reference subclass (LAMOST's own, or the mock's
   template), its agreement and the confusion matrix.
 
