@@ -163,6 +163,9 @@ class _SplitBatch:
     batch: Batch
     in_flight: int = 0
     outcomes: list[failsafe.PartOutcome] = field(default_factory=list)
+    # Single spectra whose worker died, tried again one at a time once the rest of the batch is done:
+    # side by side, the one that kills its worker would take the others down with it a second time.
+    second_tries: list[Batch] = field(default_factory=list)
 
 
 def run_graph(
@@ -238,6 +241,9 @@ def run_graph(
             split.outcomes.append(failsafe.PartOutcome(part, records, classified))
         if split.in_flight:
             return None
+        if split.second_tries:
+            submit_part(split, split.second_tries.pop(0), attempt=2)
+            return None
         n = failsafe.write_assembled(split.batch, split.outcomes, manifest.model, catalog_dir, release, save_flux)
         return split.batch.index, n
 
@@ -247,8 +253,8 @@ def run_graph(
                 submit_part(split, sub)
         elif attempt == 1 and type(exc).__name__ == "KilledWorker":
             # A worker's death counts against every task queued on it, not only the one that killed it:
-            # an innocent spectrum gets a second try before it is given up.
-            submit_part(split, part, attempt=2)
+            # an innocent spectrum gets a second try, alone (``second_tries``), before it is given up.
+            split.second_tries.append(part)
         else:
             stage = failsafe.failed_stage(exc, read_failed=prepared.status == "error")
             records = None
