@@ -87,6 +87,20 @@ def test_z_err_carries_each_class_floor_over_the_noise_own(fitter):
             assert (result.z_err[:3] > 1.05 * floor[:3]).all()  # the z = 3 QSO's floor (Lyman forest) dwarfs it
 
 
+def test_the_calibration_finds_the_floor_that_makes_the_pulls_honest():
+    from script_loader import load_script
+
+    calibrate = load_script("training/calibrate_z_err.py")
+    rng = np.random.default_rng(5)
+    formal = rng.uniform(1e-5, 3e-5, 20000)
+    floor = 6e-5  # the error the formal one does not see, added in quadrature
+    dz = rng.normal(0.0, np.hypot(formal, floor))
+    found = calibrate.floor_for_unit_pulls(dz, formal)
+    assert found == pytest.approx(floor, rel=0.05)
+    assert calibrate.pull_scores(dz, formal, found)["pull_nmad"] == pytest.approx(1.0, abs=0.01)
+    assert calibrate.floor_for_unit_pulls(dz, 3 * np.hypot(formal, floor)) == 0.0  # already too wide: no floor
+
+
 def test_the_normal_equations_are_solved_whatever_the_scale_of_each_parameter():
     # A bright template's sums dwarf a polynomial's by many orders of magnitude; a ridge scaled from
     # their mean once pinned the small ones to zero and overstated chi2 at high redshift.
