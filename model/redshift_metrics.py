@@ -35,7 +35,8 @@ MK_LETTERS = "OBAFGKM"
 FIT_CHUNK = 512  # spectra fitted at a time: bounds the fit's float64 copies of flux and ivar
 
 
-def _nmad(x: np.ndarray) -> float:
+def nmad(x: np.ndarray) -> float:
+    """1.4826 x the median absolute deviation (NaN for no values): a sigma that the tails do not move."""
     return float(1.4826 * np.median(np.abs(x - np.median(x)))) if len(x) else float("nan")
 
 
@@ -48,13 +49,13 @@ def _scores(z_true: np.ndarray, z_pred: np.ndarray, tolerance: float, z_err: np.
     d = dz[fitted]
     # A spectrum without a redshift counts as a miss, not as absent.
     out = {"n": n, "n_fitted": int(fitted.sum()), "within": float((np.abs(d) < tolerance).sum() / n),
-           "tolerance": tolerance, "nmad": _nmad(d), "catastrophic": float((np.abs(d) > CATASTROPHIC).sum() / n)}
+           "tolerance": tolerance, "nmad": nmad(d), "catastrophic": float((np.abs(d) > CATASTROPHIC).sum() / n)}
     if z_err is not None:
         # How honest z_err is, over the redshifts within tolerance (the rest are misses, not errors):
         # pulls dz / z_err of NMAD 1 and ~68% within +-1 for an honest 1-sigma.
         kept = fitted & (np.abs(dz) < tolerance) & np.isfinite(z_err) & (z_err > 0)
         pull = (z_pred - z_true)[kept] / z_err[kept]
-        out["pull_nmad"] = _nmad(pull)
+        out["pull_nmad"] = nmad(pull)
         out["within_z_err"] = float(np.mean(np.abs(pull) < 1.0)) if len(pull) else float("nan")
     return out
 

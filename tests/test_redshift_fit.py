@@ -14,8 +14,7 @@ from lamost_classify.model.redshift import (
     STEP, RedshiftFitter, _solve, arm_join_ramp, fft_length, galaxy_subclass, load_templates,
     pixel_sums, solve_each, templates_path, upper_pairs, z_err_floor_kms,
 )
-from lamost_classify.model.subclass import C_KMS
-from lamost_classify.model.subclass import masked_median
+from lamost_classify.model.subclass import C_KMS, masked_median
 from lamost_classify.model.redshift_metrics import mk_letter, redshift_accuracy, star_type_confusion
 from lamost_classify.pipeline.grid import N_PIXELS, WAVELENGTH
 

@@ -26,12 +26,8 @@ import json
 import numpy as np
 
 from lamost_classify import CLASS_NAMES
-
-C_KMS = 299792.458
-
-
-def nmad(x: np.ndarray) -> float:
-    return float(1.4826 * np.median(np.abs(x - np.median(x)))) if len(x) else float("nan")
+from lamost_classify.model.redshift_metrics import nmad
+from lamost_classify.model.subclass import C_KMS
 
 
 def floor_for_unit_pulls(dz: np.ndarray, formal: np.ndarray) -> float:
