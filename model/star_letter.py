@@ -21,6 +21,7 @@ FEATURE_BIN = 4  # pixels averaged per feature (~420 km/s): 650 features
 CONTINUUM_TERMS = 7  # Legendre terms of the continuum (degree 6)
 CONTINUUM_PASSES = 4  # fits, each dropping pixels more than CLIP_SIGMA below the last (absorption lines)
 CLIP_SIGMA = 1.5
+SIGMA_FLOOR = 1e-4  # of the normalised flux: far below any real spectrum's scatter
 WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2)  # tried by cross-validation when training
 MK_ORDER = "OBAFGKM"
 
@@ -57,7 +58,8 @@ def _features_chunk(f: torch.Tensor, good: torch.Tensor, p: torch.Tensor, produc
         if done == CONTINUUM_PASSES:
             break
         residual = f - continuum
-        sigma = ((residual.square() * mf).sum(1) / mf.sum(1).clamp_min(1.0)).sqrt()
+        # floored: a noiseless spectrum's scatter is round-off, which would clip half its continuum
+        sigma = ((residual.square() * mf).sum(1) / mf.sum(1).clamp_min(1.0)).sqrt().clamp_min(SIGMA_FLOOR)
         m = m & (residual > -CLIP_SIGMA * sigma[:, None])
     ratio = torch.where(good & (continuum.abs() > 1e-6), (f / continuum).clamp(0.0, 2.0), torch.ones_like(f))
     return ratio.reshape(len(f), -1, FEATURE_BIN).mean(2)

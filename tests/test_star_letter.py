@@ -36,6 +36,18 @@ def test_features_see_lines_not_the_continuum_and_ignore_masked_pixels():
     assert np.allclose(star_letter_features(spiked, masked)[:, 1000 // FEATURE_BIN].numpy(), 1.0)
 
 
+def test_a_noiseless_spectrum_keeps_its_lines_whatever_the_batch():
+    # Without noise the clipping's scatter is round-off; unfloored it clipped the continuum away and a
+    # broad line vanished from every row of a batch of more than one.
+    flux = np.ones(N_PIXELS)
+    flux[1000:1120] = 0.7
+    for rows in (1, 3):
+        batch = torch.from_numpy(np.stack([flux] * rows)).float()
+        features = star_letter_features(batch, torch.ones_like(batch, dtype=torch.bool)).numpy()
+        np.testing.assert_allclose(features[:, 250:280], 0.7, atol=1e-3)
+        np.testing.assert_allclose(features[:, 300:], 1.0, atol=1e-3)
+
+
 def test_the_classifier_learns_separable_letters_and_round_trips():
     rng = np.random.default_rng(0)
     centres = {"A": 0.0, "F": 1.0, "G": 2.0}
