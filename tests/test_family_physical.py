@@ -173,6 +173,29 @@ def test_k_and_m_stars_have_the_mgh_and_mg_b_trough_deeper_in_dwarfs():
     assert mgh[0] > mgh[1] > 0  # gravity-sensitive: dwarfs deeper
 
 
+def test_g_and_k_stars_have_the_cn_violet_bands_and_f_stars_none(monkeypatch):
+    # The bands (heads at 4216 and 3883 A, degraded to the violet) that hold real G and K stars' blue below
+    # their continuum (docs/families.md): the same stars drawn with and without them differ only blueward
+    # of each head, and only below CN_VIOLET_TEFF.
+    with_bands, t = stars.draw_and_render(np.random.default_rng(8), 400)
+    monkeypatch.setattr(stars, "CN_VIOLET_DEPTHS", np.zeros_like(stars.CN_VIOLET_DEPTHS))
+    without, t2 = stars.draw_and_render(np.random.default_rng(8), 400)
+    assert np.array_equal(t["subclass"], t2["subclass"])
+    sub = t["subclass"].astype(str)
+
+    def kept(i: int, lo: float, hi: float) -> float:  # flux kept in rest lo-hi A
+        one = 1 + t["z"][i]
+        return float(np.mean(_window(with_bands[i], lo * one, hi * one) / _window(without[i], lo * one, hi * one)))
+
+    k = np.flatnonzero(np.isin(sub, ["K0", "K1", "K2", "K3", "K4"]))
+    f = np.flatnonzero(np.isin(sub, ["F0", "F1", "F2", "F3"]))
+    assert len(k) >= 10 and len(f) >= 10
+    assert np.median([kept(i, 4150, 4212) for i in k]) < 0.75
+    assert np.median([kept(i, 3840, 3880) for i in k]) < 0.7
+    assert min(kept(i, 4225, 4300) for i in k) > 0.99  # redward of the head: untouched
+    assert min(kept(i, 3800, 4300) for i in f) == 1.0
+
+
 def test_determinism_across_chunking_and_start():
     whole = next(fp.simulate(400, seed=9, chunk_size=400))
     parts = list(fp.simulate(300, seed=9, start=100, chunk_size=70))

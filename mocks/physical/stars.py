@@ -26,7 +26,7 @@ CA_K, CA_H = 3934.78, 3969.59
 #: metal lines: rest wave, EW at full metal strength, intrinsic width (km/s), extra growth in cool stars;
 #: strengths set so line depths of F, G, K mocks at LAMOST resolution are near the real DR8 stars'
 METALS = np.array([
-    (CA_K, 18.0, 30, 0.5), (CA_H, 14.0, 30, 0.5), (4227.92, 1.5, 20, 2.0), (4305.0, 4.0, 400, 0.2),
+    (CA_K, 18.0, 30, 0.0), (CA_H, 14.0, 30, 0.0), (4227.92, 1.5, 20, 2.0), (4305.0, 14.0, 400, 0.2),
     (4383.55, 1.2, 20, 0.3), (4668.0, 1.0, 150, 0.3), (5168.76, 1.2, 20, 1.5), (5174.13, 1.8, 20, 1.5),
     (5185.05, 2.2, 20, 1.5), (5271.0, 1.3, 30, 0.5), (5336.0, 1.0, 30, 0.5), (5891.58, 2.0, 20, 2.0),
     (5897.56, 1.8, 20, 2.0), (8500.36, 1.0, 25, 0.0), (8544.44, 2.5, 25, 0.0), (8664.52, 2.0, 25, 0.0),
@@ -45,6 +45,13 @@ MGH_DWARF, MGH_GIANT = 1.0, 0.6  # optical depth at the 5211 A head, reached 900
 VO_HEADS, VO_SCALES, VO_DEPTHS = np.array([7400.0, 7865.0]), np.array([100.0, 150.0]), np.array([0.4, 0.4])
 SWAN_HEADS, SWAN_SCALES = np.array([4737.0, 5165.0, 5636.0, 6191.0]), np.array([120.0, 150.0, 180.0, 200.0])
 SWAN_DEPTHS = np.array([0.8, 0.9, 0.7, 0.4])
+#: CN violet system (heads at 4216 and 3883 A, degraded to the violet): with the Fe I and Ca I lines under
+#: it, the depressed 4100-4216 and 3850-3883 A of G and K stars, stronger in giants
+CN_VIOLET_HEADS, CN_VIOLET_SCALES, CN_VIOLET_DEPTHS = np.array([4216.0, 3883.0]), np.array([100.0, 60.0]), np.array([1.0, 1.5])
+CN_VIOLET_TEFF = 6300.0  # K: the bands appear in late F and G stars and reach full strength 1500 K cooler
+CN_VIOLET_TEFF_COOL = 3700.0  # K: the 3883 A band fades again from 700 K above this (real K7-M0 stars' 3800-3900 A
+# is not held down); what holds their 4100-4216 A down (the 4216 A band's place here) stays
+CN_VIOLET_DWARF, CN_VIOLET_GIANT = 1.0, 1.5
 CN_HEADS = np.array([6926.0, 7088.0, 7259.0, 7876.0, 8067.0, 8320.0])
 CN_SCALES, CN_DEPTHS = np.array([60.0, 60, 70, 100, 100, 90]), np.array([0.4, 0.4, 0.4, 0.5, 0.5, 0.4])
 
@@ -184,6 +191,14 @@ def draw_and_render(rng: np.random.Generator, n: int) -> tuple[np.ndarray, dict[
     if carbon.any():  # carbon stars: K-M type metal lines under C2 and CN
         absorption_lines(acc, rows[carbon], z[carbon], teff[carbon], metal[carbon] * 0.7, broad[carbon], wing[carbon])
     tau = acc.render()
+    cn_rows = np.flatnonzero((teff < CN_VIOLET_TEFF) & ~wd & ~cv)
+    if cn_rows.size:
+        t = teff[cn_rows]
+        strength = np.where(giant[cn_rows], CN_VIOLET_GIANT, CN_VIOLET_DWARF) * metal[cn_rows] \
+            * np.clip((CN_VIOLET_TEFF - t) / 1500.0, 0.0, 1.0)
+        depth = strength[:, None] * CN_VIOLET_DEPTHS[None, :]
+        depth[:, 1] *= np.clip((t - CN_VIOLET_TEFF_COOL) / 700.0, 0.0, 1.0)
+        tau[cn_rows] += band_heads(rest[cn_rows], CN_VIOLET_HEADS, CN_VIOLET_SCALES, depth, toward_red=False)
     k_rows = np.flatnonzero((teff < MGH_TEFF) & ~carbon & ~wd & ~cv)
     if k_rows.size:  # no draw here: every other star and class keeps its spectrum for the same seed
         strength = np.where(giant[k_rows], MGH_GIANT, MGH_DWARF) * np.clip((MGH_TEFF - teff[k_rows]) / 900.0, 0.0, 1.0)
