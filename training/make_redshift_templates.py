@@ -39,9 +39,9 @@ from lamost_classify.mocks.instrument import is_held_out
 from lamost_classify.mocks.templates import default_templates_dir, star_subclass
 from lamost_classify.model.redshift import STAR_N_POLY, RedshiftFitter, star_telluric_free
 from lamost_classify.model.star_letter import LetterClassifier, fit_letter_classifier, star_letter_features
+from lamost_classify.model.subclass import STEP
 from lamost_classify.pipeline.grid import LOG_WAVELENGTH, N_PIXELS
 
-STEP = float(LOG_WAVELENGTH[1] - LOG_WAVELENGTH[0])
 # Redshift range each class is fitted over. Stars: radial velocities to ~1,000 km/s. Galaxies: LAMOST's
 # galaxies lie below z ~ 0.6; 1.2 leaves room (spEigenGal reaches 1183 A, enough to z = 2.1). QSOs: the
 # 3690 A blue end reaches Ly-alpha at z = 2, and spEigenQSO's 450 A blue end allows z up to 7.
@@ -207,15 +207,23 @@ def lamost_stars(shared: Path) -> Iterator[tuple[str, float, np.ndarray, np.ndar
                 yield label, float(z), batch.flux[i], batch.ivar[i]
 
 
+def rest_frame_letter_features(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(letter features (B, F), usable rest-frame pixels (B, N)) of grid spectra (B, N) moved to rest by
+    their z (B,), the telluric bands left out: a star as the fit's letter classifier sees it."""
+    f = torch.from_numpy(np.asarray(flux)).float()
+    w = torch.from_numpy(np.asarray(ivar) * star_telluric_free()).float()
+    shift = torch.from_numpy(np.log10(1.0 + np.asarray(z, np.float64)) / STEP).float()
+    f_rest, w_rest = RedshiftFitter._star_rest_frame(f, w, shift)
+    return star_letter_features(f_rest, w_rest > 0), w_rest > 0
+
+
 def letter_classifier(stars: list[tuple[str, float, np.ndarray, np.ndarray]]) -> tuple[LetterClassifier, dict]:
     """The star letter classifier (model/star_letter.py) trained on the LAMOST stars not held out
     (``lamost_stars``), each moved to rest by LAMOST's own Z and with the telluric bands left out, as the
     fit does."""
-    flux = torch.from_numpy(np.stack([f for _, _, f, _ in stars])).float()
-    ivar = torch.from_numpy(np.stack([w for _, _, _, w in stars]) * star_telluric_free()).float()
-    shift = torch.tensor([np.log10(1.0 + z) / STEP for _, z, _, _ in stars], dtype=torch.float32)
-    f_rest, w_rest = RedshiftFitter._star_rest_frame(flux, ivar, shift)
-    return fit_letter_classifier(star_letter_features(f_rest, w_rest > 0).numpy(), [label[0] for label, *_ in stars])
+    features, _ = rest_frame_letter_features(np.stack([f for _, _, f, _ in stars]), np.stack([w for _, _, _, w in stars]),
+                                             np.array([z for _, z, _, _ in stars]))
+    return fit_letter_classifier(features.numpy(), [label[0] for label, *_ in stars])
 
 
 def _pseudo_colour(flux: np.ndarray, ivar: np.ndarray, rest: np.ndarray) -> float:

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from lamost_classify.model.redshift import RedshiftFitter, star_telluric_free
-from lamost_classify.model.star_letter import FEATURE_BIN, star_letter_features
+from lamost_classify.model.star_letter import FEATURE_BIN
 from lamost_classify.pipeline.grid import LOG_WAVELENGTH
 
-STEP = float(LOG_WAVELENGTH[1] - LOG_WAVELENGTH[0])
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_redshift_templates import SHARED_DATA, lamost_stars, rest_frame_letter_features  # noqa: E402
 
 #: (name, rest lower, rest upper) in A
 BANDS = (
@@ -48,12 +48,8 @@ DEFAULT_TYPES = ("G2", "G5", "G8", "K0", "K1", "K3", "K4", "K5", "K7", "M0")
 def band_means(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> np.ndarray:
     """(B, len(BANDS)) mean continuum-divided flux per band of grid spectra (B, N) at redshifts z (B,);
     NaN where a band has no usable feature."""
-    f = torch.from_numpy(np.asarray(flux, np.float32))
-    w = torch.from_numpy((np.asarray(ivar) * star_telluric_free()).astype(np.float32))
-    shift = torch.from_numpy((np.log10(1.0 + np.asarray(z, np.float64)) / STEP).astype(np.float32))
-    f_rest, w_rest = RedshiftFitter._star_rest_frame(f, w, shift)
-    good = w_rest > 0
-    features = star_letter_features(f_rest, good).numpy()
+    features, good = rest_frame_letter_features(flux, ivar, z)
+    features = features.numpy()
     n = features.shape[1]
     whole_bin = good[:, : n * FEATURE_BIN].reshape(len(good), n, FEATURE_BIN).all(-1).numpy()
     wave = 10.0 ** LOG_WAVELENGTH[: n * FEATURE_BIN].reshape(n, FEATURE_BIN).mean(1)
@@ -69,11 +65,6 @@ def band_means(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> np.ndarray:
 
 def real_stars(shared: Path) -> tuple[np.ndarray, np.ndarray]:
     """(subclass labels, band means) of the real LAMOST stars not held out."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from make_redshift_templates import lamost_stars
-
     stars = list(lamost_stars(shared))
     labels = np.array([label for label, *_ in stars])
     means = band_means(np.stack([s[2] for s in stars]), np.stack([s[3] for s in stars]),
@@ -140,7 +131,7 @@ def main() -> None:
     p.add_argument("--types", nargs="+", default=list(DEFAULT_TYPES))
     p.add_argument("--n", type=int, default=6000, help="stars drawn per family (every type)")
     p.add_argument("--seed", type=int, default=5)
-    p.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    p.add_argument("--shared", type=Path, default=SHARED_DATA)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     real = real_stars(args.shared)
