@@ -3,15 +3,16 @@
 LAMOST's own pipeline types stars against templates made from LAMOST spectra, and its letter
 boundaries (A/F, F/G, G/K) are those of its own spectra. The template fit (model/redshift.py) finds the
 best single template; a linear classifier trained on the real LAMOST stars that are not held out
-learns those boundaries from all of their members at once. It sees the spectrum moved to rest, divided
-by a smooth continuum (so that flux calibration and reddening do not count), the telluric bands left
-out, averaged over ``FEATURE_BIN`` pixels: ``star_letter_features``. ``LetterClassifier`` holds the
+learns those boundaries from all of their members at once. It sees the spectrum moved to rest, the
+telluric bands left out, averaged over ``FEATURE_BIN`` pixels and divided by a smooth continuum (so that
+flux calibration and reddening do not count): ``star_letter_features``. ``LetterClassifier`` holds the
 linear model (weights, standardisation and letters, stored with the redshift templates) and
 ``fit_letter_classifier`` trains it (training/make_redshift_templates.py).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch
 
 FEATURE_BIN = 4  # pixels averaged per feature (~420 km/s): 650 features
 CONTINUUM_TERMS = 7  # Legendre terms of the continuum (degree 6)
-CONTINUUM_PASSES = 4  # fits, each dropping pixels more than CLIP_SIGMA below the last (absorption lines)
+CONTINUUM_PASSES = 3  # fits, each dropping bins more than CLIP_SIGMA below the last (absorption lines)
 CLIP_SIGMA = 1.5
 SIGMA_FLOOR = 1e-4  # of the normalised flux: far below any real spectrum's scatter
 WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2)  # tried by cross-validation when training
@@ -28,41 +29,57 @@ MK_ORDER = "OBAFGKM"
 
 def star_letter_features(flux: torch.Tensor, good: torch.Tensor) -> torch.Tensor:
     """Features (B, N_PIXELS / FEATURE_BIN) float32 of rest-frame spectra (B, N) whose usable pixels are
-    ``good`` (B, N) bool: the flux over a continuum fitted by least squares with absorption lines
-    clipped away, clipped to [0, 2], 1 where not usable, averaged in bins of ``FEATURE_BIN`` pixels."""
-    from .redshift import legendre_products, pair_index  # here: redshift.py imports this module
+    ``good`` (B, N) bool: the flux over a continuum, clipped to [0, 2], averaged over the usable pixels of
+    each bin of ``FEATURE_BIN`` pixels (1 where none is). The continuum is fitted by least squares, absorption lines clipped away, to
+    those bins' means of their usable pixels: a quarter of the sums of a fit to the pixels, for the same
+    letters (bench/RESULTS.md)."""
+    from .redshift import pair_index  # here: redshift.py imports this module
 
-    poly, products = legendre_products(CONTINUUM_TERMS)
-    p, products = poly.float().to(flux.device), products.to(flux.device)
+    p, products, p_pixels = (t.to(flux.device) for t in _binned_legendre())
     index = pair_index(CONTINUUM_TERMS).to(flux.device)
     # 64 rows at a time: the passes' temporaries then stay in the CPU's cache
-    return torch.cat([_features_chunk(flux[i:i + 64].float(), good[i:i + 64], p, products, index)
+    return torch.cat([_features_chunk(flux[i:i + 64].float(), good[i:i + 64], p, products, index, p_pixels)
                       for i in range(0, len(flux), 64)])
 
 
+@functools.cache
+def _binned_legendre() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The continuum's Legendre terms averaged over each feature bin (terms, bins), their products over
+    ``upper_pairs`` (pairs, bins), and the terms at every pixel (terms, N), float32."""
+    from .redshift import legendre_basis, upper_pairs
+
+    poly = legendre_basis(CONTINUUM_TERMS).float()
+    binned = poly.reshape(CONTINUUM_TERMS, -1, FEATURE_BIN).mean(2)
+    return binned, torch.stack([binned[j] * binned[k] for j, k in upper_pairs(CONTINUUM_TERMS)]), poly
+
+
 def _features_chunk(f: torch.Tensor, good: torch.Tensor, p: torch.Tensor, products: torch.Tensor,
-                    index: torch.Tensor) -> torch.Tensor:
+                    index: torch.Tensor, p_pixels: torch.Tensor) -> torch.Tensor:
     from .redshift import pixel_sums
 
-    m = good.clone()
-    continuum = torch.ones_like(f)
+    count = good.float().reshape(len(f), -1, FEATURE_BIN).sum(2)
+    binned = torch.where(good, f, 0.0).reshape(len(f), -1, FEATURE_BIN).sum(2) / count.clamp_min(1.0)
+    m = count > 0
     for done in range(1, CONTINUUM_PASSES + 1):
         mf = m.float()
         a = pixel_sums(mf, products).double()[:, index] + 1e-9 * torch.eye(CONTINUUM_TERMS, dtype=torch.float64,
                                                                             device=f.device)
-        b = pixel_sums(mf * f, p).double()
+        b = pixel_sums(mf * binned, p).double()
         coeffs, info = torch.linalg.solve_ex(a, b)
-        if bool(info.any()):  # singular to round-off (few good pixels): least squares for those alone
+        if bool(info.any()):  # singular to round-off (few good bins): least squares for those alone
             coeffs[info != 0] = torch.linalg.lstsq(a[info != 0], b[info != 0].unsqueeze(-1)).solution.squeeze(-1)
-        continuum = coeffs.float() @ p
         if done == CONTINUUM_PASSES:
             break
-        residual = f - continuum
+        residual = binned - coeffs.float() @ p
         # floored: a noiseless spectrum's scatter is round-off, which would clip half its continuum
         sigma = ((residual.square() * mf).sum(1) / mf.sum(1).clamp_min(1.0)).sqrt().clamp_min(SIGMA_FLOOR)
         m = m & (residual > -CLIP_SIGMA * sigma[:, None])
-    ratio = torch.where(good & (continuum.abs() > 1e-6), (f / continuum).clamp(0.0, 2.0), torch.ones_like(f))
-    return ratio.reshape(len(f), -1, FEATURE_BIN).mean(2)
+    continuum = coeffs.float() @ p_pixels
+    usable = good & (continuum.abs() > 1e-6)
+    ratio = torch.where(usable, (f / continuum).clamp(0.0, 2.0), 0.0).reshape(len(f), -1, FEATURE_BIN).sum(2)
+    # the mean of the usable pixels alone: counting masked ones as 1 made lines shallower where pixels are masked
+    n_usable = usable.float().reshape(len(f), -1, FEATURE_BIN).sum(2)
+    return torch.where(n_usable > 0, ratio / n_usable.clamp_min(1.0), 1.0)
 
 
 @dataclass

@@ -36,6 +36,18 @@ def test_features_see_lines_not_the_continuum_and_ignore_masked_pixels():
     assert np.allclose(star_letter_features(spiked, masked)[:, 1000 // FEATURE_BIN].numpy(), 1.0)
 
 
+def test_masked_pixels_leave_a_line_as_deep():
+    # A bin's mean is over its usable pixels: counted as 1, masked ones made lines shallower, and a K star
+    # with every other pixel masked was typed G.
+    flux = torch.from_numpy(_line_spectrum(0.5)[None]).float()
+    good = torch.ones_like(flux, dtype=torch.bool)
+    half = good.clone()
+    half[:, ::2] = False
+    whole, masked = star_letter_features(flux, good).numpy(), star_letter_features(flux, half).numpy()
+    assert whole[0, 1000 // FEATURE_BIN] < 0.8
+    np.testing.assert_allclose(masked, whole, atol=0.05)  # the line sampled at half its pixels: 0.04
+
+
 def test_a_noiseless_spectrum_keeps_its_lines_whatever_the_batch():
     # Without noise the clipping's scatter is round-off; unfloored it clipped the continuum away and a
     # broad line vanished from every row of a batch of more than one.
