@@ -28,9 +28,26 @@ WAVE_MIN = 3690.0
 WAVE_MAX = 9100.0
 LOG_WAVELENGTH = np.linspace(np.log10(WAVE_MIN), np.log10(WAVE_MAX), N_PIXELS)
 WAVELENGTH = 10.0**LOG_WAVELENGTH  #: centres of the 2600 pixels, vacuum Angstrom
-#: Value of masked (and uncovered) pixels after normalisation. 0 is what the paper's own bad-pixel
-#: augmentation writes, so the network already reads 0-runs as "no data here".
+#: Value of every pixel of a row with no usable flux (NO_FLUX, CONSTANT_FLUX) after normalisation.
+#: Masked and uncovered pixels of other rows are ``fill_masked``'s interpolation instead: as 0-runs
+#: (the paper's bad-pixel augmentation's value) they read as absorption, and QSOs and galaxies with many
+#: masked pixels were called STAR (README).
 FILL_VALUE = 0.0
+
+
+def fill_masked(flux: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Rows ``flux`` (B, N) with each pixel that is not ``valid`` (B, N) replaced by the straight line
+    between the nearest valid pixels on either side, or by the nearest valid pixel beyond a row's first
+    or last one; rows without a valid pixel are returned as they are."""
+    out = np.array(np.atleast_2d(flux), copy=True)
+    valid = np.atleast_2d(valid)
+    pixel = np.arange(out.shape[1])
+    # one np.interp per row that needs it: 3x faster than index arithmetic over the whole block
+    for i in np.flatnonzero(~valid.all(axis=1) & valid.any(axis=1)):
+        usable = valid[i]
+        out[i, ~usable] = np.interp(pixel[~usable], pixel[usable], out[i, usable])
+    return out
+
 
 # --- the native LAMOST low-resolution grid: lambda_i = 10**(COEFF0 + COEFF1 * i), vacuum A --------
 

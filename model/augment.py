@@ -1,6 +1,6 @@
 """The paper's data augmentation and class balancing (section 4.2).
 
-Three noises, applied to normalised spectra (values in [0, 1], masked pixels 0), each its own function:
+Three noises, applied to normalised spectra (values in [0, 1], masked pixels interpolated), each its own function:
 ``ccd_noise`` (4.2.1), ``bad_pixels`` (4.2.2), ``cosmic_ray`` (4.2.3), and ``combined`` (4.2.4) in the
 paper's order: noise -> cosmic ray -> bad pixels. One of ours, ``survey_artefacts``, adds the defects
 of real LAMOST files that the mocks lack (spikes that set the normalisation, arm-scale errors) to a
@@ -22,14 +22,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lamost_classify.contract import ARM_JOIN, CLASS_NAMES, N_PIXELS, WAVELENGTH
+from lamost_classify.contract import ARM_JOIN, CLASS_NAMES, FILL_VALUE, N_PIXELS, WAVELENGTH, fill_masked
 
 # Defaults; the paper gives neither value. Normalised LAMOST spectra of S/N 10-50 scatter by
 # ~0.01-0.05 per pixel, so 0.02 is noise of a typical spectrum; 100 pixels is ~4% of the grid (~200 A).
 NOISE_SIGMA = 0.02
 BAD_PIXEL_MAX_LENGTH = 100
 COSMIC_RAY_VALUE = 1.0  # the normalised maximum
-BAD_PIXEL_VALUE = 0.0  # what masked pixels already hold (contract.FILL_VALUE)
 
 RngLike = np.random.Generator | int | None
 
@@ -50,7 +49,9 @@ def ccd_noise(x: np.ndarray, sigma: float = NOISE_SIGMA, rng: RngLike = None) ->
 
 
 def bad_pixels(x: np.ndarray, max_length: int = BAD_PIXEL_MAX_LENGTH, rng: RngLike = None) -> np.ndarray:
-    """Bad CCD pixels: one contiguous band of random length in [1, max_length] at a random place set to 0."""
+    """Bad CCD pixels: one contiguous band of random length in [1, max_length] at a random place, masked as
+    the pipeline masks pixels (``contract.fill_masked``: the line between the band's neighbours). The
+    paper sets them to 0, the value masked pixels held in the pipeline before."""
     rng = np.random.default_rng(rng)
     out = _rows(x)
     block = out.reshape(-1, out.shape[-1])
@@ -60,7 +61,7 @@ def bad_pixels(x: np.ndarray, max_length: int = BAD_PIXEL_MAX_LENGTH, rng: RngLi
     starts = rng.integers(0, n - lengths + 1)
     pixel = np.arange(n)
     band = (pixel >= starts[:, None]) & (pixel < (starts + lengths)[:, None])
-    block[band] = BAD_PIXEL_VALUE
+    block[:] = fill_masked(block, ~band)
     return out
 
 
@@ -98,7 +99,7 @@ def survey_artefacts(x: np.ndarray, rng: RngLike = None) -> np.ndarray:
     n = block.shape[1]
     join_lo, join_hi = np.searchsorted(WAVELENGTH, ARM_JOIN) * n // N_PIXELS
     for row in block:
-        valid = np.flatnonzero(row != BAD_PIXEL_VALUE)
+        valid = np.flatnonzero(row != FILL_VALUE)
         if len(valid) == 0:
             continue
         kind = rng.integers(0, 3)  # 0: spikes, 1: arm scale, 2: both
@@ -111,7 +112,7 @@ def survey_artefacts(x: np.ndarray, rng: RngLike = None) -> np.ndarray:
                 start = int(rng.choice(valid))
                 hit = slice(start, min(start + width, n))
                 # Heights log-uniform from 0.5x to 30x the spectrum's maximum (before renormalising).
-                row[hit] = np.where(row[hit] != BAD_PIXEL_VALUE,
+                row[hit] = np.where(row[hit] != FILL_VALUE,
                                     row[hit] + row.max() * np.exp(rng.uniform(np.log(0.5), np.log(30.0))), row[hit])
         peak = row.max()
         if peak > 0:

@@ -79,16 +79,15 @@ def plot_cam(
 
     flux = np.asarray(flux, dtype=np.float64)
     cam = np.asarray(cam, dtype=np.float64)
-    shown = np.where(flux == 0.0, np.nan, flux)  # masked pixels (0 after normalisation) as gaps, not dips
     if ax is None:
         _, ax = plt.subplots(figsize=(12, 3.6))
-    points = np.column_stack([wavelength, shown])
+    points = np.column_stack([wavelength, flux])
     segments = np.stack([points[:-1], points[1:]], axis=1)
     line = LineCollection(segments, cmap="viridis", norm=plt.Normalize(0.0, 1.0), linewidth=1.2)
     line.set_array(0.5 * (cam[:-1] + cam[1:]))
     ax.add_collection(line)
     ax.set_xlim(wavelength[0], wavelength[-1])
-    ax.set_ylim(min(0.0, np.nanmin(shown, initial=0.0)) - 0.02, max(1.0, np.nanmax(shown, initial=1.0)) + 0.12)
+    ax.set_ylim(min(0.0, np.nanmin(flux, initial=0.0)) - 0.02, max(1.0, np.nanmax(flux, initial=1.0)) + 0.12)
     ax.figure.colorbar(line, ax=ax, pad=0.01, label="CAM")
     if z is not None:
         for name, rest in LINES.items():

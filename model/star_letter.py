@@ -30,9 +30,9 @@ MK_ORDER = "OBAFGKM"
 def star_letter_features(flux: torch.Tensor, good: torch.Tensor) -> torch.Tensor:
     """Features (B, N_PIXELS / FEATURE_BIN) float32 of rest-frame spectra (B, N) whose usable pixels are
     ``good`` (B, N) bool: the flux over a continuum, clipped to [0, 2], averaged over the usable pixels of
-    each bin of ``FEATURE_BIN`` pixels (1 where none is). The continuum is fitted by least squares, absorption lines clipped away, to
-    those bins' means of their usable pixels: a quarter of the sums of a fit to the pixels, for the same
-    letters (bench/RESULTS.md)."""
+    each bin of ``FEATURE_BIN`` pixels (1 where none is). The continuum is fitted by least squares,
+    absorption lines clipped away, to those bins' means of their usable pixels: a quarter of the sums of
+    a fit to the pixels, for the same letters (bench/RESULTS.md)."""
     from .redshift import pair_index  # here: redshift.py imports this module
 
     p, products, p_pixels = (t.to(flux.device) for t in _binned_legendre())

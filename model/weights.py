@@ -57,7 +57,8 @@ def grid_card() -> dict:
 
 def normalisation_card() -> dict:
     return {"method": "min-max over valid pixels, (F - Fmin) / (Fmax - Fmin)", "range": [0.0, 1.0],
-            "masked_value": FILL_VALUE}
+            "masked_pixels": "the line between the nearest valid pixels (contract.fill_masked)",
+            "empty_value": FILL_VALUE}
 
 
 def file_sha256(path: str | Path) -> str:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lamost_classify.contract import FILL_VALUE, LOG_WAVELENGTH, LOW_SNR, MAX_MASKED_FRACTION, MIN_COVERAGE, N_PIXELS, Flag
+from lamost_classify.contract import (FILL_VALUE, LOG_WAVELENGTH, LOW_SNR, MAX_MASKED_FRACTION, MIN_COVERAGE, N_PIXELS, Flag,
+                                      fill_masked)
 from lamost_classify.contract import WAVELENGTH  # noqa: F401  (kept as grid.WAVELENGTH for the grid's users)
 
 from .spectrum import Spectrum
@@ -49,7 +50,7 @@ class Resampled:
 class PreparedBatch:
     """What the network needs, plus the per-spectrum quality the catalog keeps."""
 
-    flux: np.ndarray  # (B, 2600) float32 normalised to [0, 1], FILL_VALUE where masked
+    flux: np.ndarray  # (B, 2600) float32 normalised to [0, 1], masked pixels interpolated (contract.fill_masked)
     flags: np.ndarray  # (B,) uint32, reader flags | preparation flags
     snr: np.ndarray  # (B,) float32 median S/N per output pixel over valid pixels (nan if none)
     coverage: np.ndarray  # (B,) float32 fraction of the grid covered by the spectrum
@@ -145,7 +146,8 @@ def resample(wavelength: np.ndarray, flux: np.ndarray, ivar: np.ndarray, valid: 
 def normalise(flux: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The paper's min-max normalisation (F - Fmin) / (Fmax - Fmin) over each row's valid pixels.
 
-    Returns (normalised float32 with FILL_VALUE where invalid, flags uint32 with NO_FLUX or CONSTANT_FLUX).
+    Returns (normalised float32, invalid pixels interpolated between valid ones (``fill_masked``) and
+    FILL_VALUE throughout a row without a range, flags uint32 with NO_FLUX or CONSTANT_FLUX).
     """
     out, flags, _ = _normalise_with_span(flux, valid)
     return out, flags
@@ -162,7 +164,7 @@ def _normalise_with_span(flux: np.ndarray, valid: np.ndarray) -> tuple[np.ndarra
     constant = any_valid & ~(span > 0)
     scale = np.where(span > 0, span, 1.0)
     offset = np.where(any_valid, fmin, 0.0)
-    out = np.where(valid, (flux - offset[:, None]) / scale[:, None], FILL_VALUE)
+    out = fill_masked(np.where(valid, (flux - offset[:, None]) / scale[:, None], FILL_VALUE), valid)
     out[~any_valid | constant] = FILL_VALUE
     np.clip(out, 0.0, 1.0, out=out)
     flags = np.where(any_valid, 0, int(Flag.NO_FLUX)) | np.where(constant, int(Flag.CONSTANT_FLUX), 0)

@@ -153,10 +153,19 @@ def test_normalise_maps_valid_min_and_max_to_0_and_1():
     flux = np.array([[5.0, 1.0, 3.0, 100.0], [2.0, 2.0, 2.0, 2.0], [1.0, 2.0, 3.0, 4.0]])
     valid = np.array([[True, True, True, False], [True, True, True, True], [False] * 4])
     out, flags = grid.normalise(flux, valid)
-    np.testing.assert_allclose(out[0], [1.0, 0.0, 0.5, grid.FILL_VALUE])
+    np.testing.assert_allclose(out[0], [1.0, 0.0, 0.5, 0.5])  # the masked last pixel: its valid neighbour's
     assert flags[0] == 0
     assert flags[1] == Flag.CONSTANT_FLUX and np.all(out[1] == grid.FILL_VALUE)
     assert flags[2] == Flag.NO_FLUX and np.all(out[2] == grid.FILL_VALUE)
+
+
+def test_masked_pixels_are_the_line_between_their_valid_neighbours():
+    # As 0-runs they read as absorption: QSOs with many masked pixels were called STAR (README).
+    flux = np.array([[0.0, 1.0, 9.0, 9.0, 4.0, 2.0, 9.0]])
+    valid = np.array([[False, True, False, False, True, True, False]])
+    out, flags = grid.normalise(flux, valid)
+    np.testing.assert_allclose(out[0], [0.0, 0.0, 1 / 3, 2 / 3, 1.0, 1 / 3, 1 / 3], atol=1e-6)
+    assert flags[0] == 0
 
 
 def test_uncovered_pixels_are_invalid_and_lower_the_coverage():
@@ -166,7 +175,8 @@ def test_uncovered_pixels_are_invalid_and_lower_the_coverage():
     expected = np.log10(5000 / 3690) / np.log10(9100 / 3690)
     assert out.coverage[0] == pytest.approx(expected, abs=0.005)
     assert out.flags[0] & Flag.LOW_COVERAGE
-    assert np.all(out.flux[0, grid.WAVELENGTH > 5010] == grid.FILL_VALUE)
+    assert np.all(out.flux[0, grid.WAVELENGTH > 5010] == 1.0)  # the last covered pixel's value, not a drop to 0
+    assert np.all(out.ivar[0, grid.WAVELENGTH > 5010] == 0)
 
 
 def spectrum(wavelength, flux, flags=0, source="x"):

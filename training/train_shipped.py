@@ -14,7 +14,9 @@ mix) -> reports on the balanced, the survey-mix and the log-uniform S/N test set
 the known hard cases -> STAR recall on the real LAMOST stars (held out of every use, and all) ->
 safetensors + model card with all of it. Prints the tables; writes report.json in --out. Pointed at a
 finished --out, it only re-evaluates and re-packages. The recipe's steps are model/recipe.py's, shared
-with ``lamost-classify train`` and training/ablation.py.
+with ``lamost-classify train`` and training/ablation.py. ``--rescore MODEL`` trains nothing: it scores a
+shipped model again on the test sets, as above, and rewrites its card (after a change to what the
+network is fed, such as the masked pixels' interpolation).
 """
 
 from __future__ import annotations
@@ -35,13 +37,13 @@ VAL_SETS = ("val", "val_snr")
 TEST_SETS = ("test", "test_survey", "test_snr")
 
 
-def load_sets(dirs: list[Path]) -> tuple[dict[str, tuple[np.ndarray, dict]], dict[str, dict[str, tuple[np.ndarray, dict]]]]:
-    """The sets of every directory, pooled by name (flux stacked, truth columns both tables have), and
-    each directory's own sets."""
-    per_dir = {str(d): {n: load_set(d, n) for n in TRAIN_SETS + VAL_SETS + TEST_SETS if (d / f"{n}_flux.npy").exists()}
-               for d in dirs}
+def load_sets(dirs: list[Path], names: tuple[str, ...] = TRAIN_SETS + VAL_SETS + TEST_SETS
+              ) -> tuple[dict[str, tuple[np.ndarray, dict]], dict[str, dict[str, tuple[np.ndarray, dict]]]]:
+    """The sets ``names`` of every directory, pooled by name (flux stacked, truth columns both tables have),
+    and each directory's own sets."""
+    per_dir = {str(d): {n: load_set(d, n) for n in names if (d / f"{n}_flux.npy").exists()} for d in dirs}
     pooled = {}
-    for name in TRAIN_SETS + VAL_SETS + TEST_SETS:
+    for name in names:
         parts = [sets[name] for sets in per_dir.values() if name in sets]
         if not parts:
             continue
@@ -69,58 +71,15 @@ def real_stars(held_out_only: bool = True) -> dict[str, dict]:
     return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, nargs="+", required=True, help="set directories, one per mock family")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--preset", default="fast")
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--milestones", default="10,30,50")
-    p.add_argument("--per-class", type=int, default=None)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--artefacts", type=float, default=0.0, help="TrainConfig.artefact_fraction (0: the paper's recipe)")
-    p.add_argument("--init-from", default=None, help="fine-tune these weights (name or path)")
-    p.add_argument("--redshift-weight", type=float, default=0.0,
-                   help="TrainConfig.redshift_weight: train the redshift head with the class (0: no head)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (1 is fastest on a shared, loaded machine)")
-    p.add_argument("--ship", type=Path, default=None, help="write the weights + card here (e.g. model/weights/default)")
-    p.add_argument("--name", default=None)
-    p.add_argument("--prior-strength", type=float, default=None,
-                   help="the survey prior's strength for the card (0..1; default: the one with the best mean F1 on "
-                        "the survey-mix mocks). 1 is full Bayes to the survey mix: mock F1 barely tells 0.75 from 1, "
-                        "and the full prior is what keeps real stars that look a little like QSOs")
-    args = p.parse_args()
-
+def score(model, temperature: float, sets: dict, per_dir: dict, prior_strength: float | None = None) -> dict:
+    """The reports on the test sets (pooled ``sets`` and each directory's ``per_dir``): balanced, at the
+    survey mix under each prior strength (the best mean F1's, or ``prior_strength``), log-uniform S/N, and
+    STAR recall on the real LAMOST stars."""
     from lamost_classify.model.calibration import expected_calibration_error
     from lamost_classify.model.evaluate import evaluate, format_report
-    from lamost_classify.model.recipe import choose_prior_strength, fit_calibrated, probabilities, strength_prior
-    from lamost_classify.model.train import TrainConfig
-    from lamost_classify.model.weights import save_weights
+    from lamost_classify.model.recipe import choose_prior_strength, probabilities, strength_prior
 
-    sets, per_dir = load_sets(args.data)
-    train_names = [n for n in TRAIN_SETS if n in sets]
-    train_x = np.concatenate([np.asarray(sets[n][0]) for n in train_names])
-    train_y = np.concatenate([np.asarray(sets[n][1]["label"]) for n in train_names])
-    val_names = [n for n in VAL_SETS if n in sets]
-    val_x = np.concatenate([np.asarray(sets[n][0]) for n in val_names])
-    val_y = np.concatenate([np.asarray(sets[n][1]["label"]) for n in val_names])
-    config = TrainConfig(preset=args.preset, epochs=args.epochs, lr_milestones=tuple(int(m) for m in args.milestones.split(",")),
-                         per_class=args.per_class, batch_size=args.batch_size, device=args.device,
-                         num_threads=args.threads, lr=args.lr, artefact_fraction=args.artefacts,
-                         init_from=args.init_from, redshift_weight=args.redshift_weight)
-    train_z = np.concatenate([np.asarray(sets[n][1]["z"]) for n in train_names])
-    val_z = np.concatenate([np.asarray(sets[n][1]["z"]) for n in val_names])
-    calibrated = fit_calibrated(train_x, train_y, val_x, val_y, config, args.out, train_z=train_z, val_z=val_z)
-    model, result, temperature = calibrated.model, calibrated.result, calibrated.temperature
-
-    report: dict = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-                    "train_counts": {c: int((train_y == i).sum()) for i, c in enumerate(CLASS_NAMES)}}
-    report["temperature"] = temperature
-    report["val_ece_before"] = calibrated.calibration["ece_before"]
-    report["val_ece_after"] = calibrated.calibration["ece_after"]
-
+    report: dict = {}
     test_x, test_truth = sets["test"]
     test_probs = probabilities(model, test_x, temperature)
     report["test_balanced"] = evaluate(np.asarray(test_truth["label"]), test_probs, np.asarray(test_truth["snr_g"]),
@@ -136,11 +95,11 @@ def main() -> None:
         mean_f1 = float(np.mean([r["scores"][c]["f1"] for c in CLASS_NAMES]))
         print(f"prior strength {float(key):.2f}: mean F1 {mean_f1:.4f} " + " ".join(
             f"{c} P={r['scores'][c]['precision']:.4f} R={r['scores'][c]['recall']:.4f}" for c in CLASS_NAMES))
-    if args.prior_strength is not None:
-        if str(args.prior_strength) not in report["survey_by_prior_strength"]:
-            raise SystemExit(f"--prior-strength {args.prior_strength}: give one of "
+    if prior_strength is not None:
+        if str(prior_strength) not in report["survey_by_prior_strength"]:
+            raise SystemExit(f"--prior-strength {prior_strength}: give one of "
                              f"{', '.join(report['survey_by_prior_strength'])}")
-        strength = args.prior_strength
+        strength = prior_strength
     report["chosen_prior_strength"] = strength
     chosen_prior = strength_prior(strength)
     report["default_target_prior"] = chosen_prior
@@ -175,6 +134,121 @@ def main() -> None:
                     report["per_directory"][d][name] = r
                     print(f"{d} {name}: " + " ".join(f"{c} P={r['scores'][c]['precision']:.4f} "
                                                       f"R={r['scores'][c]['recall']:.4f}" for c in CLASS_NAMES))
+    return report
+
+
+def card_metrics(report: dict) -> dict:
+    """The scores a model card keeps, from a training ``report`` (``score``'s plus the training's own)."""
+    strength = report["chosen_prior_strength"]
+    metrics = {k: report[k] for k in ("best_epoch", "best_val_loss", "val_ece_before", "val_ece_after",
+                                      "test_ece", "chosen_prior_strength", "default_target_prior",
+                                      "real_held_out_star_recall", "real_all_star_recall")}
+    metrics["test_balanced"] = report["test_balanced"]["scores"]
+    metrics["test_survey"] = report["survey_by_prior_strength"][str(strength)]["scores"]
+    metrics["test_survey_by_snr"] = {k: v["scores"] for k, v in
+                                     report["survey_by_prior_strength"][str(strength)]["by_snr"].items()}
+    metrics["hard_cases_survey"] = report["survey_by_prior_strength"][str(strength)]["hard_cases"]
+    if "test_snr" in report:
+        metrics["test_snr_by_snr"] = {k: {"n": v["n"], "scores": v["scores"],
+                                          "reweighted_precision": v["reweighted_precision"]}
+                                      for k, v in report["test_snr"]["by_snr"].items()}
+        metrics["hard_cases_test_snr"] = report["test_snr"]["hard_cases"]
+    return metrics
+
+
+def rescore(args: argparse.Namespace) -> None:
+    """``--rescore``: the model's card gets this code's input normalisation and ``score``'s reports (its
+    training's own entries kept), and a note of when and on what; the weights are not touched."""
+    import datetime
+
+    from lamost_classify.model.weights import card_path, load_weights, normalisation_card, read_card, resolve_weights
+
+    path = resolve_weights(args.rescore)
+    card = read_card(path)
+    note = {"date": datetime.date.today().isoformat(), "normalisation_before": card.get("normalisation"),
+            "data": [str(d) for d in args.data], "data_sha256": _hash_dirs(args.data)}
+    card["normalisation"] = normalisation_card()
+    _write_card(path, card)  # first, so that the model loads under this code's normalisation
+    model, _ = load_weights(path)
+    sets, per_dir = load_sets(args.data, TEST_SETS)
+    report = score(model, card["temperature"], sets, per_dir, card["metrics"]["chosen_prior_strength"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    kept = {k: card["metrics"][k] for k in ("best_epoch", "best_val_loss", "val_ece_before", "val_ece_after")}
+    card["metrics"] = card_metrics({**report, **kept})
+    card.setdefault("rescored", []).append(note)
+    _write_card(path, card)
+    print(f"rescored {card_path(path)}")
+
+
+def _write_card(weights_path: Path, card: dict) -> None:
+    from lamost_classify.model.weights import card_path
+
+    target = card_path(weights_path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(card, indent=2, default=float))
+    tmp.replace(target)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, nargs="+", required=True, help="set directories, one per mock family")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--preset", default="fast")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--milestones", default="10,30,50")
+    p.add_argument("--per-class", type=int, default=None)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--artefacts", type=float, default=0.0, help="TrainConfig.artefact_fraction (0: the paper's recipe)")
+    p.add_argument("--init-from", default=None, help="fine-tune these weights (name or path)")
+    p.add_argument("--redshift-weight", type=float, default=0.0,
+                   help="TrainConfig.redshift_weight: train the redshift head with the class (0: no head)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (1 is fastest on a shared, loaded machine)")
+    p.add_argument("--ship", type=Path, default=None, help="write the weights + card here (e.g. model/weights/default)")
+    p.add_argument("--name", default=None)
+    p.add_argument("--prior-strength", type=float, default=None,
+                   help="the survey prior's strength for the card (0..1; default: the one with the best mean F1 on "
+                        "the survey-mix mocks). 1 is full Bayes to the survey mix: mock F1 barely tells 0.75 from 1, "
+                        "and the full prior is what keeps real stars that look a little like QSOs")
+    p.add_argument("--rescore", default=None, metavar="MODEL",
+                   help="no training: score this shipped model (a name or a weights path) on the test sets of --data "
+                        "with its card's temperature and prior strength, and write the scores and this code's input "
+                        "normalisation into its card (after a change to what the network is fed)")
+    args = p.parse_args()
+
+    if args.rescore:
+        rescore(args)
+        return
+
+    from lamost_classify.model.recipe import fit_calibrated
+    from lamost_classify.model.train import TrainConfig
+    from lamost_classify.model.weights import save_weights
+
+    sets, per_dir = load_sets(args.data)
+    train_names = [n for n in TRAIN_SETS if n in sets]
+    train_x = np.concatenate([np.asarray(sets[n][0]) for n in train_names])
+    train_y = np.concatenate([np.asarray(sets[n][1]["label"]) for n in train_names])
+    val_names = [n for n in VAL_SETS if n in sets]
+    val_x = np.concatenate([np.asarray(sets[n][0]) for n in val_names])
+    val_y = np.concatenate([np.asarray(sets[n][1]["label"]) for n in val_names])
+    config = TrainConfig(preset=args.preset, epochs=args.epochs, lr_milestones=tuple(int(m) for m in args.milestones.split(",")),
+                         per_class=args.per_class, batch_size=args.batch_size, device=args.device,
+                         num_threads=args.threads, lr=args.lr, artefact_fraction=args.artefacts,
+                         init_from=args.init_from, redshift_weight=args.redshift_weight)
+    train_z = np.concatenate([np.asarray(sets[n][1]["z"]) for n in train_names])
+    val_z = np.concatenate([np.asarray(sets[n][1]["z"]) for n in val_names])
+    calibrated = fit_calibrated(train_x, train_y, val_x, val_y, config, args.out, train_z=train_z, val_z=val_z)
+    model, result, temperature = calibrated.model, calibrated.result, calibrated.temperature
+
+    report: dict = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                    "train_counts": {c: int((train_y == i).sum()) for i, c in enumerate(CLASS_NAMES)}}
+    report["temperature"] = temperature
+    report["val_ece_before"] = calibrated.calibration["ece_before"]
+    report["val_ece_after"] = calibrated.calibration["ece_after"]
+
+    report.update(score(model, temperature, sets, per_dir, args.prior_strength))
 
     (args.out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     if args.ship:
@@ -188,19 +262,7 @@ def main() -> None:
 
             base = read_card(resolve_weights(args.init_from))
             training["fine_tuned_from"] = {k: base[k] for k in ("name", "weights_sha256", "training")}
-        metrics = {k: report[k] for k in ("best_epoch", "best_val_loss", "val_ece_before", "val_ece_after",
-                                          "test_ece", "chosen_prior_strength", "default_target_prior",
-                                          "real_held_out_star_recall", "real_all_star_recall")}
-        metrics["test_balanced"] = report["test_balanced"]["scores"]
-        metrics["test_survey"] = report["survey_by_prior_strength"][str(strength)]["scores"]
-        metrics["test_survey_by_snr"] = {k: v["scores"] for k, v in
-                                         report["survey_by_prior_strength"][str(strength)]["by_snr"].items()}
-        metrics["hard_cases_survey"] = report["survey_by_prior_strength"][str(strength)]["hard_cases"]
-        if "test_snr" in report:
-            metrics["test_snr_by_snr"] = {k: {"n": v["n"], "scores": v["scores"],
-                                              "reweighted_precision": v["reweighted_precision"]}
-                                          for k, v in report["test_snr"]["by_snr"].items()}
-            metrics["hard_cases_test_snr"] = report["test_snr"]["hard_cases"]
+        metrics = card_metrics(report)
         path = save_weights(model.cpu(), args.ship, name=args.name or f"{args.preset}-default",
                             training=training, metrics=metrics, temperature=temperature)
         print(f"shipped {path}")
