@@ -47,7 +47,7 @@ def _parse_adapt(ctx, param, value: str | None) -> tuple[int, int] | None:
                    "onnx (onnxruntime, CPU, fp32).")
 @click.option("--resume/--overwrite", default=True, show_default=True,
               help="Resume a run into the same directory (default), or start it over.")
-@click.option("--save-flux", is_flag=True, help="Also store the normalised 2600-pixel spectra in arrays.zarr.")
+@click.option("--save-flux", is_flag=True, help="Also store the normalised 2600-pixel spectra the network read in arrays.zarr (masked pixels interpolated).")
 @click.option("--save-cam", is_flag=True, help="Also store class activation maps in arrays.zarr.")
 @click.option("--prior", callback=_parse_prior, default=None,
               help=f"Class prior STAR,GALAXY,QSO of the data (default: the survey's {','.join(map(str, SURVEY_PRIOR))}).")
