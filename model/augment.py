@@ -91,7 +91,7 @@ def survey_artefacts(x: np.ndarray, rng: RngLike = None) -> np.ndarray:
     pixels, 3-300x the continuum) that sets the maximum of the min-max normalisation and squashes
     the spectrum under it; or the two arms' flux scales disagreeing by up to 2x at the 5700-5900 A
     join. Each row gets one or both, drawn at random, then is renormalised to a maximum of 1
-    (masked pixels stay 0). Meant for every class alike, so that a defect says nothing of the class.
+    (pixels at 0 stay 0). Meant for every class alike, so that a defect says nothing of the class.
     """
     rng = np.random.default_rng(rng)
     out = _rows(x)
