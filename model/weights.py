@@ -142,8 +142,16 @@ def save_weights(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "code_version": __version__,
     }
-    card_path(path).write_text(json.dumps(card, indent=2, default=float))
+    write_card(path, card)
     return path
+
+
+def write_card(weights_path: Path, card: dict) -> None:
+    """Write ``card`` beside ``weights_path`` (its .json), whole or not at all."""
+    target = card_path(weights_path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(card, indent=2, default=float))
+    os.replace(tmp, target)
 
 
 def _differs_from_preset(model: nn.Module) -> dict:

@@ -161,14 +161,15 @@ def rescore(args: argparse.Namespace) -> None:
     training's own entries kept), and a note of when and on what; the weights are not touched."""
     import datetime
 
-    from lamost_classify.model.weights import card_path, load_weights, normalisation_card, read_card, resolve_weights
+    from lamost_classify.model.weights import (card_path, load_weights, normalisation_card, read_card, resolve_weights,
+                                               write_card)
 
     path = resolve_weights(args.rescore)
     card = read_card(path)
     note = {"date": datetime.date.today().isoformat(), "normalisation_before": card.get("normalisation"),
             "data": [str(d) for d in args.data], "data_sha256": _hash_dirs(args.data)}
     card["normalisation"] = normalisation_card()
-    _write_card(path, card)  # first, so that the model loads under this code's normalisation
+    write_card(path, card)  # first, so that the model loads under this code's normalisation
     model, _ = load_weights(path)
     sets, per_dir = load_sets(args.data, TEST_SETS)
     report = score(model, card["temperature"], sets, per_dir, card["metrics"]["chosen_prior_strength"])
@@ -177,17 +178,8 @@ def rescore(args: argparse.Namespace) -> None:
     kept = {k: card["metrics"][k] for k in ("best_epoch", "best_val_loss", "val_ece_before", "val_ece_after")}
     card["metrics"] = card_metrics({**report, **kept})
     card.setdefault("rescored", []).append(note)
-    _write_card(path, card)
+    write_card(path, card)
     print(f"rescored {card_path(path)}")
-
-
-def _write_card(weights_path: Path, card: dict) -> None:
-    from lamost_classify.model.weights import card_path
-
-    target = card_path(weights_path)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(card, indent=2, default=float))
-    tmp.replace(target)
 
 
 def main() -> None:
