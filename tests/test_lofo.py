@@ -89,6 +89,23 @@ def test_more_training_sets_are_the_training_families_only(data, tmp_path):
     assert result["folds"]["a"]["train_n"] == 96 and result["config"]["artefact_fraction"] == 0.3
 
 
+def test_real_stars_train_every_fold_and_are_then_scored_held_out_only(data, tmp_path, monkeypatch):
+    """The shipped model trains on real stars; a fold can too. They are no family: never left out."""
+    lofo = _script()
+    real = tmp_path / "realstars"
+    real.mkdir()
+    np.save(real / "train_flux.npy", np.load(data / "b" / "lofo_train_flux.npy")[:8])
+    pq.write_table(pa.table({"class": ["STAR"] * 8, "label": [0] * 8, "z": [0.0] * 8, "family": ["real"] * 8}),
+                   real / "train_truth.parquet")
+    asked: list[bool] = []
+    monkeypatch.setattr(lofo, "_real_stars", lambda held_out_only: asked.append(held_out_only) or {})
+    result = lofo.main(["--data", str(data), "--out", str(tmp_path / "out"), "--leave-out", "a", "--epochs", "1",
+                        "--milestones", "", "--threads", "1", "--batch-size", "16", "--real-stars", str(real)])
+    assert result["folds"]["a"]["train_n"] == 48 + 8
+    assert ("a", "train", "real", str(real)) in [tuple(o) for o in result["opened"]]
+    assert asked == [True] and "real stars of" in result["what"]
+
+
 def test_redshift_weight_trains_the_fold_with_a_redshift_head(data, tmp_path):
     """The shipped recipe trains a redshift head with the class: a fold can too, from the training
     families' true z, so the head's effect on an unseen family is measured, not guessed."""

@@ -139,19 +139,20 @@ def probabilities(model, flux: np.ndarray, temperature: float) -> np.ndarray:
 
 
 @functools.cache
-def _real_stars() -> dict[str, dict]:
+def _real_stars(held_out_only: bool) -> dict[str, dict]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from train_shipped import real_stars
 
-    return real_stars(held_out_only=False)
+    return real_stars(held_out_only=held_out_only)
 
 
-def real_star_recall(model, temperature: float, prior: list[float]) -> dict[str, dict]:
-    """STAR recall on every real LAMOST star at hand (../shared), per directory; {} without ../shared."""
+def real_star_recall(model, temperature: float, prior: list[float], held_out_only: bool = False) -> dict[str, dict]:
+    """STAR recall on the real LAMOST stars at hand (../shared), per directory: every one, or only those
+    held out of training (for a fold that trained on the others); {} without ../shared."""
     from lamost_classify.model.calibration import adjust_to_prior
 
     out = {}
-    for sub, r in _real_stars().items():
+    for sub, r in _real_stars(held_out_only).items():
         called = adjust_to_prior(probabilities(model, r["flux"], temperature), prior).argmax(1)
         out[sub] = {"n": r["n"], "star_recall": float((called == 0).mean())}
     return out
@@ -170,8 +171,10 @@ def score_families(loader: SetLoader, model, temperature: float, prior: list[flo
 
 
 def run_fold(loader: SetLoader, left_out: str, families: list[str], config, out_dir: Path,
-             train_sets: tuple[str, ...] = (TRAIN,)) -> dict:
-    """Train without ``left_out``, calibrate without it, then test on it (and on the families trained on)."""
+             train_sets: tuple[str, ...] = (TRAIN,), real_stars: Path | None = None) -> dict:
+    """Train without ``left_out``, calibrate without it, then test on it (and on the families trained on).
+    ``real_stars``: a directory made by make_real_star_set.py whose stars every fold also trains on, as
+    the shipped model does; they are no mock family, so no fold leaves them out."""
     from lamost_classify.model.calibration import fit_temperature, softmax
     from lamost_classify.model.runtime import batched_logits
     from lamost_classify.model.train import fit
@@ -179,6 +182,12 @@ def run_fold(loader: SetLoader, left_out: str, families: list[str], config, out_
     others = [f for f in families if f != left_out]
     loader.fold = left_out
     parts = [loader.stack(others, name, "train") for name in train_sets]
+    if real_stars is not None:
+        from lamost_classify.model.labelled import load_set
+
+        flux, truth = load_set(real_stars, "train")
+        loader.opened.append((left_out, "train", "real", str(real_stars)))
+        parts.append((np.asarray(flux), np.asarray(truth["label"], np.int64), np.asarray(truth["z"], np.float32)))
     train_x, train_y, train_z = (np.concatenate([p[i] for p in parts]) for i in range(3))
     del parts
     val_x, val_y, val_z = loader.stack(others, VAL, "calibrate")
@@ -194,7 +203,7 @@ def run_fold(loader: SetLoader, left_out: str, families: list[str], config, out_
             "prior_strength": strength, "val_mean_f1_at_mix_by_strength": tried, "prior": prior}
     fold["unseen"] = score_families(loader, model, temperature, prior, [left_out], "test")[left_out]
     fold["seen"] = score_families(loader, model, temperature, prior, others, "test seen")
-    fold["real_stars"] = real_star_recall(model, temperature, prior)
+    fold["real_stars"] = real_star_recall(model, temperature, prior, held_out_only=real_stars is not None)
     return fold
 
 
@@ -279,6 +288,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--per-class", type=int, default=None, help="spectra per class per epoch (default: median class size)")
     p.add_argument("--train-sets", nargs="+", default=[TRAIN],
                    help=f"the training families' sets to train on (default {TRAIN}; the shipped recipe's: train train_snr)")
+    p.add_argument("--real-stars", type=Path, default=None,
+                   help="also train every fold on this make_real_star_set.py directory (real stars are then "
+                        "scored on the held-out ones only)")
     p.add_argument("--artefacts", type=float, default=0.0, help="TrainConfig.artefact_fraction (train_shipped.py's)")
     p.add_argument("--redshift-weight", type=float, default=0.0,
                    help="train a redshift head with the class, as train_shipped.py's (0: no head)")
@@ -324,11 +336,14 @@ def main(argv: list[str] | None = None) -> dict:
         if left_out not in families:
             raise SystemExit(f"--leave-out {left_out}: not among the families {families}")
         print(f"fold: leave out {left_out}, train on {[f for f in families if f != left_out]}", flush=True)
-        folds[left_out] = run_fold(loader, left_out, families, config, args.out, tuple(args.train_sets))
+        folds[left_out] = run_fold(loader, left_out, families, config, args.out, tuple(args.train_sets),
+                                   args.real_stars)
         g = folds[left_out]["unseen"]["goals"]
         print(f"  {left_out}: " + ", ".join(f"{k} {v['value']:.4f}" for k, v in g.items()), flush=True)
     result = {"title": "Leave one mock family out",
-              "what": f"Preset {args.preset} on the sets {', '.join(args.train_sets)}, artefact fraction "
+              "what": f"Preset {args.preset} on the sets {', '.join(args.train_sets)}"
+                      + (f" and the real stars of {args.real_stars} (real stars scored: held out only)"
+                         if args.real_stars else "") + f", artefact fraction "
                       f"{args.artefacts}, redshift head weight {args.redshift_weight}, {args.epochs} epochs "
                       f"(lr {args.lr}, /10 after {args.milestones}), seed {args.seed}, "
                       f"per class per epoch {args.per_class or 'median class size'}; temperature and prior "
