@@ -104,6 +104,15 @@ def test_real_stars_train_every_fold_and_are_then_scored_held_out_only(data, tmp
     assert result["folds"]["a"]["train_n"] == 48 + 8
     assert ("a", "train", "real", str(real)) in [tuple(o) for o in result["opened"]]
     assert asked == [True] and "real stars of" in result["what"]
+    with pytest.raises(SystemExit, match="make_real_star_set"):  # one clear line, not a traceback
+        lofo.main(["--data", str(data), "--out", str(tmp_path / "out2"), "--leave-out", "a",
+                   "--real-stars", str(tmp_path / "nowhere")])
+    mixed = tmp_path / "mixed"  # a mock set of all three classes, given by mistake
+    mixed.mkdir()
+    for suffix in ("_flux.npy", "_truth.parquet"):
+        (mixed / f"train{suffix}").write_bytes((data / "b" / f"lofo_train{suffix}").read_bytes())
+    with pytest.raises(SystemExit, match="other classes than STAR"):
+        lofo.main(["--data", str(data), "--out", str(tmp_path / "out3"), "--leave-out", "a", "--real-stars", str(mixed)])
 
 
 def test_redshift_weight_trains_the_fold_with_a_redshift_head(data, tmp_path):

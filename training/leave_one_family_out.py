@@ -186,6 +186,8 @@ def run_fold(loader: SetLoader, left_out: str, families: list[str], config, out_
         from lamost_classify.model.labelled import load_set
 
         flux, truth = load_set(real_stars, "train")
+        if set(truth["label"]) != {0}:
+            raise SystemExit(f"{real_stars} holds other classes than STAR: not a make_real_star_set.py directory")
         loader.opened.append((left_out, "train", "real", str(real_stars)))
         parts.append((np.asarray(flux), np.asarray(truth["label"], np.int64), np.asarray(truth["z"], np.float32)))
     train_x, train_y, train_z = (np.concatenate([p[i] for p in parts]) for i in range(3))
@@ -325,6 +327,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     if len(families) < 2:
         raise SystemExit(f"leave-one-family-out needs at least 2 families in {args.data}; found {families}")
+    if args.real_stars and not (args.real_stars / "train_flux.npy").exists():
+        raise SystemExit(f"--real-stars {args.real_stars} holds no train_flux.npy: make it with "
+                         f"python training/make_real_star_set.py --out {args.real_stars}")
     from lamost_classify.model.train import TrainConfig
 
     config = TrainConfig(preset=args.preset, epochs=args.epochs, lr=args.lr, per_class=args.per_class,
