@@ -75,10 +75,23 @@ class SetLoader:
 
     def stack(self, families: list[str], name: str, role: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Spectra, labels and true redshifts of set ``name`` of every family in ``families``, in order."""
-        parts = [self.load(f, name, role) for f in families]
-        return (np.concatenate([np.asarray(x) for x, _ in parts]),
-                np.concatenate([np.asarray(t["label"], np.int64) for _, t in parts]),
-                np.concatenate([np.asarray(t["z"], np.float32) for _, t in parts]))
+        parts = [training_arrays(*self.load(f, name, role)) for f in families]
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+
+
+def training_arrays(flux: np.ndarray, truth: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(spectra, labels, true redshifts) of one set, as ``fit`` takes them."""
+    return np.asarray(flux), np.asarray(truth["label"], np.int64), np.asarray(truth["z"], np.float32)
+
+
+def check_real_stars(directory: Path) -> None:
+    """One clear line unless ``directory`` is a make_real_star_set.py directory (a train set, all STAR)."""
+    if not (directory / "train_flux.npy").exists():
+        raise SystemExit(f"--real-stars {directory} holds no train_flux.npy: make it with "
+                         f"python training/make_real_star_set.py --out {directory}")
+    labels = pq.read_table(directory / "train_truth.parquet", columns=["label"]).column("label").to_pylist()
+    if set(labels) != {0}:
+        raise SystemExit(f"{directory} holds other classes than STAR: not a make_real_star_set.py directory")
 
 
 def families_in(data: Path, sets: tuple[str, ...] = SETS) -> list[str]:
@@ -185,11 +198,8 @@ def run_fold(loader: SetLoader, left_out: str, families: list[str], config, out_
     if real_stars is not None:
         from lamost_classify.model.labelled import load_set
 
-        flux, truth = load_set(real_stars, "train")
-        if set(truth["label"]) != {0}:
-            raise SystemExit(f"{real_stars} holds other classes than STAR: not a make_real_star_set.py directory")
         loader.opened.append((left_out, "train", "real", str(real_stars)))
-        parts.append((np.asarray(flux), np.asarray(truth["label"], np.int64), np.asarray(truth["z"], np.float32)))
+        parts.append(training_arrays(*load_set(real_stars, "train")))
     train_x, train_y, train_z = (np.concatenate([p[i] for p in parts]) for i in range(3))
     del parts
     val_x, val_y, val_z = loader.stack(others, VAL, "calibrate")
@@ -327,9 +337,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     if len(families) < 2:
         raise SystemExit(f"leave-one-family-out needs at least 2 families in {args.data}; found {families}")
-    if args.real_stars and not (args.real_stars / "train_flux.npy").exists():
-        raise SystemExit(f"--real-stars {args.real_stars} holds no train_flux.npy: make it with "
-                         f"python training/make_real_star_set.py --out {args.real_stars}")
+    if args.real_stars:
+        check_real_stars(args.real_stars)
     from lamost_classify.model.train import TrainConfig
 
     config = TrainConfig(preset=args.preset, epochs=args.epochs, lr=args.lr, per_class=args.per_class,
