@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import itertools
 import json
 import os
@@ -43,6 +44,7 @@ _RESUME_KEYS = ("preset", "model_overrides", "init_from", "seed", "per_class", "
                 "weight_decay", "precise_bn_batches", "redshift_weight")
 # Hidden width of the redshift head when redshift_weight turns it on and model_overrides do not say.
 DEFAULT_REDSHIFT_HIDDEN = 64
+FINGERPRINT_ROWS = 256  # spectra of each set hashed whole into the data fingerprint, evenly spaced
 REDSHIFT_BETA = 1.0  # training loss of the head: beta-NLL (see redshift_nll); validation reports the plain NLL
 
 
@@ -121,6 +123,22 @@ def _head_outputs(model: nn.Module, x: np.ndarray, device, batch_size: int) -> t
             heads.append(out[1].float().cpu().numpy())
     model.train(was_training)
     return np.concatenate(logits), np.concatenate(heads)
+
+
+def data_fingerprint(*arrays: np.ndarray | None) -> str:
+    """A hash of the training data: every array's shape and dtype, 1-D arrays (labels, redshifts) whole,
+    and ``FINGERPRINT_ROWS`` evenly spaced rows of each 2-D one (the spectra), so that a checkpoint is
+    never resumed on other data while a memory-mapped set of millions of spectra is not read whole."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in arrays:
+        if array is None:
+            digest.update(b"none")
+            continue
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        if array.ndim > 1 and len(array):
+            array = array[np.unique(np.linspace(0, len(array) - 1, FINGERPRINT_ROWS).astype(np.int64))]
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def _comparable(config: dict) -> dict:
@@ -275,6 +293,7 @@ def fit(
 
     ckpt_path = out_dir / CHECKPOINT
     saved_config = dataclasses.asdict(config)
+    fingerprint = data_fingerprint(train_x, train_y, val_x, val_y, train_z, val_z)
     if config.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         # A field the checkpoint predates had its default value then.
@@ -285,6 +304,11 @@ def fit(
                 f"{ckpt_path} was written with other settings; resume it with the same ones, or train "
                 f"into another directory (or without resuming). Differences (checkpoint, now): {differs}"
             )
+        if state.get("data_fingerprint", fingerprint) != fingerprint:
+            raise ValueError(f"{ckpt_path} was trained on other data (training or validation spectra, labels or "
+                             "redshifts); train into another directory (or without resuming)")
+        if "data_fingerprint" not in state:  # written before checkpoints recorded their data
+            print(f"{ckpt_path} does not record its training data: resumed without checking them")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -345,6 +369,7 @@ def fit(
             "epoch": epoch, "config": saved_config, "model_config": config_dict(model),
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(), "history": history, "best": best,
+            "data_fingerprint": fingerprint,
         })
         _write_logs(history, out_dir)
         if time.monotonic() - last_plot > PLOT_INTERVAL_S:  # a redraw is slow beside a short epoch

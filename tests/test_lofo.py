@@ -104,6 +104,10 @@ def test_real_stars_train_every_fold_and_are_then_scored_held_out_only(data, tmp
     assert result["folds"]["a"]["train_n"] == 48 + 8
     assert ("a", "train", "real", str(real)) in [tuple(o) for o in result["opened"]]
     assert asked == [True] and "real stars of" in result["what"]
+    # The same fold rerun into the same --out without them: its checkpoint is refused, in one line.
+    with pytest.raises(SystemExit, match="other data"):
+        lofo.main(["--data", str(data), "--out", str(tmp_path / "out"), "--leave-out", "a", "--epochs", "1",
+                   "--milestones", "", "--threads", "1", "--batch-size", "16"])
     with pytest.raises(SystemExit, match="make_real_star_set"):  # one clear line, not a traceback
         lofo.main(["--data", str(data), "--out", str(tmp_path / "out2"), "--leave-out", "a",
                    "--real-stars", str(tmp_path / "nowhere")])

@@ -104,6 +104,10 @@ def test_a_diverged_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpo
     config = TrainConfig(preset="fc4", epochs=1, batch_size=9, per_class=3, augment=False, progress=False)
     fit(x, y, x, y, config, tmp_path)
     x[0, 5] = np.nan  # e.g. a non-finite value that slipped into the training arrays
+    # resumed as a checkpoint from before data fingerprints, so that epoch 2 runs on the changed arrays
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    del state["data_fingerprint"]
+    torch.save(state, tmp_path / CHECKPOINT)
     with pytest.raises(FloatingPointError, match="diverged in epoch 2"):
         fit(x, y, x, y, TrainConfig(**{**config.__dict__, "epochs": 2}), tmp_path)
     assert torch.load(tmp_path / CHECKPOINT, weights_only=True)["epoch"] == 1
@@ -140,3 +144,23 @@ def test_a_checkpoint_older_than_a_setting_resumes_when_that_setting_is_at_its_d
     assert [row["epoch"] for row in fit(x, y, x, y, config, tmp_path).history] == [1, 2]
     with pytest.raises(ValueError, match="artefact_fraction"):
         fit(x, y, x, y, TrainConfig(**{**config.__dict__, "epochs": 3, "artefact_fraction": 0.3}), tmp_path)
+
+
+def test_resume_refuses_other_training_data_and_says_when_it_cannot_check(tmp_path, capsys):
+    x, y = synthetic_spectra(3, seed=8)
+    config = TrainConfig(preset="fc4", epochs=2, batch_size=9, num_threads=1, progress=False)
+    fit(x, y, x, y, TrainConfig(**{**config.__dict__, "epochs": 1}), tmp_path)
+    other_flux = x.copy()
+    other_flux[-1, 100] += 0.5  # one pixel of the last spectrum: a row the fingerprint samples
+    other_labels = y.copy()
+    other_labels[0] = (y[0] + 1) % 3
+    for train_x, train_y, val_x in ((other_flux, y, x), (x, other_labels, x), (x, y, other_flux),
+                                    (x[:-1], y[:-1], x)):
+        with pytest.raises(ValueError, match="other data"):
+            fit(train_x, train_y, val_x, y, config, tmp_path)
+    # A checkpoint from before fingerprints resumes, and says that its data were not checked.
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    del state["data_fingerprint"]
+    torch.save(state, tmp_path / CHECKPOINT)
+    assert [row["epoch"] for row in fit(other_flux, y, x, y, config, tmp_path).history] == [1, 2]
+    assert "resumed without checking them" in capsys.readouterr().out

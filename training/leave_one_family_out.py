@@ -204,7 +204,10 @@ def run_fold(loader: SetLoader, left_out: str, families: list[str], config, out_
     del parts
     val_x, val_y, val_z = loader.stack(others, VAL, "calibrate")
     started = time.time()
-    result = fit(train_x, train_y, val_x, val_y, config, out_dir / f"fold-{left_out}", train_z, val_z)
+    try:
+        result = fit(train_x, train_y, val_x, val_y, config, out_dir / f"fold-{left_out}", train_z, val_z)
+    except ValueError as exc:  # the fold's directory holds a checkpoint of other settings or data
+        raise SystemExit(str(exc)) from None
     model = result.model
     val_logits = batched_logits(model, val_x, next(model.parameters()).device, 512)
     temperature = fit_temperature(val_logits, val_y)

@@ -231,7 +231,10 @@ def main() -> None:
                          init_from=args.init_from, redshift_weight=args.redshift_weight)
     train_z = np.concatenate([np.asarray(sets[n][1]["z"]) for n in train_names])
     val_z = np.concatenate([np.asarray(sets[n][1]["z"]) for n in val_names])
-    calibrated = fit_calibrated(train_x, train_y, val_x, val_y, config, args.out, train_z=train_z, val_z=val_z)
+    try:
+        calibrated = fit_calibrated(train_x, train_y, val_x, val_y, config, args.out, train_z=train_z, val_z=val_z)
+    except ValueError as exc:  # e.g. --out holds a checkpoint of other settings or data
+        raise SystemExit(str(exc)) from None
     model, result, temperature = calibrated.model, calibrated.result, calibrated.temperature
 
     report: dict = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
