@@ -38,7 +38,8 @@ from .weights import load_weights
 
 CHECKPOINT = "checkpoint.pt"
 PLOT_INTERVAL_S = 60.0  # loss.png is redrawn at most this often, and at the end
-# Fields that must match for a checkpoint to be resumed: they define the model and the data it saw.
+# Settings that must match for a checkpoint to be resumed: they define the model and how it was
+# trained (the data themselves are compared by data_fingerprint).
 _RESUME_KEYS = ("preset", "model_overrides", "init_from", "seed", "per_class", "augment", "noise_sigma",
                 "bad_pixel_max_length", "artefact_fraction", "batch_size", "lr", "lr_milestones", "lr_gamma",
                 "weight_decay", "precise_bn_batches", "redshift_weight")
@@ -304,11 +305,12 @@ def fit(
                 f"{ckpt_path} was written with other settings; resume it with the same ones, or train "
                 f"into another directory (or without resuming). Differences (checkpoint, now): {differs}"
             )
-        if state.get("data_fingerprint", fingerprint) != fingerprint:
+        saved_fingerprint = state.get("data_fingerprint")
+        if saved_fingerprint is None:  # written before checkpoints recorded their data
+            print(f"{ckpt_path} does not record its training data: resumed without checking them")
+        elif saved_fingerprint != fingerprint:
             raise ValueError(f"{ckpt_path} was trained on other data (training or validation spectra, labels or "
                              "redshifts); train into another directory (or without resuming)")
-        if "data_fingerprint" not in state:  # written before checkpoints recorded their data
-            print(f"{ckpt_path} does not record its training data: resumed without checking them")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
