@@ -116,7 +116,8 @@ def main() -> None:
     letters, chosen = letter_classifier(stars)
     out.update(letters.arrays())
     print(f"STAR letter classifier: letters {', '.join(letters.letters)}, weight decay {chosen['weight_decay']}; "
-          "5-fold cross-validated agreement " + ", ".join(f"{k:g}: {v:.3f}" for k, v in chosen["cv_agreement"].items()))
+          "5-fold cross-validated agreement, averaged over the letters (all stars) " + ", ".join(
+              f"{k:g}: {v:.3f} ({chosen['cv_agreement'][k]:.3f})" for k, v in chosen["cv_letter_agreement"].items()))
 
     for objclass, name in (("GALAXY", "spEigenGal-56436.fits"), ("QSO", "spEigenQSO-55732.fits")):
         k0, rest = class_grid(objclass)
