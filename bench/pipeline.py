@@ -61,6 +61,7 @@ def network_seconds(records) -> float:
     return time.perf_counter() - t
 
 
+WITH_REDSHIFT = "infer (network + redshift fit)"
 WITHOUT_REDSHIFT = "infer without the redshift outputs"
 
 
@@ -100,6 +101,16 @@ def stages_alone(client: Client, plan, catalog_dir: Path, workers: int, rounds: 
     def best(rate: tuple[float, float], key: str) -> None:
         rates[key] = max(rates.get(key, (0.0, 0.0)), rate)
 
+    def timed_infer(task, *args, key: str) -> list:
+        """The infer stage (``task`` over the prepared batches) timed as ``key``; its futures."""
+        t = time.time()
+        futures = client.map(task, *args, pure=False)
+        wait(futures)
+        wall = time.time() - t
+        infer = sum(client.gather(client.map(lambda c: c.seconds["infer"], futures, pure=False)))
+        best((n / infer, n / wall), key)
+        return futures
+
     # Every stage in every round, best kept: a shared machine's speed drifts over minutes, and a
     # stage timed once in a slow spell skews the bound and the fit's share.
     for _ in range(rounds):
@@ -116,20 +127,8 @@ def stages_alone(client: Client, plan, catalog_dir: Path, workers: int, rounds: 
         network = client.gather(client.map(network_seconds, prepared, pure=False))
         best((n / sum(network), n / (time.time() - t)), "network alone")
 
-        t = time.time()
-        bare = client.map(infer_without_redshift, prepared, pure=False)
-        wait(bare)
-        wall = time.time() - t
-        infer = sum(client.gather(client.map(lambda c: c.seconds["infer"], bare, pure=False)))
-        best((n / infer, n / wall), WITHOUT_REDSHIFT)
-        del bare
-
-        t = time.time()
-        classified = client.map(infer_task, prepared, [False] * len(prepared), pure=False)
-        wait(classified)
-        wall = time.time() - t
-        infer = sum(client.gather(client.map(lambda c: c.seconds["infer"], classified, pure=False)))
-        best((n / infer, n / wall), "infer (network + redshift fit)")
+        timed_infer(infer_without_redshift, prepared, key=WITHOUT_REDSHIFT)  # futures dropped: results not kept
+        classified = timed_infer(infer_task, prepared, [False] * len(prepared), key=WITH_REDSHIFT)
 
     create_arrays(catalog_dir, n, plan.batch_size, False, False)
     t = time.time()
@@ -242,7 +241,7 @@ def main() -> None:
             kept = ("read", "prepare", "write", infer_as)
             return 1.0 / sum(1.0 / per_core for stage, per_core, _ in rows if stage in kept)
 
-        bound = stages_bound("infer (network + redshift fit)")
+        bound = stages_bound(WITH_REDSHIFT)
         print(f"| stages' bound (read + prepare + infer + write) | {bound:,.0f} | {bound * workers:,.0f} |")
         # The pipeline as it was before the redshift outputs, and (as measured until 2026-12-02) with the
         # network alone in infer's place, which also charges the calibration and priors to them.
