@@ -196,6 +196,32 @@ def test_g_and_k_stars_have_the_cn_violet_bands_and_f_stars_none(monkeypatch):
     assert min(kept(i, 3800, 4300) for i in f) == 1.0
 
 
+def test_na_d_grows_and_ca_ii_h_and_k_fade_in_cool_stars(monkeypatch):
+    # As the real LAMOST stars' bands show them (docs/families.md, "Na D and Ca II H and K"): the same stars
+    # drawn with and without the two laws differ only in those lines, Na D deeper from late G to M and
+    # shallower in hotter stars, Ca II H and K shallower below CA_HK_FADE_TEFF and untouched above it.
+    laws, t = stars.draw_and_render(np.random.default_rng(9), 500)
+    monkeypatch.setattr(stars, "NA_D_SCALE", 1.0)
+    monkeypatch.setattr(stars, "NA_D_GROWTH", 0.0)
+    monkeypatch.setattr(stars, "CA_HK_FLOOR", 1.0)
+    without, t2 = stars.draw_and_render(np.random.default_rng(9), 500)
+    assert np.array_equal(t["subclass"], t2["subclass"])
+    sub = t["subclass"].astype(str)
+
+    def kept(i: int, lo: float, hi: float) -> float:  # flux kept in rest lo-hi A, with the laws against without
+        one = 1 + t["z"][i]
+        return float(np.mean(_window(laws[i], lo * one, hi * one) / _window(without[i], lo * one, hi * one)))
+
+    cool = np.flatnonzero(np.isin(sub, ["K5", "K6", "K7", "M0", "M1"]))
+    hot = np.flatnonzero(np.isin(sub, ["F5", "F6", "F7", "F8", "F9"]))
+    assert len(cool) >= 10 and len(hot) >= 10
+    assert max(kept(i, 5886, 5900) for i in cool) < 0.99  # Na D deeper
+    assert min(kept(i, 5886, 5900) for i in hot) > 1.0  # and shallower in F stars
+    assert min(kept(i, 3928, 3940) for i in cool) > 1.05  # Ca II K filled in
+    assert all(kept(i, 3928, 3940) == 1.0 for i in hot)
+    assert all(kept(i, 4400, 5800) == 1.0 for i in np.concatenate([cool, hot]))  # nothing else moves
+
+
 def test_determinism_across_chunking_and_start():
     whole = next(fp.simulate(400, seed=9, chunk_size=400))
     parts = list(fp.simulate(300, seed=9, start=100, chunk_size=70))

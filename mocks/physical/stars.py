@@ -28,9 +28,16 @@ CA_K, CA_H = 3934.78, 3969.59
 METALS = np.array([
     (CA_K, 18.0, 30, 0.0), (CA_H, 14.0, 30, 0.0), (4227.92, 1.5, 20, 2.0), (4305.0, 14.0, 400, 0.2),
     (4383.55, 1.2, 20, 0.3), (4668.0, 1.0, 150, 0.3), (5168.76, 1.2, 20, 1.5), (5174.13, 1.8, 20, 1.5),
-    (5185.05, 2.2, 20, 1.5), (5271.0, 1.3, 30, 0.5), (5336.0, 1.0, 30, 0.5), (5891.58, 2.0, 20, 2.0),
-    (5897.56, 1.8, 20, 2.0), (8500.36, 1.0, 25, 0.0), (8544.44, 2.5, 25, 0.0), (8664.52, 2.0, 25, 0.0),
+    (5185.05, 2.2, 20, 1.5), (5271.0, 1.3, 30, 0.5), (5336.0, 1.0, 30, 0.5), (5891.58, 2.0, 20, 0.0),
+    (5897.56, 1.8, 20, 0.0), (8500.36, 1.0, 25, 0.0), (8544.44, 2.5, 25, 0.0), (8664.52, 2.0, 25, 0.0),
 ])
+NA_D = [11, 12]  #: METALS rows of Na D, which grows with its own law (below)
+#: Na D grows from late G to M (``NA_D_GROWTH`` per 1000 K below ``NA_D_TEFF``, times ``NA_D_SCALE``), and
+#: Ca II H and K, seen against a continuum fitted with the lines clipped away, fade from ``CA_HK_FADE_TEFF``
+#: down (the blue of late K and M stars is so blanketed that the clipped continuum runs through the lines'
+#: wings): both set by the real LAMOST stars' bands (training/star_realism.py, docs/families.md).
+NA_D_SCALE, NA_D_TEFF, NA_D_GROWTH = 0.7, 5600.0, 1.8
+CA_HK_FADE_TEFF, CA_HK_FADE_SPAN, CA_HK_FLOOR = 4700.0, 1000.0, 0.2
 HE_I = np.array([4027.3, 4472.7, 5877.3, 6679.99])
 HE_II = np.array([4687.02, 4542.86, 5413.03])
 TIO_HEADS = np.array([4762, 4955, 5168, 5449, 5849, 6159, 6653, 7055, 7589, 8433], dtype=float)
@@ -120,6 +127,8 @@ def absorption_lines(acc: LineAccumulator, rows: np.ndarray, z: np.ndarray, teff
     ew[:, :2] += 0.4  # Ca II H&K (and interstellar Ca) are seen even in A stars
     # and they grow fast from A to F, before the other metal lines
     ew[:, :2] += np.array([5.0, 4.0])[None, :] * np.clip((9500.0 - teff) / 2500.0, 0.0, 1.0)[:, None] * metal[:, None]
+    ew[:, NA_D] *= NA_D_SCALE * (1.0 + NA_D_GROWTH * np.clip((NA_D_TEFF - teff) / 1000.0, 0.0, 2.5))[:, None]
+    ew[:, :2] *= np.clip(1.0 - (CA_HK_FADE_TEFF - teff) / CA_HK_FADE_SPAN, CA_HK_FLOOR, 1.0)[:, None]
     r = np.broadcast_to(rows[:, None], ew.shape)
     add_strong_lines(acc, r, METALS[None, :, 0] * one, METALS[None, :, 0], np.hypot(broad_kms[:, None], METALS[None, :, 2]), ew)
     he = np.exp(-0.5 * (np.log10(teff / 20000.0) / 0.08) ** 2)[:, None] * np.array([0.8, 1.2, 1.0, 0.6])[None, :]
