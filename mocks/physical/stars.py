@@ -34,8 +34,8 @@ METALS = np.array([
 NA_D = [11, 12]  #: METALS rows of Na D, which grows with its own law (below)
 #: Na D grows from late G to M (``NA_D_GROWTH`` per 1000 K below ``NA_D_TEFF``, times ``NA_D_SCALE``), and
 #: Ca II H and K, seen against a continuum fitted with the lines clipped away, fade from ``CA_HK_FADE_TEFF``
-#: down (the blue of late K and M stars is so blanketed that the clipped continuum runs through the lines'
-#: wings): both set by the real LAMOST stars' bands (training/star_realism.py, docs/families.md).
+#: down, as they do in the real LAMOST K5-M0 stars: both set by those stars' bands alone
+#: (training/star_realism.py, docs/families.md).
 NA_D_SCALE, NA_D_TEFF, NA_D_GROWTH = 0.7, 5600.0, 1.8
 CA_HK_FADE_TEFF, CA_HK_FADE_SPAN, CA_HK_FLOOR = 4700.0, 1000.0, 0.2
 HE_I = np.array([4027.3, 4472.7, 5877.3, 6679.99])
