@@ -23,15 +23,16 @@ BALMER = np.array([6564.61, 4862.68, 4341.68, 4102.89, 3971.20, 3890.16, 3836.47
                    3735.43, 3723.00])
 BALMER_EW_A0 = 1.25 * np.array([14, 16, 15, 14, 12, 10, 8, 6, 5, 4, 3, 2.5])  #: A0 V equivalent widths (A)
 CA_K, CA_H = 3934.78, 3969.59
+NA_D2, NA_D1 = 5891.58, 5897.56
 #: metal lines: rest wave, EW at full metal strength, intrinsic width (km/s), extra growth in cool stars;
 #: strengths set so line depths of F, G, K mocks at LAMOST resolution are near the real DR8 stars'
 METALS = np.array([
     (CA_K, 18.0, 30, 0.0), (CA_H, 14.0, 30, 0.0), (4227.92, 1.5, 20, 2.0), (4305.0, 14.0, 400, 0.2),
     (4383.55, 1.2, 20, 0.3), (4668.0, 1.0, 150, 0.3), (5168.76, 1.2, 20, 1.5), (5174.13, 1.8, 20, 1.5),
-    (5185.05, 2.2, 20, 1.5), (5271.0, 1.3, 30, 0.5), (5336.0, 1.0, 30, 0.5), (5891.58, 2.0, 20, 0.0),
-    (5897.56, 1.8, 20, 0.0), (8500.36, 1.0, 25, 0.0), (8544.44, 2.5, 25, 0.0), (8664.52, 2.0, 25, 0.0),
+    (5185.05, 2.2, 20, 1.5), (5271.0, 1.3, 30, 0.5), (5336.0, 1.0, 30, 0.5), (NA_D2, 2.0, 20, 0.0),
+    (NA_D1, 1.8, 20, 0.0), (8500.36, 1.0, 25, 0.0), (8544.44, 2.5, 25, 0.0), (8664.52, 2.0, 25, 0.0),
 ])
-NA_D = [11, 12]  #: METALS rows of Na D, which grows with its own law (below)
+NA_D = np.isin(METALS[:, 0], (NA_D2, NA_D1))  #: METALS rows of Na D, which grows with its own law (below)
 #: Na D grows from late G to M (``NA_D_GROWTH`` per 1000 K below ``NA_D_TEFF``, times ``NA_D_SCALE``), and
 #: Ca II H and K, seen against a continuum fitted with the lines clipped away, fade from ``CA_HK_FADE_TEFF``
 #: down, as they do in the real LAMOST K5-M0 stars: both set by those stars' bands alone
