@@ -85,6 +85,12 @@ def _window(flux: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return flux[(common.WORK_WAVE > lo) & (common.WORK_WAVE < hi)]
 
 
+def _kept(changed: np.ndarray, before: np.ndarray, z: float, lo: float, hi: float) -> float:
+    """Mean flux ratio ``changed`` / ``before`` over rest lo-hi A of a star at redshift ``z``."""
+    one = 1 + z
+    return float(np.mean(_window(changed, lo * one, hi * one) / _window(before, lo * one, hi * one)))
+
+
 def _peak_offset(flux: np.ndarray, wave: float, half: float = 15.0) -> float:
     """Observed wavelength of the maximum within +-half A of ``wave``, minus ``wave``."""
     sel = np.abs(common.WORK_WAVE - wave) < half
@@ -184,8 +190,7 @@ def test_g_and_k_stars_have_the_cn_violet_bands_and_f_stars_none(monkeypatch):
     sub = t["subclass"].astype(str)
 
     def kept(i: int, lo: float, hi: float) -> float:  # flux kept in rest lo-hi A
-        one = 1 + t["z"][i]
-        return float(np.mean(_window(with_bands[i], lo * one, hi * one) / _window(without[i], lo * one, hi * one)))
+        return _kept(with_bands[i], without[i], t["z"][i], lo, hi)
 
     k = np.flatnonzero(np.isin(sub, ["K0", "K1", "K2", "K3", "K4"]))
     f = np.flatnonzero(np.isin(sub, ["F0", "F1", "F2", "F3"]))
@@ -209,8 +214,7 @@ def test_na_d_grows_and_ca_ii_h_and_k_fade_in_cool_stars(monkeypatch):
     sub = t["subclass"].astype(str)
 
     def kept(i: int, lo: float, hi: float) -> float:  # flux kept in rest lo-hi A, with the laws against without
-        one = 1 + t["z"][i]
-        return float(np.mean(_window(laws[i], lo * one, hi * one) / _window(without[i], lo * one, hi * one)))
+        return _kept(laws[i], without[i], t["z"][i], lo, hi)
 
     cool = np.flatnonzero(np.isin(sub, ["K5", "K6", "K7", "M0", "M1"]))
     hot = np.flatnonzero(np.isin(sub, ["F5", "F6", "F7", "F8", "F9"]))
