@@ -4,14 +4,17 @@ Three noises, applied to normalised spectra (values in [0, 1], masked pixels int
 ``ccd_noise`` (4.2.1), ``bad_pixels`` (4.2.2), ``cosmic_ray`` (4.2.3), and ``combined`` (4.2.4) in the
 paper's order: noise -> cosmic ray -> bad pixels. One of ours, ``survey_artefacts``, adds the defects
 of real LAMOST files that the mocks lack (spikes that set the normalisation, arm-scale errors) to a
-fraction of every class's spectra. Every function takes a (n_pixels,) spectrum or a
+fraction of every class's spectra, and ``continuum_tilt`` gives a fraction a random smooth colour, so that no
+family's idea of a continuum's shape (its flux calibration, its synthetic or empirical continua) is
+learnt as a class. Every function takes a (n_pixels,) spectrum or a
 (batch, n_pixels) block (rows drawn independently), returns a new float32 array, leaves its input
 alone, and draws from the ``rng`` it is given (a ``np.random.Generator`` or a seed).
 
 Balancing to 1:1:1: each epoch keeps ``per_class`` spectra of every class; a class with more
 (STAR) is undersampled without replacement, a class with fewer (GALAXY, QSO) keeps all of its
 spectra once and is topped up with augmented copies of randomly drawn members. Independently of
-that, ``artefact_fraction`` of every epoch's spectra, of every class, get ``survey_artefacts``.
+that, ``artefact_fraction`` of every epoch's spectra, of every class, get ``survey_artefacts``, and
+``tilt_fraction`` of them ``continuum_tilt``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from lamost_classify.contract import ARM_JOIN, CLASS_NAMES, FILL_VALUE, N_PIXELS
 NOISE_SIGMA = 0.02
 BAD_PIXEL_MAX_LENGTH = 100
 COSMIC_RAY_VALUE = 1.0  # the normalised maximum
+# continuum_tilt: (lambda/6000)**beta, beta ~ N(0, TILT_SIGMA), times exp(gamma * P2), gamma ~ N(0, CURVE_SIGMA).
+# Twice the widest tilt of any family's flux calibration (the physical family's, 0.25).
+TILT_SIGMA = 0.5
+CURVE_SIGMA = 0.1
 
 RngLike = np.random.Generator | int | None
 
@@ -120,6 +127,25 @@ def survey_artefacts(x: np.ndarray, rng: RngLike = None) -> np.ndarray:
     return out
 
 
+def continuum_tilt(x: np.ndarray, rng: RngLike = None, tilt_sigma: float = TILT_SIGMA,
+                   curve_sigma: float = CURVE_SIGMA) -> np.ndarray:
+    """A random smooth colour: every row times (lambda/6000)**beta * exp(gamma * P2(t)), t from -1 (blue
+    end) to 1 (red end), then renormalised to a maximum of 1. The minimum pixel (0 after min-max
+    normalisation) and masked pixels (0) stay 0, so the row is still min-max normalised."""
+    rng = np.random.default_rng(rng)
+    out = _rows(x)
+    block = out.reshape(-1, out.shape[-1])
+    n = block.shape[1]
+    wave = np.interp(np.linspace(0, N_PIXELS - 1, n), np.arange(N_PIXELS), WAVELENGTH)
+    t = np.linspace(-1.0, 1.0, n)
+    beta = rng.normal(0.0, tilt_sigma, (len(block), 1))
+    gamma = rng.normal(0.0, curve_sigma, (len(block), 1))
+    block *= np.exp(beta * np.log(wave / 6000.0) + gamma * 0.5 * (3 * t**2 - 1)).astype(np.float32)
+    peak = block.max(axis=1, keepdims=True)
+    np.divide(block, peak, out=block, where=peak > 0)
+    return out
+
+
 def default_per_class(labels: np.ndarray, n_classes: int = len(CLASS_NAMES)) -> int:
     """The median class size: the middle class stays as it is, the largest is cut, the smallest grown.
 
@@ -181,6 +207,7 @@ class BalancedSpectra(Dataset):
         sigma: float = NOISE_SIGMA,
         max_length: int = BAD_PIXEL_MAX_LENGTH,
         artefact_fraction: float = 0.0,
+        tilt_fraction: float = 0.0,
     ) -> None:
         if len(flux) != len(labels):
             raise ValueError(f"{len(flux)} spectra but {len(labels)} labels")
@@ -192,6 +219,7 @@ class BalancedSpectra(Dataset):
         self.sigma = sigma
         self.max_length = max_length
         self.artefact_fraction = artefact_fraction
+        self.tilt_fraction = tilt_fraction
         self.set_epoch(1)
 
     def set_epoch(self, epoch: int) -> None:
@@ -215,6 +243,9 @@ class BalancedSpectra(Dataset):
                     x[j] = combined(x[j], rng, self.sigma, self.max_length)
                 if rng.random() < self.artefact_fraction:
                     x[j] = survey_artefacts(x[j], rng)
+                # Drawn only when asked for, so that runs without tilts see the data they saw before.
+                if self.tilt_fraction and rng.random() < self.tilt_fraction:
+                    x[j] = continuum_tilt(x[j], rng)
         return torch.from_numpy(x), torch.from_numpy(self.labels[rows])
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,8 @@ import torch
 from scipy import stats
 
 from lamost_classify.model.augment import (
-    ARM_JOIN, BalancedSpectra, bad_pixels, balanced_epoch_indices, ccd_noise, combined, cosmic_ray, survey_artefacts,
+    ARM_JOIN, BalancedSpectra, bad_pixels, balanced_epoch_indices, ccd_noise, combined, continuum_tilt, cosmic_ray,
+    survey_artefacts,
 )
 from lamost_classify.contract import fill_masked
 from lamost_classify.pipeline.grid import WAVELENGTH
@@ -150,3 +151,52 @@ def test_survey_artefacts_reach_every_class_at_the_asked_fraction():
         assert 0.2 < hit[y.numpy() == c].mean() < 0.4
     none = BalancedSpectra(x, labels, seed=1, per_class=200)
     assert (none.__getitems__(np.arange(len(none)))[0].numpy() == x[none.indices]).all()
+
+
+def test_continuum_tilt_is_a_smooth_colour_times_the_spectrum_still_min_max_normalised(spectra):
+    x = spectra.copy()
+    x[:, 300:400] = 0.0  # a masked band
+    x[:, 1000] = 0.0  # the minimum of a min-max normalised spectrum
+    out = continuum_tilt(x, rng=5)
+    assert out.shape == x.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out.max(axis=1), 1.0)
+    assert (out[:, 300:400] == 0).all() and (out[:, 1000] == 0).all() and out.min() >= 0
+    # out / x is exp(c + beta ln(lambda) + gamma P2): a quadratic in t, linear in ln(lambda), and nothing else.
+    valid = x[0] > 0
+    t = np.linspace(-1, 1, x.shape[1])
+    basis = np.stack([np.ones_like(t), np.log(WAVELENGTH), 0.5 * (3 * t**2 - 1)], axis=1)[valid]
+    blue_over_red = []
+    for before, after in zip(x, out):
+        log_ratio = np.log(after[valid] / before[valid]).astype(np.float64)
+        coef, *_ = np.linalg.lstsq(basis, log_ratio, rcond=None)
+        assert np.abs(basis @ coef - log_ratio).max() < 1e-4
+        blue_over_red.append(coef[1])
+    # Colours drawn both ways, about as wide as TILT_SIGMA says; deterministic with the same seed.
+    assert min(blue_over_red) < -0.2 and max(blue_over_red) > 0.2 and 0.3 < np.std(blue_over_red) < 0.8
+    np.testing.assert_array_equal(out, continuum_tilt(x, rng=5))
+    before = x.copy()
+    continuum_tilt(x, rng=6)
+    np.testing.assert_array_equal(x, before)
+
+
+def test_continuum_tilts_reach_every_class_at_the_asked_fraction_and_none_when_off():
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0.05, 0.95, size=(600, 2600)).astype(np.float32)
+    labels = np.repeat([0, 1, 2], 200)
+    data = BalancedSpectra(x, labels, seed=1, per_class=200, tilt_fraction=0.5)
+    out, y = data.__getitems__(np.arange(len(data)))
+    hit = (out.numpy() != x[data.indices]).any(axis=1)
+    for c in range(3):
+        assert 0.4 < hit[y.numpy() == c].mean() < 0.6
+    # Off, each row's draws are those of the recipe before tilts existed, so earlier runs repeat.
+    few = np.repeat([0, 1, 2], [200, 20, 20])  # GALAXY and QSO topped up with augmented copies
+    off = BalancedSpectra(x[:240], few, seed=1, per_class=50, artefact_fraction=0.3)
+    got = off.__getitems__(np.arange(len(off)))[0].numpy()
+    for j in range(len(off)):
+        draw = np.random.default_rng((1, 1, j))
+        want = x[off.indices[j]]
+        if off.augmented[j]:
+            want = combined(want, draw)
+        if draw.random() < 0.3:
+            want = survey_artefacts(want, draw)
+        np.testing.assert_array_equal(got[j], want)

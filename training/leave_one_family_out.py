@@ -307,6 +307,10 @@ def main(argv: list[str] | None = None) -> dict:
                    help="also train every fold on this make_real_star_set.py directory (real stars are then "
                         "scored on the held-out ones only)")
     p.add_argument("--artefacts", type=float, default=0.0, help="TrainConfig.artefact_fraction (train_shipped.py's)")
+    p.add_argument("--tilts", type=float, default=0.0, help="TrainConfig.tilt_fraction (train_shipped.py's)")
+    p.add_argument("--init-from", default=None,
+                   help="fine-tune these weights (a path) instead of training from scratch: weights that never "
+                        "saw the family left out, so one --leave-out (e.g. a fold's own model, exported)")
     p.add_argument("--redshift-weight", type=float, default=0.0,
                    help="train a redshift head with the class, as train_shipped.py's (0: no head)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -347,7 +351,8 @@ def main(argv: list[str] | None = None) -> dict:
     config = TrainConfig(preset=args.preset, epochs=args.epochs, lr=args.lr, per_class=args.per_class,
                          lr_milestones=tuple(int(m) for m in args.milestones.split(",") if m),
                          batch_size=args.batch_size, num_threads=args.threads, device=args.device, progress=False,
-                         artefact_fraction=args.artefacts, redshift_weight=args.redshift_weight, seed=args.seed)
+                         artefact_fraction=args.artefacts, tilt_fraction=args.tilts, init_from=args.init_from,
+                         redshift_weight=args.redshift_weight, seed=args.seed)
     folds = {}
     for left_out in args.leave_out or families:
         if left_out not in families:
@@ -361,7 +366,9 @@ def main(argv: list[str] | None = None) -> dict:
               "what": f"Preset {args.preset} on the sets {', '.join(args.train_sets)}"
                       + (f" and the real stars of {args.real_stars} (real stars scored: held out only)"
                          if args.real_stars else "") + f", artefact fraction "
-                      f"{args.artefacts}, redshift head weight {args.redshift_weight}, {args.epochs} epochs "
+                      f"{args.artefacts}, tilt fraction {args.tilts}, "
+                      + (f"fine-tuned from {args.init_from}, " if args.init_from else "")
+                      + f"redshift head weight {args.redshift_weight}, {args.epochs} epochs "
                       f"(lr {args.lr}, /10 after {args.milestones}), seed {args.seed}, "
                       f"per class per epoch {args.per_class or 'median class size'}; temperature and prior "
                       "strength on the training families' validation sets. Each row: the family left out.",

@@ -192,6 +192,7 @@ def main() -> None:
     p.add_argument("--per-class", type=int, default=None)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--artefacts", type=float, default=0.0, help="TrainConfig.artefact_fraction (0: the paper's recipe)")
+    p.add_argument("--tilts", type=float, default=0.0, help="TrainConfig.tilt_fraction (0: the paper's recipe)")
     p.add_argument("--init-from", default=None, help="fine-tune these weights (name or path)")
     p.add_argument("--redshift-weight", type=float, default=0.0,
                    help="TrainConfig.redshift_weight: train the redshift head with the class (0: no head)")
@@ -228,7 +229,7 @@ def main() -> None:
     config = TrainConfig(preset=args.preset, epochs=args.epochs, lr_milestones=tuple(int(m) for m in args.milestones.split(",")),
                          per_class=args.per_class, batch_size=args.batch_size, device=args.device,
                          num_threads=args.threads, lr=args.lr, artefact_fraction=args.artefacts,
-                         init_from=args.init_from, redshift_weight=args.redshift_weight)
+                         tilt_fraction=args.tilts, init_from=args.init_from, redshift_weight=args.redshift_weight)
     train_z = np.concatenate([np.asarray(sets[n][1]["z"]) for n in train_names])
     val_z = np.concatenate([np.asarray(sets[n][1]["z"]) for n in val_names])
     try:
