@@ -143,6 +143,12 @@ def test_sets_in_the_wrong_family_directory_are_refused(data, tmp_path):
         lofo.main(["--data", str(data), "--out", str(tmp_path / "out"), "--leave-out", "a", "--epochs", "1"])
 
 
+def test_init_from_is_refused_unless_one_family_is_left_out(data, tmp_path):
+    with pytest.raises(SystemExit, match="one --leave-out"):
+        _script().main(["--data", str(data), "--out", str(tmp_path / "out"), "--init-from", "default",
+                        "--epochs", "1"])
+
+
 def test_prior_strength_is_chosen_for_f1_at_the_survey_mix():
     lofo = _script()
     rng = np.random.default_rng(0)

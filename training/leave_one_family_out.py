@@ -346,6 +346,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"leave-one-family-out needs at least 2 families in {args.data}; found {families}")
     if args.real_stars:
         check_real_stars(args.real_stars)
+    if args.init_from and len(args.leave_out or families) != 1:
+        # Weights fit to two families would have seen the third left out of another fold.
+        raise SystemExit("--init-from: the weights must never have seen the family left out, so give one --leave-out")
     from lamost_classify.model.train import TrainConfig
 
     config = TrainConfig(preset=args.preset, epochs=args.epochs, lr=args.lr, per_class=args.per_class,
