@@ -5,5 +5,5 @@ and labels 0=STAR, 1=GALAXY, 2=QSO. Modules, in the order a model's life goes:
 ``blocks``/``densenet``/``baselines`` (architecture, presets, ``build_model``), ``augment``
 (noises, 1:1:1 balancing), ``train`` (``fit``), ``calibration`` (temperature, priors, ECE),
 ``weights`` (safetensors + model card), ``inference`` (``Classifier``), ``evaluate`` (Tables 1-2),
-``cam`` (class activation maps).
+``cam`` (class activation maps), ``ensemble`` (several networks' mean logits).
 """

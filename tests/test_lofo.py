@@ -163,3 +163,52 @@ def test_prior_strength_is_chosen_for_f1_at_the_survey_mix():
     strength, tried = lofo.choose_prior_strength(probs / probs.sum(1, keepdims=True), labels)
     assert tried[str(strength)] == max(tried.values())
     assert strength == 1.0 and tried["0.0"] < tried["0.75"] < tried["1.0"]
+
+
+def test_several_seeds_train_one_model_each_and_are_scored_as_their_mean_logits(data, tmp_path):
+    """An ensemble fold: a model per seed, each in its own directory, scored as one (their mean logits)."""
+    import torch
+
+    from lamost_classify.model.calibration import fit_temperature
+    from lamost_classify.model.densenet import build_model
+    from lamost_classify.model.runtime import batched_logits
+
+    lofo = _script()
+    result = lofo.main(["--data", str(data), "--out", str(tmp_path / "out"), "--leave-out", "a", "--epochs", "1",
+                        "--milestones", "", "--threads", "1", "--batch-size", "16", "--seed", "1", "2"])
+    fold = result["folds"]["a"]
+    assert fold["seeds"] == [1, 2] and len(fold["best_epochs"]) == 2 and "ensemble of 2" in result["what"]
+    assert not (tmp_path / "out" / "fold-a").exists()
+    members = []
+    for seed in (1, 2):
+        state = torch.load(tmp_path / "out" / f"fold-a-seed{seed}" / "checkpoint.pt", weights_only=False)
+        assert state["config"]["seed"] == seed
+        member = build_model(state["config"]["preset"], **state["model_config"])
+        member.load_state_dict(state["best"]["model"])
+        members.append(member.eval())
+    # Calibrated as one: the temperature is fitted to the mean logits on the training families' val sets.
+    val = np.concatenate([np.load(data / f / "lofo_val_flux.npy") for f in ("b", "c")])
+    val_labels = np.concatenate([pq.read_table(data / f / "lofo_val_truth.parquet").column("label").to_numpy()
+                                 for f in ("b", "c")])
+    mean_val = np.mean([batched_logits(m, val) for m in members], axis=0)
+    assert fold["temperature"] == pytest.approx(fit_temperature(mean_val, val_labels), rel=1e-6)
+    assert fold["temperature"] != pytest.approx(fit_temperature(batched_logits(members[0], val), val_labels), rel=1e-3)
+    flux = np.load(data / "a" / "lofo_test_flux.npy")
+    labels = pq.read_table(data / "a" / "lofo_test_truth.parquet").column("label").to_numpy()
+    called = np.mean([batched_logits(m, flux) for m in members], axis=0).argmax(1)
+    scored = fold["unseen"]["lofo_test"]["balanced"]["scores"]
+    for c, name in enumerate(("STAR", "GALAXY", "QSO")):
+        assert scored[name]["recall"] == pytest.approx(float((called[labels == c] == c).mean()))
+
+
+def test_logit_mean_is_the_mean_of_its_members_logits():
+    import torch
+
+    from lamost_classify.model.ensemble import LogitMean
+
+    torch.manual_seed(0)
+    members = [torch.nn.Linear(5, 3) for _ in range(3)]
+    x = torch.randn(4, 5)
+    assert torch.allclose(LogitMean(members)(x), sum(m(x) for m in members) / 3)
+    with pytest.raises(ValueError, match="at least one"):
+        LogitMean([])

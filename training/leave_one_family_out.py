@@ -15,8 +15,9 @@ galaxy in six from an independent generator (docs/facts.md). So, for each family
    on the real LAMOST stars when ../shared is there.
 
 F's files are never opened before step 3 (``SetLoader.opened`` records every file, by fold and role).
-``--model PATH`` skips 1-2 and scores an existing model (its card's temperature and prior) on every
-family's test sets. Writes lofo.json and lofo.md in --out; each fold trains in <out>/fold-<F> and resumes
+``--seed A B ...`` trains one model per seed in step 1 and gives steps 2-3 their mean logits (an ensemble,
+model/ensemble.py). ``--model PATH`` skips 1-2 and scores an existing model (its card's temperature and prior)
+on every family's test sets. Writes lofo.json and lofo.md in --out; each fold trains in <out>/fold-<F> and resumes
 from its checkpoint when rerun.
 
     python training/leave_one_family_out.py --data work/families --out work/lofo --epochs 8 --threads 2
@@ -26,6 +27,7 @@ from its checkpoint when rerun.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import sys
@@ -183,12 +185,19 @@ def score_families(loader: SetLoader, model, temperature: float, prior: list[flo
     return out
 
 
-def run_fold(loader: SetLoader, left_out: str, families: list[str], config, out_dir: Path,
+def fold_directory(out_dir: Path, left_out: str, seed: int, n_seeds: int) -> Path:
+    """Where a fold model trains: fold-<F>, or fold-<F>-seed<S> for each member of an ensemble."""
+    return out_dir / (f"fold-{left_out}" if n_seeds == 1 else f"fold-{left_out}-seed{seed}")
+
+
+def run_fold(loader: SetLoader, left_out: str, families: list[str], configs: list, out_dir: Path,
              train_sets: tuple[str, ...] = (TRAIN,), real_stars: Path | None = None) -> dict:
     """Train without ``left_out``, calibrate without it, then test on it (and on the families trained on).
+    One model per config (they differ in seed); more than one are scored as one, their mean logits.
     ``real_stars``: a directory made by make_real_star_set.py whose stars every fold also trains on, as
     the shipped model does; they are no mock family, so no fold leaves them out."""
     from lamost_classify.model.calibration import fit_temperature, softmax
+    from lamost_classify.model.ensemble import LogitMean
     from lamost_classify.model.runtime import batched_logits
     from lamost_classify.model.train import fit
 
@@ -204,17 +213,20 @@ def run_fold(loader: SetLoader, left_out: str, families: list[str], config, out_
     del parts
     val_x, val_y, val_z = loader.stack(others, VAL, "calibrate")
     started = time.time()
-    try:
-        result = fit(train_x, train_y, val_x, val_y, config, out_dir / f"fold-{left_out}", train_z, val_z)
-    except ValueError as exc:  # the fold's directory holds a checkpoint of other settings or data
-        raise SystemExit(str(exc)) from None
-    model = result.model
+    results = []
+    for config in configs:
+        try:
+            results.append(fit(train_x, train_y, val_x, val_y, config,
+                               fold_directory(out_dir, left_out, config.seed, len(configs)), train_z, val_z))
+        except ValueError as exc:  # the fold's directory holds a checkpoint of other settings or data
+            raise SystemExit(str(exc)) from None
+    model = results[0].model if len(results) == 1 else LogitMean([r.model for r in results])
     val_logits = batched_logits(model, val_x, next(model.parameters()).device, 512)
     temperature = fit_temperature(val_logits, val_y)
     strength, tried = choose_prior_strength(softmax(val_logits, temperature), val_y)
     prior = survey_prior(strength)
     fold = {"left_out": left_out, "trained_on": others, "train_n": len(train_y), "val_n": len(val_y),
-            "best_epoch": result.best_epoch, "train_seconds": time.time() - started, "temperature": temperature,
+            "seeds": [c.seed for c in configs], "best_epochs": [r.best_epoch for r in results], "train_seconds": time.time() - started, "temperature": temperature,
             "prior_strength": strength, "val_mean_f1_at_mix_by_strength": tried, "prior": prior}
     fold["unseen"] = score_families(loader, model, temperature, prior, [left_out], "test")[left_out]
     fold["seen"] = score_families(loader, model, temperature, prior, others, "test seen")
@@ -314,7 +326,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--redshift-weight", type=float, default=0.0,
                    help="train a redshift head with the class, as train_shipped.py's (0: no head)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0, help="TrainConfig.seed: a fold's initial weights and draws")
+    p.add_argument("--seed", type=int, nargs="+", default=[0],
+                   help="TrainConfig.seed: a fold's initial weights and draws; several train one model per seed "
+                        "and score their mean logits (an ensemble)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
@@ -355,13 +369,14 @@ def main(argv: list[str] | None = None) -> dict:
                          lr_milestones=tuple(int(m) for m in args.milestones.split(",") if m),
                          batch_size=args.batch_size, num_threads=args.threads, device=args.device, progress=False,
                          artefact_fraction=args.artefacts, tilt_fraction=args.tilts, init_from=args.init_from,
-                         redshift_weight=args.redshift_weight, seed=args.seed)
+                         redshift_weight=args.redshift_weight, seed=args.seed[0])
+    configs = [dataclasses.replace(config, seed=seed) for seed in dict.fromkeys(args.seed)]
     folds = {}
     for left_out in args.leave_out or families:
         if left_out not in families:
             raise SystemExit(f"--leave-out {left_out}: not among the families {families}")
         print(f"fold: leave out {left_out}, train on {[f for f in families if f != left_out]}", flush=True)
-        folds[left_out] = run_fold(loader, left_out, families, config, args.out, tuple(args.train_sets),
+        folds[left_out] = run_fold(loader, left_out, families, configs, args.out, tuple(args.train_sets),
                                    args.real_stars)
         g = folds[left_out]["unseen"]["goals"]
         print(f"  {left_out}: " + ", ".join(f"{k} {v['value']:.4f}" for k, v in g.items()), flush=True)
@@ -372,13 +387,15 @@ def main(argv: list[str] | None = None) -> dict:
                       f"{args.artefacts}, tilt fraction {args.tilts}, "
                       + (f"fine-tuned from {args.init_from}, " if args.init_from else "")
                       + f"redshift head weight {args.redshift_weight}, {args.epochs} epochs "
-                      f"(lr {args.lr}, /10 after {args.milestones}), seed {args.seed}, "
-                      f"per class per epoch {args.per_class or 'median class size'}; temperature and prior "
+                      f"(lr {args.lr}, /10 after {args.milestones}), "
+                      + (f"seed {configs[0].seed}, " if len(configs) == 1 else
+                         f"an ensemble of {len(configs)} (mean logits), seeds {', '.join(str(c.seed) for c in configs)}, ")
+                      + f"per class per epoch {args.per_class or 'median class size'}; temperature and prior "
                       "strength on the training families' validation sets. Each row: the family left out.",
               "config": {k: v for k, v in config.__dict__.items()}, "folds": folds,
               "rows": {f: {"scores": fold["unseen"], "real_stars": fold["real_stars"],
                            "note": f"Trained on {', '.join(fold['trained_on'])} ({fold['train_n']} spectra, best epoch "
-                                   f"{fold['best_epoch']}); temperature {fold['temperature']:.3f}, prior strength "
+                                   f"{', '.join(str(e) for e in fold['best_epochs'])}); temperature {fold['temperature']:.3f}, prior strength "
                                    f"{fold['prior_strength']}. Seen families' {TEST} mean F1 at the mix: " + ", ".join(
                                        f"{s} {np.nanmean(list(v[TEST]['survey_prior']['reweighted_f1'].values())):.4f}"
                                        for s, v in fold["seen"].items()) + "."}
