@@ -17,8 +17,8 @@ galaxy in six from an independent generator (docs/facts.md). So, for each family
 F's files are never opened before step 3 (``SetLoader.opened`` records every file, by fold and role).
 ``--seed A B ...`` trains one model per seed in step 1 and gives steps 2-3 their mean logits (an ensemble,
 model/ensemble.py). ``--model PATH`` skips 1-2 and scores an existing model (its card's temperature and prior)
-on every family's test sets. Writes lofo.json and lofo.md in --out; each fold trains in <out>/fold-<F> and resumes
-from its checkpoint when rerun.
+on every family's test sets. Writes lofo.json and lofo.md in --out; each fold trains in <out>/fold-<F> (each
+member of an ensemble in <out>/fold-<F>-seed<S>) and resumes from its checkpoint when rerun.
 
     python training/leave_one_family_out.py --data work/families --out work/lofo --epochs 8 --threads 2
     python training/leave_one_family_out.py --data work/families --out work/lofo-shipped --model default
@@ -226,8 +226,9 @@ def run_fold(loader: SetLoader, left_out: str, families: list[str], configs: lis
     strength, tried = choose_prior_strength(softmax(val_logits, temperature), val_y)
     prior = survey_prior(strength)
     fold = {"left_out": left_out, "trained_on": others, "train_n": len(train_y), "val_n": len(val_y),
-            "seeds": [c.seed for c in configs], "best_epochs": [r.best_epoch for r in results], "train_seconds": time.time() - started, "temperature": temperature,
-            "prior_strength": strength, "val_mean_f1_at_mix_by_strength": tried, "prior": prior}
+            "seeds": [c.seed for c in configs], "best_epochs": [r.best_epoch for r in results],
+            "train_seconds": time.time() - started, "temperature": temperature, "prior_strength": strength,
+            "val_mean_f1_at_mix_by_strength": tried, "prior": prior}
     fold["unseen"] = score_families(loader, model, temperature, prior, [left_out], "test")[left_out]
     fold["seen"] = score_families(loader, model, temperature, prior, others, "test seen")
     fold["real_stars"] = real_star_recall(model, temperature, prior, held_out_only=real_stars is not None)
