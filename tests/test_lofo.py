@@ -170,7 +170,6 @@ def test_several_seeds_train_one_model_each_and_are_scored_as_their_mean_logits(
     import torch
 
     from lamost_classify.model.calibration import fit_temperature
-    from lamost_classify.model.densenet import build_model
     from lamost_classify.model.runtime import batched_logits
 
     lofo = _script()
@@ -179,13 +178,10 @@ def test_several_seeds_train_one_model_each_and_are_scored_as_their_mean_logits(
     fold = result["folds"]["a"]
     assert fold["seeds"] == [1, 2] and len(fold["best_epochs"]) == 2 and "ensemble of 2" in result["what"]
     assert not (tmp_path / "out" / "fold-a").exists()
-    members = []
     for seed in (1, 2):
         state = torch.load(tmp_path / "out" / f"fold-a-seed{seed}" / "checkpoint.pt", weights_only=False)
         assert state["config"]["seed"] == seed
-        member = build_model(state["config"]["preset"], **state["model_config"])
-        member.load_state_dict(state["best"]["model"])
-        members.append(member.eval())
+    members = list(lofo.fold_model(tmp_path / "out", "a", fold["seeds"]).members)
     # Calibrated as one: the temperature is fitted to the mean logits on the training families' val sets.
     val = np.concatenate([np.load(data / f / "lofo_val_flux.npy") for f in ("b", "c")])
     val_labels = np.concatenate([pq.read_table(data / f / "lofo_val_truth.parquet").column("label").to_numpy()

@@ -190,6 +190,25 @@ def fold_directory(out_dir: Path, left_out: str, seed: int, n_seeds: int) -> Pat
     return out_dir / (f"fold-{left_out}" if n_seeds == 1 else f"fold-{left_out}-seed{seed}")
 
 
+def fold_model(out_dir: Path, left_out: str, seeds: list[int] | None = None):
+    """A trained fold's model, from its checkpoints' best epochs: one network, or an ensemble's members as
+    their mean logits. ``seeds``: the fold record's (lofo.json); records before ensembles had one."""
+    import torch
+
+    from lamost_classify.model.densenet import build_model
+    from lamost_classify.model.ensemble import LogitMean
+
+    seeds = seeds or [0]
+    members = []
+    for seed in seeds:
+        checkpoint = torch.load(fold_directory(out_dir, left_out, seed, len(seeds)) / "checkpoint.pt",
+                                map_location="cpu", weights_only=False)
+        member = build_model(checkpoint["config"]["preset"], **checkpoint["model_config"])
+        member.load_state_dict(checkpoint["best"]["model"])
+        members.append(member.eval())
+    return members[0] if len(members) == 1 else LogitMean(members).eval()
+
+
 def run_fold(loader: SetLoader, left_out: str, families: list[str], configs: list, out_dir: Path,
              train_sets: tuple[str, ...] = (TRAIN,), real_stars: Path | None = None) -> dict:
     """Train without ``left_out``, calibrate without it, then test on it (and on the families trained on).

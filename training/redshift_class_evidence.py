@@ -102,17 +102,14 @@ def mocks(family: str, n: int, survey_mix: bool = False) -> tuple[np.ndarray, np
 
 def fold_probabilities(lofo: Path, family: str, flux: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(survey-prior, balanced) probabilities of the fold model that left ``family`` out."""
-    import torch
+    from leave_one_family_out import fold_model
 
     from lamost_classify.model.calibration import adjust_to_prior, softmax
-    from lamost_classify.model.densenet import build_model
     from lamost_classify.model.runtime import batched_logits
 
     fold = json.loads((lofo / "lofo.json").read_text())["folds"][family]
-    checkpoint = torch.load(lofo / f"fold-{family}" / "checkpoint.pt", map_location="cpu", weights_only=False)
-    model = build_model("fast", **checkpoint["model_config"])
-    model.load_state_dict(checkpoint["best"]["model"])
-    balanced = softmax(batched_logits(model.eval(), flux.astype(np.float32)), fold["temperature"])
+    model = fold_model(lofo, family, fold.get("seeds"))
+    balanced = softmax(batched_logits(model, flux.astype(np.float32)), fold["temperature"])
     return adjust_to_prior(balanced, fold["prior"]), balanced
 
 
