@@ -164,3 +164,45 @@ def test_resume_refuses_other_training_data_and_says_when_it_cannot_check(tmp_pa
     torch.save(state, tmp_path / CHECKPOINT)
     assert [row["epoch"] for row in fit(other_flux, y, x, y, config, tmp_path).history] == [1, 2]
     assert "resumed without checking them" in capsys.readouterr().out
+
+
+class _Relabelled(torch.nn.Module):
+    """A teacher that calls class (c + 1) % 3 wherever ``network`` calls c."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x).roll(1, dims=1)
+
+
+def test_a_distilled_net_learns_its_teachers_calls_even_against_the_labels(tmp_path):
+    trained, *_ = trained_tiny()
+    teacher = _Relabelled(trained.model)
+    x, y = synthetic_spectra(16, seed=1)
+    vx, vy = synthetic_spectra(8, seed=2)
+    assert (batched_logits(teacher, x).argmax(1) == (y + 1) % 3).mean() > 0.9
+    config = TrainConfig(preset="fast", model_overrides=TINY, epochs=30, lr=0.01, lr_milestones=(26,),
+                         batch_size=16, per_class=16, augment=False, precise_bn_batches=10, seed=0,
+                         num_threads=1, progress=False, distill_weight=1.0)
+    # The validation labels are the teacher's, so that the best epoch is one that learnt them.
+    student = fit(x, y, vx, (vy + 1) % 3, config, tmp_path, teacher=teacher).model
+    called = batched_logits(student, vx).argmax(1)
+    assert (called == (vy + 1) % 3).mean() > 0.9 and (called == vy).mean() < 0.1
+
+
+def test_distillation_needs_a_teacher_and_resumes_only_under_the_same_one(tmp_path):
+    x, y = synthetic_spectra(3, seed=8)
+    config = TrainConfig(preset="fc4", epochs=2, batch_size=9, num_threads=1, progress=False, distill_weight=0.5)
+    with pytest.raises(ValueError, match="needs one"):
+        fit(x, y, x, y, config, tmp_path)
+    with pytest.raises(ValueError, match="needs distill_weight"):
+        fit(x, y, x, y, TrainConfig(**{**config.__dict__, "distill_weight": 0.0}), tmp_path,
+            teacher=torch.nn.Linear(x.shape[1], 3))
+    torch.manual_seed(0)
+    teacher, other = torch.nn.Linear(x.shape[1], 3), torch.nn.Linear(x.shape[1], 3)
+    fit(x, y, x, y, TrainConfig(**{**config.__dict__, "epochs": 1}), tmp_path, teacher=teacher)
+    with pytest.raises(ValueError, match="another teacher"):
+        fit(x, y, x, y, config, tmp_path, teacher=other)
+    assert [row["epoch"] for row in fit(x, y, x, y, config, tmp_path, teacher=teacher).history] == [1, 2]
