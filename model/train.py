@@ -11,12 +11,6 @@ with the classifier on the same features: loss = cross-entropy + redshift_weight
 log-likelihood of the true log(1 + z) under the head's (mean, variance), beta-weighted (``redshift_nll``). ``fit`` then needs each
 spectrum's true z (stars too: theirs is their radial velocity, ~0). The best epoch is still chosen on
 the validation cross-entropy alone, so the head cannot trade the class for the redshift.
-
-Distillation (``distill_weight > 0``): ``fit`` is given a trained teacher (one network or an ensemble,
-``ensemble.LogitMean``) that sees every augmented batch too, and the class loss becomes (1 - w) x the
-cross-entropy + w x T^2 x KL(teacher || network) at temperature T (Hinton et al. 2015): one network learns
-what an ensemble's members agree on, at one network's cost. The best epoch is still chosen on the plain
-validation cross-entropy.
 """
 
 from __future__ import annotations
@@ -48,7 +42,7 @@ PLOT_INTERVAL_S = 60.0  # loss.png is redrawn at most this often, and at the end
 # trained (the data themselves are compared by data_fingerprint).
 _RESUME_KEYS = ("preset", "model_overrides", "init_from", "seed", "per_class", "augment", "noise_sigma",
                 "bad_pixel_max_length", "artefact_fraction", "tilt_fraction", "batch_size", "lr", "lr_milestones", "lr_gamma",
-                "weight_decay", "precise_bn_batches", "redshift_weight", "distill_weight", "distill_temperature")
+                "weight_decay", "precise_bn_batches", "redshift_weight")
 # Hidden width of the redshift head when redshift_weight turns it on and model_overrides do not say.
 DEFAULT_REDSHIFT_HIDDEN = 64
 FINGERPRINT_ROWS = 256  # spectra of each set hashed whole into the data fingerprint, evenly spaced
@@ -77,9 +71,6 @@ class TrainConfig:
     precise_bn_batches: int = 50  # re-estimate BatchNorm statistics on this many batches per epoch; 0 = off
     # Weight of the redshift head's (beta-)NLL in the loss; 0 = no redshift head (the class alone).
     redshift_weight: float = 0.0
-    # Weight w of the teacher's soft labels in the class loss (see the module docstring); 0 = no teacher.
-    distill_weight: float = 0.0
-    distill_temperature: float = 4.0
     device: str = "auto"
     num_threads: int | None = None  # None = every CPU this process may use
     resume: bool = True
@@ -150,22 +141,6 @@ def data_fingerprint(*arrays: np.ndarray | None) -> str:
             array = array[np.unique(np.linspace(0, len(array) - 1, FINGERPRINT_ROWS).astype(np.int64))]
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
-
-
-def module_fingerprint(module: nn.Module) -> str:
-    """A hash of a network's weights and buffers, so that a checkpoint is never resumed under another teacher."""
-    digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2 x KL(softmax(teacher / T) || softmax(logits / T)), mean over the batch (Hinton et al. 2015)."""
-    target = nn.functional.log_softmax(teacher_logits / temperature, dim=1)
-    own = nn.functional.log_softmax(logits / temperature, dim=1)
-    return temperature**2 * nn.functional.kl_div(own, target, reduction="batchmean", log_target=True)
 
 
 def _comparable(config: dict) -> dict:
@@ -264,13 +239,11 @@ def fit(
     out_dir: str | Path,
     train_z: np.ndarray | None = None,
     val_z: np.ndarray | None = None,
-    teacher: nn.Module | None = None,
 ) -> TrainResult:
     """Train ``config.preset`` on normalised spectra (N, n_pixels) float32 and labels (N,) in 0..2.
 
     The arrays are read batch by batch (memory maps are fine) and never copied whole. With
-    ``config.redshift_weight > 0``, ``train_z`` and ``val_z`` are the true redshifts (N,) of the spectra;
-    with ``config.distill_weight > 0``, ``teacher`` is the trained network whose logits the model learns.
+    ``config.redshift_weight > 0``, ``train_z`` and ``val_z`` are the true redshifts (N,) of the spectra.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -296,12 +269,6 @@ def fit(
                                  f"{z.shape} with {int((~np.isfinite(z)).sum())} non-finite")
     else:
         train_z = val_z = None
-    if (config.distill_weight > 0) != (teacher is not None):
-        raise ValueError("distill_weight > 0 learns from a teacher and needs one; a teacher needs distill_weight > 0 "
-                         f"(got distill_weight {config.distill_weight}, teacher {'given' if teacher else 'none'})")
-    if teacher is not None:
-        teacher = teacher.to(device).eval()
-        teacher_fingerprint = module_fingerprint(teacher)
 
     torch.manual_seed(config.seed)
     model = build_model(config.preset, **model_overrides(config))
@@ -346,9 +313,6 @@ def fit(
         elif saved_fingerprint != fingerprint:
             raise ValueError(f"{ckpt_path} was trained on other data (training or validation spectra, labels or "
                              "redshifts); train into another directory (or without resuming)")
-        if teacher is not None and state.get("teacher_fingerprint") != teacher_fingerprint:
-            raise ValueError(f"{ckpt_path} learnt from another teacher; train into another directory (or without "
-                             "resuming)")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -376,13 +340,7 @@ def fit(
                     loss = class_loss + config.redshift_weight * z_loss
                     total_z += z_loss.detach() * len(y)
                 else:
-                    logits = model(x)
-                    class_loss = loss = nn.functional.cross_entropy(logits, y)
-                if teacher is not None:
-                    with torch.inference_mode():
-                        teacher_logits = teacher(x)
-                    soft = distillation_loss(logits, teacher_logits.clone(), config.distill_temperature)
-                    loss = loss + config.distill_weight * (soft - class_loss)
+                    class_loss = loss = nn.functional.cross_entropy(model(x), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -416,7 +374,6 @@ def fit(
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(), "history": history, "best": best,
             "data_fingerprint": fingerprint,
-            **({"teacher_fingerprint": teacher_fingerprint} if teacher is not None else {}),
         })
         _write_logs(history, out_dir)
         if time.monotonic() - last_plot > PLOT_INTERVAL_S:  # a redraw is slow beside a short epoch

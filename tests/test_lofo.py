@@ -197,26 +197,6 @@ def test_several_seeds_train_one_model_each_and_are_scored_as_their_mean_logits(
         assert scored[name]["recall"] == pytest.approx(float((called[labels == c] == c).mean()))
 
 
-def test_a_teacher_is_the_earlier_runs_model_of_the_same_fold(data, tmp_path):
-    """--teacher: each fold learns from the teacher run's model of that fold, which never saw its family."""
-    import torch
-
-    from lamost_classify.model.train import module_fingerprint
-
-    lofo = _script()
-    common = ["--data", str(data), "--epochs", "1", "--milestones", "", "--threads", "1", "--batch-size", "16"]
-    lofo.main(common + ["--out", str(tmp_path / "teacher"), "--leave-out", "a", "--seed", "1", "2"])
-    result = lofo.main(common + ["--out", str(tmp_path / "student"), "--leave-out", "a",
-                                 "--teacher", str(tmp_path / "teacher"), "--distill-weight", "0.7"])
-    assert result["config"]["distill_weight"] == 0.7 and "taught by" in result["what"]
-    state = torch.load(tmp_path / "student" / "fold-a" / "checkpoint.pt", weights_only=False)
-    teacher = lofo.fold_model(tmp_path / "teacher", "a", [1, 2])
-    assert state["teacher_fingerprint"] == module_fingerprint(teacher)
-    with pytest.raises(SystemExit, match="no fold that leaves out b"):
-        lofo.main(common + ["--out", str(tmp_path / "student-b"), "--leave-out", "b",
-                            "--teacher", str(tmp_path / "teacher")])
-
-
 def test_logit_mean_is_the_mean_of_its_members_logits():
     import torch
 

@@ -16,10 +16,8 @@ galaxy in six from an independent generator (docs/facts.md). So, for each family
 
 F's files are never opened before step 3 (``SetLoader.opened`` records every file, by fold and role).
 ``--seed A B ...`` trains one model per seed in step 1 and gives steps 2-3 their mean logits (an ensemble,
-model/ensemble.py). ``--teacher DIR --distill-weight W`` trains each fold's model to also match the logits
-of DIR's model of the same fold (an earlier run's, e.g. an ensemble; it never saw the family left out either).
-``--model PATH`` skips 1-2 and scores an existing model (its card's temperature and prior) on every family's
-test sets. Writes lofo.json and lofo.md in --out; each fold trains in <out>/fold-<F> (each
+model/ensemble.py). ``--model PATH`` skips 1-2 and scores an existing model (its card's temperature and prior)
+on every family's test sets. Writes lofo.json and lofo.md in --out; each fold trains in <out>/fold-<F> (each
 member of an ensemble in <out>/fold-<F>-seed<S>) and resumes from its checkpoint when rerun.
 
     python training/leave_one_family_out.py --data work/families --out work/lofo --epochs 8 --threads 2
@@ -211,25 +209,12 @@ def fold_model(out_dir: Path, left_out: str, seeds: list[int] | None = None):
     return members[0] if len(members) == 1 else LogitMean(members).eval()
 
 
-def fold_teacher(teacher_dir: Path, left_out: str, trained_on: list[str]):
-    """The model an earlier run (``teacher_dir``) trained for the same fold: it must not have seen ``left_out``."""
-    record = teacher_dir / "lofo.json"
-    folds = json.loads(record.read_text()).get("folds", {}) if record.exists() else {}
-    fold = folds.get(left_out)
-    if fold is None or sorted(fold["trained_on"]) != sorted(trained_on):
-        raise SystemExit(f"--teacher {teacher_dir}: no fold that leaves out {left_out} and trains on {trained_on} "
-                         f"in {record}")
-    return fold_model(teacher_dir, left_out, fold.get("seeds"))
-
-
 def run_fold(loader: SetLoader, left_out: str, families: list[str], configs: list, out_dir: Path,
-             train_sets: tuple[str, ...] = (TRAIN,), real_stars: Path | None = None,
-             teacher_dir: Path | None = None) -> dict:
+             train_sets: tuple[str, ...] = (TRAIN,), real_stars: Path | None = None) -> dict:
     """Train without ``left_out``, calibrate without it, then test on it (and on the families trained on).
     One model per config (they differ in seed); more than one are scored as one, their mean logits.
     ``real_stars``: a directory made by make_real_star_set.py whose stars every fold also trains on, as
-    the shipped model does; they are no mock family, so no fold leaves them out. ``teacher_dir``: an
-    earlier run whose model of this fold every model here learns from (``TrainConfig.distill_weight``)."""
+    the shipped model does; they are no mock family, so no fold leaves them out."""
     from lamost_classify.model.calibration import fit_temperature, softmax
     from lamost_classify.model.ensemble import LogitMean
     from lamost_classify.model.runtime import batched_logits
@@ -246,14 +231,12 @@ def run_fold(loader: SetLoader, left_out: str, families: list[str], configs: lis
     train_x, train_y, train_z = (np.concatenate([p[i] for p in parts]) for i in range(3))
     del parts
     val_x, val_y, val_z = loader.stack(others, VAL, "calibrate")
-    teacher = fold_teacher(teacher_dir, left_out, others) if teacher_dir is not None else None
     started = time.time()
     results = []
     for config in configs:
         try:
             results.append(fit(train_x, train_y, val_x, val_y, config,
-                               fold_directory(out_dir, left_out, config.seed, len(configs)), train_z, val_z,
-                               teacher))
+                               fold_directory(out_dir, left_out, config.seed, len(configs)), train_z, val_z))
         except ValueError as exc:  # the fold's directory holds a checkpoint of other settings or data
             raise SystemExit(str(exc)) from None
     model = results[0].model if len(results) == 1 else LogitMean([r.model for r in results])
@@ -360,10 +343,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--init-from", default=None,
                    help="fine-tune these weights (a path) instead of training from scratch: weights that never "
                         "saw the family left out, so one --leave-out (e.g. a fold's own model, exported)")
-    p.add_argument("--teacher", type=Path, default=None,
-                   help="an earlier run's --out: each fold's model there teaches this run's model of the same fold")
-    p.add_argument("--distill-weight", type=float, default=0.9,
-                   help="with --teacher: TrainConfig.distill_weight, the teacher's share of the class loss")
     p.add_argument("--redshift-weight", type=float, default=0.0,
                    help="train a redshift head with the class, as train_shipped.py's (0: no head)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -410,8 +389,7 @@ def main(argv: list[str] | None = None) -> dict:
                          lr_milestones=tuple(int(m) for m in args.milestones.split(",") if m),
                          batch_size=args.batch_size, num_threads=args.threads, device=args.device, progress=False,
                          artefact_fraction=args.artefacts, tilt_fraction=args.tilts, init_from=args.init_from,
-                         redshift_weight=args.redshift_weight, seed=args.seed[0],
-                         distill_weight=args.distill_weight if args.teacher else 0.0)
+                         redshift_weight=args.redshift_weight, seed=args.seed[0])
     configs = [dataclasses.replace(config, seed=seed) for seed in dict.fromkeys(args.seed)]
     folds = {}
     for left_out in args.leave_out or families:
@@ -419,7 +397,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"--leave-out {left_out}: not among the families {families}")
         print(f"fold: leave out {left_out}, train on {[f for f in families if f != left_out]}", flush=True)
         folds[left_out] = run_fold(loader, left_out, families, configs, args.out, tuple(args.train_sets),
-                                   args.real_stars, args.teacher)
+                                   args.real_stars)
         g = folds[left_out]["unseen"]["goals"]
         print(f"  {left_out}: " + ", ".join(f"{k} {v['value']:.4f}" for k, v in g.items()), flush=True)
     result = {"title": "Leave one mock family out",
@@ -428,8 +406,6 @@ def main(argv: list[str] | None = None) -> dict:
                          if args.real_stars else "") + f", artefact fraction "
                       f"{args.artefacts}, tilt fraction {args.tilts}, "
                       + (f"fine-tuned from {args.init_from}, " if args.init_from else "")
-                      + (f"taught by {args.teacher}'s fold models (distillation weight {config.distill_weight}, "
-                         f"temperature {config.distill_temperature}), " if args.teacher else "")
                       + f"redshift head weight {args.redshift_weight}, {args.epochs} epochs "
                       f"(lr {args.lr}, /10 after {args.milestones}), "
                       + (f"seed {configs[0].seed}, " if len(configs) == 1 else
