@@ -43,6 +43,7 @@ def main() -> None:
     from lamost_classify.mocks.release import write_release
     from lamost_classify.mocks.simulate import simulate
     from lamost_classify.model.densenet import build_model
+    from lamost_classify.model.ensemble import LogitMean
     from lamost_classify.model.inference import Classifier
     from lamost_classify.model.redshift import RedshiftFitter
     from lamost_classify.model.weights import load_weights
@@ -65,6 +66,8 @@ def main() -> None:
     net, card = load_weights("default")
     overrides = {k: v for k, v in card.get("overrides", {}).items() if k != "redshift_hidden"}
     headless = build_model(net.preset, **overrides)
+    if isinstance(net, LogitMean):
+        headless = LogitMean([headless] + [build_model(net.preset, **overrides) for _ in net.members[1:]])
     headless.load_state_dict(net.state_dict(), strict=False)
     classifier = Classifier(headless.eval(), card, "cpu")
     fitter = RedshiftFitter()

@@ -40,6 +40,7 @@ from torch.nn import functional as F
 
 from .blocks import ConvBlock, CrossScaleTransition, DenseBlock, MultiScaleConv, PreActivation, Transition
 from .densenet import SpectralDenseNet, dense_stages
+from .ensemble import LogitMean, mixed_redshift
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Fewest output maps per multi-scale convolution when nothing else is asked for: the floats in one
@@ -216,15 +217,52 @@ class FastDenseNet(nn.Module):
         return torch.cat([logits, self.redshift(maps.squeeze(2).float())], dim=1)
 
 
+class FastEnsemble(nn.Module):
+    """A ``LogitMean`` of DenseNets for inference: every member folded, with the same ``features`` /
+    ``classifier`` contract as one network, so that CAMs and the pipeline take it alike.
+
+    ``features`` are the members' maps side by side and ``classifier`` their classifiers side by side,
+    weights divided by the number of members and biases averaged: its logits are the members' mean
+    exactly, and the CAM of the mean is the mean of the members' CAMs. With redshift heads, their
+    outputs follow the logits, mixed (``ensemble.mixed_redshift``).
+    """
+
+    def __init__(self, members: list[FastDenseNet]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.config, self.preset = members[0].config, members[0].preset
+        self.n_features = sum(m.n_features for m in members)
+        heads = [m.classifier for m in members]
+        self.classifier = nn.Linear(self.n_features, heads[0].out_features)
+        with torch.no_grad():
+            self.classifier.weight.copy_(torch.cat([h.weight for h in heads], dim=1) / len(heads))
+            self.classifier.bias.copy_(torch.stack([h.bias for h in heads]).mean(dim=0))
+        self.with_redshift = all(m.redshift is not None for m in members)
+        self.eval().requires_grad_(False)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m.features(x) for m in self.members], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = [m._maps(x) for m in self.members]
+        logits = self.classifier(torch.cat([mp.mean(dim=(2, 3), dtype=torch.float32) for mp in maps], dim=1))
+        if not self.with_redshift:
+            return logits
+        heads = torch.stack([m.redshift(mp.squeeze(2).float()) for m, mp in zip(self.members, maps)])
+        return torch.cat([logits, mixed_redshift(heads)], dim=1)
+
+
 def fold(model: nn.Module, precision: str = "fp32", group_width: int = DEFAULT_GROUP_WIDTH) -> nn.Module:
     """The inference-speed twin of a trained ``model`` (its eval-mode outputs, to rounding), on the CPU.
 
-    A ``SpectralDenseNet`` becomes a ``FastDenseNet``; other networks (the ``fc4`` baseline) are only
-    cast to the precision. ``model`` itself is not changed.
+    A ``SpectralDenseNet`` becomes a ``FastDenseNet``, an ensemble of them a ``FastEnsemble``; other
+    networks (the ``fc4`` baseline) are only cast to the precision. ``model`` itself is not changed.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
     dtype = PRECISIONS[precision]
+    if isinstance(model, LogitMean) and all(isinstance(m, SpectralDenseNet) for m in model.members):
+        return FastEnsemble([fold(m, precision, group_width) for m in model.members])
     if isinstance(model, SpectralDenseNet):
         # Folding reads the weights on the CPU; a copy, as Module.cpu() would move the caller's model.
         reference = model if next(model.parameters()).device.type == "cpu" else copy.deepcopy(model).cpu()

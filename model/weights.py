@@ -6,6 +6,9 @@ Loading checks, before any tensor reaches a model: the sha256 of the weights fil
 wavelength grid, normalisation, and the preset's full config against what ``build_model`` builds
 today. Each error names every field that does not match.
 
+An ensemble (``ensemble.LogitMean``) is one file too: its members' tensors under ``members.<i>.``, and
+``members`` on its card (absent: one network); every member is the card's preset and config.
+
 Shipped weights live in this package's ``weights/`` directory; the name ``default`` (or None) means
 ``weights/default.safetensors``.
 """
@@ -27,6 +30,7 @@ from lamost_classify import __version__
 from lamost_classify.contract import CLASS_NAMES, FILL_VALUE, N_PIXELS, WAVE_MAX, WAVE_MIN
 
 from .densenet import PRESETS, build_model, config_dict
+from .ensemble import LogitMean
 
 CARD_VERSION = 1
 DEFAULT_NAME = "default"
@@ -114,7 +118,8 @@ def save_weights(
     """Write ``path`` (.safetensors) and its card (.json beside it); returns the weights path.
 
     ``overrides`` are the keyword arguments given to ``build_model`` on top of ``model.preset``;
-    ``training`` summarises the training data (counts, sha256 of the input, settings).
+    ``training`` summarises the training data (counts, sha256 of the input, settings). A ``LogitMean``
+    is saved whole, its card saying how many members it has.
     """
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -137,6 +142,7 @@ def save_weights(
         "metrics": metrics or {},
         "temperature": float(temperature),
         "train_prior": [float(p) for p in train_prior],
+        **({"members": len(model.members)} if isinstance(model, LogitMean) else {}),
         "weights_file": path.name,
         "weights_sha256": file_sha256(path),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -172,7 +178,8 @@ def read_card(weights_path: Path) -> dict:
 
 
 def check_card(card: dict, path: Path) -> nn.Module:
-    """Compare the card with this code; return the (untrained) model it describes."""
+    """Compare the card with this code; return the (untrained) model it describes (a ``LogitMean`` of
+    ``members`` networks when the card has more than one)."""
     mismatches: dict[str, tuple[object, object]] = {}
     if card.get("card_version") != CARD_VERSION:
         mismatches["card_version"] = (card.get("card_version"), CARD_VERSION)
@@ -200,9 +207,14 @@ def check_card(card: dict, path: Path) -> nn.Module:
     for field in sorted(set(code_config) | set(card_config)):
         if card_config.get(field) != code_config.get(field):
             mismatches[f"config.{field}"] = (card_config.get(field), code_config.get(field))
+    members = card.get("members", 1)
+    if not isinstance(members, int) or isinstance(members, bool) or members < 1:
+        mismatches["members"] = (members, "a whole number >= 1")
     if mismatches:
         raise ModelCardMismatch(card_path(path), mismatches)
-    return model
+    if members == 1:
+        return model
+    return LogitMean([model] + [build_model(preset, **card.get("overrides", {})) for _ in range(members - 1)])
 
 
 def load_weights(model: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:

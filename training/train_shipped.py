@@ -16,7 +16,10 @@ safetensors + model card with all of it. Prints the tables; writes report.json i
 finished --out, it only re-evaluates and re-packages. The recipe's steps are model/recipe.py's, shared
 with ``lamost-classify train`` and training/ablation.py. ``--rescore MODEL`` trains nothing: it scores a
 shipped model again on the test sets, as above, and rewrites its card (after a change to what the
-network is fed, such as the masked pixels' interpolation).
+network is fed, such as the masked pixels' interpolation). ``--ensemble A B ...`` trains nothing either:
+it takes trained networks of one preset (the same recipe with other ``--seed``s) as one model, their
+mean logits (model/ensemble.py), fits its temperature on the validation sets, chooses its prior strength
+and reports as above, and ``--ship`` writes it as one weights file whose card names every member.
 """
 
 from __future__ import annotations
@@ -182,6 +185,47 @@ def rescore(args: argparse.Namespace) -> None:
     print(f"rescored {card_path(path)}")
 
 
+def combine(args: argparse.Namespace) -> None:
+    """``--ensemble``: the members' mean logits as one model, calibrated, scored and shipped like a trained one."""
+    from lamost_classify.model.calibration import expected_calibration_error, fit_temperature, softmax
+    from lamost_classify.model.ensemble import LogitMean
+    from lamost_classify.model.recipe import logits_of
+    from lamost_classify.model.weights import load_weights, save_weights
+
+    loaded = [load_weights(m) for m in args.ensemble]
+    cards = [card for _, card in loaded]
+    if len({json.dumps([c["preset"], c["config"]], sort_keys=True) for c in cards}) > 1:
+        raise SystemExit("--ensemble: the members are not the same network (their cards' presets or configs differ)")
+    if len({c["weights_sha256"] for c in cards}) < len(cards):
+        raise SystemExit("--ensemble: a member is given twice (the same weights)")
+    model = LogitMean([net for net, _ in loaded]).eval()
+    sets, per_dir = load_sets(args.data)
+    val_names = [n for n in VAL_SETS if n in sets]
+    val_x = np.concatenate([np.asarray(sets[n][0]) for n in val_names])
+    val_y = np.concatenate([np.asarray(sets[n][1]["label"]) for n in val_names])
+    logits = logits_of(model, val_x)
+    temperature = fit_temperature(logits, val_y)
+    report: dict = {"members": [c["name"] + "@" + c["weights_sha256"][:12] for c in cards],
+                    "best_epoch": [c["metrics"]["best_epoch"] for c in cards],
+                    "best_val_loss": [c["metrics"]["best_val_loss"] for c in cards], "temperature": temperature,
+                    "val_ece_before": expected_calibration_error(softmax(logits), val_y),
+                    "val_ece_after": expected_calibration_error(softmax(logits, temperature), val_y)}
+    print(f"{len(cards)} members, temperature {temperature:.3f} (validation ECE {report['val_ece_before']:.4f} -> "
+          f"{report['val_ece_after']:.4f})")
+    report.update(score(model, temperature, sets, per_dir, args.prior_strength))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    if args.ship:
+        training = {"members": [{k: c[k] for k in ("name", "weights_sha256", "training")} for c in cards],
+                    "families": sorted({f for c in cards for f in c["training"].get("families", [])}),
+                    "sets": {d: {n: len(dsets[n][0]) for n in dsets} for d, dsets in per_dir.items()},
+                    "recipe": " ".join(sys.argv), "data_sha256": _hash_dirs(args.data)}
+        path = save_weights(model, args.ship, name=args.name or f"{model.preset}-default",
+                            overrides=cards[0].get("overrides"), training=training, metrics=card_metrics(report),
+                            temperature=temperature)
+        print(f"shipped {path}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, nargs="+", required=True, help="set directories, one per mock family")
@@ -197,6 +241,8 @@ def main() -> None:
     p.add_argument("--redshift-weight", type=float, default=0.0,
                    help="TrainConfig.redshift_weight: train the redshift head with the class (0: no head)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0,
+                   help="TrainConfig.seed: initial weights and draws (another seed, another member for --ensemble)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (1 is fastest on a shared, loaded machine)")
     p.add_argument("--ship", type=Path, default=None, help="write the weights + card here (e.g. model/weights/default)")
@@ -209,10 +255,16 @@ def main() -> None:
                    help="no training: score this shipped model (a name or a weights path) on the test sets of --data "
                         "with its card's temperature and prior strength, and write the scores and this code's input "
                         "normalisation into its card (after a change to what the network is fed)")
+    p.add_argument("--ensemble", nargs="+", default=None, metavar="MODEL",
+                   help="no training: these trained networks (names or weights paths; one preset, other seeds) as one "
+                        "model, their mean logits, calibrated and scored on --data and shipped with --ship")
     args = p.parse_args()
 
     if args.rescore:
         rescore(args)
+        return
+    if args.ensemble:
+        combine(args)
         return
 
     from lamost_classify.model.recipe import fit_calibrated
@@ -229,7 +281,8 @@ def main() -> None:
     config = TrainConfig(preset=args.preset, epochs=args.epochs, lr_milestones=tuple(int(m) for m in args.milestones.split(",")),
                          per_class=args.per_class, batch_size=args.batch_size, device=args.device,
                          num_threads=args.threads, lr=args.lr, artefact_fraction=args.artefacts,
-                         tilt_fraction=args.tilts, init_from=args.init_from, redshift_weight=args.redshift_weight)
+                         tilt_fraction=args.tilts, init_from=args.init_from, redshift_weight=args.redshift_weight,
+                         seed=args.seed)
     train_z = np.concatenate([np.asarray(sets[n][1]["z"]) for n in train_names])
     val_z = np.concatenate([np.asarray(sets[n][1]["z"]) for n in val_names])
     try:

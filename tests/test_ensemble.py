@@ -1,0 +1,165 @@
+"""An ensemble of networks (their mean logits) saved, loaded, folded and run like one network."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from model_fixtures import TINY, one_torch_thread  # noqa: F401
+
+from lamost_classify.model.cam import class_activation_map
+from lamost_classify.model.densenet import build_model, redshift_estimate
+from lamost_classify.model.ensemble import LogitMean, mixed_redshift
+from lamost_classify.model.folding import FastEnsemble, fold
+from lamost_classify.model.inference import Classifier
+from lamost_classify.model.weights import ModelCardMismatch, load_weights, save_weights
+
+TINY_Z = {**TINY, "redshift_hidden": 16}
+
+
+def members(n: int = 2) -> list[torch.nn.Module]:
+    nets = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        net = build_model("fast", **TINY_Z).eval()
+        with torch.no_grad():  # BatchNorm statistics unlike the defaults, so that folding has work to do
+            for m in net.modules():
+                if isinstance(m, torch.nn.BatchNorm1d):
+                    m.running_mean.uniform_(-0.1, 0.1)
+                    m.running_var.uniform_(0.5, 1.5)
+        nets.append(net)
+    return nets
+
+
+def spectra(n: int = 6) -> np.ndarray:
+    return np.random.default_rng(0).random((n, 2600), dtype=np.float32)
+
+
+def test_mixed_redshift_is_the_mixture_of_the_members():
+    heads = torch.tensor([[[np.log1p(0.1), np.log(0.01)]], [[np.log1p(0.3), np.log(0.04)]]], dtype=torch.float32)
+    mixed = mixed_redshift(heads)
+    mean = (np.log1p(0.1) + np.log1p(0.3)) / 2
+    spread = ((np.log1p(0.1) - mean) ** 2 + (np.log1p(0.3) - mean) ** 2) / 2
+    assert mixed[0, 0].item() == pytest.approx(mean, rel=1e-6)
+    assert mixed[0, 1].exp().item() == pytest.approx(0.025 + spread, rel=1e-5)
+    same = mixed_redshift(heads[:1].expand(3, 1, 2))  # members that agree: their own Gaussian
+    torch.testing.assert_close(same, heads[0])
+
+
+def test_folded_ensemble_gives_the_mean_logits_and_the_mixed_head():
+    nets = members(3)
+    ensemble = LogitMean(nets).eval()
+    x = torch.from_numpy(spectra())
+    folded = fold(ensemble)
+    assert isinstance(folded, FastEnsemble)
+    with torch.no_grad():
+        out = folded(x)
+        logits, head = ensemble.forward_with_redshift(x)
+        torch.testing.assert_close(out[:, :3], torch.stack([n(x) for n in nets]).mean(0), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(out[:, :3], logits, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(out[:, 3:], head, atol=1e-4, rtol=1e-4)
+        assert out.shape == (6, 5)
+
+
+def test_ensemble_cam_is_the_mean_of_the_members_maps():
+    nets = members(2)
+    folded = fold(LogitMean(nets))
+    x = spectra(3)
+    classes = [0, 1, 2]
+    cam = class_activation_map(folded, x, classes)
+    with torch.no_grad():
+        t = torch.from_numpy(x)
+        raw = sum(torch.einsum("bc,bcl->bl", f.classifier.weight[classes], f.features(t))
+                  for f in (fold(n) for n in nets))
+    raw = torch.nn.functional.interpolate(raw.unsqueeze(1), size=2600, mode="linear", align_corners=False)[:, 0]
+    low, high = raw.min(dim=1, keepdim=True).values, raw.max(dim=1, keepdim=True).values
+    np.testing.assert_allclose(cam, ((raw - low) / (high - low)).numpy(), atol=1e-4)
+
+
+def test_an_ensemble_saves_as_one_file_and_loads_as_an_ensemble(tmp_path):
+    nets = members(2)
+    path = save_weights(LogitMean(nets), tmp_path / "pair", temperature=0.9)
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["members"] == 2 and card["overrides"]["redshift_hidden"] == 16
+    loaded, _ = load_weights(path)
+    assert isinstance(loaded, LogitMean) and len(loaded.members) == 2
+    x = torch.from_numpy(spectra())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), torch.stack([n(x) for n in nets]).mean(0))
+
+    classifier = Classifier.load(path, device="cpu", target_prior=None)
+    z, z_err = redshift_estimate(classifier.fast.outputs(spectra())[:, 3:])
+    assert classifier.predict_proba(spectra()).shape == (6, 3) and np.isfinite(z).all() and (z_err > 0).all()
+
+    for bad in (0, "2", 1.5):
+        card["members"] = bad
+        path.with_suffix(".json").write_text(json.dumps(card))
+        with pytest.raises(ModelCardMismatch, match="members"):
+            load_weights(path)
+    card["members"] = 3  # the card says three, the file holds two
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ModelCardMismatch, match="tensors.missing"):
+        load_weights(path)
+
+
+def test_a_single_network_card_has_no_members_field(tmp_path):
+    path = save_weights(members(1)[0], tmp_path / "one")
+    assert "members" not in json.loads(path.with_suffix(".json").read_text())
+    assert not isinstance(load_weights(path)[0], LogitMean)
+
+
+def _labelled_sets(root, n: int = 30) -> None:
+    """Tiny val/test sets in training/make_training_set.py's layout (classes differ in slope)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(3)
+    x = np.linspace(0, 1, 2600, dtype=np.float32)
+    root.mkdir(parents=True)
+    for name in ("val", "test", "test_survey"):
+        labels = np.arange(n) % 3
+        flux = np.clip(np.stack([x, 0.5 + 0.3 * np.sin(6 * x), 1 - x])[labels] + rng.normal(0, 0.05, (n, 2600)), 0, 1)
+        np.save(root / f"{name}_flux.npy", flux.astype(np.float32))
+        pq.write_table(pa.table({"class": np.array(["STAR", "GALAXY", "QSO"])[labels], "label": labels,
+                                 "snr_g": rng.uniform(2, 60, n), "z": np.where(labels == 0, 0.0, 0.5),
+                                 "template": ["t"] * n, "family": ["survey"] * n,
+                                 "subclass": np.where(labels == 1, "PASSIVE", np.where(labels == 2, "BROADLINE", "K5"))}),
+                       root / f"{name}_truth.parquet")
+
+
+def test_train_shipped_ensemble_calibrates_scores_and_ships_one_file(tmp_path, monkeypatch):
+    from script_loader import load_script
+
+    script = load_script("training/train_shipped.py")
+    monkeypatch.setattr(script, "real_stars", lambda held_out_only=True: {})  # ../shared's files: not here
+    _labelled_sets(tmp_path / "sets")
+    paths = []
+    for i, net in enumerate(members(2)):
+        paths.append(str(save_weights(net, tmp_path / f"seed{i}", name=f"fast-seed{i}",
+                                      metrics={"best_epoch": 3 + i, "best_val_loss": 0.1},
+                                      training={"families": ["survey", "eigen"][: i + 1]})))
+    ship = tmp_path / "ship" / "default"
+    monkeypatch.setattr("sys.argv", ["train_shipped.py", "--data", str(tmp_path / "sets"), "--out",
+                                     str(tmp_path / "out"), "--ensemble", *paths, "--ship", str(ship)])
+    script.main()
+    card = json.loads(ship.with_suffix(".json").read_text())
+    assert card["members"] == 2 and card["metrics"]["best_epoch"] == [3, 4]
+    assert [m["name"] for m in card["training"]["members"]] == ["fast-seed0", "fast-seed1"]
+    assert card["training"]["families"] == ["eigen", "survey"] and card["temperature"] > 0
+    assert "test_survey" in card["metrics"] and "--ensemble" in card["training"]["recipe"]
+    shipped, _ = load_weights(ship.with_suffix(".safetensors"))
+    x = torch.from_numpy(spectra())
+    with torch.no_grad():
+        torch.testing.assert_close(shipped(x), torch.stack([load_weights(p)[0](x) for p in paths]).mean(0))
+
+    other = save_weights(build_model("fast", **TINY), tmp_path / "headless", metrics={"best_epoch": 1})
+    monkeypatch.setattr("sys.argv", ["train_shipped.py", "--data", str(tmp_path / "sets"), "--out",
+                                     str(tmp_path / "out2"), "--ensemble", paths[0], str(other)])
+    with pytest.raises(SystemExit, match="not the same network"):
+        script.main()
+    monkeypatch.setattr("sys.argv", ["train_shipped.py", "--data", str(tmp_path / "sets"), "--out",
+                                     str(tmp_path / "out2"), "--ensemble", paths[0], paths[0]])
+    with pytest.raises(SystemExit, match="given twice"):
+        script.main()
