@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from .augment import BAD_PIXEL_MAX_LENGTH, NOISE_SIGMA, BalancedSpectra
 from .densenet import LOG_VAR_RANGE, build_model, config_dict
+from .ensemble import LogitMean
 from .evaluate import confusion_matrix, scores_from_confusion
 from .runtime import batched_logits, resolve_device, set_threads
 from .weights import load_weights
@@ -274,6 +275,9 @@ def fit(
     model = build_model(config.preset, **model_overrides(config))
     if config.init_from:
         trained, _ = load_weights(config.init_from)
+        if isinstance(trained, LogitMean):
+            raise ValueError(f"--init-from {config.init_from}: an ensemble of {len(trained.members)} networks; "
+                             "fine-tune one network (train_shipped.py --ensemble then joins networks into one)")
         # A network trained without the redshift head fine-tunes into one with it: the head starts fresh.
         if _without_head(config_dict(trained)) != _without_head(config_dict(model)):
             raise ValueError(f"--init-from {config.init_from}: its network is not preset {config.preset!r} "

@@ -163,3 +163,15 @@ def test_train_shipped_ensemble_calibrates_scores_and_ships_one_file(tmp_path, m
                                      str(tmp_path / "out2"), "--ensemble", paths[0], paths[0]])
     with pytest.raises(SystemExit, match="given twice"):
         script.main()
+
+
+def test_an_ensemble_is_not_fine_tuned_as_one_network(tmp_path):
+    from lamost_classify.model.train import TrainConfig, fit
+
+    path = save_weights(LogitMean(members(2)), tmp_path / "pair")
+    x = spectra(6)
+    config = TrainConfig(preset="fast", model_overrides=TINY_Z, epochs=1, init_from=str(path), num_threads=1,
+                         progress=False, log_epochs=False, augment=False, redshift_weight=1.0)
+    with pytest.raises(ValueError, match="an ensemble of 2 networks"):
+        fit(x, np.arange(6) % 3, x, np.arange(6) % 3, config, tmp_path / "out", train_z=np.zeros(6),
+            val_z=np.zeros(6))
