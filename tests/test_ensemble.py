@@ -175,3 +175,17 @@ def test_an_ensemble_is_not_fine_tuned_as_one_network(tmp_path):
     with pytest.raises(ValueError, match="an ensemble of 2 networks"):
         fit(x, np.arange(6) % 3, x, np.arange(6) % 3, config, tmp_path / "out", train_z=np.zeros(6),
             val_z=np.zeros(6))
+
+
+@pytest.mark.parametrize("precision, backend", [("bf16", "torch"), ("fp16", "torch"), ("fp32", "onnx")])
+def test_an_ensemble_runs_on_every_back_end(precision, backend):
+    from lamost_classify.model.fastpath import FastPath
+
+    if backend == "onnx":
+        pytest.importorskip("onnxruntime")
+    ensemble = LogitMean(members(2)).eval()
+    x = spectra()
+    reference = FastPath(ensemble, "cpu", "fp32", "torch").outputs(x)
+    out = FastPath(ensemble, "cpu", precision, backend).outputs(x)
+    assert out.shape == reference.shape == (6, 5)
+    np.testing.assert_allclose(out, reference, atol=1e-5 if backend == "onnx" else 0.01)
