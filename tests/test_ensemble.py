@@ -163,6 +163,10 @@ def test_train_shipped_ensemble_calibrates_scores_and_ships_one_file(tmp_path, m
                                      str(tmp_path / "out2"), "--ensemble", paths[0], paths[0]])
     with pytest.raises(SystemExit, match="given twice"):
         script.main()
+    monkeypatch.setattr("sys.argv", ["train_shipped.py", "--data", str(tmp_path / "sets"), "--out",
+                                     str(tmp_path / "out2"), "--ensemble", paths[0], str(ship.with_suffix(".safetensors"))])
+    with pytest.raises(SystemExit, match="itself an ensemble"):
+        script.main()
 
 
 def test_an_ensemble_is_not_fine_tuned_as_one_network(tmp_path):

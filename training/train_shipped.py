@@ -196,6 +196,8 @@ def combine(args: argparse.Namespace) -> None:
     cards = [card for _, card in loaded]
     if len({json.dumps([c["preset"], c["config"]], sort_keys=True) for c in cards}) > 1:
         raise SystemExit("--ensemble: the members are not the same network (their cards' presets or configs differ)")
+    if any(c.get("members", 1) != 1 for c in cards):
+        raise SystemExit("--ensemble: a member is itself an ensemble; give its networks one by one")
     if len({c["weights_sha256"] for c in cards}) < len(cards):
         raise SystemExit("--ensemble: a member is given twice (the same weights)")
     model = LogitMean([net for net, _ in loaded]).eval()
@@ -206,8 +208,8 @@ def combine(args: argparse.Namespace) -> None:
     logits = logits_of(model, val_x)
     temperature = fit_temperature(logits, val_y)
     report: dict = {"members": [c["name"] + "@" + c["weights_sha256"][:12] for c in cards],
-                    "best_epoch": [c["metrics"]["best_epoch"] for c in cards],
-                    "best_val_loss": [c["metrics"]["best_val_loss"] for c in cards], "temperature": temperature,
+                    "best_epoch": [c["metrics"].get("best_epoch") for c in cards],
+                    "best_val_loss": [c["metrics"].get("best_val_loss") for c in cards], "temperature": temperature,
                     "val_ece_before": expected_calibration_error(softmax(logits), val_y),
                     "val_ece_after": expected_calibration_error(softmax(logits, temperature), val_y)}
     print(f"{len(cards)} members, temperature {temperature:.3f} (validation ECE {report['val_ece_before']:.4f} -> "
