@@ -31,6 +31,28 @@ def synthetic_spectra(n_per_class: int, seed: int = 0, line_height: float = 0.35
     return np.clip(flux[order], 0.0, 1.0).astype(np.float32), labels[order]
 
 
+
+def write_slope_sets(directory, names, family: str, seed: int, n: int = 24) -> None:
+    """Tiny normalised sets in training/make_training_set.py's layout (``<name>_flux.npy`` and
+    ``_truth.parquet``), whose classes differ in continuum slope (learnable in one epoch)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 1, N_PIXELS, dtype=np.float32)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        labels = np.arange(n) % 3
+        shape = np.stack([x, 0.5 + 0.3 * np.sin(6 * x), 1 - x])[labels]
+        flux = np.clip(shape + rng.normal(0, 0.05, shape.shape), 0, 1).astype(np.float32)
+        np.save(directory / f"{name}_flux.npy", flux)
+        classes = np.array(["STAR", "GALAXY", "QSO"])[labels]
+        pq.write_table(pa.table({
+            "class": classes, "label": labels, "family": [family] * n, "snr_g": rng.uniform(2, 60, n),
+            "z": np.where(labels == 0, 0.0, rng.uniform(0.01, 3.5, n)), "template": [f"{family}-t"] * n,
+            "subclass": np.where(labels == 1, "PASSIVE", np.where(labels == 2, "BROADLINE", "K5")),
+        }), directory / f"{name}_truth.parquet")
+
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
     """One intra-op thread: the CI machine has 2 cores shared by parallel jobs, and OpenMP threads

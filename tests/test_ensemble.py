@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from model_fixtures import TINY, one_torch_thread  # noqa: F401
+from model_fixtures import TINY, one_torch_thread, write_slope_sets  # noqa: F401
 
 from lamost_classify.model.cam import class_activation_map
 from lamost_classify.model.densenet import build_model, redshift_estimate
@@ -110,31 +110,12 @@ def test_a_single_network_card_has_no_members_field(tmp_path):
     assert not isinstance(load_weights(path)[0], LogitMean)
 
 
-def _labelled_sets(root, n: int = 30) -> None:
-    """Tiny val/test sets in training/make_training_set.py's layout (classes differ in slope)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rng = np.random.default_rng(3)
-    x = np.linspace(0, 1, 2600, dtype=np.float32)
-    root.mkdir(parents=True)
-    for name in ("val", "test", "test_survey"):
-        labels = np.arange(n) % 3
-        flux = np.clip(np.stack([x, 0.5 + 0.3 * np.sin(6 * x), 1 - x])[labels] + rng.normal(0, 0.05, (n, 2600)), 0, 1)
-        np.save(root / f"{name}_flux.npy", flux.astype(np.float32))
-        pq.write_table(pa.table({"class": np.array(["STAR", "GALAXY", "QSO"])[labels], "label": labels,
-                                 "snr_g": rng.uniform(2, 60, n), "z": np.where(labels == 0, 0.0, 0.5),
-                                 "template": ["t"] * n, "family": ["survey"] * n,
-                                 "subclass": np.where(labels == 1, "PASSIVE", np.where(labels == 2, "BROADLINE", "K5"))}),
-                       root / f"{name}_truth.parquet")
-
-
 def test_train_shipped_ensemble_calibrates_scores_and_ships_one_file(tmp_path, monkeypatch):
     from script_loader import load_script
 
     script = load_script("training/train_shipped.py")
     monkeypatch.setattr(script, "real_stars", lambda held_out_only=True: {})  # ../shared's files: not here
-    _labelled_sets(tmp_path / "sets")
+    write_slope_sets(tmp_path / "sets", ("val", "test", "test_survey"), "survey", seed=3, n=30)
     paths = []
     for i, net in enumerate(members(2)):
         paths.append(str(save_weights(net, tmp_path / f"seed{i}", name=f"fast-seed{i}",

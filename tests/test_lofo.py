@@ -9,35 +9,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from model_fixtures import write_slope_sets
 from script_loader import load_script
+
+LOFO_SETS = ("lofo_train", "lofo_val", "lofo_test", "lofo_test_snr")
 
 
 def _script():
     return load_script("training/leave_one_family_out.py")
 
 
-def _write_family(root: Path, family: str, seed: int, n: int = 24) -> None:
-    """Tiny normalised sets whose classes differ in continuum slope (learnable in one epoch)."""
-    rng = np.random.default_rng(seed)
-    x = np.linspace(0, 1, 2600, dtype=np.float32)
-    for k, name in enumerate(("lofo_train", "lofo_val", "lofo_test", "lofo_test_snr")):
-        labels = np.arange(n) % 3
-        shape = np.stack([x, 0.5 + 0.3 * np.sin(6 * x), 1 - x])[labels]
-        flux = np.clip(shape + rng.normal(0, 0.05, shape.shape), 0, 1).astype(np.float32)
-        (root / family).mkdir(parents=True, exist_ok=True)
-        np.save(root / family / f"{name}_flux.npy", flux)
-        classes = np.array(["STAR", "GALAXY", "QSO"])[labels]
-        pq.write_table(pa.table({
-            "class": classes, "label": labels, "family": [family] * n, "snr_g": rng.uniform(2, 60, n),
-            "z": np.where(labels == 0, 0.0, rng.uniform(0.01, 3.5, n)), "template": [f"{family}-t"] * n,
-            "subclass": np.where(labels == 1, "PASSIVE", np.where(labels == 2, "BROADLINE", "K5")),
-        }), root / family / f"{name}_truth.parquet")
-
-
 @pytest.fixture
 def data(tmp_path):
     for seed, family in enumerate(("a", "b", "c")):
-        _write_family(tmp_path / "families", family, seed)
+        write_slope_sets(tmp_path / "families" / family, LOFO_SETS, family, seed)
     return tmp_path / "families"
 
 

@@ -56,6 +56,11 @@ def load_sets(dirs: list[Path], names: tuple[str, ...] = TRAIN_SETS + VAL_SETS +
     return pooled, per_dir
 
 
+def stacked(sets: dict[str, tuple[np.ndarray, dict]], names: list[str], column: str | None = None) -> np.ndarray:
+    """The spectra of the sets ``names`` one after another, or their truth ``column``."""
+    return np.concatenate([np.asarray(sets[n][0] if column is None else sets[n][1][column]) for n in names])
+
+
 def real_stars(held_out_only: bool = True) -> dict[str, dict]:
     """Normalised real LAMOST stars, per directory: those kept out of noise donors and training, or all
     (the donors lent only their noise residuals to the mocks, never their stellar spectra)."""
@@ -203,8 +208,7 @@ def combine(args: argparse.Namespace) -> None:
     model = LogitMean([net for net, _ in loaded]).eval()
     sets, per_dir = load_sets(args.data)
     val_names = [n for n in VAL_SETS if n in sets]
-    val_x = np.concatenate([np.asarray(sets[n][0]) for n in val_names])
-    val_y = np.concatenate([np.asarray(sets[n][1]["label"]) for n in val_names])
+    val_x, val_y = stacked(sets, val_names), stacked(sets, val_names, "label")
     logits = logits_of(model, val_x)
     temperature = fit_temperature(logits, val_y)
     report: dict = {"members": [c["name"] + "@" + c["weights_sha256"][:12] for c in cards],
@@ -275,18 +279,15 @@ def main() -> None:
 
     sets, per_dir = load_sets(args.data)
     train_names = [n for n in TRAIN_SETS if n in sets]
-    train_x = np.concatenate([np.asarray(sets[n][0]) for n in train_names])
-    train_y = np.concatenate([np.asarray(sets[n][1]["label"]) for n in train_names])
+    train_x, train_y = stacked(sets, train_names), stacked(sets, train_names, "label")
     val_names = [n for n in VAL_SETS if n in sets]
-    val_x = np.concatenate([np.asarray(sets[n][0]) for n in val_names])
-    val_y = np.concatenate([np.asarray(sets[n][1]["label"]) for n in val_names])
+    val_x, val_y = stacked(sets, val_names), stacked(sets, val_names, "label")
     config = TrainConfig(preset=args.preset, epochs=args.epochs, lr_milestones=tuple(int(m) for m in args.milestones.split(",")),
                          per_class=args.per_class, batch_size=args.batch_size, device=args.device,
                          num_threads=args.threads, lr=args.lr, artefact_fraction=args.artefacts,
                          tilt_fraction=args.tilts, init_from=args.init_from, redshift_weight=args.redshift_weight,
                          seed=args.seed)
-    train_z = np.concatenate([np.asarray(sets[n][1]["z"]) for n in train_names])
-    val_z = np.concatenate([np.asarray(sets[n][1]["z"]) for n in val_names])
+    train_z, val_z = stacked(sets, train_names, "z"), stacked(sets, val_names, "z")
     try:
         calibrated = fit_calibrated(train_x, train_y, val_x, val_y, config, args.out, train_z=train_z, val_z=val_z)
     except ValueError as exc:  # e.g. --out holds a checkpoint of other settings or data
