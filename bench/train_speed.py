@@ -19,9 +19,10 @@ import torch
 
 from lamost_classify.model.augment import BalancedSpectra
 from lamost_classify.model.densenet import build_model, count_flops, count_parameters
-from lamost_classify.model.runtime import set_threads
+from lamost_classify.model.runtime import denormals_flushed, set_threads
 
 
+@denormals_flushed()  # as fit() trains
 def bench(preset: str, steps: int, batch_size: int) -> tuple[float, float]:
     rng = np.random.default_rng(0)
     n = batch_size * (steps + 2)

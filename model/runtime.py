@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -32,9 +34,19 @@ def set_threads(n: int | None = None) -> int:
     the node's cores, which oversubscribes a SLURM job that has a few of them)."""
     n = n or available_cpus()
     torch.set_num_threads(n)
-    # Adam's second-moment estimates decay into denormal floats, which are 10-100x slower on x86.
-    torch.set_flush_denormal(True)
     return n
+
+
+@contextmanager
+def denormals_flushed() -> Iterator[None]:
+    """Flush denormal floats to zero inside, and only inside: Adam's second-moment estimates decay into
+    denormals, which are 10-100x slower on x86, but a process that goes on to prepare spectra must still
+    see an ivar of 1e-45 as more than zero. (torch cannot tell the previous setting; off is its default.)"""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 # glibc mallopt parameters, and what the network's activations need: blocks of a few MB allocated from the

@@ -34,7 +34,7 @@ from .augment import BAD_PIXEL_MAX_LENGTH, NOISE_SIGMA, BalancedSpectra
 from .densenet import LOG_VAR_RANGE, build_model, config_dict
 from .ensemble import LogitMean
 from .evaluate import confusion_matrix, scores_from_confusion
-from .runtime import batched_logits, resolve_device, set_threads
+from .runtime import batched_logits, denormals_flushed, resolve_device, set_threads
 from .weights import load_weights
 
 CHECKPOINT = "checkpoint.pt"
@@ -231,6 +231,7 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)  # a run killed mid-write leaves the previous checkpoint whole
 
 
+@denormals_flushed()
 def fit(
     train_x: np.ndarray,
     train_y: np.ndarray,
