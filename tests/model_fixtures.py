@@ -31,7 +31,6 @@ def synthetic_spectra(n_per_class: int, seed: int = 0, line_height: float = 0.35
     return np.clip(flux[order], 0.0, 1.0).astype(np.float32), labels[order]
 
 
-
 def write_slope_sets(directory, names, family: str, seed: int, n: int = 24) -> None:
     """Tiny normalised sets in training/make_training_set.py's layout (``<name>_flux.npy`` and
     ``_truth.parquet``), whose classes differ in continuum slope (learnable in one epoch)."""
@@ -52,6 +51,7 @@ def write_slope_sets(directory, names, family: str, seed: int, n: int = 24) -> N
             "z": np.where(labels == 0, 0.0, rng.uniform(0.01, 3.5, n)), "template": [f"{family}-t"] * n,
             "subclass": np.where(labels == 1, "PASSIVE", np.where(labels == 2, "BROADLINE", "K5")),
         }), directory / f"{name}_truth.parquet")
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
