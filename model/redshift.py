@@ -26,8 +26,9 @@ spike, a sky residual) is scanned again with such pixels down-weighted to count 
 in one step of iteratively reweighted least squares; its ``chi2`` is then that of the second scan.
 The redshift is the lowest chi2 of that curve, plus a Gaussian prior in log(1 + z) when the network's
 redshift head gives a proposal (``proposal``; its sigma is floored at ``PRIOR_SIGMA_FLOOR`` so that an
-overconfident head cannot overrule a clear fit). A parabola through the minimum and its two neighbours
-gives the sub-pixel redshift, and its curvature the 1-sigma error (delta chi2 = 1). ``delta_chi2`` is the
+overconfident head cannot overrule a clear fit), scaled by the best fit's reduced chi2 where that is
+above 1 (``_misfit``: in a bright spectrum that no template describes well, template mismatch must not
+outvote it). A parabola through the minimum and its two neighbours gives the sub-pixel redshift, and its curvature the 1-sigma error (delta chi2 = 1). ``delta_chi2`` is the
 chi2 of the second-best solution minus the best: for galaxies and QSOs the lowest other local minimum
 more than ``EXCLUDE_KMS`` away (an ambiguous redshift when small, as redrock's ZWARN), for stars the best
 template of another MK letter (an ambiguous type; < 0 where the classifier's letter is not the one the
@@ -273,6 +274,15 @@ def _z_err(name: str, z: np.ndarray, sigma_pixels: np.ndarray, reduced_chi2: np.
     systematic floor at that z (``z_err_floor_kms``) added in quadrature."""
     formal = np.log(10.0) * STEP * sigma_pixels * np.sqrt(np.maximum(reduced_chi2, 1.0))
     return (1.0 + z) * np.hypot(formal, z_err_floor_kms(name, z) / C_KMS)
+
+
+def _misfit(allowed: torch.Tensor, dof: torch.Tensor) -> torch.Tensor:
+    """(B,) the best fit's reduced chi2, at least 1: how much worse than its noise the templates describe
+    each spectrum. Where they describe it badly (a bright spectrum unlike every template), chi2 differences
+    between redshifts overstate the evidence by about that factor, so the proposal's prior is scaled by it
+    to keep its weight against them (as if the errors were inflated to the misfit)."""
+    best = allowed.min(1).values
+    return torch.where(torch.isfinite(best), best / dof, torch.ones_like(best)).clamp_min(1.0)
 
 
 def _curve_minimum(chi2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -620,6 +630,9 @@ class RedshiftFitter:
             gauss = ((torch.log1p(z_grid)[None, :] - mu[:, None]) / sig[:, None]) ** 2
             penalty = torch.where(torch.isfinite(mu)[:, None], gauss, penalty)
         chi2, coeffs, allowed = self._scan(name, f, w)
+        dof = torch.from_numpy(np.maximum((ivar > 0).sum(1) - k - len(self.poly), 1)).to(self.device)
+        gauss_penalty = penalty
+        penalty = gauss_penalty * _misfit(allowed, dof)[:, None]
         # One reweighting pass (a robust fit): a pixel the best fit misses by more than OUTLIER_SIGMA
         # (a cosmic ray, an unmasked spike, a sky residual) is down-weighted to count as OUTLIER_SIGMA, and
         # the scan is redone; otherwise one such pixel outweighs every line of the right redshift.
@@ -628,6 +641,7 @@ class RedshiftFitter:
         if bool(again.any()):
             w = w * (OUTLIER_SIGMA**2 / squared.clamp_min(1e-300)).clamp(max=1.0)
             chi2[again], coeffs[again], allowed[again] = self._scan(name, f[again], w[again])
+            penalty = gauss_penalty * _misfit(allowed, dof)[:, None]
         u_best = (allowed + penalty).argmin(1)
         ar = torch.arange(nb, device=self.device)
         edge = (u_best == 0) | (u_best == n_u - 1)
@@ -645,8 +659,7 @@ class RedshiftFitter:
         second = torch.where(local_min & far, allowed, torch.full_like(allowed, float("inf"))).min(1).values
         best = chi2[ar, u_best]
         out.z[rows] = z
-        dof = np.maximum((ivar > 0).sum(1) - k - len(self.poly), 1)
-        out.z_err[rows] = _z_err(name, z, sigma.cpu().numpy(), best.cpu().numpy() / dof)
+        out.z_err[rows] = _z_err(name, z, sigma.cpu().numpy(), (best / dof).cpu().numpy())
         out.chi2[rows] = best.cpu().numpy()
         delta = (second - best).cpu().numpy()
         out.delta_chi2[rows] = delta

@@ -211,6 +211,18 @@ def test_a_proposal_decides_where_the_data_cannot_and_cannot_overrule_a_clear_fi
     assert abs(wrong.z[0] - z_true) < 1e-3
 
 
+def test_a_proposal_keeps_its_weight_against_a_fit_that_describes_the_spectrum_badly(fitter):
+    # The same featureless spectrum with errors claimed 10x and 100x smaller than its scatter: the templates
+    # describe it no better, only the chi2 differences between redshifts grow. Scaled by the fit's misfit,
+    # the prior still decides, as it does where the errors are true.
+    rng = np.random.default_rng(4)
+    flux = (np.linspace(0.2, 1.0, N_PIXELS) + rng.normal(0, 0.1, N_PIXELS))[None]
+    for understated in (1.0, 10.0, 100.0):
+        guided = fitter.fit(flux, np.full((1, N_PIXELS), (understated / 0.1) ** 2), np.array([QSO]),
+                            proposal=(np.array([2.0]), np.array([0.02])))
+        assert abs(guided.z[0] - 2.0) < 0.1, understated
+
+
 def test_galaxy_subclass_reads_emission_lines():
     z = 0.1
     flux = np.full((3, N_PIXELS), 0.5)
