@@ -28,11 +28,11 @@ The redshift is the lowest chi2 of that curve, plus a Gaussian prior in log(1 + 
 redshift head gives a proposal (``proposal``; its sigma is floored at ``PRIOR_SIGMA_FLOOR`` so that an
 overconfident head cannot overrule a clear fit), scaled by the best fit's reduced chi2 where that is
 above 1 (``_misfit``: in a bright spectrum that no template describes well, template mismatch must not
-outvote it). A parabola through the minimum and its two neighbours gives the sub-pixel redshift, and its curvature the 1-sigma error (delta chi2 = 1). ``delta_chi2`` is the
-chi2 of the second-best solution minus the best: for galaxies and QSOs the lowest other local minimum
-more than ``EXCLUDE_KMS`` away (an ambiguous redshift when small, as redrock's ZWARN), for stars the best
-template of another MK letter (an ambiguous type; < 0 where the classifier's letter is not the one the
-templates alone fit best).
+outvote it). A parabola through the minimum and its two neighbours gives the sub-pixel redshift, and its
+curvature the 1-sigma error (delta chi2 = 1). ``delta_chi2`` is the chi2 of the second-best solution
+minus the best: for galaxies and QSOs the lowest other local minimum more than ``EXCLUDE_KMS`` away
+(an ambiguous redshift when small, as redrock's ZWARN), for stars the best template of another MK letter
+(an ambiguous type; < 0 where the classifier's letter is not the one the templates alone fit best).
 """
 
 from __future__ import annotations
