@@ -1,12 +1,13 @@
 """Does inference need denormal floats flushed to zero, as training does?
 
-    python bench/denormals.py [--models single,default] [--threads 2] [--n 2048] [--rounds 4]
+    python bench/denormals.py [--models single,default] [--threads 2] [--n 2048] [--rounds 4] [--seed 11]
 
 Training flushes denormals inside ``fit()`` only (``model/runtime.py: denormals_flushed``: Adam's moment
 estimates decay into them, 10-100x slower on x86); inference runs with torch's default (off). This times
-each shipped model's forward pass on ``--n`` prepared survey-family mocks with the flush off and on, in
-alternated rounds of one process (so that other jobs' load hits both alike), and prints the best round of
-each, their ratio, and the largest difference of a logit between the two.
+each shipped model's forward pass on ``--n`` balanced mocks (``bench/infer.py``'s set, prepared as the
+pipeline does) with the flush off and on, in alternated rounds of one process (so that other jobs' load
+hits both alike), and prints the best round of each, their ratio, and the largest difference of a logit
+between the two.
 """
 
 from __future__ import annotations
@@ -18,17 +19,10 @@ import time
 import numpy as np
 import torch
 
+from infer import mock_set  # bench/ is the script's directory
+
 from lamost_classify.model.inference import Classifier
 from lamost_classify.model.runtime import set_threads
-
-
-def prepared_mocks(n: int, seed: int = 5) -> np.ndarray:
-    from lamost_classify.mocks.families import generate
-    from lamost_classify.mocks.instrument import WAVELENGTH
-    from lamost_classify.pipeline.grid import prepare_arrays
-
-    return np.concatenate([prepare_arrays(WAVELENGTH, c.flux, c.ivar, c.andmask).flux
-                           for c in generate("survey", n, seed, class_mix=(1 / 3, 1 / 3, 1 / 3))])
 
 
 def main() -> None:
@@ -37,9 +31,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--n", type=int, default=2048)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
     threads = set_threads(args.threads)
-    flux = prepared_mocks(args.n)
+    flux, _ = mock_set(args.n, args.seed)
     print(f"{len(flux)} spectra, {threads} threads, load average {os.getloadavg()[0]:.2f}")
     for name in args.models.split(","):
         classifier = Classifier.load(name, device="cpu")
