@@ -631,18 +631,16 @@ class RedshiftFitter:
             penalty = torch.where(torch.isfinite(mu)[:, None], gauss, penalty)
         chi2, coeffs, allowed = self._scan(name, f, w)
         dof = torch.from_numpy(np.maximum((ivar > 0).sum(1) - k - len(self.poly), 1)).to(self.device)
-        gauss_penalty = penalty
-        penalty = gauss_penalty * _misfit(allowed, dof)[:, None]
         # One reweighting pass (a robust fit): a pixel the best fit misses by more than OUTLIER_SIGMA
         # (a cosmic ray, an unmasked spike, a sky residual) is down-weighted to count as OUTLIER_SIGMA, and
         # the scan is redone; otherwise one such pixel outweighs every line of the right redshift.
-        squared = (f - self._model_at(name, coeffs, (allowed + penalty).argmin(1))) ** 2 * w
+        first = (allowed + penalty * _misfit(allowed, dof)[:, None]).argmin(1)
+        squared = (f - self._model_at(name, coeffs, first)) ** 2 * w
         again = (squared > OUTLIER_SIGMA**2).any(1)  # rows without such a pixel keep their first scan
         if bool(again.any()):
             w = w * (OUTLIER_SIGMA**2 / squared.clamp_min(1e-300)).clamp(max=1.0)
             chi2[again], coeffs[again], allowed[again] = self._scan(name, f[again], w[again])
-            penalty = gauss_penalty * _misfit(allowed, dof)[:, None]
-        u_best = (allowed + penalty).argmin(1)
+        u_best = (allowed + penalty * _misfit(allowed, dof)[:, None]).argmin(1)
         ar = torch.arange(nb, device=self.device)
         edge = (u_best == 0) | (u_best == n_u - 1)
         mid = u_best.clamp(1, n_u - 2)
