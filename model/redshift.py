@@ -21,9 +21,9 @@ numbers of grid pixels (the grid is log-linear: a redshift is a shift):
   1.2, QSOs: 0 to 6). Solutions that need the mean eigenspectrum (eigenvector 0) with a negative
   amplitude are not taken.
 
-A galaxy or QSO whose best fit misses a pixel by more than ``OUTLIER_SIGMA`` (a cosmic ray, an unmasked
-spike, a sky residual) is scanned again with such pixels down-weighted to count as that many sigma, as
-in one step of iteratively reweighted least squares; its ``chi2`` is then that of the second scan.
+A spectrum whose best fit misses a pixel by more than ``OUTLIER_SIGMA`` (a cosmic ray, an unmasked
+spike, a sky residual) is fitted again with such pixels down-weighted to count as that many sigma, as
+in one step of iteratively reweighted least squares; its ``chi2`` is then that of the second fit.
 The redshift is the lowest chi2 of that curve, plus a Gaussian prior in log(1 + z) when the network's
 redshift head gives a proposal (``proposal``; its sigma is floored at ``PRIOR_SIGMA_FLOOR`` so that an
 overconfident head cannot overrule a clear fit), scaled by the best fit's reduced chi2 where that is
@@ -77,7 +77,10 @@ Z_ERR_FLOOR_KMS: dict[str, tuple[tuple[float, float], ...]] = {
 }
 SCAN_ROWS = 32  # galaxies or QSOs fitted together (bounds the memory of a batch that is all QSOs)
 STAR_ROWS = 64  # stars fitted together
-OUTLIER_SIGMA = 10.0  # residuals beyond this many sigma count as this many in the galaxy/QSO fit's second pass
+OUTLIER_SIGMA = 10.0  # residuals beyond this many sigma count as this many in every fit's second pass
+# A star is fitted twice where its best template's SPIKE_PIXELS worst pixels carry most of its chi2: a few
+# cosmic rays or spikes, not a template that differs from a bright star over hundreds of pixels.
+SPIKE_PIXELS = 20
 PRIOR_SIGMA_FLOOR = 0.01  # in log(1 + z): the head's proposal narrows the search, never to below this
 # An ivar above this (normalised flux units: S/N 10^6 in a pixel of unit flux) is a file's nonsense, e.g. one
 # saturated at float32's largest by pipeline/grid.py; weighed, that one pixel decides the fit. Such a
@@ -383,10 +386,7 @@ class RedshiftFitter:
             if len(rows) == 0:
                 continue
             if name == "STAR":
-                # STAR_ROWS at a time, through every pass: each pass's (rows, pixels) arrays then stay in
-                # the CPU's cache, and the sums are in float32 (as the fit takes them) but for chi2's own.
-                for part in (rows[i:i + STAR_ROWS] for i in range(0, len(rows), STAR_ROWS)):
-                    self._fit_stars(flux[part].astype(np.float32), weight[part].astype(np.float32), part, out)
+                self._fit_stars(flux[rows].astype(np.float32), weight[rows].astype(np.float32), rows, out)
             else:
                 # SCAN_ROWS at a time: a QSO's normal equations at every redshift take ~2 MB (~0.5 GB for 32).
                 for part in np.array_split(rows, -(-len(rows) // SCAN_ROWS)):
@@ -419,18 +419,19 @@ class RedshiftFitter:
         coeffs = self._star_coefficients(gram, rhs)
         return wff.unsqueeze(1) - (rhs.double() * coeffs).sum(-1)
 
-    def _star_chi2_chosen(self, f: torch.Tensor, w: torch.Tensor, templates: torch.Tensor,
-                          choice: torch.Tensor) -> torch.Tensor:
-        """chi2 (B, K) of each spectrum against its own K templates (``choice``, (B, K) indices), summed
-        from the residuals: at high S/N chi2 is a small difference of large sums (``_star_chi2``), which
-        float32 knows to ~1%, enough to shortlist templates but not to choose between close ones."""
+    def _star_misfits(self, f: torch.Tensor, w: torch.Tensor, templates: torch.Tensor,
+                      choice: torch.Tensor) -> torch.Tensor:
+        """Weighted squared residuals (B, K, N) of each spectrum against its own K templates (``choice``,
+        (B, K) indices), each times its polynomial fitted by least squares. Their sum over pixels is the
+        chi2: at high S/N chi2 is a small difference of large sums (``_star_chi2``), which float32 knows
+        to ~1%, enough to shortlist templates but not to choose between close ones."""
         p = self.star_poly.float()
         t = templates[choice]  # (B, K, N)
         w32, f32 = w.float().unsqueeze(1), f.float().unsqueeze(1)
         wt = w32 * t
         coeffs = self._star_coefficients(pixel_sums(wt * t, self.star_pair_products), pixel_sums(wt * f32, p))
         residual = f32 - t * (coeffs.float() @ p)
-        return (w32 * residual.square()).sum(-1).double()
+        return w32 * residual.square()
 
     def _star_coefficients(self, gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
         """Polynomial coefficients (..., n_poly), float64, from the sums of w T^2 P_j P_k over
@@ -438,6 +439,26 @@ class RedshiftFitter:
         return _solve(gram.double()[..., pair_index(rhs.shape[-1]).to(self.device)], rhs.double())
 
     def _fit_stars(self, flux: np.ndarray, ivar: np.ndarray, rows: np.ndarray, out: RedshiftResult) -> None:
+        """``_fit_star_passes``, then once more for the rows where the best template's ``SPIKE_PIXELS``
+        worst pixels carry most of its chi2 (a cosmic ray, an unmasked spike: one such pixel outweighs
+        every line of the star, and a 100x cosmic ray typed an F5 star CV at the velocity window's edge),
+        each pixel beyond ``OUTLIER_SIGMA`` down-weighted to count as that many sigma. Not wherever a pixel
+        is beyond it, as in the galaxy and QSO fits: a bright star differs from every template by more
+        over hundreds of pixels, and its velocity and type were no better for a second pass (README)."""
+        # STAR_ROWS at a time, through every pass: each pass's (rows, pixels) arrays then stay in the CPU's
+        # cache, and the sums are in float32 (as the fit takes them) but for chi2's own.
+        again, factors = [], []
+        for part in (np.arange(i, min(i + STAR_ROWS, len(rows))) for i in range(0, len(rows), STAR_ROWS)):
+            spiked, factor = self._fit_star_passes(flux[part], ivar[part], rows[part], out)
+            again.append(part[spiked])
+            factors.append(factor)
+        again, factors = np.concatenate(again), np.concatenate(factors)
+        for i in range(0, len(again), STAR_ROWS):
+            part = again[i:i + STAR_ROWS]
+            self._fit_star_passes(flux[part], ivar[part] * factors[i:i + STAR_ROWS], rows[part], out)
+
+    def _fit_star_passes(self, flux: np.ndarray, ivar: np.ndarray, rows: np.ndarray,
+                         out: RedshiftResult) -> tuple[np.ndarray, np.ndarray]:
         """Passes that spare each spectrum most templates at most shifts: every template at z = 0, with a
         ``STAR_SHORTLIST_POLY``-term polynomial, gives a first type and a shortlist; the first type's fit
         over +-``STAR_MAX_SHIFT`` pixels the radial velocity; on the spectrum moved to rest by that
@@ -446,7 +467,9 @@ class RedshiftFitter:
         shortlisted templates plus the first pass's best of that letter are fitted again (the full
         polynomial): the best of that letter is the type, or the best of all where its letter is one the
         classifier does not give or not a neighbour of its letter; then delta chi2; the best template's fit over the window gives z, its
-        error and chi2.
+        error and chi2. Returns whether (B,) the best template's ``SPIKE_PIXELS`` worst pixels carry more
+        than half its chi2, one of them beyond ``OUTLIER_SIGMA``, and, for those rows, the factor (S, N)
+        at every observed pixel that makes its misfit there count as at most that (1 where it is within).
         Every pass leaves out the telluric bands (``STAR_TELLURIC_BANDS``)."""
         stars = self.templates["STAR"]
         n_t = len(stars.subclass)
@@ -469,8 +492,10 @@ class RedshiftFitter:
         of_letter = torch.where(self.template_letter[None, :] == predicted[:, None], per_template, inf)
         choice = torch.cat([per_template.topk(min(STAR_RETYPE_BEST, n_t), dim=1, largest=False).indices,
                             of_letter.argmin(1, keepdim=True)], 1)
-        chosen = self._star_chi2_chosen(f_rest, w_rest, at_rest, choice)
-        t_fit = choice.gather(1, chosen.argmin(1, keepdim=True)).squeeze(1)
+        misfits = self._star_misfits(f_rest, w_rest, at_rest, choice)
+        chosen = misfits.sum(-1).double()
+        best_of_all = chosen.argmin(1, keepdim=True)
+        t_fit = choice.gather(1, best_of_all).squeeze(1)
         agrees = self.template_letter[choice] == predicted[:, None]
         t_letter = choice.gather(1, torch.where(agrees, chosen, inf).argmin(1, keepdim=True)).squeeze(1)
         # It moves a star to a neighbouring letter only: a spectrum far from every LAMOST star it learnt
@@ -507,6 +532,25 @@ class RedshiftFitter:
         out.at_edge[rows] = edge.cpu().numpy()
         for r, label in zip(rows, subclass):
             out.subclass[r] = label
+        squared = misfits.gather(1, best_of_all[:, :, None].expand(-1, -1, N_PIXELS)).squeeze(1)
+        spiked = ((squared.topk(SPIKE_PIXELS, dim=1).values.sum(1) > 0.5 * squared.sum(1))
+                  & (squared.max(1).values > OUTLIER_SIGMA**2))
+        factor = self._observed_factor((OUTLIER_SIGMA**2 / squared[spiked].clamp_min(1e-30)).clamp(max=1.0),
+                                       velocity[spiked].floor().long())
+        return spiked.cpu().numpy(), factor.cpu().numpy()
+
+    @staticmethod
+    def _observed_factor(rest_factor: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
+        """Weights' factors (B, N) at the observed pixels from factors (B, N) at the rest-frame pixels of
+        ``_star_rest_frame`` moved by ``whole`` (B,) whole pixels: an observed pixel takes the smallest of
+        the two rest-frame pixels it was interpolated into."""
+        b, n = rest_factor.shape
+        pad = STAR_MAX_SHIFT + 2
+        factor = torch.ones(b, n + 2 * pad, dtype=rest_factor.dtype, device=rest_factor.device)
+        lower = torch.arange(pad, pad + n, device=rest_factor.device) + whole.unsqueeze(1)
+        for index in (lower, lower + 1):
+            factor.scatter_reduce_(1, index, rest_factor, reduce="amin")
+        return factor[:, pad:pad + n]
 
     @staticmethod
     def _star_rest_frame(f: torch.Tensor, w: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

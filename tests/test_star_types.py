@@ -102,7 +102,7 @@ def test_the_chi2_that_decides_a_star_type_is_exact_at_high_snr(fitter):
     np.testing.assert_allclose(shortlist, exact(binned(fitter.shortlist_poly.numpy()) / 2, binned(templates) / 2,
                                                 flux_bin, ivar_bin), rtol=0.02)
     assert shortlist.argmin() == 0
-    deciding = fitter._star_chi2_chosen(f, w, at_rest, torch.tensor([picks]))[0].numpy()
+    deciding = fitter._star_misfits(f, w, at_rest, torch.tensor([picks])).sum(-1)[0].numpy()
     np.testing.assert_allclose(deciding, exact(fitter.star_poly.numpy(), templates, flux, ivar), rtol=1e-4)  # the tiny ridge
     assert deciding.argmin() == 0
 

@@ -61,7 +61,7 @@ def same_pixel_chi2(fitter, flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
     for i in range(0, len(f), 64):  # the best template at z = 0 with the full polynomial
         fi, wi = f[i:i + 64], w[i:i + 64]
         every = torch.arange(len(stars.subclass)).expand(len(fi), -1)
-        t = at_rest[fitter._star_chi2_chosen(fi, wi, at_rest, every).argmin(1)]
+        t = at_rest[fitter._star_misfits(fi, wi, at_rest, every).sum(-1).argmin(1)]
         wt = wi.float() * t
         coeffs = fitter._star_coefficients((wt * t) @ fitter.star_pair_products.T,
                                            (wt * fi.float()) @ fitter.star_poly.float().T)
