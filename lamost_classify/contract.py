@@ -86,7 +86,8 @@ class Flag(enum.IntFlag):
     NONFINITE_REPAIRED = 1 << 5  # NaN/inf flux or ivar found in the file and masked
     CONSTANT_FLUX = 1 << 6  # min == max over the valid pixels: min-max normalisation undefined
     MISSING_METADATA = 1 << 7  # OBSID, RA or DEC absent from the file
-    # bits 8-15 reserved for later reader-level checks
+    NEGATIVE_MASKED = 1 << 8  # pixels more than NEGATIVE_SIGMA below zero found and masked
+    # bits 9-15 reserved for later reader-level checks
     # --- model stage (bits 16-31) ---
     LOW_CONFIDENCE = 1 << 16  # top class probability below LOW_CONFIDENCE
     INFERENCE_FAILED = 1 << 17  # the model raised on this spectrum's batch (error text in the catalog)
@@ -104,6 +105,9 @@ UNUSABLE = Flag.UNREADABLE | Flag.NO_FLUX | Flag.CONSTANT_FLUX | Flag.INFERENCE_
 MIN_COVERAGE = 0.5
 MAX_MASKED_FRACTION = 0.2
 LOW_SNR = 3.0
+# No flux is this many sigma below zero: such a pixel is a defect (sky over-subtraction, a negative spike)
+# and, as the min-max normalisation's minimum, would lift the whole spectrum off zero (README).
+NEGATIVE_SIGMA = 10.0
 LOW_CONFIDENCE = 0.6
 SMALL_DELTA_CHI2 = 9.0  # redrock's: below it a second redshift is about as likely as the best
 MIN_GOOD_PIXELS = 500  # a fifth of the grid

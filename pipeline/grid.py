@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lamost_classify.contract import (FILL_VALUE, LOG_WAVELENGTH, LOW_SNR, MAX_MASKED_FRACTION, MIN_COVERAGE, N_PIXELS, Flag,
-                                      fill_masked)
+from lamost_classify.contract import (FILL_VALUE, LOG_WAVELENGTH, LOW_SNR, MAX_MASKED_FRACTION, MIN_COVERAGE, N_PIXELS,
+                                      NEGATIVE_SIGMA, Flag, fill_masked)
 from lamost_classify.contract import WAVELENGTH  # noqa: F401  (kept as grid.WAVELENGTH for the grid's users)
 
 from .spectrum import Spectrum
@@ -94,13 +94,19 @@ def _cumulative_at(edges: np.ndarray, cumulative: np.ndarray, query: np.ndarray)
     return c_lo + t * (np.take_along_axis(cumulative, idx + 1, axis=1) - c_lo)
 
 
-def pixel_validity(flux: np.ndarray, ivar: np.ndarray, andmask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """(valid, nonfinite): valid = finite flux, ivar > 0 and andmask == 0; nonfinite marks NaN/inf found."""
+def pixel_validity(flux: np.ndarray, ivar: np.ndarray,
+                   andmask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(valid, nonfinite, negative): valid = finite flux, ivar > 0, andmask == 0 and not ``negative``, a
+    pixel more than NEGATIVE_SIGMA below zero (no flux is: a defect whose value, as the min-max
+    normalisation's minimum, would lift the rest of the spectrum off zero); nonfinite marks NaN/inf found."""
     nonfinite = ~np.isfinite(flux) | ~np.isfinite(ivar)
     valid = ~nonfinite & (ivar > 0)
     if andmask is not None:
         valid &= andmask == 0
-    return valid, nonfinite
+    # float64: flux x sqrt(ivar) of extreme (but finite) float32 values overflows float32
+    sigmas = np.where(valid, flux, 0.0).astype(np.float64) * np.sqrt(np.where(valid, ivar, 0.0).astype(np.float64))
+    negative = valid & (sigmas < -NEGATIVE_SIGMA)
+    return valid & ~negative, nonfinite, negative
 
 
 def resample(wavelength: np.ndarray, flux: np.ndarray, ivar: np.ndarray, valid: np.ndarray) -> Resampled:
@@ -177,7 +183,7 @@ def prepare_arrays(
     """Resample + normalise + quality flags for one (B, N) block sharing a layout."""
     flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))
     ivar = np.atleast_2d(np.asarray(ivar, dtype=np.float64))
-    valid, nonfinite = pixel_validity(flux, ivar, None if andmask is None else np.atleast_2d(andmask))
+    valid, nonfinite, negative = pixel_validity(flux, ivar, None if andmask is None else np.atleast_2d(andmask))
     res = resample(wavelength, flux, ivar, valid)
     norm, flags, span = _normalise_with_span(res.flux, res.valid)
     # The inverse variance in normalised units (ivar x span^2): what a template fit of ``flux`` weighs by.
@@ -194,6 +200,7 @@ def prepare_arrays(
         snr[has_valid] = np.nanmedian(snr_pix[has_valid], axis=1)
 
     flags |= np.where(nonfinite.any(axis=1), int(Flag.NONFINITE_REPAIRED), 0).astype(np.uint32)
+    flags |= np.where(negative.any(axis=1), int(Flag.NEGATIVE_MASKED), 0).astype(np.uint32)
     flags |= np.where(coverage < MIN_COVERAGE, int(Flag.LOW_COVERAGE), 0).astype(np.uint32)
     flags |= np.where(has_valid & (masked_fraction > MAX_MASKED_FRACTION), int(Flag.MANY_MASKED), 0).astype(np.uint32)
     flags |= np.where(has_valid & ~(snr >= LOW_SNR), int(Flag.LOW_SNR), 0).astype(np.uint32)

@@ -149,6 +149,22 @@ def test_extreme_finite_values_saturate_without_warnings(flux_value, ivar_value)
     assert np.isfinite(out.snr[0])
 
 
+def test_a_pixel_far_below_zero_is_masked_and_flagged_not_taken_as_the_minimum():
+    # Three native pixels at -100x the continuum (10,000 sigma): as the min-max minimum they lifted the whole
+    # spectrum to ~0.99, and a real S/N-68 F star's balanced STAR probability fell from 1.00 to 0.51.
+    rng = np.random.default_rng(4)
+    flux = 100.0 + rng.normal(0.0, 1.0, (1, N_NATIVE))
+    ivar = np.ones((1, N_NATIVE))
+    dipped, shallow = flux.copy(), flux.copy()
+    dipped[0, 2000:2003] = -1e4
+    shallow[0, 2000] = -5.0  # 5 sigma below zero: noise can do that, so it stays
+    clean, out, kept = (grid.prepare_arrays(NATIVE, f, ivar) for f in (flux, dipped, shallow))
+    assert out.flags[0] & Flag.NEGATIVE_MASKED and not clean.flags[0] & Flag.NEGATIVE_MASKED
+    assert not kept.flags[0] & Flag.NEGATIVE_MASKED and kept.flux[0].min() == 0.0
+    near = np.abs(grid.LOG_WAVELENGTH - np.log10(NATIVE[2001])) < 5e-4  # the output pixels the dip touched
+    np.testing.assert_allclose(out.flux[0, ~near], clean.flux[0, ~near], atol=1e-6)
+
+
 def test_normalise_maps_valid_min_and_max_to_0_and_1():
     flux = np.array([[5.0, 1.0, 3.0, 100.0], [2.0, 2.0, 2.0, 2.0], [1.0, 2.0, 3.0, 4.0]])
     valid = np.array([[True, True, True, False], [True, True, True, True], [False] * 4])
