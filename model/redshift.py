@@ -21,9 +21,10 @@ numbers of grid pixels (the grid is log-linear: a redshift is a shift):
   1.2, QSOs: 0 to 6). Solutions that need the mean eigenspectrum (eigenvector 0) with a negative
   amplitude are not taken.
 
-A spectrum whose best fit misses a pixel by more than ``OUTLIER_SIGMA`` (a cosmic ray, an unmasked
-spike, a sky residual) is fitted again with such pixels down-weighted to count as that many sigma, as
-in one step of iteratively reweighted least squares; its ``chi2`` is then that of the second fit.
+A galaxy or QSO whose best fit misses a pixel by more than ``OUTLIER_SIGMA`` (a cosmic ray, an unmasked
+spike, a sky residual), and a star whose best template's ``SPIKE_PIXELS`` worst pixels carry most of its
+chi2, is fitted again with such pixels down-weighted to count as that many sigma, as in one step of
+iteratively reweighted least squares; its ``chi2`` is then that of the second fit.
 The redshift is the lowest chi2 of that curve, plus a Gaussian prior in log(1 + z) when the network's
 redshift head gives a proposal (``proposal``; its sigma is floored at ``PRIOR_SIGMA_FLOOR`` so that an
 overconfident head cannot overrule a clear fit), scaled by the best fit's reduced chi2 where that is
