@@ -280,6 +280,12 @@ def _z_err(name: str, z: np.ndarray, sigma_pixels: np.ndarray, reduced_chi2: np.
     return (1.0 + z) * np.hypot(formal, z_err_floor_kms(name, z) / C_KMS)
 
 
+def _outlier_weight(squared: torch.Tensor) -> torch.Tensor:
+    """The factor on each pixel's weight that makes its squared misfit in sigmas (``squared``) count as at
+    most ``OUTLIER_SIGMA``: one step of iteratively reweighted least squares (1 where it is within)."""
+    return (OUTLIER_SIGMA**2 / squared.clamp_min(torch.finfo(squared.dtype).tiny)).clamp(max=1.0)
+
+
 def _misfit(allowed: torch.Tensor, dof: torch.Tensor) -> torch.Tensor:
     """(B,) the best fit's reduced chi2, at least 1: how much worse than its noise the templates describe
     each spectrum. Where they describe it badly (a bright spectrum unlike every template), chi2 differences
@@ -536,8 +542,7 @@ class RedshiftFitter:
         squared = misfits.gather(1, best_of_all[:, :, None].expand(-1, -1, N_PIXELS)).squeeze(1)
         spiked = ((squared.topk(SPIKE_PIXELS, dim=1).values.sum(1) > 0.5 * squared.sum(1))
                   & (squared.max(1).values > OUTLIER_SIGMA**2))
-        factor = self._observed_factor((OUTLIER_SIGMA**2 / squared[spiked].clamp_min(1e-30)).clamp(max=1.0),
-                                       velocity[spiked].floor().long())
+        factor = self._observed_factor(_outlier_weight(squared[spiked]), velocity[spiked].floor().long())
         return spiked.cpu().numpy(), factor.cpu().numpy()
 
     @staticmethod
@@ -683,7 +688,7 @@ class RedshiftFitter:
         squared = (f - self._model_at(name, coeffs, first)) ** 2 * w
         again = (squared > OUTLIER_SIGMA**2).any(1)  # rows without such a pixel keep their first scan
         if bool(again.any()):
-            w = w * (OUTLIER_SIGMA**2 / squared.clamp_min(1e-300)).clamp(max=1.0)
+            w = w * _outlier_weight(squared)
             chi2[again], coeffs[again], allowed[again] = self._scan(name, f[again], w[again])
         u_best = (allowed + penalty * _misfit(allowed, dof)[:, None]).argmin(1)
         ar = torch.arange(nb, device=self.device)
