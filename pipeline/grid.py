@@ -104,7 +104,8 @@ def pixel_validity(flux: np.ndarray, ivar: np.ndarray,
     if andmask is not None:
         valid &= andmask == 0
     # float64: flux x sqrt(ivar) of extreme (but finite) float32 values overflows float32
-    sigmas = np.where(valid, flux, 0.0).astype(np.float64) * np.sqrt(np.where(valid, ivar, 0.0).astype(np.float64))
+    sigmas = (np.where(valid, flux, 0.0).astype(np.float64, copy=False)
+              * np.sqrt(np.where(valid, ivar, 0.0).astype(np.float64, copy=False)))
     negative = valid & (sigmas < -NEGATIVE_SIGMA)
     return valid & ~negative, nonfinite, negative
 
