@@ -87,7 +87,8 @@ class Flag(enum.IntFlag):
     CONSTANT_FLUX = 1 << 6  # min == max over the valid pixels: min-max normalisation undefined
     MISSING_METADATA = 1 << 7  # OBSID, RA or DEC absent from the file
     NEGATIVE_MASKED = 1 << 8  # pixels more than NEGATIVE_SIGMA below zero found and masked
-    # bits 9-15 reserved for later reader-level checks
+    SPIKE_MASKED = 1 << 9  # pixels SPIKE_FACTOR times above the spectrum's flux level found and masked
+    # bits 10-15 reserved for later reader-level checks
     # --- model stage (bits 16-31) ---
     LOW_CONFIDENCE = 1 << 16  # top class probability below LOW_CONFIDENCE
     INFERENCE_FAILED = 1 << 17  # the model raised on this spectrum's batch (error text in the catalog)
@@ -108,6 +109,10 @@ LOW_SNR = 3.0
 # No flux is this many sigma below zero: such a pixel is a defect (sky over-subtraction, a negative spike)
 # and, as the min-max normalisation's minimum, would lift the whole spectrum off zero (README).
 NEGATIVE_SIGMA = 10.0
+# Nor is a pixel SPIKE_FACTOR times the spectrum's (SPIKE_PIXELS + 1)-th largest |flux|: a cosmic ray or an
+# unmasked spike, which as the normalisation's maximum would squash the rest of the spectrum to nothing (README).
+SPIKE_FACTOR = 100.0
+SPIKE_PIXELS = 20
 LOW_CONFIDENCE = 0.6
 SMALL_DELTA_CHI2 = 9.0  # redrock's: below it a second redshift is about as likely as the best
 MIN_GOOD_PIXELS = 500  # a fifth of the grid

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lamost_classify.contract import (FILL_VALUE, LOG_WAVELENGTH, LOW_SNR, MAX_MASKED_FRACTION, MIN_COVERAGE, N_PIXELS,
-                                      NEGATIVE_SIGMA, Flag, fill_masked)
+                                      NEGATIVE_SIGMA, SPIKE_FACTOR, SPIKE_PIXELS, Flag, fill_masked)
 from lamost_classify.contract import WAVELENGTH  # noqa: F401  (kept as grid.WAVELENGTH for the grid's users)
 
 from .spectrum import Spectrum
@@ -95,19 +95,31 @@ def _cumulative_at(edges: np.ndarray, cumulative: np.ndarray, query: np.ndarray)
 
 
 def pixel_validity(flux: np.ndarray, ivar: np.ndarray,
-                   andmask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(valid, nonfinite, negative): valid = finite flux, ivar > 0, andmask == 0 and not ``negative``, a
-    pixel more than NEGATIVE_SIGMA below zero (no flux is: a defect whose value, as the min-max
-    normalisation's minimum, would lift the rest of the spectrum off zero); nonfinite marks NaN/inf found."""
+                   andmask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(valid, nonfinite, negative, spike): valid = finite flux, ivar > 0, andmask == 0 and neither
+    ``negative``, a pixel more than NEGATIVE_SIGMA below zero, nor ``spike``, one SPIKE_FACTOR times the
+    row's (SPIKE_PIXELS + 1)-th largest |flux| (no flux is either: defects whose values, as the min-max
+    normalisation's minimum or maximum, would lift the rest of the spectrum off zero or squash it);
+    nonfinite marks NaN/inf found."""
     nonfinite = ~np.isfinite(flux) | ~np.isfinite(ivar)
     valid = ~nonfinite & (ivar > 0)
     if andmask is not None:
         valid &= andmask == 0
     # float64: flux x sqrt(ivar) of extreme (but finite) float32 values overflows float32
-    sigmas = (np.where(valid, flux, 0.0).astype(np.float64, copy=False)
-              * np.sqrt(np.where(valid, ivar, 0.0).astype(np.float64, copy=False)))
+    flux64 = np.where(valid, flux, 0.0).astype(np.float64, copy=False)
+    sigmas = flux64 * np.sqrt(np.where(valid, ivar, 0.0).astype(np.float64, copy=False))
     negative = valid & (sigmas < -NEGATIVE_SIGMA)
-    return valid & ~negative, nonfinite, negative
+    valid &= ~negative
+    spike = np.zeros_like(valid)
+    k = flux64.shape[1] - 1 - SPIKE_PIXELS
+    if k >= 0:
+        # the (SPIKE_PIXELS + 1)-th largest |flux| of the valid pixels (the others' as 0); 0, no test, in
+        # a row with fewer
+        magnitude = np.abs(flux64)
+        magnitude[negative] = 0.0
+        level = np.partition(magnitude, k, axis=1)[:, k:k + 1]
+        spike = valid & (level > 0) & (flux64 > SPIKE_FACTOR * level)
+    return valid & ~spike, nonfinite, negative, spike
 
 
 def resample(wavelength: np.ndarray, flux: np.ndarray, ivar: np.ndarray, valid: np.ndarray) -> Resampled:
@@ -184,7 +196,7 @@ def prepare_arrays(
     """Resample + normalise + quality flags for one (B, N) block sharing a layout."""
     flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))
     ivar = np.atleast_2d(np.asarray(ivar, dtype=np.float64))
-    valid, nonfinite, negative = pixel_validity(flux, ivar, None if andmask is None else np.atleast_2d(andmask))
+    valid, nonfinite, negative, spike = pixel_validity(flux, ivar, None if andmask is None else np.atleast_2d(andmask))
     res = resample(wavelength, flux, ivar, valid)
     norm, flags, span = _normalise_with_span(res.flux, res.valid)
     # The inverse variance in normalised units (ivar x span^2): what a template fit of ``flux`` weighs by.
@@ -202,6 +214,7 @@ def prepare_arrays(
 
     flags |= np.where(nonfinite.any(axis=1), int(Flag.NONFINITE_REPAIRED), 0).astype(np.uint32)
     flags |= np.where(negative.any(axis=1), int(Flag.NEGATIVE_MASKED), 0).astype(np.uint32)
+    flags |= np.where(spike.any(axis=1), int(Flag.SPIKE_MASKED), 0).astype(np.uint32)
     flags |= np.where(coverage < MIN_COVERAGE, int(Flag.LOW_COVERAGE), 0).astype(np.uint32)
     flags |= np.where(has_valid & (masked_fraction > MAX_MASKED_FRACTION), int(Flag.MANY_MASKED), 0).astype(np.uint32)
     flags |= np.where(has_valid & ~(snr >= LOW_SNR), int(Flag.LOW_SNR), 0).astype(np.uint32)

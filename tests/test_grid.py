@@ -165,6 +165,26 @@ def test_a_pixel_far_below_zero_is_masked_and_flagged_not_taken_as_the_minimum()
     np.testing.assert_allclose(out.flux[0, ~near], clean.flux[0, ~near], atol=1e-6)
 
 
+def test_a_spike_far_above_the_spectrum_is_masked_and_flagged_not_taken_as_the_maximum():
+    # Three native pixels at 10,000x the continuum (a cosmic ray): as the min-max maximum they squashed the
+    # spectrum under them, and mock galaxies and QSOs came out STAR. Lines and steep continua stay.
+    rng = np.random.default_rng(5)
+    x = np.arange(N_NATIVE)
+    flux = 100.0 + rng.normal(0.0, 1.0, N_NATIVE) + 3000.0 * np.exp(-0.5 * ((x - 1000) / 1.1) ** 2)  # a 30x line
+    ivar = np.ones((1, N_NATIVE))
+    spiked, low = flux.copy(), flux.copy()
+    spiked[2000:2003] = 1e6
+    low[2000:2003] = 5e3  # 50x: the network has learnt spikes this high (model/augment.py), so it stays
+    steep = 1.0 + 400.0 * (x / N_NATIVE) ** 8  # a cool star's red end, 400x its blue end
+    clean, out, kept, cool = (grid.prepare_arrays(NATIVE, f[None], ivar) for f in (flux, spiked, low, steep))
+    assert out.flags[0] & Flag.SPIKE_MASKED
+    assert not any(b.flags[0] & Flag.SPIKE_MASKED for b in (clean, kept, cool))
+    assert clean.flux[0].max() == 1.0 and kept.flux[0].max() == 1.0
+    near = np.abs(grid.LOG_WAVELENGTH - np.log10(NATIVE[2001])) < 5e-4  # the output pixels the spike touched
+    np.testing.assert_allclose(out.flux[0, ~near], clean.flux[0, ~near], atol=1e-6)
+    assert out.ivar[0, near].min() < clean.ivar[0, near].min()  # masked there, not fitted
+
+
 def test_normalise_maps_valid_min_and_max_to_0_and_1():
     flux = np.array([[5.0, 1.0, 3.0, 100.0], [2.0, 2.0, 2.0, 2.0], [1.0, 2.0, 3.0, 4.0]])
     valid = np.array([[True, True, True, False], [True, True, True, True], [False] * 4])

@@ -13,9 +13,12 @@ from click.testing import CliRunner
 from lamost_classify import CLASS_NAMES
 from lamost_classify.cli import main
 from lamost_classify.mocks.release import write_release
+from lamost_classify.mocks.instrument import WAVELENGTH
 from lamost_classify.mocks.simulate import simulate
 from lamost_classify.model.inference import Classifier
 from lamost_classify.model.weights import resolve_weights
+from lamost_classify.pipeline import grid
+from lamost_classify.pipeline.flags import Flag
 from conftest import LAMOST_DATA, requires_shared
 
 pytestmark = pytest.mark.slow
@@ -62,6 +65,22 @@ def test_run_matches_truth_table(balanced_release, tmp_path):
 
 
 @requires_shared
+def test_a_cosmic_ray_does_not_turn_galaxies_and_qsos_into_stars():
+    # Three native pixels at 10^4 times the median flux squashed the normalised spectrum under them, and the
+    # shipped model published mock galaxies and QSOs as STAR; masked (SPIKE_MASKED), each keeps its class.
+    chunk = next(iter(simulate(12, seed=5, class_mix=(0.0, 0.5, 0.5), snr_distribution="loguniform",
+                               snr_range=(10.0, 30.0), chunk_size=12)))
+    spiked = chunk.flux.astype(np.float64)
+    median = np.median(np.abs(spiked), axis=1)
+    spiked[:, 1500:1503] = 1e4 * median[:, None]
+    clf = Classifier.load(None, device="cpu")
+    clean, hit = (grid.prepare_arrays(WAVELENGTH, f, chunk.ivar, chunk.andmask) for f in (chunk.flux, spiked))
+    assert (hit.flags & Flag.SPIKE_MASKED).all() and not (clean.flags & Flag.SPIKE_MASKED).any()
+    (p_clean, _, fit_clean), (p_hit, _, fit_hit) = (clf.predict_with_redshift(b.flux, b.ivar) for b in (clean, hit))
+    assert (p_hit.argmax(1) == p_clean.argmax(1)).all() and (p_clean.argmax(1) > 0).all()
+    np.testing.assert_allclose(fit_hit.z, fit_clean.z, atol=1e-3)
+
+
 def test_real_lamost_stars_stay_stars():
     """Every real LAMOST spectrum the survey calls STAR (1,152 in ../shared: DR1, DR2, DR5-13, DR10 A
     stars) through read -> prepare -> the shipped model at the survey prior. At the survey's mix a
