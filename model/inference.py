@@ -117,10 +117,12 @@ class Classifier:
         1:1:1 prior (what the spectrum alone says), from one pass of the network."""
         return self._probabilities(self.logits(flux))
 
-    def predict_with_redshift(self, flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray, RedshiftResult]:
+    def predict_with_redshift(self, flux: np.ndarray, ivar: np.ndarray,
+                              pedestal: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, RedshiftResult]:
         """``predict_proba_and_balanced`` plus the redshift and subclass (``model/redshift.py``): the published
         class's templates fitted with ``ivar``, the inverse variance of ``flux`` (normalised units), around
-        the network's redshift head's proposal when it has one. One pass of the network.
+        the network's redshift head's proposal when it has one; ``pedestal``, what the normalisation
+        subtracted (``grid.PreparedBatch.pedestal``), is given back to the star fit. One pass of the network.
 
         Where the balanced prior picks another class (PRIOR_DOMINATED: a faint galaxy published as STAR),
         that class is fitted too, into ``z_balanced``/``z_err_balanced``: a sample selected on what the
@@ -134,13 +136,15 @@ class Classifier:
         if self.fitter is None:
             self.fitter = RedshiftFitter(device=self.device)
         classes = np.where(np.isfinite(probs).all(axis=1), probs.argmax(axis=1), -1)
-        fit = self.fitter.fit(flux, ivar, classes, proposal)
+        pedestal = None if pedestal is None else np.asarray(pedestal).reshape(len(flux))
+        fit = self.fitter.fit(flux, ivar, classes, proposal, pedestal)
         fit.z_balanced, fit.z_err_balanced = fit.z.copy(), fit.z_err.copy()
         data_class = balanced.argmax(axis=1)
         other = np.flatnonzero((classes >= 0) & (data_class != classes))
         if len(other):
             own = None if proposal is None else (np.asarray(proposal[0])[other], np.asarray(proposal[1])[other])
-            alt = self.fitter.fit(flux[other], ivar[other], data_class[other], own)
+            alt = self.fitter.fit(flux[other], ivar[other], data_class[other], own,
+                                  None if pedestal is None else pedestal[other])
             fit.z_balanced[other], fit.z_err_balanced[other] = alt.z, alt.z_err
         return probs, balanced, fit
 

@@ -6,9 +6,9 @@ Two forms of labelled data:
   pre-normalised ``flux_norm`` lists of 2600, or spectra the pipeline's Parquet reader reads
   (``flux``/``ivar``/``andmask`` lists with or without ``wavelength``); or a directory of FITS files
   with a truth table (CSV or Parquet, columns ``file`` or ``source``, and ``class``). Prepared arrays
-  (the normalised flux, and its inverse variance when the data have one: spectra the reader prepares,
-  or a ``flux_norm`` table's ``ivar_norm`` column) are cached next to the input, keyed by the sha256 of
-  the input, so a second run skips the preparation.
+  (the normalised flux, and its inverse variance and pedestal when the data have them: spectra the
+  reader prepares, or a ``flux_norm`` table's ``ivar_norm`` and ``pedestal`` columns) are cached next to
+  the input, keyed by the sha256 of the input, so a second run skips the preparation.
 - a set directory (``load_set``): ``<name>_flux.npy`` (N, 2600) + ``<name>_truth.parquet`` (``label``,
   ``z``, ``snr_g``, ...), as ``training/make_training_set.py`` writes them.
 
@@ -37,7 +37,7 @@ from lamost_classify.contract import CLASS_NAMES, N_PIXELS, UNUSABLE
 from lamost_classify.host import cache_dir
 
 PREPARE_CHUNK = 2048  # spectra read and prepared at a time: bounds the native arrays held at once
-CACHE_VERSION = 2  # bump when the preparation changes, so old caches are not reused
+CACHE_VERSION = 3  # bump when the preparation changes, so old caches are not reused
 HARD_CASE_COLUMNS = ("class", "subclass", "template", "z", "snr_g")
 
 
@@ -50,6 +50,7 @@ class Prepared(Protocol):
 
     flux: np.ndarray  # (n, 2600) float32, normalised
     ivar: np.ndarray | None  # (n, 2600) float32 inverse variance of ``flux``, or None when not known
+    pedestal: np.ndarray | None  # (n,) float32 what the normalisation subtracted, or None when not known
     snr: np.ndarray  # (n,) float32, NaN when unknown
     flags: np.ndarray  # (n,) uint32 quality flags
 
@@ -73,6 +74,7 @@ class LabelledSet:
     sha256: str  # of the input: identifies the training data in the model card
     dropped: dict[str, int]  # rows left out, by reason
     cached_ivar: np.ndarray | None = None  # (N_all, 2600) float32 memory map of the flux's inverse variance
+    cached_pedestal: np.ndarray | None = None  # (N_all,) float32 what the normalisation subtracted
 
     def spectra(self, index: np.ndarray | None = None) -> np.ndarray:
         """Flux of the usable spectra (all, or ``index`` into them), (n, 2600) float32."""
@@ -81,6 +83,11 @@ class LabelledSet:
     def inverse_variances(self, index: np.ndarray | None = None) -> np.ndarray | None:
         """Inverse variance of ``spectra(index)`` in its normalised units, or None when the data had none."""
         return None if self.cached_ivar is None else self._usable(self.cached_ivar, index)
+
+    def pedestals(self, index: np.ndarray | None = None) -> np.ndarray | None:
+        """What the normalisation subtracted from ``spectra(index)`` (``grid.PreparedBatch.pedestal``), or
+        None when the data did not say (a ``flux_norm`` table without a ``pedestal`` column)."""
+        return None if self.cached_pedestal is None else self._usable(self.cached_pedestal, index)
 
     def _usable(self, cached: np.ndarray, index: np.ndarray | None) -> np.ndarray:
         if index is None:
@@ -149,6 +156,7 @@ def _prepare_in_chunks(sources: list[str], prepare_spectra: PrepareSpectra, prog
     n = len(sources)
     flux = np.zeros((n, N_PIXELS), np.float32)
     ivar: np.ndarray | None = np.zeros((n, N_PIXELS), np.float32)
+    pedestal: np.ndarray | None = np.zeros(n, np.float32)
     snr = np.full(n, np.nan, np.float32)
     flags = np.zeros(n, np.uint32)
     for start in tqdm(range(0, n, PREPARE_CHUNK), desc=f"preparing {n} spectra", unit="chunk", disable=not progress):
@@ -159,7 +167,12 @@ def _prepare_in_chunks(sources: list[str], prepare_spectra: PrepareSpectra, prog
             ivar = None
         elif ivar is not None:
             ivar[start:stop] = batch.ivar
-    return {"flux": flux, "snr": snr, "flags": flags, **({"ivar": ivar} if ivar is not None else {})}
+        if getattr(batch, "pedestal", None) is None:
+            pedestal = None
+        elif pedestal is not None:
+            pedestal[start:stop] = batch.pedestal
+    return {"flux": flux, "snr": snr, "flags": flags, **({"ivar": ivar} if ivar is not None else {}),
+            **({"pedestal": pedestal} if pedestal is not None else {})}
 
 
 def _prepare_parquet(path: Path, prepare_spectra: PrepareSpectra | None, progress: bool) -> dict[str, np.ndarray]:
@@ -176,13 +189,16 @@ def _prepare_parquet(path: Path, prepare_spectra: PrepareSpectra | None, progres
             raise LabelledDataError(f"{path}: its spectra are not on the grid (no 'flux_norm' column) and no "
                                     "reader was given to prepare them")
         return {**_prepare_in_chunks([f"{path}#{i}" for i in range(n)], prepare_spectra, progress), "labels": labels}
-    # Already on the grid and normalised; an ``ivar_norm`` column is the flux_norm's inverse variance.
+    # Already on the grid and normalised; an ``ivar_norm`` column is the flux_norm's inverse variance, a
+    # ``pedestal`` column what its normalisation subtracted.
     flux = np.zeros((n, N_PIXELS), np.float32)
     ivar_col = names.get("ivar_norm")
     ivar = np.zeros((n, N_PIXELS), np.float32) if ivar_col else None
+    pedestal_col = names.get("pedestal")
+    pedestal = np.zeros(n, np.float32) if pedestal_col else None
     snr = np.full(n, np.nan, np.float32)
     snr_col = names.get("snr_pixel") or names.get("snr")
-    columns = [names["flux_norm"]] + ([ivar_col] if ivar_col else []) + ([snr_col] if snr_col else [])
+    columns = [names["flux_norm"]] + [c for c in (ivar_col, snr_col, pedestal_col) if c]
     start = 0
     for batch in parquet.iter_batches(PREPARE_CHUNK, columns=columns):
         rows, good = _grid_rows(batch.column(names["flux_norm"]))
@@ -195,9 +211,12 @@ def _prepare_parquet(path: Path, prepare_spectra: PrepareSpectra | None, progres
         labels[start + np.flatnonzero(~good)] = -2  # null, wrong length or NaN: dropped below with its reason
         if snr_col:
             snr[start:start + len(good)] = batch.column(snr_col).to_numpy(zero_copy_only=False)
+        if pedestal_col:
+            values = batch.column(pedestal_col).to_numpy(zero_copy_only=False).astype(np.float32)
+            pedestal[start:start + len(good)] = np.where(np.isfinite(values), values, 0.0)
         start += len(good)
     arrays = {"flux": flux, "labels": labels, "snr": snr, "flags": np.zeros(n, np.uint32)}
-    return {**arrays, "ivar": ivar} if ivar is not None else arrays
+    return {**arrays, **{k: v for k, v in (("ivar", ivar), ("pedestal", pedestal)) if v is not None}}
 
 
 def _grid_rows(column: object) -> tuple[np.ndarray, np.ndarray]:
@@ -275,6 +294,7 @@ def load_labelled(data: str | Path, truth: str | Path | None = None, prepare_spe
             shutil.rmtree(tmp, ignore_errors=True)
     flux = np.load(cache / "flux.npy", mmap_mode="r")
     ivar = np.load(cache / "ivar.npy", mmap_mode="r") if (cache / "ivar.npy").exists() else None
+    pedestal = np.load(cache / "pedestal.npy") if (cache / "pedestal.npy").exists() else None
     labels = np.load(cache / "labels.npy")
     snr = np.load(cache / "snr.npy")
     flags = np.load(cache / "flags.npy")
@@ -291,7 +311,7 @@ def load_labelled(data: str | Path, truth: str | Path | None = None, prepare_spe
         raise LabelledDataError(f"{data}: no usable labelled spectrum (left out: {dropped})")
     return LabelledSet(cached_flux=flux, rows=keep, labels=labels[keep], snr=snr[keep], flags=flags[keep],
                        sources=[sources[i] for i in keep], sha256=key, dropped={k: v for k, v in dropped.items() if v},
-                       cached_ivar=ivar)
+                       cached_ivar=ivar, cached_pedestal=pedestal)
 
 
 # ---------------------------------------------------------------- set directories

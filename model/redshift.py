@@ -327,8 +327,10 @@ def _parabola(c_minus: torch.Tensor, c0: torch.Tensor, c_plus: torch.Tensor) -> 
 class RedshiftFitter:
     """Fits batches of normalised spectra on the pipeline grid with their inverse variances.
 
-    ``fit(flux, ivar, classes, proposal=None)``: ``classes`` are class indices (-1: skip the row);
-    ``proposal`` is the network head's (z, z_err) per row, or None.
+    ``fit(flux, ivar, classes, proposal=None, pedestal=None)``: ``classes`` are class indices (-1: skip the
+    row); ``proposal`` is the network head's (z, z_err) per row, or None; ``pedestal`` what the min-max
+    normalisation subtracted per row (``grid.PreparedBatch.pedestal``; None: nothing), added back for the
+    star fit, whose templates are spectra times a polynomial with no offset.
     """
 
     def __init__(self, templates: dict[str, ClassTemplates] | None = None, device: str | torch.device = "cpu",
@@ -378,7 +380,8 @@ class RedshiftFitter:
 
     # ------------------------------------------------------------------------------------------
     def fit(self, flux: np.ndarray, ivar: np.ndarray, classes: np.ndarray,
-            proposal: tuple[np.ndarray, np.ndarray] | None = None) -> RedshiftResult:
+            proposal: tuple[np.ndarray, np.ndarray] | None = None,
+            pedestal: np.ndarray | None = None) -> RedshiftResult:
         flux, ivar, classes = np.asarray(flux), np.asarray(ivar), np.asarray(classes)
         b = len(flux)
         good = usable_pixels(ivar)
@@ -393,7 +396,8 @@ class RedshiftFitter:
             if len(rows) == 0:
                 continue
             if name == "STAR":
-                self._fit_stars(flux[rows].astype(np.float32), weight[rows].astype(np.float32), rows, out)
+                star_flux = flux[rows] if pedestal is None else flux[rows] + np.asarray(pedestal)[rows, None]
+                self._fit_stars(star_flux.astype(np.float32), weight[rows].astype(np.float32), rows, out)
             else:
                 # SCAN_ROWS at a time: a QSO's normal equations at every redshift take ~2 MB (~0.5 GB for 32).
                 for part in np.array_split(rows, -(-len(rows) // SCAN_ROWS)):
@@ -449,9 +453,11 @@ class RedshiftFitter:
         """``_fit_star_passes``, then once more for the rows where the best template's ``SPIKE_PIXELS``
         worst pixels carry most of its chi2 (a cosmic ray, an unmasked spike: one such pixel outweighs
         every line of the star, and a 100x cosmic ray typed an F5 star CV at the velocity window's edge),
-        each pixel beyond ``OUTLIER_SIGMA`` down-weighted to count as that many sigma. Not wherever a pixel
-        is beyond it, as in the galaxy and QSO fits: a bright star differs from every template by more
-        over hundreds of pixels, and its velocity and type were no better for a second pass (README)."""
+        each pixel beyond ``OUTLIER_SIGMA`` down-weighted to count as that many sigma and left out of the
+        letter classifier's features (which read a spike as a line: it moved G and K stars' letters). Not
+        wherever a pixel is beyond it, as in the galaxy and QSO fits: a bright star differs from every
+        template by more over hundreds of pixels, and its velocity and type were no better for a second
+        pass (README)."""
         # STAR_ROWS at a time, through every pass: each pass's (rows, pixels) arrays then stay in the CPU's
         # cache, and the sums are in float32 (as the fit takes them) but for chi2's own.
         again, factors = [], []
@@ -462,10 +468,11 @@ class RedshiftFitter:
         again, factors = np.concatenate(again), np.concatenate(factors)
         for i in range(0, len(again), STAR_ROWS):
             part = again[i:i + STAR_ROWS]
-            self._fit_star_passes(flux[part], ivar[part] * factors[i:i + STAR_ROWS], rows[part], out)
+            factor = factors[i:i + STAR_ROWS]
+            self._fit_star_passes(flux[part], ivar[part] * factor, rows[part], out, factor < 1)
 
-    def _fit_star_passes(self, flux: np.ndarray, ivar: np.ndarray, rows: np.ndarray,
-                         out: RedshiftResult) -> tuple[np.ndarray, np.ndarray]:
+    def _fit_star_passes(self, flux: np.ndarray, ivar: np.ndarray, rows: np.ndarray, out: RedshiftResult,
+                         outliers: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Passes that spare each spectrum most templates at most shifts: every template at z = 0, with a
         ``STAR_SHORTLIST_POLY``-term polynomial, gives a first type and a shortlist; the first type's fit
         over +-``STAR_MAX_SHIFT`` pixels the radial velocity; on the spectrum moved to rest by that
@@ -477,7 +484,8 @@ class RedshiftFitter:
         error and chi2. Returns whether (B,) the best template's ``SPIKE_PIXELS`` worst pixels carry more
         than half its chi2, one of them beyond ``OUTLIER_SIGMA``, and, for those rows, the factor (S, N)
         at every observed pixel that makes its misfit there count as at most that (1 where it is within).
-        Every pass leaves out the telluric bands (``STAR_TELLURIC_BANDS``)."""
+        Every pass leaves out the telluric bands (``STAR_TELLURIC_BANDS``), the letter classifier also the
+        ``outliers`` (S, N), where given."""
         stars = self.templates["STAR"]
         n_t = len(stars.subclass)
         at_rest = self.star_at_rest
@@ -494,7 +502,11 @@ class RedshiftFitter:
         f_rest, w_rest = self._star_rest_frame(f.float(), w.float(), velocity.float())
         # LAMOST's letter boundaries are those of its own spectra: a classifier trained on all of its stars
         # draws them better than the one best template (held-out LAMOST stars: README).
-        predicted = self.letters.predict(star_letter_features(f_rest, w_rest > 0))
+        usable = w_rest > 0
+        if outliers is not None:
+            kept = w.float().masked_fill(torch.from_numpy(outliers).to(self.device), 0.0)
+            usable = self._star_rest_frame(f.float(), kept, velocity.float())[1] > 0
+        predicted = self.letters.predict(star_letter_features(f_rest, usable))
         inf = torch.tensor(float("inf"), dtype=torch.float64, device=self.device)
         of_letter = torch.where(self.template_letter[None, :] == predicted[:, None], per_template, inf)
         choice = torch.cat([per_template.topk(min(STAR_RETYPE_BEST, n_t), dim=1, largest=False).indices,

@@ -186,11 +186,11 @@ def evaluate_redshift(classifier: Classifier, labelled: LabelledSet, truth: Mapp
     seconds = {"network_and_fit": 0.0, "fit_as_true_class": 0.0}
     for start in range(0, len(index), FIT_CHUNK):
         chunk = index[start:start + FIT_CHUNK]
-        flux, ivar = labelled.spectra(chunk), labelled.inverse_variances(chunk)
+        flux, ivar, pedestal = labelled.spectra(chunk), labelled.inverse_variances(chunk), labelled.pedestals(chunk)
         t0 = time.perf_counter()
-        probs, _, fit = classifier.predict_with_redshift(flux, ivar)
+        probs, _, fit = classifier.predict_with_redshift(flux, ivar, pedestal)
         t1 = time.perf_counter()
-        as_true = fitter.fit(flux, ivar, labelled.labels[chunk])
+        as_true = fitter.fit(flux, ivar, labelled.labels[chunk], pedestal=pedestal)
         seconds["network_and_fit"] += t1 - t0
         seconds["fit_as_true_class"] += time.perf_counter() - t1
         published.append(np.where(np.isfinite(probs).all(axis=1), probs.argmax(axis=1), -1))

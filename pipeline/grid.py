@@ -55,6 +55,9 @@ class PreparedBatch:
     snr: np.ndarray  # (B,) float32 median S/N per output pixel over valid pixels (nan if none)
     coverage: np.ndarray  # (B,) float32 fraction of the grid covered by the spectrum
     ivar: np.ndarray | None = None  # (B, 2600) float32 inverse variance of ``flux`` (normalised units), 0 where masked
+    # (B,) float32 Fmin / (Fmax - Fmin), what the normalisation subtracted: flux + pedestal is the spectrum over
+    # its span, 0 at zero flux, as a template times a polynomial describes it (the star fit); 0 without a range
+    pedestal: np.ndarray | None = None
 
 
 def native_edges(wavelength: np.ndarray) -> np.ndarray:
@@ -168,12 +171,13 @@ def normalise(flux: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarr
     Returns (normalised float32, invalid pixels interpolated between valid ones (``fill_masked``) and
     FILL_VALUE throughout a row without a range, flags uint32 with NO_FLUX or CONSTANT_FLUX).
     """
-    out, flags, _ = _normalise_with_span(flux, valid)
+    out, flags, _, _ = _normalise_with_span(flux, valid)
     return out, flags
 
 
-def _normalise_with_span(flux: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``normalise`` plus each row's Fmax - Fmin (float64, 0 where undefined), which scales the ivar."""
+def _normalise_with_span(flux: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``normalise`` plus each row's Fmax - Fmin, which scales the ivar, and Fmin / (Fmax - Fmin), the
+    pedestal (both float64, 0 where undefined)."""
     flux = np.atleast_2d(flux).astype(np.float64)
     valid = np.atleast_2d(valid)
     any_valid = valid.any(axis=1)
@@ -187,7 +191,8 @@ def _normalise_with_span(flux: np.ndarray, valid: np.ndarray) -> tuple[np.ndarra
     out[~any_valid | constant] = FILL_VALUE
     np.clip(out, 0.0, 1.0, out=out)
     flags = np.where(any_valid, 0, int(Flag.NO_FLUX)) | np.where(constant, int(Flag.CONSTANT_FLUX), 0)
-    return out.astype(np.float32), flags.astype(np.uint32), np.where(span > 0, span, 0.0)
+    return (out.astype(np.float32), flags.astype(np.uint32), np.where(span > 0, span, 0.0),
+            np.where(span > 0, offset / scale, 0.0))
 
 
 def prepare_arrays(
@@ -198,7 +203,7 @@ def prepare_arrays(
     ivar = np.atleast_2d(np.asarray(ivar, dtype=np.float64))
     valid, nonfinite, negative, spike = pixel_validity(flux, ivar, None if andmask is None else np.atleast_2d(andmask))
     res = resample(wavelength, flux, ivar, valid)
-    norm, flags, span = _normalise_with_span(res.flux, res.valid)
+    norm, flags, span, pedestal = _normalise_with_span(res.flux, res.valid)
     # The inverse variance in normalised units (ivar x span^2): what a template fit of ``flux`` weighs by.
     ivar_norm = np.where(res.valid, res.ivar.astype(np.float64) * span[:, None] ** 2, 0.0)
 
@@ -219,7 +224,8 @@ def prepare_arrays(
     flags |= np.where(has_valid & (masked_fraction > MAX_MASKED_FRACTION), int(Flag.MANY_MASKED), 0).astype(np.uint32)
     flags |= np.where(has_valid & ~(snr >= LOW_SNR), int(Flag.LOW_SNR), 0).astype(np.uint32)
     return PreparedBatch(flux=norm, flags=flags, snr=np.clip(snr, -_F32_MAX, _F32_MAX).astype(np.float32),
-                         coverage=coverage.astype(np.float32), ivar=np.minimum(ivar_norm, _F32_MAX).astype(np.float32))
+                         coverage=coverage.astype(np.float32), ivar=np.minimum(ivar_norm, _F32_MAX).astype(np.float32),
+                         pedestal=np.clip(pedestal, -_F32_MAX, _F32_MAX).astype(np.float32))
 
 
 def _placeable(s: Spectrum) -> bool:
@@ -240,6 +246,7 @@ def prepare(spectra: list[Spectrum]) -> PreparedBatch:
         snr=np.full(b, np.nan, np.float32),
         coverage=np.zeros(b, np.float32),
         ivar=np.zeros((b, N_PIXELS), np.float32),
+        pedestal=np.zeros(b, np.float32),
     )
     groups: dict[bytes, list[int]] = {}
     for i, s in enumerate(spectra):
@@ -264,4 +271,5 @@ def prepare(spectra: list[Spectrum]) -> PreparedBatch:
         out.snr[rows] = block.snr
         out.coverage[rows] = block.coverage
         out.ivar[rows] = block.ivar
+        out.pedestal[rows] = block.pedestal
     return out

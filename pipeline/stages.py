@@ -51,6 +51,7 @@ class PreparedRecords:
     meta: list[dict[str, Any]]
     errors: list[str | None]
     ivar: np.ndarray | None = None  # (B, 2600) float32 inverse variance of ``flux``, for the redshift fit
+    pedestal: np.ndarray | None = None  # (B,) float32 what the normalisation subtracted (grid.PreparedBatch)
     seconds: dict[str, float] = field(default_factory=dict)  # per stage (``STAGES``), for the summary
 
     @property
@@ -91,7 +92,7 @@ def read_and_prepare(batch: Batch, chunk: int = CHUNK) -> PreparedRecords:
     n = len(batch.sources)
     flux = np.empty((n, grid.N_PIXELS), np.float32)
     ivar = np.empty((n, grid.N_PIXELS), np.float32)
-    flags, snr = np.empty(n, np.uint32), np.empty(n, np.float32)
+    flags, snr, pedestal = np.empty(n, np.uint32), np.empty(n, np.float32), np.empty(n, np.float32)
     meta: list[dict[str, Any]] = []
     errors: list[str | None] = []
     seconds = {"read": 0.0, "prepare": 0.0}
@@ -103,12 +104,13 @@ def read_and_prepare(batch: Batch, chunk: int = CHUNK) -> PreparedRecords:
         prepared = grid.prepare(spectra)
         rows = slice(start, start + len(spectra))
         flux[rows], ivar[rows], flags[rows], snr[rows] = prepared.flux, prepared.ivar, prepared.flags, prepared.snr
+        pedestal[rows] = prepared.pedestal
         for s in spectra:
             m = dict(s.meta)
             errors.append(m.pop("error", None))
             meta.append(m)
         seconds["prepare"] += time.perf_counter() - t
-    return PreparedRecords(batch, flux, flags, snr, meta, errors, ivar, seconds=seconds)
+    return PreparedRecords(batch, flux, flags, snr, meta, errors, ivar, pedestal, seconds=seconds)
 
 
 def chunk_step(model: ProbabilityModel) -> int:
@@ -145,7 +147,8 @@ def classify(records: PreparedRecords, model: ProbabilityModel, with_cam: bool =
 def _classify_rows(records: PreparedRecords, rows: np.ndarray, model: ProbabilityModel, out: Classified) -> None:
     flux = records.flux[rows]
     if out.z is not None:
-        out.prob[rows], out.prob_balanced[rows], fit = model.predict_with_redshift(flux, records.ivar[rows])
+        pedestal = None if records.pedestal is None else records.pedestal[rows]
+        out.prob[rows], out.prob_balanced[rows], fit = model.predict_with_redshift(flux, records.ivar[rows], pedestal)
         out.z[rows], out.z_err[rows], out.delta_chi2[rows] = fit.z, fit.z_err, fit.delta_chi2
         out.z_balanced[rows] = fit.z if fit.z_balanced is None else fit.z_balanced
         out.z_err_balanced[rows] = fit.z_err if fit.z_err_balanced is None else fit.z_err_balanced

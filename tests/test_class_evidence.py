@@ -28,14 +28,14 @@ def test_the_survey_mix_score_fits_only_the_rows_the_rule_could_change(monkeypat
     ev = _script()
     fitted = []
 
-    def fake_chi2(fitter, flux, ivar):
+    def fake_chi2(fitter, flux, ivar, pedestal):
         fitted.append(flux[:, 0].tolist())
         return CHI2[flux[:, 0].astype(int)]
 
     monkeypatch.setattr(ev, "same_pixel_chi2", fake_chi2)
     flux = np.arange(4, dtype=np.float32)[:, None] * np.ones((4, 3), np.float32)  # row index in pixel 0
     y = np.array([1, 0, 0, 1])
-    ev.report_at_mix("test", None, flux, np.ones_like(flux), y, P, BALANCED)
+    ev.report_at_mix("test", None, flux, np.ones_like(flux), np.zeros(len(flux)), y, P, BALANCED)
     assert fitted == [[0.0, 1.0]]  # row 2's balanced galaxy probability (0.4) is below every threshold
     out = capsys.readouterr().out
     assert "2 rows the rule could change" in out

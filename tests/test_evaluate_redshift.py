@@ -27,21 +27,24 @@ STAR_LETTERS = ("G", "K", "M")
 
 
 def from_template(name: str, z: float, rng: np.random.Generator,
-                  index: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """(flux normalised to [0, 1], its ivar, the z of the whole-pixel shift) from a shipped template at S/N ``SNR``."""
+                  index: int | None = None) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(flux normalised to [0, 1], its ivar, the z of the whole-pixel shift, the pedestal the normalisation
+    subtracted) from a shipped template at S/N ``SNR``."""
     tpl = load_templates()[name]
     basis = tpl.basis.numpy()
     rest = basis[index] if index is not None else basis[0] + 0.1 * basis[1]
     shift = round(np.log10(1 + z) / STEP)
     flux = np.interp(np.arange(N_PIXELS) + tpl.k0 - shift, np.arange(len(rest)), rest)
-    flux = (flux - flux.min()) / (flux.max() - flux.min())
+    lowest, span = flux.min(), flux.max() - flux.min()
+    flux = (flux - lowest) / span
     sigma = max(float(np.median(flux)), 0.05) / SNR
-    return flux + rng.normal(0, sigma, N_PIXELS), np.full(N_PIXELS, 1 / sigma**2), 10 ** (shift * STEP) - 1
+    return (flux + rng.normal(0, sigma, N_PIXELS), np.full(N_PIXELS, 1 / sigma**2), 10 ** (shift * STEP) - 1,
+            lowest / span)
 
 
 def write_labelled_table(path, with_z: bool = True, with_ivar: bool = True) -> dict[str, list]:
     """3 stars (a G, a K and an M LAMOST template), 3 galaxies and 2 QSOs made from the shipped templates, as a
-    flux_norm table with the truth (class, subclass, z) and, optionally, ``ivar_norm``."""
+    flux_norm table with the truth (class, subclass, z), the pedestal and, optionally, ``ivar_norm``."""
     rng = np.random.default_rng(3)
     star_types = load_templates()["STAR"].subclass
     # the last template of each letter: a LAMOST median, whose letter is LAMOST's own
@@ -51,7 +54,7 @@ def write_labelled_table(path, with_z: bool = True, with_ivar: bool = True) -> d
     rows += [("QSO", "BROADLINE", *from_template("QSO", z, rng)) for z in QSO_Z]
     columns = {"class": [r[0] for r in rows], "subclass": [r[1] for r in rows],
                "flux_norm": pa.array([r[2].astype(np.float32) for r in rows], type=pa.list_(pa.float32())),
-               "snr": np.full(len(rows), SNR, np.float32)}
+               "snr": np.full(len(rows), SNR, np.float32), "pedestal": np.array([r[5] for r in rows], np.float32)}
     if with_ivar:
         columns["ivar_norm"] = pa.array([r[3].astype(np.float32) for r in rows], type=pa.list_(pa.float32()))
     if with_z:
@@ -129,6 +132,8 @@ def test_the_cache_keeps_ivar_and_a_cache_of_the_old_version_is_rebuilt(tmp_path
     expected = np.stack([np.asarray(v, np.float32) for v in columns["ivar_norm"].to_pylist()])
     np.testing.assert_array_equal(data.inverse_variances(), expected)
     np.testing.assert_array_equal(data.inverse_variances(np.array([4])), expected[[4]])
+    np.testing.assert_array_equal(data.pedestals(), columns["pedestal"])
+    assert (data.pedestals() > 0).any()
 
 
 def test_a_bad_ivar_norm_row_keeps_its_class_but_gets_no_pixel_to_fit(tmp_path):
@@ -155,8 +160,9 @@ def test_spectra_the_reader_prepares_keep_their_inverse_variance(tmp_path):
         "ivar": pa.array([np.full(n_native, 4.0 * (k + 1), np.float32) for k in range(3)], type=pa.list_(pa.float32())),
     }), table)
     data = load_labelled(table, prepare_spectra=prepare_spectra)
-    direct = prepare_spectra([f"{table}#{i}" for i in range(3)]).ivar
-    np.testing.assert_array_equal(data.inverse_variances(), direct)
+    direct = prepare_spectra([f"{table}#{i}" for i in range(3)])
+    np.testing.assert_array_equal(data.inverse_variances(), direct.ivar)
+    np.testing.assert_array_equal(data.pedestals(), direct.pedestal)
     assert data.inverse_variances().max() > 0
 
 

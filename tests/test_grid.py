@@ -185,6 +185,21 @@ def test_a_spike_far_above_the_spectrum_is_masked_and_flagged_not_taken_as_the_m
     assert out.ivar[0, near].min() < clean.ivar[0, near].min()  # masked there, not fitted
 
 
+def test_the_pedestal_gives_back_what_the_normalisation_subtracted():
+    # flux + pedestal is the spectrum over its span, zero at zero flux: what a template times a polynomial fits
+    rng = np.random.default_rng(6)
+    flux = 50.0 + 40.0 * np.sin(np.arange(N_NATIVE) / 300.0) + rng.normal(0.0, 0.5, N_NATIVE)
+    ones = np.ones((1, N_NATIVE))
+    out, brighter = (grid.prepare_arrays(NATIVE, k * flux[None], ones) for k in (1.0, 3.0))
+    rebinned = grid.resample(NATIVE, flux[None], ones, ones.astype(bool))
+    ratio = (out.flux[0] + out.pedestal[0])[rebinned.valid[0]] / rebinned.flux[0, rebinned.valid[0]]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)
+    assert 0.1 < out.pedestal[0] < 1 and np.isclose(brighter.pedestal[0], out.pedestal[0])
+    batch = grid.prepare([Spectrum(wavelength=NATIVE, flux=flux.astype(np.float32), ivar=ones[0].astype(np.float32),
+                                   andmask=np.zeros(N_NATIVE, np.int32))])
+    assert np.isclose(batch.pedestal[0], out.pedestal[0])
+
+
 def test_normalise_maps_valid_min_and_max_to_0_and_1():
     flux = np.array([[5.0, 1.0, 3.0, 100.0], [2.0, 2.0, 2.0, 2.0], [1.0, 2.0, 3.0, 4.0]])
     valid = np.array([[True, True, True, False], [True, True, True, True], [False] * 4])

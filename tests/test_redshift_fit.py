@@ -28,9 +28,10 @@ def fitter():
 
 
 def from_template(name: str, z: float, rng: np.random.Generator, snr: float = 20.0, index: int | None = None,
-                  tilt: float = 0.0) -> tuple[np.ndarray, np.ndarray, float]:
+                  tilt: float = 0.0) -> tuple[np.ndarray, np.ndarray, float, float]:
     """A normalised spectrum on the pipeline grid made from a shipped template at redshift ``z`` (rounded
-    to a whole pixel plus a third), with Gaussian noise of the given S/N and its ivar, and the true z."""
+    to a whole pixel plus a third), with Gaussian noise of the given S/N and its ivar, the true z, and the
+    pedestal its min-max normalisation subtracted (``grid.PreparedBatch.pedestal``)."""
     tpl = load_templates()[name]
     basis = tpl.basis.numpy()
     rest = basis[index] if index is not None else basis[0] + 0.1 * basis[1]
@@ -38,9 +39,11 @@ def from_template(name: str, z: float, rng: np.random.Generator, snr: float = 20
     u = tpl.k0 - shift
     grid = np.arange(N_PIXELS) + u
     flux = np.interp(grid, np.arange(len(rest)), rest) * (1 + tilt * np.linspace(-1, 1, N_PIXELS))
-    flux = (flux - flux.min()) / (flux.max() - flux.min())
+    lowest, span = flux.min(), flux.max() - flux.min()
+    flux = (flux - lowest) / span
     sigma = max(float(np.median(flux)), 0.05) / snr
-    return flux + rng.normal(0, sigma, N_PIXELS), np.full(N_PIXELS, 1 / sigma**2), 10 ** (shift * STEP) - 1
+    return (flux + rng.normal(0, sigma, N_PIXELS), np.full(N_PIXELS, 1 / sigma**2), 10 ** (shift * STEP) - 1,
+            lowest / span)
 
 
 def test_the_shipped_templates_match_the_pipeline_grid():
@@ -173,8 +176,9 @@ def test_an_unmasked_spike_moves_neither_a_star_type_nor_its_velocity(fitter):
     spiked = flux.copy()
     for row, start in enumerate((700, 1300, 1900, 2200)):
         spiked[row, start:start + 3] = 100 * np.median(flux[row])
-    clean = fitter.fit(flux, ivar, np.zeros(len(made), int))
-    result = fitter.fit(spiked, ivar, np.zeros(len(made), int))
+    pedestal = np.array([m[3] for m in made])
+    clean = fitter.fit(flux, ivar, np.zeros(len(made), int), pedestal=pedestal)
+    result = fitter.fit(spiked, ivar, np.zeros(len(made), int), pedestal=pedestal)
     assert result.subclass == clean.subclass and [s[0] for s in clean.subclass] == [s[0] for s in labels]
     np.testing.assert_allclose(result.z, [m[2] for m in made], atol=0.2 * STEP * np.log(10))
     assert not result.at_edge.any()
@@ -185,7 +189,8 @@ def test_star_type_and_radial_velocity_from_the_best_template(fitter):
     library = load_templates()["STAR"]
     picks = [library.subclass.index(label) for label in ("A1", "F6", "G8", "K3", "M2", "WD")]
     made = [from_template("STAR", z, rng, snr=50, index=i, tilt=0.2) for z in (0.0, 0.0002) for i in picks]
-    result = fitter.fit(np.stack([m[0] for m in made]), np.stack([m[1] for m in made]), np.zeros(len(made), int))
+    result = fitter.fit(np.stack([m[0] for m in made]), np.stack([m[1] for m in made]), np.zeros(len(made), int),
+                        pedestal=np.array([m[3] for m in made]))
     # Typed at z = 0: a third of a pixel off (35 km/s) keeps the subtype; 1.3 pixels (140 km/s) the letter.
     assert result.subclass[:6] == ["A1", "F6", "G8", "K3", "M2", "WD"]
     assert [s[0] for s in result.subclass[6:]] == ["A", "F", "G", "K", "M", "W"]
@@ -195,19 +200,20 @@ def test_star_type_and_radial_velocity_from_the_best_template(fitter):
 
 def test_pixels_with_an_absurd_ivar_are_left_out_of_the_fit(fitter):
     rng = np.random.default_rng(8)
-    star, star_ivar, _ = from_template("STAR", 0.0, rng, snr=30, index=load_templates()["STAR"].subclass.index("G5"))
-    galaxy, galaxy_ivar, z_galaxy = from_template("GALAXY", 0.1, rng, snr=30)
+    star, star_ivar, _, pedestal = from_template("STAR", 0.0, rng, snr=30,
+                                                 index=load_templates()["STAR"].subclass.index("G5"))
+    galaxy, galaxy_ivar, z_galaxy, _ = from_template("GALAXY", 0.1, rng, snr=30)
     flux, ivar = np.stack([star, galaxy]), np.stack([star_ivar, galaxy_ivar])
-    clean = fitter.fit(flux, ivar, np.array([STAR, GALAXY]))
+    clean = fitter.fit(flux, ivar, np.array([STAR, GALAXY]), pedestal=np.array([pedestal, 0.0]))
     ivar[:, 500:510] = np.finfo(np.float32).max  # as pipeline/grid.py saturates a file's absurd ivar
-    hit = fitter.fit(flux, ivar, np.array([STAR, GALAXY]))
+    hit = fitter.fit(flux, ivar, np.array([STAR, GALAXY]), pedestal=np.array([pedestal, 0.0]))
     assert hit.subclass == clean.subclass and np.isfinite(hit.chi2).all()
     assert abs(hit.z[1] - z_galaxy) < 1e-3 and list(hit.n_good) == list(clean.n_good - 10)
 
 
 def test_rows_without_class_or_pixels_are_left_out_and_few_pixels_are_flagged(fitter):
     rng = np.random.default_rng(3)
-    flux, ivar, _ = from_template("GALAXY", 0.1, rng)
+    flux, ivar, _, _ = from_template("GALAXY", 0.1, rng)
     few = ivar.copy()
     few[300:] = 0
     result = fitter.fit(np.stack([flux, flux, flux, flux]), np.stack([ivar, ivar, np.zeros(N_PIXELS), few]),
@@ -226,7 +232,7 @@ def test_a_proposal_decides_where_the_data_cannot_and_cannot_overrule_a_clear_fi
     guided = fitter.fit(flux, ivar, np.array([QSO]), proposal=(np.array([2.0]), np.array([0.02])))
     assert abs(guided.z[0] - 2.0) < 0.1
     # A clear galaxy at z = 0.3 and a wrong proposal: the fit keeps its redshift.
-    galaxy, galaxy_ivar, z_true = from_template("GALAXY", 0.3, rng)
+    galaxy, galaxy_ivar, z_true, _ = from_template("GALAXY", 0.3, rng)
     wrong = fitter.fit(galaxy[None], galaxy_ivar[None], np.array([GALAXY]), proposal=(np.array([0.6]), np.array([0.01])))
     assert abs(wrong.z[0] - z_true) < 1e-3
 
@@ -323,7 +329,7 @@ def test_real_sdss_galaxies_and_qsos_fitted_as_their_class_get_sdss_redshifts(fi
             truth.append((str(row["CLASS"]).strip(), float(row["Z"])))
     prepared = grid.prepare(read_batch(files))
     classes = np.array([GALAXY if c == "GALAXY" else QSO for c, _ in truth])
-    result = fitter.fit(prepared.flux, prepared.ivar, classes)
+    result = fitter.fit(prepared.flux, prepared.ivar, classes, pedestal=prepared.pedestal)
     z_true = np.array([z for _, z in truth])
     dz = np.abs(result.z - z_true) / (1 + z_true)
     assert (dz[classes == GALAXY] < 0.003).all() and (dz[classes == QSO] < 0.01).all()

@@ -38,20 +38,21 @@ class TemplateClassModel:
         p = self._probs(len(flux))
         return p, p
 
-    def predict_with_redshift(self, flux, ivar):
+    def predict_with_redshift(self, flux, ivar, pedestal=None):
         p = self._probs(len(flux))
-        return p, p, self.fitter.fit(flux, ivar, p.argmax(1))
+        return p, p, self.fitter.fit(flux, ivar, p.argmax(1), pedestal=pedestal)
 
     def cam(self, flux):
         return flux
 
 
-def records_of(flux: np.ndarray, ivar: np.ndarray, flags: np.ndarray | None = None) -> stages.PreparedRecords:
+def records_of(flux: np.ndarray, ivar: np.ndarray, flags: np.ndarray | None = None,
+               pedestal: np.ndarray | None = None) -> stages.PreparedRecords:
     n = len(flux)
     batch = Batch(index=0, start=0, stop=n, sources=tuple(f"mock-{i}" for i in range(n)))
     return stages.PreparedRecords(batch, flux.astype(np.float32), np.zeros(n, np.uint32) if flags is None else flags,
                                   np.full(n, 20.0, np.float32), [{} for _ in range(n)], [None] * n,
-                                  ivar.astype(np.float32))
+                                  ivar.astype(np.float32), pedestal)
 
 
 def test_catalog_rows_carry_z_subclass_and_the_redshift_bits():
@@ -64,7 +65,7 @@ def test_catalog_rows_carry_z_subclass_and_the_redshift_bits():
     flags = np.zeros(len(flux) + 1, np.uint32)
     flags[-1] = int(Flag.NO_FLUX)  # an unusable row: no class, no redshift
     flux, ivar = np.vstack([flux, np.zeros((1, flux.shape[1]))]), np.vstack([ivar, np.zeros((1, ivar.shape[1]))])
-    records = records_of(flux, ivar, flags)
+    records = records_of(flux, ivar, flags, np.array([m[3] for m in made] + [0.0], np.float32))
     model = TemplateClassModel(np.array([1, 2, 0, 1, 0]))
     table = stages.build_table(records, stages.classify(records, model), "test").to_pydict()
     z_true = [m[2] for m in made]
@@ -74,6 +75,22 @@ def test_catalog_rows_carry_z_subclass_and_the_redshift_bits():
     assert all(e > 0 for e in table["z_err"][:3]) and all(d > 9 for d in table["delta_chi2"][:2])
     assert table["flags"][3] & int(Flag.Z_FEW_PIXELS) and not table["flags"][0] & int(Flag.Z_FEW_PIXELS)
     assert table["z"][4] is None and table["subclass"][4] is None and table["class"][4] is None
+
+
+def test_the_stage_gives_the_star_fit_what_the_normalisation_subtracted():
+    rng = np.random.default_rng(9)
+    made = [from_template("STAR", 0.0, rng, snr=30, index=i, tilt=0.3) for i in (40, 80)]
+    flux, ivar = np.clip(np.stack([m[0] for m in made]), 0, 1), np.stack([m[1] for m in made])
+    pedestal = np.array([m[3] for m in made], np.float32)
+    records = records_of(flux, ivar, pedestal=pedestal)
+    result = stages.classify(records, TemplateClassModel(np.array([0, 0])))
+    table = stages.build_table(records, result, "test").to_pydict()
+    from lamost_classify.model.redshift import RedshiftFitter
+
+    fitter = RedshiftFitter()
+    given, without = (fitter.fit(flux, ivar, np.zeros(2, int), pedestal=p) for p in (pedestal, None))
+    assert table["subclass"] == given.subclass and np.allclose(table["z"], given.z, atol=1e-7)
+    assert (pedestal > 0).any() and not np.allclose(given.chi2, without.chi2)
 
 
 def load_star_label(index: int) -> str:
@@ -111,7 +128,8 @@ def test_schema_describes_the_new_columns_and_fits_export_carries_them(tmp_path)
         assert SCHEMA.field(name).metadata[b"description"]
     rng = np.random.default_rng(6)
     made = [from_template("GALAXY", 0.3, rng), from_template("STAR", 0.0, rng, index=40)]
-    records = records_of(np.clip(np.stack([m[0] for m in made]), 0, 1), np.stack([m[1] for m in made]))
+    records = records_of(np.clip(np.stack([m[0] for m in made]), 0, 1), np.stack([m[1] for m in made]),
+                         pedestal=np.array([m[3] for m in made], np.float32))
     table = stages.build_table(records, stages.classify(records, TemplateClassModel(np.array([1, 0]))), "test")
     (tmp_path / "cat" / "parquet").mkdir(parents=True)
     pq.write_table(table, tmp_path / "cat" / "parquet" / "batch-000000.parquet")
@@ -150,7 +168,7 @@ def test_the_fast_path_returns_the_head_with_the_logits_and_the_classifier_uses_
 def test_the_shipped_model_fits_redshifts_without_a_head():
     classifier = Classifier.load("default", device="cpu")
     rng = np.random.default_rng(7)
-    flux, ivar, z_true = from_template("QSO", 1.2, rng, snr=30)
+    flux, ivar, z_true, _ = from_template("QSO", 1.2, rng, snr=30)
     probs, _, fit = classifier.predict_with_redshift(np.clip(flux, 0, 1)[None], ivar[None])
     assert probs.shape == (1, 3) and np.isfinite(fit.z[0]) and fit.subclass[0] is not None
     if probs.argmax() == 2:
@@ -168,7 +186,7 @@ def test_a_prior_dominated_row_also_gets_the_redshift_of_the_class_its_spectrum_
         model.classifier.bias.copy_(torch.tensor([0.0, 1.0, -5.0]))
     path = save_weights(model, tmp_path / "leans-galaxy")
     rng = np.random.default_rng(3)
-    flux, ivar, z_true = from_template("GALAXY", 0.2, rng, snr=30)
+    flux, ivar, z_true, _ = from_template("GALAXY", 0.2, rng, snr=30)
     flux, ivar = np.clip(flux, 0, 1)[None].astype(np.float32), ivar[None]
 
     survey = Classifier.load(path, device="cpu", target_prior=(0.985, 0.012, 0.003))

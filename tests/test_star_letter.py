@@ -110,7 +110,8 @@ def test_the_fit_takes_the_classifier_letter_where_it_neighbours_the_templates_b
     library = load_templates()["STAR"]
     made = [from_template("STAR", 0.0001, rng, snr=40, index=library.subclass.index(label), tilt=0.2)
             for label in ("G5", "WD", "B3", "M8")]
-    result = fitter.fit(np.stack([m[0] for m in made]), np.stack([m[1] for m in made]), np.zeros(len(made), int))
+    result = fitter.fit(np.stack([m[0] for m in made]), np.stack([m[1] for m in made]), np.zeros(len(made), int),
+                        pedestal=np.array([m[3] for m in made]))
     # The G star takes the classifier's letter, a neighbour of its own, with the best template of it;
     # the template fit's own (another letter) is then better, so delta chi2 < 0. A white dwarf or a B star
     # keeps its type; a late M dwarf moves to K, its neighbour, but not to F, letters away.

@@ -67,7 +67,7 @@ def fit_mocks(n: int, seed: int) -> dict[str, dict[str, tuple[np.ndarray, np.nda
                               snr_range=(5.0, 100.0)):
             prepared = prepare_arrays(WAVELENGTH, chunk.flux, chunk.ivar, chunk.andmask)
             labels = np.array([CLASS_NAMES.index(c) for c in chunk.truth["class"]])
-            fit = fitter.fit(prepared.flux, prepared.ivar, labels)
+            fit = fitter.fit(prepared.flux, prepared.ivar, labels, pedestal=prepared.pedestal)
             cls.append(labels), z_true.append(np.asarray(chunk.truth["z"], np.float64))
             z.append(fit.z), z_err.append(fit.z_err)
         cls, z_true, z, z_err = (np.concatenate(a) for a in (cls, z_true, z, z_err))

@@ -189,8 +189,8 @@ def lamost_star_templates(stars: list[tuple[str, float, np.ndarray, np.ndarray]]
 
 
 def lamost_stars(shared: Path) -> Iterator[tuple[str, float, np.ndarray, np.ndarray]]:
-    """(catalog subclass, LAMOST's Z, grid flux, ivar) of each real LAMOST star under ``shared`` that is not
-    held out and has a subtype, a Z and valid pixels."""
+    """(catalog subclass, LAMOST's Z, grid flux plus its pedestal, ivar) of each real LAMOST star under
+    ``shared`` that is not held out and has a subtype, a Z and valid pixels."""
     from lamost_classify.pipeline.grid import prepare
     from lamost_classify.pipeline.readers import read_batch
 
@@ -205,7 +205,8 @@ def lamost_stars(shared: Path) -> Iterator[tuple[str, float, np.ndarray, np.ndar
             z = spectrum.meta.get("lamost_z")
             if (str(spectrum.meta.get("lamost_class") or "").upper() == "STAR" and label is not None
                     and z is not None and np.isfinite(z) and batch.ivar[i].any()):
-                yield label, float(z), batch.flux[i], batch.ivar[i]
+                # with the pedestal the normalisation subtracted, as the fit sees a star (model/redshift.py)
+                yield label, float(z), batch.flux[i] + batch.pedestal[i], batch.ivar[i]
 
 
 def rest_frame_letter_features(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

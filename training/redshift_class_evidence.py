@@ -47,26 +47,28 @@ def combined(p: np.ndarray, pb: np.ndarray, chi2: np.ndarray, threshold: float) 
     return pred
 
 
-def same_pixel_chi2(fitter, flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
+def same_pixel_chi2(fitter, flux: np.ndarray, ivar: np.ndarray, pedestal: np.ndarray) -> np.ndarray:
     """(B, 3) chi2 of each spectrum as STAR, GALAXY, QSO on the pixels that not all three classes' first
-    best fits miss by more than OUTLIER_SIGMA, with the galaxy/QSO reweighting off."""
+    best fits miss by more than OUTLIER_SIGMA, with the galaxy/QSO reweighting off; the stars with the
+    ``pedestal`` the normalisation subtracted given back, as the fit does."""
     import torch
 
     from lamost_classify.model import redshift
 
     f, w = torch.from_numpy(flux.astype(np.float64)), torch.from_numpy(ivar.astype(np.float64))
+    f_star = f + torch.from_numpy(pedestal.astype(np.float64))[:, None]
     stars = fitter.templates["STAR"]
     at_rest = fitter.star_at_rest
     star_model = []
     for i in range(0, len(f), 64):  # the best template at z = 0 with the full polynomial
-        fi, wi = f[i:i + 64], w[i:i + 64]
+        fi, wi = f_star[i:i + 64], w[i:i + 64]
         every = torch.arange(len(stars.subclass)).expand(len(fi), -1)
         t = at_rest[fitter._star_misfits(fi, wi, at_rest, every).sum(-1).argmin(1)]
         wt = wi.float() * t
         coeffs = fitter._star_coefficients((wt * t) @ fitter.star_pair_products.T,
                                            (wt * fi.float()) @ fitter.star_poly.float().T)
         star_model.append((t * (coeffs.float() @ fitter.star_poly.float())).double())
-    missed = (f - torch.cat(star_model)) ** 2 * w > redshift.OUTLIER_SIGMA**2
+    missed = (f_star - torch.cat(star_model)) ** 2 * w > redshift.OUTLIER_SIGMA**2
     for name in ("GALAXY", "QSO"):
         model = []
         for i in range(0, len(f), redshift.SCAN_ROWS):
@@ -76,12 +78,12 @@ def same_pixel_chi2(fitter, flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
     clean = (w * ~missed).numpy()
     saved, redshift.OUTLIER_SIGMA = redshift.OUTLIER_SIGMA, float("inf")
     try:
-        return np.stack([fitter.fit(flux, clean, np.full(len(flux), c)).chi2 for c in range(3)], 1)
+        return np.stack([fitter.fit(flux, clean, np.full(len(flux), c), pedestal=pedestal).chi2 for c in range(3)], 1)
     finally:
         redshift.OUTLIER_SIGMA = saved
 
 
-def mocks(family: str, n: int, survey_mix: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mocks(family: str, n: int, survey_mix: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``n`` mocks of ``family``: balanced at S/N log-uniform 2-100 (seed 51), or at the survey's class mix
     and the real files' S/N (seed 61)."""
     from lamost_classify import SURVEY_PRIOR
@@ -89,15 +91,16 @@ def mocks(family: str, n: int, survey_mix: bool = False) -> tuple[np.ndarray, np
     from lamost_classify.mocks.instrument import WAVELENGTH
     from lamost_classify.pipeline.grid import prepare_arrays
 
-    flux, ivar, labels = [], [], []
+    flux, ivar, pedestal, labels = [], [], [], []
     draw = (dict(seed=61, class_mix=tuple(SURVEY_PRIOR), snr_distribution="real", snr_range=(2.0, 300.0)) if survey_mix
             else dict(seed=51, class_mix=(1 / 3, 1 / 3, 1 / 3), snr_distribution="loguniform", snr_range=(2.0, 100.0)))
     for chunk in generate(family, n, **draw):
         p = prepare_arrays(WAVELENGTH, chunk.flux, chunk.ivar, chunk.andmask)
         flux.append(p.flux)
         ivar.append(p.ivar)
+        pedestal.append(p.pedestal)
         labels += [CLASS_NAMES.index(c) for c in chunk.truth["class"]]
-    return np.concatenate(flux), np.concatenate(ivar), np.array(labels)
+    return np.concatenate(flux), np.concatenate(ivar), np.concatenate(pedestal), np.array(labels)
 
 
 def fold_probabilities(lofo: Path, family: str, flux: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,8 +129,8 @@ def report(name: str, y: np.ndarray, p: np.ndarray, pb: np.ndarray, chi2: np.nda
 MIX_THRESHOLDS = (0.5, 0.8, 0.9, 0.95)
 
 
-def report_at_mix(name: str, fitter, flux: np.ndarray, ivar: np.ndarray, y: np.ndarray, p: np.ndarray,
-                  pb: np.ndarray) -> None:
+def report_at_mix(name: str, fitter, flux: np.ndarray, ivar: np.ndarray, pedestal: np.ndarray, y: np.ndarray,
+                  p: np.ndarray, pb: np.ndarray) -> None:
     """The rule on a survey-mix set: only the rows it could change are fitted (the rest keep the network's
     class whatever their chi2), then recall, stars lost and F1 per threshold."""
     from lamost_classify.model.evaluate import confusion_matrix, scores_from_confusion
@@ -135,7 +138,7 @@ def report_at_mix(name: str, fitter, flux: np.ndarray, ivar: np.ndarray, y: np.n
     candidate = np.flatnonzero(could_change(p, pb, min(MIX_THRESHOLDS)))
     chi2 = np.full((len(y), 3), np.inf)
     if len(candidate):
-        chi2[candidate] = same_pixel_chi2(fitter, flux[candidate], ivar[candidate])
+        chi2[candidate] = same_pixel_chi2(fitter, flux[candidate], ivar[candidate], pedestal[candidate])
     print(f"\n{name} (n={len(y)}: " + ", ".join(f"{(y == c).sum()} {CLASS_NAMES[c]}" for c in range(3))
           + f"; {len(candidate)} rows the rule could change)")
     rules = {"network": p.argmax(1), **{f"combined t={t}": combined(p, pb, chi2, t) for t in MIX_THRESHOLDS}}
@@ -161,25 +164,27 @@ def main() -> None:
     sets = {}
     files = sorted(str(p) for sub in ("sdss/galaxy", "sdss/qso", "lamost-qso") for p in (SHARED / sub).glob("spec-*"))
     _, batch = prepared(files)
-    sets["real galaxies+QSOs"] = (batch.flux, batch.ivar, np.array([CLASS_NAMES.index(sdss_truth(f)[0]) for f in files]))
+    sets["real galaxies+QSOs"] = (batch.flux, batch.ivar, batch.pedestal,
+                                  np.array([CLASS_NAMES.index(sdss_truth(f)[0]) for f in files]))
     star_files = sorted(str(p) for sub in STAR_DIRS for p in (SHARED / sub).glob("spec-*"))
     spectra, batch = prepared(star_files)
     keep = [i for i, s in enumerate(spectra) if (s.meta.get("lamost_class") or "").upper() == "STAR" and batch.ivar[i].any()]
-    sets["real stars"] = (batch.flux[keep], batch.ivar[keep], np.zeros(len(keep), int))
+    sets["real stars"] = (batch.flux[keep], batch.ivar[keep], batch.pedestal[keep], np.zeros(len(keep), int))
     for family in FAMILIES:
         sets[f"mocks {family}"] = mocks(family, args.n)
-    for name, (flux, ivar, y) in sets.items():
-        chi2 = same_pixel_chi2(fitter, flux, ivar)
+    for name, (flux, ivar, pedestal, y) in sets.items():
+        chi2 = same_pixel_chi2(fitter, flux, ivar, pedestal)
         report(name + ", shipped model", y, *classifier.predict_proba_and_balanced(flux), chi2)
         family = name.split()[1]
         if name.startswith("mocks ") and family in folds:
             report(name + f", the fold model that left {family} out", y, *fold_probabilities(args.lofo, family, flux), chi2)
     for family in FAMILIES if args.mix_n else ():
-        flux, ivar, y = mocks(family, args.mix_n, survey_mix=True)
-        report_at_mix(f"mocks {family} at the survey mix, shipped model", fitter, flux, ivar, y,
+        flux, ivar, pedestal, y = mocks(family, args.mix_n, survey_mix=True)
+        report_at_mix(f"mocks {family} at the survey mix, shipped model", fitter, flux, ivar, pedestal, y,
                       *classifier.predict_proba_and_balanced(flux))
         if family in folds:
-            report_at_mix(f"mocks {family} at the survey mix, the fold model that left it out", fitter, flux, ivar, y,
+            report_at_mix(f"mocks {family} at the survey mix, the fold model that left it out", fitter, flux, ivar,
+                          pedestal, y,
                           *fold_probabilities(args.lofo, family, flux))
 
 
