@@ -6,9 +6,9 @@ files and medians of real LAMOST stars), by least squares weighted with the spec
 numbers of grid pixels (the grid is log-linear: a redshift is a shift):
 
 - STAR: each typed star template (medians of real LAMOST stars per LAMOST subclass and colour, and
-  spEigenStar spectra for the types those lack) times a degree-4 polynomial (a multiplicative polynomial
-  absorbs flux-calibration and extinction tilts; a quadratic in the first pass over all of them, which
-  only shortlists); at the star's own radial velocity (the first type's fit over +-``STAR_MAX_SHIFT``
+  spEigenStar spectra for the types those lack) times a degree-4 polynomial and a step across the arm
+  join (``star_multiplier``: it absorbs flux-calibration and extinction tilts and the two arms' scales; a
+  quadratic and the step in the first pass over all of them, which only shortlists); at the star's own radial velocity (the first type's fit over +-``STAR_MAX_SHIFT``
   pixels) the shortlist is fitted again, and the letter classifier trained on real LAMOST stars
   (``model/star_letter.py``) gives the letter: the best template of that letter is the subclass (MK
   letter and subtype), unless the best of all is of a type the classifier does not give (O, B, WD, CV,
@@ -187,11 +187,13 @@ def pair_index(n: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=8)
-def legendre_products(n_terms: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A polynomial fit's pieces: the Legendre terms (n_terms, N) and their products P_j P_k over
-    ``upper_pairs`` (pairs, N) float32, with which every spectrum's sums are one matmul."""
-    poly = legendre_basis(n_terms)
-    return poly, torch.stack([poly[j] * poly[k] for j, k in upper_pairs(n_terms)]).float()
+def star_multiplier(n_terms: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What multiplies a star template, and its pieces: ``n_terms`` Legendre terms and the arm-join ramp
+    (the two arms' flux scales differ, by up to 2x in real files: a step a polynomial cannot follow, which
+    typed an F star K), (n_terms + 1, N), and their products P_j P_k over ``upper_pairs`` (pairs, N)
+    float32, with which every spectrum's sums are one matmul."""
+    poly = torch.cat([legendre_basis(n_terms), arm_join_ramp()])
+    return poly, torch.stack([poly[j] * poly[k] for j, k in upper_pairs(len(poly))]).float()
 
 
 def _solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -374,8 +376,8 @@ class RedshiftFitter:
         self._spectra_fft: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _multiplier(self, n_terms: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A star template's multiplying polynomial (``legendre_products``) on the fitter's device."""
-        poly, products = legendre_products(n_terms)
+        """What multiplies a star template (``star_multiplier``) on the fitter's device."""
+        poly, products = star_multiplier(n_terms)
         return poly.to(self.device), products.to(self.device)
 
     # ------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 FEATURE_BIN = 4  # pixels averaged per feature (~420 km/s): 650 features
-CONTINUUM_TERMS = 7  # Legendre terms of the continuum (degree 6)
+CONTINUUM_TERMS = 7  # Legendre terms of the continuum (degree 6), and the arm-join ramp
 CONTINUUM_PASSES = 3  # fits, each dropping bins more than CLIP_SIGMA below the last (absorption lines)
 CLIP_SIGMA = 1.5
 SIGMA_FLOOR = 1e-4  # of the normalised flux: far below any real spectrum's scatter
@@ -36,7 +36,7 @@ def star_letter_features(flux: torch.Tensor, good: torch.Tensor) -> torch.Tensor
     from .redshift import pair_index  # here: redshift.py imports this module
 
     p, products, p_pixels = (t.to(flux.device) for t in _binned_legendre())
-    index = pair_index(CONTINUUM_TERMS).to(flux.device)
+    index = pair_index(len(p)).to(flux.device)
     # 64 rows at a time: the passes' temporaries then stay in the CPU's cache
     return torch.cat([_features_chunk(flux[i:i + 64].float(), good[i:i + 64], p, products, index, p_pixels)
                       for i in range(0, len(flux), 64)])
@@ -44,13 +44,14 @@ def star_letter_features(flux: torch.Tensor, good: torch.Tensor) -> torch.Tensor
 
 @functools.cache
 def _binned_legendre() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The continuum's Legendre terms averaged over each feature bin (terms, bins), their products over
-    ``upper_pairs`` (pairs, bins), and the terms at every pixel (terms, N), float32."""
-    from .redshift import legendre_basis, upper_pairs
+    """The continuum's terms (Legendre and the arm-join ramp, as the star fit's multiplier) averaged over
+    each feature bin (terms, bins), their products over ``upper_pairs`` (pairs, bins), and the terms at
+    every pixel (terms, N), float32."""
+    from .redshift import star_multiplier, upper_pairs
 
-    poly = legendre_basis(CONTINUUM_TERMS).float()
-    binned = poly.reshape(CONTINUUM_TERMS, -1, FEATURE_BIN).mean(2)
-    return binned, torch.stack([binned[j] * binned[k] for j, k in upper_pairs(CONTINUUM_TERMS)]), poly
+    poly = star_multiplier(CONTINUUM_TERMS)[0].float()
+    binned = poly.reshape(len(poly), -1, FEATURE_BIN).mean(2)
+    return binned, torch.stack([binned[j] * binned[k] for j, k in upper_pairs(len(poly))]), poly
 
 
 def _features_chunk(f: torch.Tensor, good: torch.Tensor, p: torch.Tensor, products: torch.Tensor,
@@ -62,7 +63,7 @@ def _features_chunk(f: torch.Tensor, good: torch.Tensor, p: torch.Tensor, produc
     m = count > 0
     for done in range(1, CONTINUUM_PASSES + 1):
         mf = m.float()
-        a = pixel_sums(mf, products).double()[:, index] + 1e-9 * torch.eye(CONTINUUM_TERMS, dtype=torch.float64,
+        a = pixel_sums(mf, products).double()[:, index] + 1e-9 * torch.eye(len(p), dtype=torch.float64,
                                                                             device=f.device)
         b = pixel_sums(mf * binned, p).double()
         coeffs, info = torch.linalg.solve_ex(a, b)

@@ -11,7 +11,7 @@ import torch
 from conftest import SHARED_DATA, requires_shared
 from test_redshift_fit import from_template
 
-from lamost_classify.model.redshift import STEP, RedshiftFitter, load_templates, templates_path
+from lamost_classify.model.redshift import STEP, RedshiftFitter, arm_join_ramp, load_templates, templates_path
 from lamost_classify.model.redshift_metrics import mk_letter, star_type_confusion
 from lamost_classify.pipeline.grid import N_PIXELS
 
@@ -131,3 +131,19 @@ def test_held_out_real_lamost_stars_get_lamost_letters(fitter):
         row = matrix[letters.index(letter)]
         if row.sum() >= 5:  # each common letter: most of LAMOST's stars of that letter get it
             assert row[letters.index(letter)] > row.sum() / 2, (letter, dict(zip(letters, row.tolist())))
+
+
+def test_a_star_whose_two_arms_disagree_in_scale_keeps_its_letter(fitter):
+    # LAMOST's blue and red arms' flux scales differ by up to 2x in real files (docs/realism.md): a step at
+    # the join that a polynomial cannot follow. Without the arm-join term in the star's multiplier, G5 and
+    # G7 stars with their red arm 2x came out K0.
+    rng = np.random.default_rng(11)
+    library = load_templates()["STAR"]
+    wanted = ["A5", "F5", "G5", "G7", "K3"]
+    made = [from_template("STAR", 0.0, rng, snr=50, index=library.subclass.index(label)) for label in wanted]
+    step = 1.0 + arm_join_ramp()[0].numpy()
+    flux = np.stack([(m[0] + m[3]) * step for m in made])  # the spectrum over its span, red arm 2x
+    lowest, span = flux.min(1, keepdims=True), np.ptp(flux, axis=1, keepdims=True)
+    ivar = np.stack([m[1] for m in made]) / step**2 * span**2
+    result = fitter.fit((flux - lowest) / span, ivar, np.zeros(len(made), int), pedestal=(lowest / span)[:, 0])
+    assert [s[0] for s in result.subclass] == [s[0] for s in wanted]

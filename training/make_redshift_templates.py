@@ -8,8 +8,8 @@ From the public SDSS template files in ``../shared/data/templates/sdss``:
   (``--shared``) that are not held out (``is_held_out``): per LAMOST subclass (MK letter and subtype,
   luminosity class dropped) with at least ``MIN_MEMBERS`` members, split into up to
   ``MAX_COLOUR_BINS`` pseudo g-r colour bins as LAMOST's own template library was; each star shifted to
-  rest by LAMOST's own Z, brought to the group's continuum by the multiplicative polynomial the fit uses
-  (degree ``STAR_N_POLY`` - 1), and median-combined. LAMOST types stars against templates made from
+  rest by LAMOST's own Z, brought to the group's continuum by the multiplier the fit uses (a degree
+  ``STAR_N_POLY`` - 1 polynomial and the arm-join step), and median-combined. LAMOST types stars against templates made from
   LAMOST spectra, so its boundaries (A/F, F/G, G/K) are those of its own spectra; these templates give
   the catalog the same ones. From spEigenStar-55734 (its NAMEi give the MK types): one spectrum per
   subtype that LAMOST's stars do not give (O, B, the rest of M, ...; the dwarf where there is one), and
@@ -40,6 +40,7 @@ from lamost_classify.mocks.templates import default_templates_dir, star_subclass
 from lamost_classify.model.redshift import STAR_N_POLY, RedshiftFitter, star_telluric_free
 from lamost_classify.model.star_letter import LetterClassifier, fit_letter_classifier, star_letter_features
 from lamost_classify.model.subclass import STEP
+from lamost_classify.contract import ARM_JOIN
 from lamost_classify.pipeline.grid import LOG_WAVELENGTH, N_PIXELS
 
 # Redshift range each class is fitted over. Stars: radial velocities to ~1,000 km/s. Galaxies: LAMOST's
@@ -182,7 +183,7 @@ def lamost_star_templates(stars: list[tuple[str, float, np.ndarray, np.ndarray]]
             continue
         colour = np.array([_pseudo_colour(f, w, rest) for f, w in group])
         for b, part in enumerate(np.array_split(np.argsort(colour), n_bins)):
-            basis.append(_combine(np.stack([group[i][0] for i in part]), np.stack([group[i][1] for i in part])))
+            basis.append(_combine(np.stack([group[i][0] for i in part]), np.stack([group[i][1] for i in part]), rest))
             labels.append(label)
             names.append(f"LAMOST {label} (median of {len(part)}, g-r bin {b + 1}/{n_bins})")
     return np.stack(basis), labels, names
@@ -247,13 +248,16 @@ def _to_rest(flux: np.ndarray, ivar: np.ndarray, z: float, rest: np.ndarray) -> 
     return np.where(good, f, 0.0), np.where(good, w, 0.0)
 
 
-def _combine(flux: np.ndarray, ivar: np.ndarray, iterations: int = 3) -> np.ndarray:
-    """Median of (n, M) spectra of one type after dividing each by the polynomial (the fit's own: degree
-    ``STAR_N_POLY`` - 1, multiplicative) that best brings the current median to it: flux calibration and
-    reddening differ from star to star, the lines of one type do not. Unit median."""
+def _combine(flux: np.ndarray, ivar: np.ndarray, rest: np.ndarray, iterations: int = 3) -> np.ndarray:
+    """Median of (n, M) spectra of one type on the rest grid ``rest`` after dividing each by the multiplier
+    (the fit's own: degree ``STAR_N_POLY`` - 1 and the arm-join ramp) that best brings the current median
+    to it: flux calibration, reddening and the two arms' scales differ from star to star, the lines of one
+    type do not. Unit median."""
     good = ivar > 0
     x = np.linspace(-1.0, 1.0, flux.shape[1])
-    poly = np.stack([np.polynomial.legendre.Legendre.basis(k)(x) for k in range(STAR_N_POLY)])
+    lo, hi = ARM_JOIN
+    poly = np.stack([np.polynomial.legendre.Legendre.basis(k)(x) for k in range(STAR_N_POLY)]
+                    + [np.clip((10.0 ** rest - lo) / (hi - lo), 0.0, 1.0)])
     scale = np.array([np.median(f[g]) for f, g in zip(flux, good)])
     scaled = flux / np.where(scale > 0, scale, 1.0)[:, None]
     template = _masked_median(scaled, good)
