@@ -99,13 +99,15 @@ def _cumulative_at(edges: np.ndarray, cumulative: np.ndarray, query: np.ndarray)
 
 def pixel_validity(flux: np.ndarray, ivar: np.ndarray,
                    andmask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(valid, nonfinite, negative, spike): valid = finite flux, ivar > 0, andmask == 0 and neither
-    ``negative``, a pixel more than NEGATIVE_SIGMA below zero, nor ``spike``, one SPIKE_FACTOR times the
-    row's (SPIKE_PIXELS + 1)-th largest |flux| (no flux is either: defects whose values, as the min-max
-    normalisation's minimum or maximum, would lift the rest of the spectrum off zero or squash it);
-    nonfinite marks NaN/inf found."""
+    """(valid, nonfinite, negative, spike): valid = finite flux other than exactly 0, ivar > 0, andmask ==
+    0 and neither ``negative``, a pixel more than NEGATIVE_SIGMA below zero, nor ``spike``, one SPIKE_FACTOR
+    times the row's (SPIKE_PIXELS + 1)-th largest |flux| (no flux is either: defects whose values, as the
+    min-max normalisation's minimum or maximum, would lift the rest of the spectrum off zero or squash
+    it); nonfinite marks NaN/inf found. No measured flux is exactly 0: LAMOST's files fill pixels with 0
+    (most at the red end, often with an ivar, up to ~250x their neighbours'), a value the redshift fit
+    would otherwise weigh as data."""
     nonfinite = ~np.isfinite(flux) | ~np.isfinite(ivar)
-    valid = ~nonfinite & (ivar > 0)
+    valid = ~nonfinite & (ivar > 0) & (flux != 0)
     if andmask is not None:
         valid &= andmask == 0
     # float64: flux x sqrt(ivar) of extreme (but finite) float32 values overflows float32

@@ -200,6 +200,21 @@ def test_the_pedestal_gives_back_what_the_normalisation_subtracted():
     assert np.isclose(batch.pedestal[0], out.pedestal[0])
 
 
+def test_a_flux_of_exactly_zero_is_a_fill_and_masked_whatever_its_ivar():
+    # LAMOST files end in pixels of flux 0 with an ivar, up to ~250x their neighbours': as data they set the
+    # normalisation's minimum and pulled the redshift fit (README).
+    rng = np.random.default_rng(7)
+    flux = 100.0 + rng.normal(0.0, 1.0, (1, N_NATIVE))
+    ivar = np.ones((1, N_NATIVE))
+    filled, filled_ivar = flux.copy(), ivar.copy()
+    filled[0, -5:] = 0.0
+    filled_ivar[0, -5:] = 60.0
+    clean, out = grid.prepare_arrays(NATIVE, flux, ivar), grid.prepare_arrays(NATIVE, filled, filled_ivar)
+    end = grid.LOG_WAVELENGTH > np.log10(NATIVE[-7])  # the output pixels the fill touched
+    np.testing.assert_allclose(out.flux[0, ~end], clean.flux[0, ~end], atol=1e-6)
+    assert out.ivar[0, end].max() <= clean.ivar[0, end].max() and out.pedestal[0] == clean.pedestal[0]
+
+
 def test_normalise_maps_valid_min_and_max_to_0_and_1():
     flux = np.array([[5.0, 1.0, 3.0, 100.0], [2.0, 2.0, 2.0, 2.0], [1.0, 2.0, 3.0, 4.0]])
     valid = np.array([[True, True, True, False], [True, True, True, True], [False] * 4])

@@ -224,7 +224,7 @@ def broken_files(tmp_path: Path) -> dict[str, tuple[object, int, str]]:
     cases["directory"] = (tmp_path, Flag.UNREADABLE, "is a directory")
     cases["bytes_garbage"] = (b"\x00\x01garbage", Flag.UNREADABLE, "not a FITS file")
     cases["nan_inf_flux"] = (write("v2", flux=NAN_FLUX), Flag.NONFINITE_REPAIRED, "")
-    cases["all_zero_flux"] = (write("dr2-8", flux=np.zeros(N)), Flag.CONSTANT_FLUX, "")
+    cases["all_zero_flux"] = (write("dr2-8", flux=np.zeros(N)), Flag.NO_FLUX, "")  # 0 is a fill, not flux
     cases["all_masked"] = (write("v2", andmask=np.ones(N)), Flag.NO_FLUX, "")
     cases["ivar_all_zero"] = (write("dr1", ivar=np.zeros(N)), Flag.NO_FLUX, "")
     # 7080-17000 A: a quarter of the 3690-9100 A grid; 9550 A onwards: none of it
