@@ -5,15 +5,15 @@ redshift_templates.npz``, made by ``training/make_redshift_templates.py`` from t
 files and medians of real LAMOST stars), by least squares weighted with the spectrum's inverse variance, at redshifts that are whole
 numbers of grid pixels (the grid is log-linear: a redshift is a shift):
 
-- STAR: each typed star template (medians of real LAMOST stars per LAMOST subclass and colour, and
-  spEigenStar spectra for the types those lack) times a degree-4 polynomial and a step across the arm
-  join (``star_multiplier``: it absorbs flux-calibration and extinction tilts and the two arms' scales; a
-  quadratic and the step in the first pass over all of them, which only shortlists); at the star's own radial velocity (the first type's fit over +-``STAR_MAX_SHIFT``
-  pixels) the shortlist is fitted again, and the letter classifier trained on real LAMOST stars
-  (``model/star_letter.py``) gives the letter: the best template of that letter is the subclass (MK
-  letter and subtype), unless the best of all is of a type the classifier does not give (O, B, WD, CV,
-  C, L) or more than one letter from its letter, which is then the subclass; the best template's fit
-  over that window gives the radial velocity (``_fit_stars``).
+- STAR: each typed star template (medians of real LAMOST stars per LAMOST subclass and colour, and spEigenStar
+  spectra for the types those lack) times a degree-4 polynomial and a step across the arm join
+  (``star_multiplier``: it absorbs flux-calibration and extinction tilts and the two arms' scales; a quadratic
+  and the step in the first pass over all of them, which only shortlists); at the star's own radial velocity
+  (the first type's fit over +-``STAR_MAX_SHIFT`` pixels) the shortlist is fitted again, and the letter
+  classifier trained on real LAMOST stars (``model/star_letter.py``) gives the letter: the best template of
+  that letter is the subclass (MK letter and subtype), unless the best of all is of a type the classifier does
+  not give (O, B, WD, CV, C, L) or more than one letter from its letter, which is then the subclass; the best
+  template's fit over that window gives the radial velocity (``_fit_stars``).
 - GALAXY (spEigenGal, 4 eigenspectra) and QSO (spEigenQSO, 4 eigenspectra): the eigenspectra plus a
   quadratic polynomial and a ramp across the arm join, added. Every sum the normal equations need, at
   every shift, is a correlation of a template (or a product of two) with the spectrum's weights, so one

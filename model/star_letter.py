@@ -35,7 +35,7 @@ def star_letter_features(flux: torch.Tensor, good: torch.Tensor) -> torch.Tensor
     a fit to the pixels, for the same letters (bench/RESULTS.md)."""
     from .redshift import pair_index  # here: redshift.py imports this module
 
-    p, products, p_pixels = (t.to(flux.device) for t in _binned_legendre())
+    p, products, p_pixels = (t.to(flux.device) for t in _binned_continuum_terms())
     index = pair_index(len(p)).to(flux.device)
     # 64 rows at a time: the passes' temporaries then stay in the CPU's cache
     return torch.cat([_features_chunk(flux[i:i + 64].float(), good[i:i + 64], p, products, index, p_pixels)
@@ -43,7 +43,7 @@ def star_letter_features(flux: torch.Tensor, good: torch.Tensor) -> torch.Tensor
 
 
 @functools.cache
-def _binned_legendre() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _binned_continuum_terms() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The continuum's terms (Legendre and the arm-join ramp, as the star fit's multiplier) averaged over
     each feature bin (terms, bins), their products over ``upper_pairs`` (pairs, bins), and the terms at
     every pixel (terms, N), float32."""

@@ -361,6 +361,6 @@ def test_a_zero_filled_last_pixel_with_a_large_ivar_moves_no_redshift(fitter):
     filled, filled_ivar = flux.copy(), ivar.copy()
     filled[:, -1] = 0.0
     filled_ivar[:, -1] = 60.0 * np.median(ivar[:, -20:-1], axis=1)
-    fits = [fitter.fit(b.flux, b.ivar, np.full(len(b.flux), GALAXY), pedestal=b.pedestal)
-            for b in (prepare_arrays(WAVELENGTH, f, w, chunk.andmask) for f, w in ((flux, ivar), (filled, filled_ivar)))]
+    prepared = [prepare_arrays(WAVELENGTH, f, w, chunk.andmask) for f, w in ((flux, ivar), (filled, filled_ivar))]
+    fits = [fitter.fit(b.flux, b.ivar, np.full(len(b.flux), GALAXY), pedestal=b.pedestal) for b in prepared]
     np.testing.assert_allclose(fits[1].z, fits[0].z, atol=1e-4)

@@ -6,15 +6,15 @@ From the public SDSS template files in ``../shared/data/templates/sdss``:
 
 - STAR (``star_library``): LAMOST-derived templates, made from the real LAMOST stars in ../shared
   (``--shared``) that are not held out (``is_held_out``): per LAMOST subclass (MK letter and subtype,
-  luminosity class dropped) with at least ``MIN_MEMBERS`` members, split into up to
-  ``MAX_COLOUR_BINS`` pseudo g-r colour bins as LAMOST's own template library was; each star shifted to
-  rest by LAMOST's own Z, brought to the group's continuum by the multiplier the fit uses (a degree
-  ``STAR_N_POLY`` - 1 polynomial and the arm-join step), and median-combined. LAMOST types stars against templates made from
-  LAMOST spectra, so its boundaries (A/F, F/G, G/K) are those of its own spectra; these templates give
-  the catalog the same ones. From spEigenStar-55734 (its NAMEi give the MK types): one spectrum per
-  subtype that LAMOST's stars do not give (O, B, the rest of M, ...; the dwarf where there is one), and
-  the white dwarfs, the carbon star and the L dwarf; the mean (eigenvector 0) of spEigenCVstar-55734, a
-  cataclysmic variable. Only these derived means ship, never the LAMOST files;
+  luminosity class dropped) with at least ``MIN_MEMBERS`` members, split into up to ``MAX_COLOUR_BINS`` pseudo
+  g-r colour bins as LAMOST's own template library was; each star shifted to rest by LAMOST's own Z, brought
+  to the group's continuum by the multiplier the fit uses (a degree ``STAR_N_POLY`` - 1 polynomial and the
+  arm-join step), and median-combined. LAMOST types stars against templates made from LAMOST spectra, so its
+  boundaries (A/F, F/G, G/K) are those of its own spectra; these templates give the catalog the same ones.
+  From spEigenStar-55734 (its NAMEi give the MK types): one spectrum per subtype that LAMOST's stars do not
+  give (O, B, the rest of M, ...; the dwarf where there is one), and the white dwarfs, the carbon star and the
+  L dwarf; the mean (eigenvector 0) of spEigenCVstar-55734, a cataclysmic variable. Only these derived means
+  ship, never the LAMOST files;
 - GALAXY: the 4 eigenspectra of spEigenGal-56436;
 - QSO: the 4 eigenspectra of spEigenQSO-55732.
 
