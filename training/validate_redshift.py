@@ -8,7 +8,8 @@
 - every real LAMOST star (lamost-dr8-stars, lamost/dr10-stars-A, dr1, dr2, releases): the refinement's
   subclass letter against LAMOST's own SUBCLASS (the MK letter), with the type confusion, for the
   held-out 30% (``is_held_out``: never used for the LAMOST-derived star templates, the honest number)
-  and for the rest (the templates' own stars) apart, and per letter; and the star fit's time;
+  and for the rest (the templates' own stars) apart, and per letter; the median velocity difference
+  from LAMOST's own at S/N > 30; and the star fit's time;
 - with ``--mocks N``: N balanced mocks of each family (mocks/families.py), S/N log-uniform 2-100, seed 41
   (no training set's): redshift scores by class, S/N and z bin, fitted as the network's class and as the
   true one, and the star subclass letter against the template's type. The survey family is built from
