@@ -155,24 +155,22 @@ def hard_case_truth(data: str | Path, truth: str | Path | None, labelled: Labell
 def _prepare_in_chunks(sources: list[str], prepare_spectra: PrepareSpectra, progress: bool) -> dict[str, np.ndarray]:
     n = len(sources)
     flux = np.zeros((n, N_PIXELS), np.float32)
-    ivar: np.ndarray | None = np.zeros((n, N_PIXELS), np.float32)
-    pedestal: np.ndarray | None = np.zeros(n, np.float32)
+    # what the data may lack: kept only when every chunk has it (half an inverse variance would score a
+    # redshift on part of the set)
+    optional = {"ivar": np.zeros((n, N_PIXELS), np.float32), "pedestal": np.zeros(n, np.float32)}
     snr = np.full(n, np.nan, np.float32)
     flags = np.zeros(n, np.uint32)
     for start in tqdm(range(0, n, PREPARE_CHUNK), desc=f"preparing {n} spectra", unit="chunk", disable=not progress):
         stop = min(start + PREPARE_CHUNK, n)
         batch = prepare_spectra(sources[start:stop])
         flux[start:stop], snr[start:stop], flags[start:stop] = batch.flux, batch.snr, batch.flags
-        if batch.ivar is None:  # half an inverse variance would score a redshift on part of the set
-            ivar = None
-        elif ivar is not None:
-            ivar[start:stop] = batch.ivar
-        if getattr(batch, "pedestal", None) is None:
-            pedestal = None
-        elif pedestal is not None:
-            pedestal[start:stop] = batch.pedestal
-    return {"flux": flux, "snr": snr, "flags": flags, **({"ivar": ivar} if ivar is not None else {}),
-            **({"pedestal": pedestal} if pedestal is not None else {})}
+        for name in list(optional):
+            value = getattr(batch, name, None)
+            if value is None:
+                del optional[name]
+            else:
+                optional[name][start:stop] = value
+    return {"flux": flux, "snr": snr, "flags": flags, **optional}
 
 
 def _prepare_parquet(path: Path, prepare_spectra: PrepareSpectra | None, progress: bool) -> dict[str, np.ndarray]:

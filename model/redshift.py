@@ -158,9 +158,10 @@ def load_letter_classifier(path: str | None = None) -> LetterClassifier:
         return LetterClassifier.from_arrays(data)
 
 
-def arm_join_ramp() -> torch.Tensor:
-    """(1, N_PIXELS): 0 blueward of the arm join, 1 redward, linear across ``ARM_JOIN``."""
-    wavelength = 10.0 ** LOG_WAVELENGTH
+def arm_join_ramp(log_wavelength: np.ndarray = LOG_WAVELENGTH) -> torch.Tensor:
+    """(1, pixels) over ``log_wavelength`` (the pipeline grid's by default): 0 blueward of the arm join, 1
+    redward, linear across ``ARM_JOIN``."""
+    wavelength = 10.0 ** np.asarray(log_wavelength)
     lo, hi = ARM_JOIN
     return torch.from_numpy(np.clip((wavelength - lo) / (hi - lo), 0.0, 1.0)[None, :])
 

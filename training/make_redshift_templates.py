@@ -37,10 +37,9 @@ import torch
 
 from lamost_classify.mocks.instrument import is_held_out
 from lamost_classify.mocks.templates import default_templates_dir, star_subclass
-from lamost_classify.model.redshift import STAR_N_POLY, RedshiftFitter, star_telluric_free
+from lamost_classify.model.redshift import STAR_N_POLY, RedshiftFitter, arm_join_ramp, star_telluric_free
 from lamost_classify.model.star_letter import LetterClassifier, fit_letter_classifier, star_letter_features
 from lamost_classify.model.subclass import STEP
-from lamost_classify.contract import ARM_JOIN
 from lamost_classify.pipeline.grid import LOG_WAVELENGTH, N_PIXELS
 
 # Redshift range each class is fitted over. Stars: radial velocities to ~1,000 km/s. Galaxies: LAMOST's
@@ -255,9 +254,8 @@ def _combine(flux: np.ndarray, ivar: np.ndarray, rest: np.ndarray, iterations: i
     type do not. Unit median."""
     good = ivar > 0
     x = np.linspace(-1.0, 1.0, flux.shape[1])
-    lo, hi = ARM_JOIN
     poly = np.stack([np.polynomial.legendre.Legendre.basis(k)(x) for k in range(STAR_N_POLY)]
-                    + [np.clip((10.0 ** rest - lo) / (hi - lo), 0.0, 1.0)])
+                    + [arm_join_ramp(rest)[0].numpy()])
     scale = np.array([np.median(f[g]) for f, g in zip(flux, good)])
     scaled = flux / np.where(scale > 0, scale, 1.0)[:, None]
     template = _masked_median(scaled, good)
