@@ -88,7 +88,8 @@ class Flag(enum.IntFlag):
     MISSING_METADATA = 1 << 7  # OBSID, RA or DEC absent from the file
     NEGATIVE_MASKED = 1 << 8  # pixels more than NEGATIVE_SIGMA below zero found and masked
     SPIKE_MASKED = 1 << 9  # pixels SPIKE_FACTOR times above the spectrum's flux level found and masked
-    # bits 10-15 reserved for later reader-level checks
+    ARM_MISSING = 1 << 10  # less than ARM_MIN_VALID of the blue or of the red arm's grid pixels hold data
+    # bits 11-15 reserved for later reader-level checks
     # --- model stage (bits 16-31) ---
     LOW_CONFIDENCE = 1 << 16  # top class probability below LOW_CONFIDENCE
     INFERENCE_FAILED = 1 << 17  # the model raised on this spectrum's batch (error text in the catalog)
@@ -113,6 +114,9 @@ NEGATIVE_SIGMA = 10.0
 # unmasked spike, which as the normalisation's maximum would squash the rest of the spectrum to nothing (README).
 SPIKE_FACTOR = 100.0
 SPIKE_PIXELS = 20
+# The network learnt from both arms: with one mostly gone it was never trained for what is left (a real
+# star with its blue arm blanked comes out GALAXY or QSO under the balanced prior, README).
+ARM_MIN_VALID = 0.5
 LOW_CONFIDENCE = 0.6
 SMALL_DELTA_CHI2 = 9.0  # redrock's: below it a second redshift is about as likely as the best
 MIN_GOOD_PIXELS = 500  # a fifth of the grid

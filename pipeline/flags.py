@@ -6,8 +6,9 @@ so that the model's redshift warnings and the pipeline's quality checks set the 
 
 from __future__ import annotations
 
-from lamost_classify.contract import (LOW_CONFIDENCE, LOW_SNR, MAX_MASKED_FRACTION, MIN_COVERAGE, MIN_GOOD_PIXELS,
-                                      NEGATIVE_SIGMA, SMALL_DELTA_CHI2, SPIKE_FACTOR, SPIKE_PIXELS, UNUSABLE, Flag)
+from lamost_classify.contract import (ARM_MIN_VALID, LOW_CONFIDENCE, LOW_SNR, MAX_MASKED_FRACTION, MIN_COVERAGE,
+                                      MIN_GOOD_PIXELS, NEGATIVE_SIGMA, SMALL_DELTA_CHI2, SPIKE_FACTOR, SPIKE_PIXELS,
+                                      UNUSABLE, Flag)
 
 __all__ = ["Flag", "UNUSABLE", "MIN_COVERAGE", "MAX_MASKED_FRACTION", "LOW_SNR", "LOW_CONFIDENCE", "SMALL_DELTA_CHI2",
            "MIN_GOOD_PIXELS", "FLAG_DOCS", "UNUSABLE_FLUX_ERRORS", "flag_names", "describe"]
@@ -35,6 +36,8 @@ FLAG_DOCS: dict[Flag, str] = {
     Flag.NEGATIVE_MASKED: f"pixels more than {NEGATIVE_SIGMA:g} sigma below zero (not flux: a defect) were masked",
     Flag.SPIKE_MASKED: (f"pixels over {SPIKE_FACTOR:g}x all but the spectrum's {SPIKE_PIXELS} brightest (a cosmic ray, "
                         "a spike: not flux) were masked"),
+    Flag.ARM_MISSING: (f"less than {ARM_MIN_VALID:.0%} of the blue or of the red arm's grid pixels hold data: the "
+                        "class from the other arm alone, prob_*_balanced unreliable"),
     Flag.LOW_CONFIDENCE: f"top class probability below {LOW_CONFIDENCE:g}",
     Flag.INFERENCE_FAILED: "the model failed on this spectrum's batch",
     Flag.PRIOR_DOMINATED: "the class prior decided: under the balanced prior (prob_*_balanced) another class wins",

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lamost_classify.contract import (FILL_VALUE, LOG_WAVELENGTH, LOW_SNR, MAX_MASKED_FRACTION, MIN_COVERAGE, N_PIXELS,
-                                      NEGATIVE_SIGMA, SPIKE_FACTOR, SPIKE_PIXELS, Flag, fill_masked)
-from lamost_classify.contract import WAVELENGTH  # noqa: F401  (kept as grid.WAVELENGTH for the grid's users)
+from lamost_classify.contract import (ARM_JOIN, ARM_MIN_VALID, FILL_VALUE, LOG_WAVELENGTH, LOW_SNR, MAX_MASKED_FRACTION,
+                                      MIN_COVERAGE, N_PIXELS, NEGATIVE_SIGMA, SPIKE_FACTOR, SPIKE_PIXELS, WAVELENGTH, Flag,
+                                      fill_masked)
 
 from .spectrum import Spectrum
 
@@ -31,6 +31,8 @@ OUTPUT_EDGES = 10.0 ** np.concatenate(
 )
 
 _F32_MAX = float(np.finfo(np.float32).max)  # outputs are float32: extreme inputs saturate, never overflow
+# the grid pixels of each arm, either side of the join
+ARMS = (WAVELENGTH < ARM_JOIN[0], WAVELENGTH > ARM_JOIN[1])
 
 #: An output pixel counts as valid when at least this fraction of its width holds valid native data.
 MIN_PIXEL_COVER = 0.5
@@ -225,6 +227,8 @@ def prepare_arrays(
     flags |= np.where(coverage < MIN_COVERAGE, int(Flag.LOW_COVERAGE), 0).astype(np.uint32)
     flags |= np.where(has_valid & (masked_fraction > MAX_MASKED_FRACTION), int(Flag.MANY_MASKED), 0).astype(np.uint32)
     flags |= np.where(has_valid & ~(snr >= LOW_SNR), int(Flag.LOW_SNR), 0).astype(np.uint32)
+    arm_valid = np.stack([res.valid[:, arm].mean(axis=1) for arm in ARMS], axis=1)
+    flags |= np.where(has_valid & (arm_valid.min(axis=1) < ARM_MIN_VALID), int(Flag.ARM_MISSING), 0).astype(np.uint32)
     return PreparedBatch(flux=norm, flags=flags, snr=np.clip(snr, -_F32_MAX, _F32_MAX).astype(np.float32),
                          coverage=coverage.astype(np.float32), ivar=np.minimum(ivar_norm, _F32_MAX).astype(np.float32),
                          pedestal=np.clip(pedestal, -_F32_MAX, _F32_MAX).astype(np.float32))

@@ -245,6 +245,20 @@ def test_uncovered_pixels_are_invalid_and_lower_the_coverage():
     assert np.all(out.ivar[0, grid.WAVELENGTH > 5010] == 0)
 
 
+def test_an_arm_mostly_without_data_is_flagged():
+    # The network learnt from both arms; a real star with its blue arm blanked came out GALAXY or QSO
+    # under the balanced prior (README). A few masked pixels, or a third of an arm, are no such thing.
+    rng = np.random.default_rng(7)
+    flux = 100.0 + rng.normal(0.0, 1.0, (5, N_NATIVE))
+    ivar = np.ones((5, N_NATIVE))
+    ivar[1, NATIVE < 5700] = 0.0  # the blue arm gone
+    ivar[2, (NATIVE > 5900) & (np.arange(N_NATIVE) % 10 < 6)] = 0.0  # 60% of the red arm masked
+    ivar[3, (NATIVE > 5900) & (np.arange(N_NATIVE) % 10 < 3)] = 0.0  # 30% of it
+    flux[4, NATIVE < 5700] = 0.0  # the blue arm filled with zeros (with its ivar), as some files do
+    out = grid.prepare_arrays(NATIVE, flux, ivar)
+    assert [bool(f & Flag.ARM_MISSING) for f in out.flags] == [False, True, True, False, True]
+
+
 def spectrum(wavelength, flux, flags=0, source="x"):
     n = len(flux)
     return Spectrum(wavelength=np.asarray(wavelength, float), flux=np.asarray(flux, np.float32),

@@ -1,0 +1,77 @@
+"""How the shipped model reads spectra with part of one arm missing (the ARM_MISSING flag's evidence).
+
+    python training/arm_loss.py [--mocks 600]
+
+Real LAMOST stars (lamost-dr8-stars, lamost/dr1, lamost/dr2 in ../shared; LAMOST's CLASS STAR) and
+physical-family mock galaxies and QSOs (S/N log-uniform 5-100, seed 41) have one arm set to no data (flux
+0, ivar 0) from its outer end, leaving a share of its log-wavelength range next to the arm join; for each
+share, the fraction of stars published STAR (survey prior) and STAR under the balanced prior, and of
+galaxies and QSOs published and balanced as their class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+LEFT = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def gone(wavelength: np.ndarray, arm: str, left: float) -> np.ndarray:
+    """The pixels of ``arm`` ('blue' or 'red') beyond the share ``left`` of its range nearest the join."""
+    from lamost_classify.contract import ARM_JOIN, LOG_WAVELENGTH
+
+    log_w = np.log10(wavelength)
+    if arm == "blue":
+        join = np.log10(ARM_JOIN[0])
+        return log_w < join - left * (join - LOG_WAVELENGTH[0])
+    join = np.log10(ARM_JOIN[1])
+    return log_w > join + left * (LOG_WAVELENGTH[-1] - join)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mocks", type=int, default=600, help="physical-family galaxies and QSOs")
+    args = parser.parse_args()
+    from lamost_classify import CLASS_NAMES
+    from lamost_classify.mocks.families import generate
+    from lamost_classify.mocks.instrument import WAVELENGTH
+    from lamost_classify.model.inference import Classifier
+    from lamost_classify.pipeline import grid
+    from lamost_classify.pipeline.readers import read_batch
+
+    model = Classifier.load("default")
+    files = [str(p) for sub in ("lamost-dr8-stars", "lamost/dr1", "lamost/dr2") for p in sorted((SHARED / sub).glob("spec-*"))]
+    stars = [s for s in read_batch(files) if (s.meta.get("lamost_class") or "").upper() == "STAR"]
+    if not stars:
+        raise SystemExit(f"no LAMOST stars under {SHARED}")
+    chunks = list(generate("physical", args.mocks, 41, class_mix=(0.0, 0.5, 0.5), snr_distribution="loguniform",
+                           snr_range=(5.0, 100.0)))
+    truth = np.array([CLASS_NAMES.index(c) for chunk in chunks for c in chunk.truth["class"]])
+    print(f"{len(stars)} real stars, {len(truth)} physical galaxies and QSOs; per share of the arm left: stars "
+          "STAR published / balanced, galaxies and QSOs right published / balanced")
+    for arm in ("blue", "red"):
+        for left in LEFT:
+            blanked = []
+            for s in stars:
+                out = gone(np.asarray(s.wavelength), arm, left)
+                blanked.append(dataclasses.replace(s, flux=np.where(out, 0, s.flux).astype(np.float32),
+                                                   ivar=np.where(out, 0, s.ivar).astype(np.float32)))
+            published, balanced = model.predict_proba_and_balanced(grid.prepare(blanked).flux)
+            out = gone(WAVELENGTH, arm, left)
+            mocks = grid.prepare_arrays(WAVELENGTH, np.concatenate([np.where(out, 0, c.flux) for c in chunks]),
+                                        np.concatenate([np.where(out, 0, c.ivar) for c in chunks]),
+                                        np.concatenate([c.andmask for c in chunks]))
+            mock_published, mock_balanced = model.predict_proba_and_balanced(mocks.flux)
+            print(f"{arm:4s} arm {left:4.0%} left: stars {np.mean(published.argmax(1) == 0):.3f} / "
+                  f"{np.mean(balanced.argmax(1) == 0):.3f}   galaxies and QSOs "
+                  f"{np.mean(mock_published.argmax(1) == truth):.3f} / {np.mean(mock_balanced.argmax(1) == truth):.3f}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
