@@ -36,8 +36,8 @@ FLAG_DOCS: dict[Flag, str] = {
     Flag.NEGATIVE_MASKED: f"pixels more than {NEGATIVE_SIGMA:g} sigma below zero (not flux: a defect) were masked",
     Flag.SPIKE_MASKED: (f"pixels over {SPIKE_FACTOR:g}x all but the spectrum's {SPIKE_PIXELS} brightest (a cosmic ray, "
                         "a spike: not flux) were masked"),
-    Flag.ARM_MISSING: (f"less than {ARM_MIN_VALID:.0%} of the blue or of the red arm's grid pixels hold data: the "
-                        "class from the other arm alone, prob_*_balanced unreliable"),
+    Flag.ARM_MISSING: (f"less than {ARM_MIN_VALID:.0%} of the blue or of the red arm's grid pixels hold data: "
+                        "class, subclass and prob_*_balanced read from the other arm alone"),
     Flag.LOW_CONFIDENCE: f"top class probability below {LOW_CONFIDENCE:g}",
     Flag.INFERENCE_FAILED: "the model failed on this spectrum's batch",
     Flag.PRIOR_DOMINATED: "the class prior decided: under the balanced prior (prob_*_balanced) another class wins",
