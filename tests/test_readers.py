@@ -227,8 +227,7 @@ def broken_files(tmp_path: Path) -> dict[str, tuple[object, int, str]]:
     cases["all_zero_flux"] = (write("dr2-8", flux=np.zeros(N)), Flag.NO_FLUX, "")  # 0 is a fill, not flux
     cases["all_masked"] = (write("v2", andmask=np.ones(N)), Flag.NO_FLUX, "")
     cases["ivar_all_zero"] = (write("dr1", ivar=np.zeros(N)), Flag.NO_FLUX, "")
-    # 7080-17000 A: a quarter of the 3690-9100 A grid; 9550 A onwards: none of it
-    # from 7,080 A: no blue arm on the grid
+    # 7080-17000 A: a quarter of the 3690-9100 A grid, no blue arm; 9550 A onwards: none of it
     cases["mostly_outside_grid"] = (write("v2", wavelength=10 ** (3.85 + 1e-4 * np.arange(N))),
                                     Flag.LOW_COVERAGE | Flag.ARM_MISSING, "")
     cases["entirely_outside_grid"] = (write("v2", wavelength=10 ** (3.98 + 1e-4 * np.arange(N))), Flag.NO_FLUX, "")
