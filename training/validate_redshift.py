@@ -184,7 +184,7 @@ def faint_star_letters(fitter, stars: list[tuple[np.ndarray, np.ndarray, str, fl
     these, whose LAMOST type from the bright spectrum is the truth. Only the noise changes, so this
     says how far noise alone moves the letters; real faint files differ in more (the real held-out
     stars by their own S/N are printed beside it), and a classifier trained on copies made this way
-    would be graded on its own kind of noise (README: star types)."""
+    would be graded on its own kind of noise (README, "Redshift and spectral type")."""
     from lamost_classify.model.redshift_metrics import star_type_confusion
 
     flux, ivar = np.stack([f for f, *_ in stars]), np.stack([w for _, w, *_ in stars])
