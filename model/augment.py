@@ -6,15 +6,16 @@ paper's order: noise -> cosmic ray -> bad pixels. One of ours, ``survey_artefact
 of real LAMOST files that the mocks lack (spikes that set the normalisation, arm-scale errors) to a
 fraction of every class's spectra, and ``continuum_tilt`` gives a fraction a random smooth colour, so that no
 family's idea of a continuum's shape (its flux calibration, its synthetic or empirical continua) is
-learnt as a class. Every function takes a (n_pixels,) spectrum or a
+learnt as a class, and ``arm_end_lost`` blanks the outer end of one arm, as a fifth of an arm or more is
+missing in 7% of real LAMOST files. Every function takes a (n_pixels,) spectrum or a
 (batch, n_pixels) block (rows drawn independently), returns a new float32 array, leaves its input
 alone, and draws from the ``rng`` it is given (a ``np.random.Generator`` or a seed).
 
 Balancing to 1:1:1: each epoch keeps ``per_class`` spectra of every class; a class with more
 (STAR) is undersampled without replacement, a class with fewer (GALAXY, QSO) keeps all of its
 spectra once and is topped up with augmented copies of randomly drawn members. Independently of
-that, ``artefact_fraction`` of every epoch's spectra, of every class, get ``survey_artefacts``, and
-``tilt_fraction`` of them ``continuum_tilt``.
+that, ``artefact_fraction`` of every epoch's spectra, of every class, get ``survey_artefacts``,
+``tilt_fraction`` of them ``continuum_tilt`` and ``arm_loss_fraction`` of them ``arm_end_lost``.
 """
 
 from __future__ import annotations
@@ -127,6 +128,30 @@ def survey_artefacts(x: np.ndarray, rng: RngLike = None) -> np.ndarray:
     return out
 
 
+def arm_end_lost(x: np.ndarray, rng: RngLike = None) -> np.ndarray:
+    """One arm's outer end without data: the blue arm from the grid's blue end, or the red arm from its
+    red end (either at even odds), over a share of the arm drawn uniformly from 0 to 1, filled as the
+    pipeline fills masked pixels (``contract.fill_masked``: the nearest valid value), then min-max
+    normalised again. Real files lose such ends (docs/realism.md), and a network that never saw them read
+    real stars without most of their blue arm as galaxies and QSOs (README, ARM_MISSING)."""
+    rng = np.random.default_rng(rng)
+    out = _rows(x)
+    block = out.reshape(-1, out.shape[-1])
+    n = block.shape[1]
+    join_lo, join_hi = np.searchsorted(WAVELENGTH, ARM_JOIN) * n // N_PIXELS
+    pixel = np.arange(n)
+    for row in block:
+        share = rng.uniform(0.0, 1.0)
+        lost = pixel < int(share * join_lo) if rng.random() < 0.5 else pixel >= n - int(share * (n - join_hi))
+        if not lost.any() or not (row != FILL_VALUE).any():  # nothing lost, or a row without data
+            continue
+        row[:] = fill_masked(row[None], ~lost[None])[0]
+        low, high = row[~lost].min(), row[~lost].max()
+        if high > low:
+            row[:] = (row - low) / (high - low)
+    return out
+
+
 def continuum_tilt(x: np.ndarray, rng: RngLike = None, tilt_sigma: float = TILT_SIGMA,
                    curve_sigma: float = CURVE_SIGMA) -> np.ndarray:
     """A random smooth colour: every row times (lambda/6000)**beta * exp(gamma * P2(t)), t from -1 (blue
@@ -208,6 +233,7 @@ class BalancedSpectra(Dataset):
         max_length: int = BAD_PIXEL_MAX_LENGTH,
         artefact_fraction: float = 0.0,
         tilt_fraction: float = 0.0,
+        arm_loss_fraction: float = 0.0,
     ) -> None:
         if len(flux) != len(labels):
             raise ValueError(f"{len(flux)} spectra but {len(labels)} labels")
@@ -220,6 +246,7 @@ class BalancedSpectra(Dataset):
         self.max_length = max_length
         self.artefact_fraction = artefact_fraction
         self.tilt_fraction = tilt_fraction
+        self.arm_loss_fraction = arm_loss_fraction
         self.set_epoch(1)
 
     def set_epoch(self, epoch: int) -> None:
@@ -246,6 +273,8 @@ class BalancedSpectra(Dataset):
                 # Drawn only when asked for, so that runs without tilts see the data they saw before.
                 if self.tilt_fraction and rng.random() < self.tilt_fraction:
                     x[j] = continuum_tilt(x[j], rng)
+                if self.arm_loss_fraction and rng.random() < self.arm_loss_fraction:
+                    x[j] = arm_end_lost(x[j], rng)
         return torch.from_numpy(x), torch.from_numpy(self.labels[rows])
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:

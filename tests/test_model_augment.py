@@ -8,8 +8,8 @@ import torch
 from scipy import stats
 
 from lamost_classify.model.augment import (
-    ARM_JOIN, BalancedSpectra, bad_pixels, balanced_epoch_indices, ccd_noise, combined, continuum_tilt, cosmic_ray,
-    survey_artefacts,
+    ARM_JOIN, BalancedSpectra, arm_end_lost, bad_pixels, balanced_epoch_indices, ccd_noise, combined, continuum_tilt,
+    cosmic_ray, survey_artefacts,
 )
 from lamost_classify.contract import fill_masked
 from lamost_classify.pipeline.grid import WAVELENGTH
@@ -140,7 +140,8 @@ def test_survey_artefacts_squash_or_step_the_spectrum_keep_masks_and_renormalise
     assert not np.array_equal(out, survey_artefacts(x, rng=6))
 
 
-@pytest.mark.parametrize("option, fraction", [("artefact_fraction", 0.3), ("tilt_fraction", 0.5)])
+@pytest.mark.parametrize("option, fraction", [("artefact_fraction", 0.3), ("tilt_fraction", 0.5),
+                                              ("arm_loss_fraction", 0.3)])
 def test_survey_artefacts_and_tilts_reach_every_class_at_the_asked_fraction(option, fraction):
     rng = np.random.default_rng(2)
     x = rng.uniform(0.05, 0.95, size=(600, 2600)).astype(np.float32)
@@ -194,3 +195,28 @@ def test_without_tilts_every_row_is_drawn_as_before_tilts_existed():
         if draw.random() < 0.3:
             want = survey_artefacts(want, draw)
         np.testing.assert_array_equal(got[j], want)
+
+
+def test_arm_end_lost_fills_one_arms_outer_end_as_the_pipeline_does_and_renormalises(spectra):
+    out = arm_end_lost(spectra, rng=3)
+    assert out.shape == spectra.shape and out.dtype == np.float32
+    blue_end, red_start = np.searchsorted(WAVELENGTH, ARM_JOIN)
+    n = spectra.shape[1]
+    sides = []
+    for before, after in zip(spectra, out):
+        # the lost pixels and the kept one next to them hold one value: a run from one end of the grid
+        lead, trail = np.argmax(after != after[0]), np.argmax(after[::-1] != after[-1])
+        assert min(lead, trail) == 1 and max(lead, trail) > 1
+        if lead > 1:
+            sides.append("blue")
+            assert lead - 1 <= blue_end
+            kept = slice(lead - 1, n)
+        else:
+            sides.append("red")
+            assert n - trail >= red_start
+            kept = slice(0, n - trail + 1)
+        # what was kept is the spectrum min-max normalised again
+        low, high = before[kept].min(), before[kept].max()
+        np.testing.assert_allclose(after[kept], (before[kept] - low) / (high - low), atol=1e-6)
+    assert 10 < sides.count("blue") < 30  # either arm, at even odds
+    np.testing.assert_array_equal(out, arm_end_lost(spectra, rng=3))

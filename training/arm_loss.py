@@ -1,6 +1,6 @@
 """How the shipped model reads spectra with part of one arm missing (the ARM_MISSING flag's evidence).
 
-    python training/arm_loss.py [--mocks 600]
+    python training/arm_loss.py [--mocks 600] [--model default]
 
 Real LAMOST stars (lamost-dr8-stars, lamost/dr1, lamost/dr2 in ../shared; LAMOST's CLASS STAR) and
 physical-family mock galaxies and QSOs (S/N log-uniform 5-100, seed 41) have one arm set to no data (flux
@@ -36,6 +36,7 @@ def gone(wavelength: np.ndarray, arm: str, left: float) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mocks", type=int, default=600, help="physical-family galaxies and QSOs")
+    parser.add_argument("--model", default="default", help="a shipped model's name or a weights path")
     args = parser.parse_args()
     from lamost_classify import CLASS_NAMES
     from lamost_classify.mocks.families import generate
@@ -44,7 +45,7 @@ def main() -> None:
     from lamost_classify.pipeline import grid
     from lamost_classify.pipeline.readers import read_batch
 
-    model = Classifier.load("default")
+    model = Classifier.load(args.model)
     files = [str(p) for sub in ("lamost-dr8-stars", "lamost/dr1", "lamost/dr2") for p in sorted((SHARED / sub).glob("spec-*"))]
     stars = [s for s in read_batch(files) if (s.meta.get("lamost_class") or "").upper() == "STAR"]
     if not stars:

@@ -243,6 +243,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--artefacts", type=float, default=0.0, help="TrainConfig.artefact_fraction (0: the paper's recipe)")
     p.add_argument("--tilts", type=float, default=0.0, help="TrainConfig.tilt_fraction (0: the paper's recipe)")
+    p.add_argument("--arm-losses", type=float, default=0.0,
+                   help="TrainConfig.arm_loss_fraction: share given an arm's end without data (0: the paper's recipe)")
     p.add_argument("--init-from", default=None, help="fine-tune these weights (name or path)")
     p.add_argument("--redshift-weight", type=float, default=0.0,
                    help="TrainConfig.redshift_weight: train the redshift head with the class (0: no head)")
@@ -285,8 +287,8 @@ def main() -> None:
     config = TrainConfig(preset=args.preset, epochs=args.epochs, lr_milestones=tuple(int(m) for m in args.milestones.split(",")),
                          per_class=args.per_class, batch_size=args.batch_size, device=args.device,
                          num_threads=args.threads, lr=args.lr, artefact_fraction=args.artefacts,
-                         tilt_fraction=args.tilts, init_from=args.init_from, redshift_weight=args.redshift_weight,
-                         seed=args.seed)
+                         tilt_fraction=args.tilts, arm_loss_fraction=args.arm_losses, init_from=args.init_from,
+                         redshift_weight=args.redshift_weight, seed=args.seed)
     train_z, val_z = stacked(sets, train_names, "z"), stacked(sets, val_names, "z")
     try:
         calibrated = fit_calibrated(train_x, train_y, val_x, val_y, config, args.out, train_z=train_z, val_z=val_z)
