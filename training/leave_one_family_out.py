@@ -340,6 +340,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "scored on the held-out ones only)")
     p.add_argument("--artefacts", type=float, default=0.0, help="TrainConfig.artefact_fraction (train_shipped.py's)")
     p.add_argument("--tilts", type=float, default=0.0, help="TrainConfig.tilt_fraction (train_shipped.py's)")
+    p.add_argument("--arm-losses", type=float, default=0.0, help="TrainConfig.arm_loss_fraction (train_shipped.py's)")
     p.add_argument("--init-from", default=None,
                    help="fine-tune these weights (a path) instead of training from scratch: weights that never "
                         "saw the family left out, so one --leave-out (e.g. a fold's own model, exported)")
@@ -388,7 +389,8 @@ def main(argv: list[str] | None = None) -> dict:
     config = TrainConfig(preset=args.preset, epochs=args.epochs, lr=args.lr, per_class=args.per_class,
                          lr_milestones=tuple(int(m) for m in args.milestones.split(",") if m),
                          batch_size=args.batch_size, num_threads=args.threads, device=args.device, progress=False,
-                         artefact_fraction=args.artefacts, tilt_fraction=args.tilts, init_from=args.init_from,
+                         artefact_fraction=args.artefacts, tilt_fraction=args.tilts,
+                         arm_loss_fraction=args.arm_losses, init_from=args.init_from,
                          redshift_weight=args.redshift_weight, seed=args.seed[0])
     configs = [dataclasses.replace(config, seed=seed) for seed in dict.fromkeys(args.seed)]
     folds = {}
@@ -404,7 +406,7 @@ def main(argv: list[str] | None = None) -> dict:
               "what": f"Preset {args.preset} on the sets {', '.join(args.train_sets)}"
                       + (f" and the real stars of {args.real_stars} (real stars scored: held out only)"
                          if args.real_stars else "") + f", artefact fraction "
-                      f"{args.artefacts}, tilt fraction {args.tilts}, "
+                      f"{args.artefacts}, tilt fraction {args.tilts}, arm-loss fraction {args.arm_losses}, "
                       + (f"fine-tuned from {args.init_from}, " if args.init_from else "")
                       + f"redshift head weight {args.redshift_weight}, {args.epochs} epochs "
                       f"(lr {args.lr}, /10 after {args.milestones}), "
