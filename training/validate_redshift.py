@@ -101,7 +101,7 @@ def main() -> None:
 
     star_rows = []
     star_seconds = 0.0
-    held_out_stars: list[tuple[np.ndarray, np.ndarray, str, float]] = []  # flux with its pedestal, ivar, LAMOST's, S/N
+    held_out_spectra: list[tuple[np.ndarray, np.ndarray, float]] = []  # flux, ivar, pedestal of star_rows' held out
     for sub in STAR_DIRS:
         star_files = sorted(str(p) for p in (SHARED / sub).glob("spec-*"))
         spectra, batch = prepared(star_files)
@@ -119,8 +119,7 @@ def main() -> None:
                               "ours": fit.subclass[j], "z": float(fit.z[j]), "snr": float(batch.snr[i]),
                               "lamost_z": spectra[i].meta.get("lamost_z")})
             if star_rows[-1]["held_out"]:
-                held_out_stars.append((batch.flux[i] + batch.pedestal[i], batch.ivar[i], star_rows[-1]["lamost"],
-                                       float(batch.snr[i])))
+                held_out_spectra.append((batch.flux[i], batch.ivar[i], batch.pedestal[i]))
         print(f"{sub}: {len(keep)} stars fitted in {seconds:.2f} s")
     per_dir = {}
     for sub in STAR_DIRS:
@@ -162,7 +161,8 @@ def main() -> None:
     report["stars_held_out_by_snr"] = by_snr
     print("held-out stars by their own S/N, letter agreement: " + ", ".join(
         f"{k} {v['letter_agreement']:.3f} (n={v['n']})" for k, v in by_snr.items()))
-    report["stars_held_out_made_faint"] = faint_star_letters(fitter, held_out_stars)
+    report["stars_held_out_made_faint"] = faint_star_letters(fitter, held_out_spectra,
+                                                             [r for r in star_rows if r["held_out"]])
     if args.mocks:
         report["mocks"] = mock_scores(classifier, fitter, args.mocks)
     if args.json:
@@ -178,8 +178,9 @@ def degrade(flux: np.ndarray, ivar: np.ndarray, factor: np.ndarray, rng: np.rand
             np.where(ivar > 0, ivar / factor**2, 0.0).astype(np.float32))
 
 
-def faint_star_letters(fitter, stars: list[tuple[np.ndarray, np.ndarray, str, float]]) -> dict:
-    """Letter agreement with LAMOST's of the held-out real stars made as faint as ``FAINT_SNR`` (``degrade``,
+def faint_star_letters(fitter, spectra: list[tuple[np.ndarray, np.ndarray, float]], rows: list[dict]) -> dict:
+    """Letter agreement with LAMOST's of the held-out real stars (``spectra``: flux, ivar and pedestal of the
+    stars ``rows``, which hold LAMOST's type and the S/N) made as faint as ``FAINT_SNR`` (``degrade``,
     two noise draws each; a star already fainter stays as it is): most survey stars are fainter than
     these, whose LAMOST type from the bright spectrum is the truth. Only the noise changes, so this
     says how far noise alone moves the letters; real faint files differ in more (the real held-out
@@ -187,14 +188,14 @@ def faint_star_letters(fitter, stars: list[tuple[np.ndarray, np.ndarray, str, fl
     would be graded on its own kind of noise (README, "Redshift and spectral type")."""
     from lamost_classify.model.redshift_metrics import star_type_confusion
 
-    flux, ivar = np.stack([f for f, *_ in stars]), np.stack([w for _, w, *_ in stars])
-    lamost, snr = [s for *_, s, _ in stars], np.array([s for *_, s in stars])
+    flux, ivar, pedestal = (np.stack(column) for column in zip(*spectra))
+    lamost, snr = [r["lamost"] for r in rows], np.array([r["snr"] for r in rows])
     scores = {}
     for target in FAINT_SNR:
         ours = []
         for seed in range(2):
             f, w = degrade(flux, ivar, np.maximum(snr / target, 1.0), np.random.default_rng(seed))
-            ours += fitter.fit(f, w, np.zeros(len(f), int), pedestal=np.zeros(len(f), np.float32)).subclass
+            ours += fitter.fit(f, w, np.zeros(len(f), int), pedestal=pedestal).subclass
         scores[f"snr_{target:g}"] = star_type_confusion(lamost * 2, ours)["letter_agreement"]
     print("held-out stars made fainter, letter agreement: " + ", ".join(
         f"S/N {target:g} {scores[f'snr_{target:g}']:.3f}" for target in FAINT_SNR))
