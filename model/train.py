@@ -279,7 +279,8 @@ def fit(
         trained, _ = load_weights(config.init_from)
         if isinstance(trained, LogitMean):
             raise ValueError(f"--init-from {config.init_from}: an ensemble of {len(trained.members)} networks; "
-                             "fine-tune one network (train_shipped.py --ensemble then joins networks into one)")
+                             "fine-tune one network (train_shipped.py --split writes them one by one, "
+                             "--ensemble joins them again)")
         # A network trained without the redshift head fine-tunes into one with it: the head starts fresh.
         if _without_head(config_dict(trained)) != _without_head(config_dict(model)):
             raise ValueError(f"--init-from {config.init_from}: its network is not preset {config.preset!r} "

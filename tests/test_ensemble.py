@@ -150,6 +150,32 @@ def test_train_shipped_ensemble_calibrates_scores_and_ships_one_file(tmp_path, m
         script.main()
 
 
+def test_train_shipped_split_writes_every_member_as_its_own_network(tmp_path, monkeypatch):
+    from script_loader import load_script
+
+    script = load_script("training/train_shipped.py")
+    nets = members(2)
+    pair = save_weights(LogitMean(nets), tmp_path / "pair", name="fast-pair",
+                        training={"members": [{"name": f"fast-seed{i}", "weights_sha256": f"{i}" * 64,
+                                               "training": {"recipe": f"--seed {i}"}} for i in range(2)]})
+    monkeypatch.setattr("sys.argv", ["train_shipped.py", "--out", str(tmp_path / "split"), "--split", str(pair)])
+    script.main()
+    x = torch.from_numpy(spectra())
+    for i, net in enumerate(nets):
+        member, card = load_weights(tmp_path / "split" / f"member{i}.safetensors")
+        assert not isinstance(member, LogitMean) and card["name"] == f"fast-seed{i}"
+        assert card["training"]["recipe"] == f"--seed {i}"
+        assert card["training"]["split_from"]["member"] == i
+        assert card["training"]["split_from"]["member_weights_sha256"] == f"{i}" * 64
+        with torch.no_grad():
+            torch.testing.assert_close(member.forward_with_redshift(x), net.forward_with_redshift(x))
+
+    monkeypatch.setattr("sys.argv", ["train_shipped.py", "--out", str(tmp_path / "again"), "--split",
+                                     str(tmp_path / "split" / "member0.safetensors")])
+    with pytest.raises(SystemExit, match="one network already"):
+        script.main()
+
+
 def test_an_ensemble_is_not_fine_tuned_as_one_network(tmp_path):
     from lamost_classify.model.train import TrainConfig, fit
 

@@ -20,6 +20,8 @@ network is fed, such as the masked pixels' interpolation). ``--ensemble A B ...`
 it takes trained networks of one preset (the same recipe with other ``--seed``s) as one model, their
 mean logits (model/ensemble.py), fits its temperature on the validation sets, chooses its prior strength
 and reports as above, and ``--ship`` writes it as one weights file whose card names every member.
+``--split MODEL`` writes every network of such a model as its own weights file in --out (``member0``, ...),
+its card the member's training record, so that each can be fine-tuned (``--init-from``) and joined again.
 """
 
 from __future__ import annotations
@@ -190,6 +192,25 @@ def rescore(args: argparse.Namespace) -> None:
     print(f"rescored {card_path(path)}")
 
 
+def split(args: argparse.Namespace) -> None:
+    """``--split``: every member of an ensemble as its own weights + card, its training record kept and the
+    ensemble it came from named in it (the member's own weights file may be gone; these tensors are its)."""
+    from lamost_classify.model.ensemble import LogitMean
+    from lamost_classify.model.weights import load_weights, save_weights
+
+    model, card = load_weights(args.split)
+    if not isinstance(model, LogitMean):
+        raise SystemExit(f"--split {args.split}: one network already; fine-tune it with --init-from")
+    records = card["training"]["members"]
+    for i, (net, record) in enumerate(zip(model.members, records, strict=True)):
+        origin = {"name": card["name"], "weights_sha256": card["weights_sha256"], "member": i,
+                  "member_weights_sha256": record["weights_sha256"]}
+        training = {**record["training"], "split_from": origin}
+        path = save_weights(net, args.out / f"member{i}", name=record["name"], overrides=card.get("overrides"),
+                            training=training)
+        print(f"member {i}: {path}")
+
+
 def combine(args: argparse.Namespace) -> None:
     """``--ensemble``: the members' mean logits as one model, calibrated, scored and shipped like a trained one."""
     from lamost_classify.model.calibration import expected_calibration_error, fit_temperature, softmax
@@ -234,7 +255,8 @@ def combine(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, nargs="+", required=True, help="set directories, one per mock family")
+    p.add_argument("--data", type=Path, nargs="+", default=None,
+                   help="set directories, one per mock family (all but --split need them)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--preset", default="fast")
     p.add_argument("--epochs", type=int, default=60)
@@ -266,8 +288,16 @@ def main() -> None:
     p.add_argument("--ensemble", nargs="+", default=None, metavar="MODEL",
                    help="no training: these trained networks (names or weights paths; one preset, other seeds) as one "
                         "model, their mean logits, calibrated and scored on --data and shipped with --ship")
+    p.add_argument("--split", default=None, metavar="MODEL",
+                   help="no training: write every network of the ensemble MODEL as its own weights + card in --out "
+                        "(member0, member1, ...), to be fine-tuned one by one with --init-from")
     args = p.parse_args()
 
+    if args.split:
+        split(args)
+        return
+    if not args.data:
+        p.error("--data is required")
     if args.rescore:
         rescore(args)
         return
