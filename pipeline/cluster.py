@@ -18,6 +18,13 @@ from .arguments import ClusterArguments
 # Batch systems' workers get the same from distributed.yaml.
 WORKER_SETTINGS = {"distributed.worker.profile.enabled": False}
 
+# A LocalCluster closes a nanny for good when no worker of its name is back 15 s after its worker died
+# (distributed.deploy.lost-worker-timeout). A worker killed by a spectrum is restarted by its nanny, which
+# takes longer under load or when it is killed again while the batch is split, and the run would lose that
+# core for good. The nannies restart their workers themselves; a cluster left with none is graph.WorkersLost.
+# Local only: a batch system's dead job must still be closed, so that adapt() can replace it.
+LOCAL_CLUSTER_SETTINGS = {**WORKER_SETTINGS, "distributed.deploy.lost-worker-timeout": "1 day"}
+
 
 def local_cluster_size() -> tuple[int, int]:
     """(workers, threads per worker): one single-threaded process per core. Reading is GIL-bound Python
@@ -45,7 +52,7 @@ def open_client(cluster: ClusterArguments, log=print) -> Iterator[Client]:
     if _has_cuda():
         resources = {"GPU": 1}  # one GPU per machine: let every local worker share it
     # Scheduler and dashboard on the loopback only: a local cluster has no business on other interfaces.
-    with dask.config.set(WORKER_SETTINGS), \
+    with dask.config.set(LOCAL_CLUSTER_SETTINGS), \
             LocalCluster(n_workers=cluster.workers or workers, threads_per_worker=threads, processes=True,
                          host="127.0.0.1", dashboard_address="127.0.0.1:0", resources=resources) as lc, \
             Client(lc) as client:

@@ -291,21 +291,25 @@ def run_graph(
                     batch_done(*done)
                 continue
             batch = what[1]
-            if fut.status == "finished":
-                index, n, worker, seconds = fut.result()
-                if worker:
-                    result.inference_workers.add(worker)
-                result.stage_seconds.update(seconds)
-                result.timed_spectra += n
-                batch_done(index, n)
+            try:
+                # Gathered, not read off a "finished" future: a result lost with the worker that held it is
+                # computed again, and that can fail (a worker's death counts against every task queued on it).
+                [(index, n, worker, seconds)] = gather_while_workers(client, [fut])
+            except WorkersLost:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any task failure is handled the same way below
+                if failsafe.is_storage_error(exc):
+                    raise
+                result.failed_batches.append(batch.index)
+                split = _SplitBatch(batch)
+                for part in failsafe.split(batch):
+                    submit_part(split, part)
                 continue
-            exc = fut.exception()
-            if failsafe.is_storage_error(exc):
-                raise exc
-            result.failed_batches.append(batch.index)
-            split = _SplitBatch(batch)
-            for part in failsafe.split(batch):
-                submit_part(split, part)
+            if worker:
+                result.inference_workers.add(worker)
+            result.stage_seconds.update(seconds)
+            result.timed_spectra += n
+            batch_done(index, n)
     finally:
         manifest.save(catalog_dir)
     return result

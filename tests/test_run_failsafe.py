@@ -25,6 +25,7 @@ from lamost_classify.model.weights import save_weights
 from lamost_classify.pipeline import catalog
 from lamost_classify.pipeline.flags import Flag
 from lamost_classify.pipeline.arguments import ClusterArguments, ModelArguments, RunArguments
+from lamost_classify.pipeline.cluster import LOCAL_CLUSTER_SETTINGS
 from lamost_classify.pipeline.run import run
 
 pytestmark = pytest.mark.slow
@@ -78,7 +79,7 @@ def model(tmp_path_factory) -> str:
 def test_a_worker_killing_file_costs_only_its_own_row_and_a_rerun_retries_it(release, model, tmp_path):
     out = tmp_path / "cat"
     # Two deaths per task before it counts as failed (default four), so the test waits less per split level.
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
+    with dask.config.set({**LOCAL_CLUSTER_SETTINGS, "distributed.scheduler.allowed-failures": 1}), \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         client.register_plugin(KillWorkerOnPoison())
@@ -112,6 +113,37 @@ def test_a_worker_killing_file_costs_only_its_own_row_and_a_rerun_retries_it(rel
         rows = pq.read_table(out / "parquet").sort_by("row").to_pylist()
         assert [r["row"] for r in rows] == list(range(16))
         assert all(r["class"] is not None for r in rows)
+
+
+def test_a_finished_batch_whose_result_dies_with_its_worker_is_split_not_fatal(release, model, tmp_path,
+                                                                               monkeypatch):
+    """A batch's result lost with the worker that held it is computed again, and the recomputation can be
+    killed too (a worker's death counts against every task queued on it): the batch is then redone in parts,
+    like any failed batch, instead of stopping the run."""
+    from distributed.scheduler import KilledWorker
+
+    from lamost_classify.pipeline import graph
+
+    real_gather = graph.gather_while_workers
+    lost: list[str] = []
+
+    def gather_losing_batch_1(client, futures):
+        keys = [f.key for f in futures]
+        if not lost and any(k.startswith("process-") and k.endswith("batch-000001") for k in keys):
+            real_gather(client, futures)  # it did finish; then its worker died and the recomputation failed
+            lost.append(keys[0])
+            raise KilledWorker(keys[0], None, 1)
+        return real_gather(client, futures)
+
+    monkeypatch.setattr(graph, "gather_while_workers", gather_losing_batch_1)
+    out = tmp_path / "cat"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        opts = RunArguments(output=out, inputs=[str(release)], model=ModelArguments(model, device="cpu"),
+                            cluster=ClusterArguments(scheduler=cluster.scheduler_address), batch_size=8, progress=False)
+        summary = run(opts)
+    assert lost and summary["batches_split"] == [1] and summary["rows_lost"] == 0
+    rows = pq.read_table(out / "parquet").sort_by("row").to_pylist()
+    assert [r["row"] for r in rows] == list(range(16)) and all(r["class"] is not None for r in rows)
 
 
 def test_disk_full_stops_with_one_line_and_the_rerun_resumes(release, model, tmp_path, monkeypatch):
