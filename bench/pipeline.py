@@ -2,7 +2,7 @@
 
 In one run, on a simulated release of N spectra:
   - each stage alone, on W single-threaded workers (a LocalCluster set up as the pipeline's own,
-    ``pipeline.cluster.WORKER_SETTINGS``): read, prepare (resample + normalise),
+    ``pipeline.cluster.LOCAL_CLUSTER_SETTINGS``): read, prepare (resample + normalise),
     the network alone, infer (network + calibration + priors + the redshift fit: what the pipeline runs),
     infer without the redshift outputs (the same stage on batches without their ivar, as it ran before
     them), write; as spectra/s per core (spectra over the worker-seconds the stage took) and on the wall clock;
@@ -37,7 +37,7 @@ from pathlib import Path
 import dask
 from distributed import Client, LocalCluster, get_worker, wait
 
-from lamost_classify.pipeline.cluster import WORKER_SETTINGS
+from lamost_classify.pipeline.cluster import LOCAL_CLUSTER_SETTINGS
 
 PLAN_FILES = 4000  # spectra per plan directory in a LAMOST release (16 spectrographs x 250 fibres)
 # The CLI, reporting its own peak memory on the way out.
@@ -142,7 +142,7 @@ def stages_alone(client: Client, plan, catalog_dir: Path, workers: int, rounds: 
 def whole_run(inputs: list[str], output: Path, batch_size: int, workers: int, model: str | None) -> dict:
     """``lamost-classify run`` in a child process against a fresh cluster: its summary, plus the client's
     and the workers' peak memory (MB) and the wall time of the child."""
-    with dask.config.set(WORKER_SETTINGS), \
+    with dask.config.set(LOCAL_CLUSTER_SETTINGS), \
             LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         command = [sys.executable, "-c", CLIENT, "run", "--output", str(output), "--scheduler",
@@ -222,7 +222,7 @@ def main() -> None:
 
     rows: list[tuple[str, float, float]] = []
     if not args.skip_stages:
-        with dask.config.set(WORKER_SETTINGS), \
+        with dask.config.set(LOCAL_CLUSTER_SETTINGS), \
                 LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster, \
                 Client(cluster) as client:
             client.register_plugin(ModelPlugin(ModelArguments(args.model, device="cpu")), name=PLUGIN_NAME)
