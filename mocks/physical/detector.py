@@ -5,6 +5,8 @@ throughput curve, scaled to the requested S/N, cosmic rays, unmasked spikes, bad
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .common import (C_KMS, KMS_PER_SUBPIXEL, N_NATIVE, NATIVE_LOG0, NATIVE_STEP, WORK_WAVE, LineAccumulator,
@@ -160,8 +162,12 @@ def observe(rng: np.random.Generator, source: np.ndarray, snr_g: np.ndarray) -> 
             out[i, N_NATIVE - short:] = 0.0
     good = ivar > 0
     snr = np.where(good, out * np.sqrt(ivar), np.nan)
+    with warnings.catch_warnings():
+        # a spectrum masked over a whole window has no S/N there: NaN, which falls in no S/N bin
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snr_g = np.nanmedian(snr[:, G_WINDOW], axis=1)
+        snr_r = np.nanmedian(snr[:, R_WINDOW], axis=1)
     return {"flux": out.astype(np.float32), "ivar": ivar.astype(np.float32), "andmask": andmask,
-            "snr_g": np.nanmedian(snr[:, G_WINDOW], axis=1).astype(np.float32),
-            "snr_r": np.nanmedian(snr[:, R_WINDOW], axis=1).astype(np.float32),
+            "snr_g": snr_g.astype(np.float32), "snr_r": snr_r.astype(np.float32),
             "resolution": r5500.astype(np.float32), "arm_mismatch": arm.astype(np.float32),
             "calibration_tilt": tilt[:, 0].astype(np.float32)}
