@@ -127,7 +127,9 @@ def save_weights(
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, tmp, metadata={"format": "pt", "preset": model.preset})
+    # One metadata key: safetensors writes them in hash-map order, so two would make the same network's
+    # sha256 (its identity) differ between saves. The preset is on the card.
+    save_file(state, tmp, metadata={"format": "pt"})
     os.replace(tmp, path)
     card = {
         "card_version": CARD_VERSION,

@@ -47,6 +47,14 @@ def test_save_then_load_gives_identical_outputs_and_a_complete_card(saved):
     assert load_weights(path.with_suffix(".json"))[1] == card  # the card's path works too
 
 
+def test_the_same_network_saved_again_is_the_same_file(saved, tmp_path):
+    # The model's identity in catalogs and cards is its file's sha256: a network saved twice must
+    # hash alike (safetensors writes metadata in hash-map order, which varies between saves).
+    model, path = saved
+    again = {file_sha256(save_weights(model, tmp_path / f"again{i}", overrides=TINY)) for i in range(12)}
+    assert again == {file_sha256(path)}
+
+
 def test_a_changed_weights_file_is_refused(saved):
     _, path = saved
     data = bytearray(path.read_bytes())
