@@ -6,7 +6,9 @@ Real LAMOST stars (lamost-dr8-stars, lamost/dr1, lamost/dr2 in ../shared; LAMOST
 physical-family mock galaxies and QSOs (S/N log-uniform 5-100, seed 41) have one arm set to no data (flux
 0, ivar 0) from its outer end, leaving a share of its log-wavelength range next to the arm join; for each
 share, the fraction of stars published STAR (survey prior) and STAR under the balanced prior, and of
-galaxies and QSOs published and balanced as their class.
+galaxies and QSOs published and balanced as their class. Then the same for the stars whose own files
+start beyond 4,000 A (the DR1 plate's blue ends, lost in the telescope, not blanked here), held out
+(``is_held_out``) and not.
 """
 
 from __future__ import annotations
@@ -40,14 +42,17 @@ def main() -> None:
     args = parser.parse_args()
     from lamost_classify import CLASS_NAMES
     from lamost_classify.mocks.families import generate
-    from lamost_classify.mocks.instrument import WAVELENGTH
+    from lamost_classify.mocks.instrument import WAVELENGTH, is_held_out
     from lamost_classify.model.inference import Classifier
     from lamost_classify.pipeline import grid
     from lamost_classify.pipeline.readers import read_batch
 
     model = Classifier.load(args.model)
     files = [str(p) for sub in ("lamost-dr8-stars", "lamost/dr1", "lamost/dr2") for p in sorted((SHARED / sub).glob("spec-*"))]
-    stars = [s for s in read_batch(files) if (s.meta.get("lamost_class") or "").upper() == "STAR"]
+    spectra = read_batch(files)
+    is_star = [(s.meta.get("lamost_class") or "").upper() == "STAR" for s in spectra]
+    stars = [s for s, star in zip(spectra, is_star) if star]
+    held_out = np.array([is_held_out(Path(f)) for f, star in zip(files, is_star) if star])
     if not stars:
         raise SystemExit(f"no LAMOST stars under {SHARED}")
     chunks = list(generate("physical", args.mocks, 41, class_mix=(0.0, 0.5, 0.5), snr_distribution="loguniform",
@@ -72,6 +77,13 @@ def main() -> None:
                   f"{np.mean(balanced.argmax(1) == 0):.3f}   galaxies and QSOs "
                   f"{np.mean(mock_published.argmax(1) == truth):.3f} / {np.mean(mock_balanced.argmax(1) == truth):.3f}",
                   flush=True)
+    first = np.array([np.asarray(s.wavelength)[np.flatnonzero(np.asarray(s.ivar) > 0)[0]] for s in stars])
+    short = first > 4000.0
+    published, balanced = model.predict_proba_and_balanced(grid.prepare([s for s, k in zip(stars, short) if k]).flux)
+    for name, part in (("held out", held_out[short]), ("not held out", ~held_out[short])):
+        print(f"stars whose files start at {first[short].min():.0f}-{first[short].max():.0f} A, {name}: "
+              f"{np.sum(published[part].argmax(1) == 0)} / {np.sum(balanced[part].argmax(1) == 0)} of {part.sum()} "
+              "STAR published / balanced")
 
 
 if __name__ == "__main__":
