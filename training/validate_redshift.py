@@ -185,7 +185,7 @@ def faint_star_letters(fitter, spectra: list[tuple[np.ndarray, np.ndarray, float
     these, whose LAMOST type from the bright spectrum is the truth. Only the noise changes, so this
     says how far noise alone moves the letters; real faint files differ in more (the real held-out
     stars by their own S/N are printed beside it), and a classifier trained on copies made this way
-    would be graded on its own kind of noise (README, "Redshift and spectral type")."""
+    would be graded on its own kind of noise (docs/redshift.md, "The star letters")."""
     from lamost_classify.model.redshift_metrics import star_type_confusion
 
     flux, ivar, pedestal = (np.stack(column) for column in zip(*spectra))
