@@ -6,8 +6,7 @@ paper's order: noise -> cosmic ray -> bad pixels. One of ours, ``survey_artefact
 of real LAMOST files that the mocks lack (spikes that set the normalisation, arm-scale errors) to a
 fraction of every class's spectra, and ``continuum_tilt`` gives a fraction a random smooth colour, so that no
 family's idea of a continuum's shape (its flux calibration, its synthetic or empirical continua) is
-learnt as a class, ``line_depths`` makes every feature narrower than ~5,000 km/s stronger or weaker
-(so that no family's line strengths are learnt as a class either), and ``arm_end_lost`` blanks the outer end of one arm (91 of the 1,374 real LAMOST
+learnt as a class, and ``arm_end_lost`` blanks the outer end of one arm (91 of the 1,374 real LAMOST
 files in ../shared miss a fifth of an arm or more). Every function takes a (n_pixels,) spectrum or a
 (batch, n_pixels) block (rows drawn independently), returns a new float32 array, leaves its input
 alone, and draws from the ``rng`` it is given (a ``np.random.Generator`` or a seed).
@@ -16,8 +15,7 @@ Balancing to 1:1:1: each epoch keeps ``per_class`` spectra of every class; a cla
 (STAR) is undersampled without replacement, a class with fewer (GALAXY, QSO) keeps all of its
 spectra once and is topped up with augmented copies of randomly drawn members. Independently of
 that, ``artefact_fraction`` of every epoch's spectra, of every class, get ``survey_artefacts``,
-``tilt_fraction`` of them ``continuum_tilt``, ``line_depth_fraction`` of them ``line_depths`` and
-``arm_loss_fraction`` of them ``arm_end_lost``.
+``tilt_fraction`` of them ``continuum_tilt`` and ``arm_loss_fraction`` of them ``arm_end_lost``.
 """
 
 from __future__ import annotations
@@ -39,10 +37,6 @@ COSMIC_RAY_VALUE = 1.0  # the normalised maximum
 # Twice the widest tilt of any family's flux calibration (the physical family's, 0.25).
 TILT_SIGMA = 0.5
 CURVE_SIGMA = 0.1
-# line_depths: the spectrum over its running mean (LINE_WINDOW pixels, ~5,000 km/s: wider than any galaxy's
-# lines, narrower than a star's continuum) raised to a power log-uniform in LINE_POWER_RANGE.
-LINE_WINDOW = 51
-LINE_POWER_RANGE = (0.5, 2.0)
 
 RngLike = np.random.Generator | int | None
 
@@ -177,29 +171,6 @@ def continuum_tilt(x: np.ndarray, rng: RngLike = None, tilt_sigma: float = TILT_
     return out
 
 
-def line_depths(x: np.ndarray, rng: RngLike = None, window: int = LINE_WINDOW,
-                power_range: tuple[float, float] = LINE_POWER_RANGE) -> np.ndarray:
-    """Every line and band stronger or weaker by one factor a row: the spectrum divided by its running mean
-    over ``window`` pixels (its continuum, to this purpose) is raised to a power ``a`` drawn log-uniform
-    from ``power_range`` (absorption deeper and emission higher where ``a`` > 1), times the running mean
-    again, then min-max normalised. A spectrum with no feature narrower than the window is unchanged but
-    for the normalisation; a row with no data stays as it is."""
-    rng = np.random.default_rng(rng)
-    out = _rows(x)
-    block = out.reshape(-1, out.shape[-1])
-    power = np.exp(rng.uniform(*np.log(power_range), (len(block), 1)))
-    half = window // 2
-    padded = np.pad(block.astype(np.float64), ((0, 0), (half, half)), mode="edge")
-    sums = np.cumsum(np.pad(padded, ((0, 0), (1, 0))), axis=1)
-    mean = (sums[:, window:] - sums[:, :-window]) / window
-    ratio = np.divide(block, mean, out=np.ones_like(mean), where=mean > 0)
-    changed = mean * np.clip(ratio, 0.0, None) ** power
-    low, high = changed.min(axis=1, keepdims=True), changed.max(axis=1, keepdims=True)
-    scaled = np.divide(changed - low, high - low, out=np.zeros_like(changed), where=high > low)
-    block[:] = np.where(high > low, scaled, block).astype(np.float32)
-    return out
-
-
 def default_per_class(labels: np.ndarray, n_classes: int = len(CLASS_NAMES)) -> int:
     """The median class size: the middle class stays as it is, the largest is cut, the smallest grown.
 
@@ -263,7 +234,6 @@ class BalancedSpectra(Dataset):
         artefact_fraction: float = 0.0,
         tilt_fraction: float = 0.0,
         arm_loss_fraction: float = 0.0,
-        line_depth_fraction: float = 0.0,
     ) -> None:
         if len(flux) != len(labels):
             raise ValueError(f"{len(flux)} spectra but {len(labels)} labels")
@@ -277,7 +247,6 @@ class BalancedSpectra(Dataset):
         self.artefact_fraction = artefact_fraction
         self.tilt_fraction = tilt_fraction
         self.arm_loss_fraction = arm_loss_fraction
-        self.line_depth_fraction = line_depth_fraction
         self.set_epoch(1)
 
     def set_epoch(self, epoch: int) -> None:
@@ -306,8 +275,6 @@ class BalancedSpectra(Dataset):
                     x[j] = continuum_tilt(x[j], rng)
                 if self.arm_loss_fraction and rng.random() < self.arm_loss_fraction:
                     x[j] = arm_end_lost(x[j], rng)
-                if self.line_depth_fraction and rng.random() < self.line_depth_fraction:
-                    x[j] = line_depths(x[j], rng)
         return torch.from_numpy(x), torch.from_numpy(self.labels[rows])
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,8 +42,7 @@ PLOT_INTERVAL_S = 60.0  # loss.png is redrawn at most this often, and at the end
 # Settings that must match for a checkpoint to be resumed: they define the model and how it was
 # trained (the data themselves are compared by data_fingerprint).
 _RESUME_KEYS = ("preset", "model_overrides", "init_from", "seed", "per_class", "augment", "noise_sigma",
-                "bad_pixel_max_length", "artefact_fraction", "tilt_fraction", "arm_loss_fraction", "line_depth_fraction",
-                "batch_size", "lr",
+                "bad_pixel_max_length", "artefact_fraction", "tilt_fraction", "arm_loss_fraction", "batch_size", "lr",
                 "lr_milestones", "lr_gamma", "weight_decay", "precise_bn_batches", "redshift_weight")
 # Hidden width of the redshift head when redshift_weight turns it on and model_overrides do not say.
 DEFAULT_REDSHIFT_HIDDEN = 64
@@ -70,7 +69,6 @@ class TrainConfig:
     artefact_fraction: float = 0.0  # share of every class given augment.survey_artefacts each epoch
     tilt_fraction: float = 0.0  # share of every class given augment.continuum_tilt each epoch
     arm_loss_fraction: float = 0.0  # share of every class given augment.arm_end_lost each epoch
-    line_depth_fraction: float = 0.0  # share of every class given augment.line_depths each epoch
     init_from: str | None = None  # start from these trained weights (a name or path, as load_weights takes)
     precise_bn_batches: int = 50  # re-estimate BatchNorm statistics on this many batches per epoch; 0 = off
     # Weight of the redshift head's (beta-)NLL in the loss; 0 = no redshift head (the class alone).
@@ -298,7 +296,7 @@ def fit(
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_gamma)
     data = BalancedSpectra(train_x, train_y, config.seed, config.per_class, config.augment,
                            config.noise_sigma, config.bad_pixel_max_length, config.artefact_fraction,
-                           config.tilt_fraction, config.arm_loss_fraction, config.line_depth_fraction)
+                           config.tilt_fraction, config.arm_loss_fraction)
     history: list[dict] = []
     best = {"epoch": 0, "val_loss": float("inf"), "model": None}
     start_epoch = 1

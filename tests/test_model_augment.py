@@ -9,7 +9,6 @@ from scipy import stats
 
 from lamost_classify.model.augment import (
     ARM_JOIN, BalancedSpectra, arm_end_lost, bad_pixels, balanced_epoch_indices, ccd_noise, combined, continuum_tilt,
-    line_depths,
     cosmic_ray, survey_artefacts,
 )
 from lamost_classify.contract import fill_masked
@@ -142,7 +141,7 @@ def test_survey_artefacts_squash_or_step_the_spectrum_keep_masks_and_renormalise
 
 
 @pytest.mark.parametrize("option, fraction", [("artefact_fraction", 0.3), ("tilt_fraction", 0.5),
-                                              ("arm_loss_fraction", 0.3), ("line_depth_fraction", 0.5)])
+                                              ("arm_loss_fraction", 0.3)])
 def test_survey_artefacts_and_tilts_reach_every_class_at_the_asked_fraction(option, fraction):
     rng = np.random.default_rng(2)
     x = rng.uniform(0.05, 0.95, size=(600, 2600)).astype(np.float32)
@@ -180,32 +179,6 @@ def test_continuum_tilt_is_a_smooth_colour_times_the_spectrum_still_min_max_norm
     before = x.copy()
     continuum_tilt(x, rng=6)
     np.testing.assert_array_equal(x, before)
-
-
-def test_line_depths_make_every_line_of_a_row_stronger_or_weaker_by_one_power_and_leave_a_smooth_spectrum():
-    n = 2600
-    x = np.full((40, n), 0.5, np.float32)
-    x[:, 1000:1005] = 0.25  # an absorption line
-    x[:, 2000:2004] = 0.75  # an emission line
-    x[:, 1500] = 0.0  # the minimum of a min-max normalised spectrum
-    x /= x.max(axis=1, keepdims=True)
-    out = line_depths(x, rng=3)
-    assert out.shape == x.shape and out.dtype == np.float32
-    np.testing.assert_allclose(out.min(axis=1), 0.0, atol=1e-6)
-    np.testing.assert_allclose(out.max(axis=1), 1.0, atol=1e-6)
-    # against the continuum far from either line: one row's absorption deeper exactly when its emission is higher
-    absorption = np.log(out[:, 1002] / out[:, 500]) / np.log(x[:, 1002] / x[:, 500])
-    emission = np.log(out[:, 2001] / out[:, 500]) / np.log(x[:, 2001] / x[:, 500])
-    assert ((absorption > 1) == (emission > 1)).all()
-    assert (absorption > 1.2).any() and (absorption < 0.8).any()  # both ways, across rows
-    # a spectrum with nothing narrower than the window keeps its shape away from its ends
-    ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)[None].repeat(5, axis=0)
-    smooth = line_depths(ramp, rng=4)
-    ratio = smooth[:, 100:-100] / ramp[:, 100:-100]
-    np.testing.assert_allclose(ratio, np.broadcast_to(ratio[:, :1], ratio.shape), rtol=1e-5)
-    np.testing.assert_array_equal(out, line_depths(x, rng=3))  # deterministic, input untouched
-    empty = np.zeros((1, n), np.float32)
-    np.testing.assert_array_equal(line_depths(empty, rng=1), empty)
 
 
 def test_without_tilts_every_row_is_drawn_as_before_tilts_existed():

@@ -38,7 +38,6 @@ def trained(tmp_path_factory):
     result = CliRunner().invoke(main, [
         "train", str(table), "--out", str(root / "run"), "--epochs", "2", "--batch-size", "12",
         "--val-fraction", "0.25", "--threads", "1", "--no-progress", "--name", "tiny", "--tilts", "0.5",
-        "--line-depths", "0.25",
     ])
     assert result.exit_code == 0, result.output + repr(result.exception)
     return root, table, result.output
@@ -55,7 +54,6 @@ def test_train_writes_weights_card_logs_and_prints_the_tables(trained):
     assert card["training"]["dropped"] == {"class not STAR/GALAXY/QSO": 1}
     assert card["training"]["data_sha256"] and card["metrics"]["validation"]["confusion_matrix"]
     assert card["training"]["settings"]["tilt_fraction"] == 0.5  # the recipe's options reach the card
-    assert card["training"]["settings"]["line_depth_fraction"] == 0.25
     assert "Confusion matrix" in output and "temperature" in output and "left out" in output
     # The prepared arrays were cached beside the input and are reused.
     assert len(list(root.glob("labelled.parquet.prepared-*/flux.npy"))) == 1

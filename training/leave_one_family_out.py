@@ -341,7 +341,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--artefacts", type=float, default=0.0, help="TrainConfig.artefact_fraction (train_shipped.py's)")
     p.add_argument("--tilts", type=float, default=0.0, help="TrainConfig.tilt_fraction (train_shipped.py's)")
     p.add_argument("--arm-losses", type=float, default=0.0, help="TrainConfig.arm_loss_fraction (train_shipped.py's)")
-    p.add_argument("--line-depths", type=float, default=0.0, help="TrainConfig.line_depth_fraction")
     p.add_argument("--init-from", default=None,
                    help="fine-tune these weights (a path) instead of training from scratch: weights that never "
                         "saw the family left out, so one --leave-out (e.g. a fold's own model, exported)")
@@ -391,8 +390,8 @@ def main(argv: list[str] | None = None) -> dict:
                          lr_milestones=tuple(int(m) for m in args.milestones.split(",") if m),
                          batch_size=args.batch_size, num_threads=args.threads, device=args.device, progress=False,
                          artefact_fraction=args.artefacts, tilt_fraction=args.tilts,
-                         arm_loss_fraction=args.arm_losses, line_depth_fraction=args.line_depths,
-                         init_from=args.init_from, redshift_weight=args.redshift_weight, seed=args.seed[0])
+                         arm_loss_fraction=args.arm_losses, init_from=args.init_from,
+                         redshift_weight=args.redshift_weight, seed=args.seed[0])
     configs = [dataclasses.replace(config, seed=seed) for seed in dict.fromkeys(args.seed)]
     folds = {}
     for left_out in args.leave_out or families:
@@ -408,7 +407,6 @@ def main(argv: list[str] | None = None) -> dict:
                       + (f" and the real stars of {args.real_stars} (real stars scored: held out only)"
                          if args.real_stars else "") + f", artefact fraction "
                       f"{args.artefacts}, tilt fraction {args.tilts}, arm-loss fraction {args.arm_losses}, "
-                      f"line-depth fraction {args.line_depths}, "
                       + (f"fine-tuned from {args.init_from}, " if args.init_from else "")
                       + f"redshift head weight {args.redshift_weight}, {args.epochs} epochs "
                       f"(lr {args.lr}, /10 after {args.milestones}), "

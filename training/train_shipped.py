@@ -267,8 +267,6 @@ def main() -> None:
     p.add_argument("--tilts", type=float, default=0.0, help="TrainConfig.tilt_fraction (0: the paper's recipe)")
     p.add_argument("--arm-losses", type=float, default=0.0,
                    help="TrainConfig.arm_loss_fraction: share given an arm's end without data (0: the paper's recipe)")
-    p.add_argument("--line-depths", type=float, default=0.0,
-                   help="TrainConfig.line_depth_fraction: share given every line stronger or weaker (0: the paper's recipe)")
     p.add_argument("--init-from", default=None, help="fine-tune these weights (name or path)")
     p.add_argument("--redshift-weight", type=float, default=0.0,
                    help="TrainConfig.redshift_weight: train the redshift head with the class (0: no head)")
@@ -319,8 +317,7 @@ def main() -> None:
     config = TrainConfig(preset=args.preset, epochs=args.epochs, lr_milestones=tuple(int(m) for m in args.milestones.split(",")),
                          per_class=args.per_class, batch_size=args.batch_size, device=args.device,
                          num_threads=args.threads, lr=args.lr, artefact_fraction=args.artefacts,
-                         tilt_fraction=args.tilts, arm_loss_fraction=args.arm_losses,
-                         line_depth_fraction=args.line_depths, init_from=args.init_from,
+                         tilt_fraction=args.tilts, arm_loss_fraction=args.arm_losses, init_from=args.init_from,
                          redshift_weight=args.redshift_weight, seed=args.seed)
     train_z, val_z = stacked(sets, train_names, "z"), stacked(sets, val_names, "z")
     try:

@@ -108,9 +108,6 @@ def _train_and_print(data: LabelledSet, train_idx: np.ndarray, val_idx: np.ndarr
 @click.option("--arm-losses", "arm_loss_fraction", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="Share of every class given one arm's outer end without data each epoch, as real files "
                    "have (0 = the paper's recipe).")
-@click.option("--line-depths", "line_depth_fraction", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Share of every class given every line stronger or weaker by one random power each epoch, "
-                   "so that no simulator's line strengths are learnt as a class (0 = the paper's recipe).")
 @click.option("--init-from", default=None,
               help="Start from these trained weights (name or path) instead of random ones: fine-tuning.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -124,7 +121,7 @@ def _train_and_print(data: LabelledSet, train_idx: np.ndarray, val_idx: np.ndarr
               help="Train fc4, plain_densenet and PRESET on the same data and recipe; print Table 3.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def train(data, truth, preset, epochs, lr, lr_milestones, batch_size, seed, val_fraction, max_train_per_class,
-          per_class, artefact_fraction, tilt_fraction, arm_loss_fraction, line_depth_fraction, init_from, out_dir, name, resume, device, threads,
+          per_class, artefact_fraction, tilt_fraction, arm_loss_fraction, init_from, out_dir, name, resume, device, threads,
           ablation, progress) -> None:
     """Train the DenseNet on labelled spectra in DATA (Parquet table, or FITS directory + --truth)."""
     from lamost_classify.model.labelled import cap_per_class, class_counts, split_validation
@@ -143,8 +140,7 @@ def train(data, truth, preset, epochs, lr, lr_milestones, batch_size, seed, val_
                f"{class_counts(labelled.labels[val_idx])}" + (f"; left out {labelled.dropped}" if labelled.dropped else ""))
     config = TrainConfig(preset=preset, epochs=epochs, lr=lr, lr_milestones=milestones, batch_size=batch_size,
                          seed=seed, per_class=per_class, artefact_fraction=artefact_fraction, tilt_fraction=tilt_fraction,
-                         arm_loss_fraction=arm_loss_fraction, line_depth_fraction=line_depth_fraction,
-                         init_from=init_from, device=device, num_threads=threads,
+                         arm_loss_fraction=arm_loss_fraction, init_from=init_from, device=device, num_threads=threads,
                          resume=resume, progress=progress)
     if not ablation:
         _train_and_print(labelled, train_idx, val_idx, config, out_dir, name, str(data))
