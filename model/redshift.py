@@ -59,6 +59,9 @@ STAR_N_POLY = 5  # terms of the polynomial multiplying each star template (degre
 #   left to the polynomial, the type to the lines; 1-3 terms typed the real LAMOST stars worse)
 STAR_RETYPE_BEST = 3  # shortlisted templates per star fitted again at its own radial velocity, besides the
 #   best of the classifier's letter (the rest fit far worse)
+# Below this median S/N per pixel the letter classifier's linear features read noise as lines: it only
+# nominates its letter's best template to the refit, whose chi2 then types the star (README)
+LETTER_MIN_SNR = 20.0
 STAR_SHORTLIST_POLY = 3  # polynomial terms in the first pass over every template: it only shortlists
 STAR_SHORTLIST_BIN = 2  # pixels summed (inverse-variance weighted) in that first pass, for half its sums: 2 x 104
 #   km/s, about LAMOST's resolution element (R ~ 1,800: 170 km/s), is enough to shortlist
@@ -483,7 +486,8 @@ class RedshiftFitter:
         off a rest-frame template) the letter classifier gives a letter, and the ``STAR_RETYPE_BEST``
         shortlisted templates plus the first pass's best of that letter are fitted again (the full
         polynomial): the best of that letter is the type, or the best of all where its letter is one the
-        classifier does not give or not a neighbour of its letter; then delta chi2; the best template's fit over the window gives z, its
+        classifier does not give or not a neighbour of its letter, or where the spectrum's median S/N is
+        below ``LETTER_MIN_SNR``; then delta chi2; the best template's fit over the window gives z, its
         error and chi2. Returns whether (B,) the best template's ``SPIKE_PIXELS`` worst pixels carry more
         than half its chi2, one of them beyond ``OUTLIER_SIGMA``, and, for those rows, the factor (S, N)
         at every observed pixel that makes its misfit there count as at most that (1 where it is within).
@@ -492,8 +496,12 @@ class RedshiftFitter:
         stars = self.templates["STAR"]
         n_t = len(stars.subclass)
         at_rest = self.star_at_rest
-        ivar = ivar * star_telluric_free().astype(ivar.dtype)
         f = torch.from_numpy(flux).to(self.device)
+        # the catalog's snr (the flux here has the normalisation's pedestal back) from every 4th pixel: the
+        # median of 650 is as good for a threshold, at a quarter of the cost
+        f4, w4 = f[:, ::4], torch.from_numpy(ivar[:, ::4]).to(self.device)
+        snr = torch.where(w4 > 0, f4 * w4.sqrt(), torch.nan).nanmedian(1).values
+        ivar = ivar * star_telluric_free().astype(ivar.dtype)
         w = torch.from_numpy(ivar).to(self.device)
         wff = weighted_square(f, w)
         per_template = self._star_chi2(f, w)
@@ -525,7 +533,7 @@ class RedshiftFitter:
         fit_letter = self.template_letter[t_fit]
         apart = (self.letter_place[fit_letter.clamp_min(0)] - self.letter_place[predicted]).abs()
         neighbour = (fit_letter >= 0) & (apart <= 1)
-        t_best = torch.where(neighbour, t_letter, t_fit)
+        t_best = torch.where(neighbour & (snr >= LETTER_MIN_SNR), t_letter, t_fit)
         curve = first_curve.clone()
         # The velocity is the best-fitting template's, whichever letter the type takes.
         changed = torch.nonzero(t_fit != t_first).squeeze(1)

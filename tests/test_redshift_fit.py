@@ -198,6 +198,28 @@ def test_star_type_and_radial_velocity_from_the_best_template(fitter):
     assert (result.delta_chi2 > 0).all()
 
 
+def test_the_letter_classifier_types_bright_stars_and_only_nominates_for_faint_ones():
+    # A G8 star, the classifier made to say F (a neighbour): a bright star takes the classifier's letter, one
+    # below LETTER_MIN_SNR the refit's best template, since there the classifier's features read noise as lines.
+    import copy
+
+    from lamost_classify.model.redshift import LETTER_MIN_SNR
+
+    fitter = RedshiftFitter()
+    fitter.letters = copy.copy(fitter.letters)
+    says_f = fitter.letters.letters.index("F")
+    fitter.letters.predict = lambda features: torch.full((len(features),), says_f, dtype=torch.long)
+    rng = np.random.default_rng(11)
+    g8 = load_templates()["STAR"].subclass.index("G8")
+    made = [from_template("STAR", 0.0, rng, snr=snr, index=g8) for snr in (100, 100, 6, 6)]
+    flux, ivar, pedestal = np.stack([m[0] for m in made]), np.stack([m[1] for m in made]), np.array([m[3] for m in made])
+    snr = np.median((flux + pedestal[:, None]) * np.sqrt(ivar), axis=1)  # as the catalog's snr
+    assert (snr[:2] > LETTER_MIN_SNR).all() and (snr[2:] < LETTER_MIN_SNR).all()
+    result = fitter.fit(flux, ivar, np.zeros(len(made), int), pedestal=pedestal)
+    assert [s[0] for s in result.subclass] == ["F", "F", "G", "G"]
+    assert (result.delta_chi2[:2] < 0).all() and (result.delta_chi2[2:] > 0).all()
+
+
 def test_pixels_with_an_absurd_ivar_are_left_out_of_the_fit(fitter):
     rng = np.random.default_rng(8)
     star, star_ivar, _, pedestal = from_template("STAR", 0.0, rng, snr=30,
