@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from conftest import requires_shared
 
 from lamost_classify.model.redshift import (
-    STEP, RedshiftFitter, _solve, arm_join_ramp, fft_length, galaxy_subclass, load_templates,
+    LETTER_MIN_SNR, STEP, RedshiftFitter, _solve, arm_join_ramp, fft_length, galaxy_subclass, load_templates,
     pixel_sums, solve_each, templates_path, upper_pairs, z_err_floor_kms,
 )
 from lamost_classify.model.subclass import C_KMS, masked_median
@@ -201,10 +202,6 @@ def test_star_type_and_radial_velocity_from_the_best_template(fitter):
 def test_the_letter_classifier_types_bright_stars_and_only_nominates_for_faint_ones():
     # A G8 star, the classifier made to say F (a neighbour): a bright star takes the classifier's letter, one
     # below LETTER_MIN_SNR the refit's best template, since there the classifier's features read noise as lines.
-    import copy
-
-    from lamost_classify.model.redshift import LETTER_MIN_SNR
-
     fitter = RedshiftFitter()
     fitter.letters = copy.copy(fitter.letters)
     says_f = fitter.letters.letters.index("F")

@@ -7,7 +7,7 @@ physical-family mock galaxies and QSOs (S/N log-uniform 5-100, seed 41) have one
 0, ivar 0) from its outer end, leaving a share of its log-wavelength range next to the arm join; for each
 share, the fraction of stars published STAR (survey prior) and STAR under the balanced prior, and of
 galaxies and QSOs published and balanced as their class. Then the same for the stars whose own files
-start beyond 4,000 A (the DR1 plate's blue ends, lost in the telescope, not blanked here), held out
+start beyond 4,000 A (DR1 and DR2 plates' blue ends, lost in the instrument, not blanked here), held out
 (``is_held_out``) and not.
 """
 
@@ -77,8 +77,10 @@ def main() -> None:
                   f"{np.mean(balanced.argmax(1) == 0):.3f}   galaxies and QSOs "
                   f"{np.mean(mock_published.argmax(1) == truth):.3f} / {np.mean(mock_balanced.argmax(1) == truth):.3f}",
                   flush=True)
-    first = np.array([np.asarray(s.wavelength)[np.flatnonzero(np.asarray(s.ivar) > 0)[0]] for s in stars])
-    short = first > 4000.0
+    first = np.array([np.asarray(s.wavelength)[np.asarray(s.ivar) > 0].min(initial=np.inf) for s in stars])
+    short = np.isfinite(first) & (first > 4000.0)
+    if not short.any():
+        return
     published, balanced = model.predict_proba_and_balanced(grid.prepare([s for s, k in zip(stars, short) if k]).flux)
     for name, part in (("held out", held_out[short]), ("not held out", ~held_out[short])):
         print(f"stars whose files start at {first[short].min():.0f}-{first[short].max():.0f} A, {name}: "
