@@ -31,6 +31,9 @@ from lamost_classify import CLASS_NAMES
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 STAR_DIRS = ("lamost-dr8-stars", "lamost/dr10-stars-A", "lamost/dr1", "lamost/dr2", "lamost/releases")
 FAINT_SNR = (20.0, 10.0, 5.0)
+# A star's letter where the best template of another letter fits worse by at least this (`delta_chi2`):
+# the README's cut for a subclass to trust, scored here on the held-out stars
+SURE_LETTER_DELTA_CHI2 = 25.0
 REAL_SNR_BINS = ((0.0, 20.0), (20.0, 50.0), (50.0, 100.0), (100.0, float("inf")))
 
 
@@ -117,6 +120,7 @@ def main() -> None:
             star_rows.append({"dir": sub, "held_out": is_held_out(star_files[i]),
                               "lamost": str(spectra[i].meta.get("lamost_subclass") or ""),
                               "ours": fit.subclass[j], "z": float(fit.z[j]), "snr": float(batch.snr[i]),
+                              "delta_chi2": float(fit.delta_chi2[j]),
                               "lamost_z": spectra[i].meta.get("lamost_z")})
             if star_rows[-1]["held_out"]:
                 held_out_spectra.append((batch.flux[i], batch.ivar[i], batch.pedestal[i]))
@@ -161,6 +165,12 @@ def main() -> None:
     report["stars_held_out_by_snr"] = by_snr
     print("held-out stars by their own S/N, letter agreement: " + ", ".join(
         f"{k} {v['letter_agreement']:.3f} (n={v['n']})" for k, v in by_snr.items()))
+    held = [r for r in star_rows if r["held_out"]]
+    sure = [r for r in held if r["delta_chi2"] >= SURE_LETTER_DELTA_CHI2]
+    report["stars_held_out_sure"] = {"kept": len(sure) / max(len(held), 1), "letter_agreement": star_type_confusion(
+        [r["lamost"] for r in sure], [r["ours"] for r in sure])["letter_agreement"] if sure else float("nan")}
+    print(f"held-out stars with delta_chi2 >= {SURE_LETTER_DELTA_CHI2:g}: letter agreement "
+          f"{report['stars_held_out_sure']['letter_agreement']:.3f}, kept {report['stars_held_out_sure']['kept']:.3f}")
     report["stars_held_out_made_faint"] = faint_star_letters(fitter, held_out_spectra,
                                                              [r for r in star_rows if r["held_out"]])
     if args.mocks:
@@ -192,13 +202,21 @@ def faint_star_letters(fitter, spectra: list[tuple[np.ndarray, np.ndarray, float
     lamost, snr = [r["lamost"] for r in rows], np.array([r["snr"] for r in rows])
     scores = {}
     for target in FAINT_SNR:
-        ours = []
+        ours, delta = [], []
         for seed in range(2):
             f, w = degrade(flux, ivar, np.maximum(snr / target, 1.0), np.random.default_rng(seed))
-            ours += fitter.fit(f, w, np.zeros(len(f), int), pedestal=pedestal).subclass
+            fit = fitter.fit(f, w, np.zeros(len(f), int), pedestal=pedestal)
+            ours += fit.subclass
+            delta += list(fit.delta_chi2)
         scores[f"snr_{target:g}"] = star_type_confusion(lamost * 2, ours)["letter_agreement"]
+        sure = np.array(delta) >= SURE_LETTER_DELTA_CHI2
+        scores[f"snr_{target:g}_sure"] = {"kept": float(sure.mean()), "letter_agreement": star_type_confusion(
+            [a for a, k in zip(lamost * 2, sure) if k], [b for b, k in zip(ours, sure) if k])["letter_agreement"]}
     print("held-out stars made fainter, letter agreement: " + ", ".join(
         f"S/N {target:g} {scores[f'snr_{target:g}']:.3f}" for target in FAINT_SNR))
+    print(f"  of them with delta_chi2 >= {SURE_LETTER_DELTA_CHI2:g}: " + ", ".join(
+        f"S/N {target:g} {scores[f'snr_{target:g}_sure']['letter_agreement']:.3f} (kept "
+        f"{scores[f'snr_{target:g}_sure']['kept']:.3f})" for target in FAINT_SNR))
     return scores
 
 
