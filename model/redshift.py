@@ -497,7 +497,7 @@ class RedshiftFitter:
         n_t = len(stars.subclass)
         at_rest = self.star_at_rest
         f = torch.from_numpy(flux).to(self.device)
-        # the catalog's snr (the flux here has the normalisation's pedestal back) from every 4th pixel: the
+        # the catalog's snr_pixel (the flux here has the normalisation's pedestal back) from every 4th pixel: the
         # median of 650 is as good for a threshold, at a quarter of the cost
         f4, w4 = f[:, ::4], torch.from_numpy(ivar[:, ::4]).to(self.device)
         snr = torch.where(w4 > 0, f4 * w4.sqrt(), torch.nan).nanmedian(1).values

@@ -210,7 +210,7 @@ def test_the_letter_classifier_types_bright_stars_and_only_nominates_for_faint_o
     g8 = load_templates()["STAR"].subclass.index("G8")
     made = [from_template("STAR", 0.0, rng, snr=snr, index=g8) for snr in (100, 100, 6, 6)]
     flux, ivar, pedestal = np.stack([m[0] for m in made]), np.stack([m[1] for m in made]), np.array([m[3] for m in made])
-    snr = np.median((flux + pedestal[:, None]) * np.sqrt(ivar), axis=1)  # as the catalog's snr
+    snr = np.median((flux + pedestal[:, None]) * np.sqrt(ivar), axis=1)  # as the catalog's snr_pixel
     assert (snr[:2] > LETTER_MIN_SNR).all() and (snr[2:] < LETTER_MIN_SNR).all()
     result = fitter.fit(flux, ivar, np.zeros(len(made), int), pedestal=pedestal)
     assert [s[0] for s in result.subclass] == ["F", "F", "G", "G"]

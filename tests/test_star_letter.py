@@ -109,7 +109,7 @@ def test_the_fit_takes_the_classifier_letter_where_it_neighbours_the_templates_b
     rng = np.random.default_rng(2)
     library = load_templates()["STAR"]
     # S/N 40, but the M8 dwarf's median flux is under 0.05 of its peak, where from_template floors the noise:
-    # at 40 its catalog snr would be ~5, below LETTER_MIN_SNR, where the fit alone types a star
+    # at 40 its catalog snr_pixel would be ~5, below LETTER_MIN_SNR, where the fit alone types a star
     made = [from_template("STAR", 0.0001, rng, snr=400 if label == "M8" else 40, index=library.subclass.index(label),
                           tilt=0.2) for label in ("G5", "WD", "B3", "M8")]
     result = fitter.fit(np.stack([m[0] for m in made]), np.stack([m[1] for m in made]), np.zeros(len(made), int),
