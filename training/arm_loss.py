@@ -8,7 +8,8 @@ physical-family mock galaxies and QSOs (S/N log-uniform 5-100, seed 41) have one
 share, the fraction of stars published STAR (survey prior) and STAR under the balanced prior, and of
 galaxies and QSOs published and balanced as their class. Then the same for the stars whose own files
 start beyond 4,000 A (DR1 and DR2 plates' blue ends, lost in the instrument, not blanked here), held out
-(``is_held_out``) and not.
+(``is_held_out``) and not; and every real LAMOST star in ../shared by the share of its blue arm's grid
+pixels that hold data, as ARM_MISSING measures it (the flag is set below half).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import numpy as np
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LEFT = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+ALL_STAR_DIRS = ("lamost-dr8-stars", "lamost/dr10-stars-A", "lamost/dr1", "lamost/dr2", "lamost/releases")
+BLUE_SHARES = ((0.5, 0.7), (0.7, 0.9), (0.9, 1.0))
 
 
 def gone(wavelength: np.ndarray, arm: str, left: float) -> np.ndarray:
@@ -79,13 +82,22 @@ def main() -> None:
                   flush=True)
     first = np.array([np.asarray(s.wavelength)[np.asarray(s.ivar) > 0].min(initial=np.inf) for s in stars])
     short = np.isfinite(first) & (first > 4000.0)
-    if not short.any():
-        return
-    published, balanced = model.predict_proba_and_balanced(grid.prepare([s for s, k in zip(stars, short) if k]).flux)
-    for name, part in (("held out", held_out[short]), ("not held out", ~held_out[short])):
-        print(f"stars whose files start at {first[short].min():.0f}-{first[short].max():.0f} A, {name}: "
+    if short.any():
+        published, balanced = model.predict_proba_and_balanced(grid.prepare([s for s, k in zip(stars, short) if k]).flux)
+        for name, part in (("held out", held_out[short]), ("not held out", ~held_out[short])):
+            print(f"stars whose files start at {first[short].min():.0f}-{first[short].max():.0f} A, {name}: "
+                  f"{np.sum(published[part].argmax(1) == 0)} / {np.sum(balanced[part].argmax(1) == 0)} of "
+                  f"{part.sum()} STAR published / balanced")
+    files = [str(p) for sub in ALL_STAR_DIRS for p in sorted((SHARED / sub).glob("spec-*"))]
+    spectra = [s for s in read_batch(files) if (s.meta.get("lamost_class") or "").upper() == "STAR"]
+    prepared = grid.prepare(spectra)
+    share = (prepared.ivar[:, grid.ARMS[0]] > 0).mean(axis=1)
+    published, balanced = model.predict_proba_and_balanced(prepared.flux)
+    for low, high in BLUE_SHARES:
+        part = (share >= low) & ((share < high) if high < 1.0 else (share <= high))
+        print(f"real stars with {low:.0%}-{high:.0%} of the blue arm's grid pixels holding data: "
               f"{np.sum(published[part].argmax(1) == 0)} / {np.sum(balanced[part].argmax(1) == 0)} of {part.sum()} "
-              "STAR published / balanced")
+              "STAR published / balanced", flush=True)
 
 
 if __name__ == "__main__":
