@@ -166,9 +166,8 @@ def main() -> None:
     print("held-out stars by their own S/N, letter agreement: " + ", ".join(
         f"{k} {v['letter_agreement']:.3f} (n={v['n']})" for k, v in by_snr.items()))
     held = [r for r in star_rows if r["held_out"]]
-    sure = [r for r in held if r["delta_chi2"] >= SURE_LETTER_DELTA_CHI2]
-    report["stars_held_out_sure"] = {"kept": len(sure) / max(len(held), 1), "letter_agreement": star_type_confusion(
-        [r["lamost"] for r in sure], [r["ours"] for r in sure])["letter_agreement"] if sure else float("nan")}
+    report["stars_held_out_sure"] = sure_letters([r["lamost"] for r in held], [r["ours"] for r in held],
+                                                 [r["delta_chi2"] for r in held])
     print(f"held-out stars with delta_chi2 >= {SURE_LETTER_DELTA_CHI2:g}: letter agreement "
           f"{report['stars_held_out_sure']['letter_agreement']:.3f}, kept {report['stars_held_out_sure']['kept']:.3f}")
     report["stars_held_out_made_faint"] = faint_star_letters(fitter, held_out_spectra,
@@ -186,6 +185,17 @@ def degrade(flux: np.ndarray, ivar: np.ndarray, factor: np.ndarray, rng: np.rand
     sigma = np.sqrt(np.where(ivar > 0, (factor**2 - 1.0) / np.where(ivar > 0, ivar, 1.0), 0.0))
     return ((flux + rng.normal(size=flux.shape) * sigma).astype(np.float32),
             np.where(ivar > 0, ivar / factor**2, 0.0).astype(np.float32))
+
+
+def sure_letters(lamost: list[str], ours: list[str], delta_chi2: list[float]) -> dict:
+    """Of stars with LAMOST's and our subclass, those whose ``delta_chi2`` is at least
+    ``SURE_LETTER_DELTA_CHI2``: the share kept and their letter agreement."""
+    from lamost_classify.model.redshift_metrics import star_type_confusion
+
+    sure = np.asarray(delta_chi2) >= SURE_LETTER_DELTA_CHI2
+    agreement = star_type_confusion([a for a, k in zip(lamost, sure) if k],
+                                    [b for b, k in zip(ours, sure) if k])["letter_agreement"] if sure.any() else float("nan")
+    return {"kept": float(sure.mean()) if len(sure) else float("nan"), "letter_agreement": agreement}
 
 
 def faint_star_letters(fitter, spectra: list[tuple[np.ndarray, np.ndarray, float]], rows: list[dict]) -> dict:
@@ -209,9 +219,7 @@ def faint_star_letters(fitter, spectra: list[tuple[np.ndarray, np.ndarray, float
             ours += fit.subclass
             delta += list(fit.delta_chi2)
         scores[f"snr_{target:g}"] = star_type_confusion(lamost * 2, ours)["letter_agreement"]
-        sure = np.array(delta) >= SURE_LETTER_DELTA_CHI2
-        scores[f"snr_{target:g}_sure"] = {"kept": float(sure.mean()), "letter_agreement": star_type_confusion(
-            [a for a, k in zip(lamost * 2, sure) if k], [b for b, k in zip(ours, sure) if k])["letter_agreement"]}
+        scores[f"snr_{target:g}_sure"] = sure_letters(lamost * 2, ours, delta)
     print("held-out stars made fainter, letter agreement: " + ", ".join(
         f"S/N {target:g} {scores[f'snr_{target:g}']:.3f}" for target in FAINT_SNR))
     print(f"  of them with delta_chi2 >= {SURE_LETTER_DELTA_CHI2:g}: " + ", ".join(
