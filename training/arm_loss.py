@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from validate_redshift import SHARED, STAR_DIRS  # noqa: E402
+
 LEFT = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-ALL_STAR_DIRS = ("lamost-dr8-stars", "lamost/dr10-stars-A", "lamost/dr1", "lamost/dr2", "lamost/releases")
+BLANKED_DIRS = ("lamost-dr8-stars", "lamost/dr1", "lamost/dr2")  # the stars the table blanks
 BLUE_SHARES = ((0.5, 0.7), (0.7, 0.9), (0.9, 1.0))
 
 
@@ -51,11 +54,14 @@ def main() -> None:
     from lamost_classify.pipeline.readers import read_batch
 
     model = Classifier.load(args.model)
-    files = [str(p) for sub in ("lamost-dr8-stars", "lamost/dr1", "lamost/dr2") for p in sorted((SHARED / sub).glob("spec-*"))]
-    spectra = read_batch(files)
+    found = [(sub, str(p)) for sub in STAR_DIRS for p in sorted((SHARED / sub).glob("spec-*"))]
+    spectra = read_batch([f for _, f in found])
     is_star = [(s.meta.get("lamost_class") or "").upper() == "STAR" for s in spectra]
-    stars = [s for s, star in zip(spectra, is_star) if star]
-    held_out = np.array([is_held_out(Path(f)) for f, star in zip(files, is_star) if star])
+    every_star = [s for s, star in zip(spectra, is_star) if star]  # every real LAMOST star, read once
+    found = [sf for sf, star in zip(found, is_star) if star]
+    in_table = np.array([sub in BLANKED_DIRS for sub, _ in found])
+    stars = [s for s, k in zip(every_star, in_table) if k]
+    held_out = np.array([is_held_out(Path(f)) for _, f in found])
     if not stars:
         raise SystemExit(f"no LAMOST stars under {SHARED}")
     chunks = list(generate("physical", args.mocks, 41, class_mix=(0.0, 0.5, 0.5), snr_distribution="loguniform",
@@ -80,19 +86,16 @@ def main() -> None:
                   f"{np.mean(balanced.argmax(1) == 0):.3f}   galaxies and QSOs "
                   f"{np.mean(mock_published.argmax(1) == truth):.3f} / {np.mean(mock_balanced.argmax(1) == truth):.3f}",
                   flush=True)
-    first = np.array([np.asarray(s.wavelength)[np.asarray(s.ivar) > 0].min(initial=np.inf) for s in stars])
-    short = np.isfinite(first) & (first > 4000.0)
+    prepared = grid.prepare(every_star)
+    published, balanced = model.predict_proba_and_balanced(prepared.flux)
+    first = np.array([np.asarray(s.wavelength)[np.asarray(s.ivar) > 0].min(initial=np.inf) for s in every_star])
+    short = in_table & np.isfinite(first) & (first > 4000.0)
     if short.any():
-        published, balanced = model.predict_proba_and_balanced(grid.prepare([s for s, k in zip(stars, short) if k]).flux)
-        for name, part in (("held out", held_out[short]), ("not held out", ~held_out[short])):
+        for name, part in (("held out", short & held_out), ("not held out", short & ~held_out)):
             print(f"stars whose files start at {first[short].min():.0f}-{first[short].max():.0f} A, {name}: "
                   f"{np.sum(published[part].argmax(1) == 0)} / {np.sum(balanced[part].argmax(1) == 0)} of "
                   f"{part.sum()} STAR published / balanced")
-    files = [str(p) for sub in ALL_STAR_DIRS for p in sorted((SHARED / sub).glob("spec-*"))]
-    spectra = [s for s in read_batch(files) if (s.meta.get("lamost_class") or "").upper() == "STAR"]
-    prepared = grid.prepare(spectra)
     share = (prepared.ivar[:, grid.ARMS[0]] > 0).mean(axis=1)
-    published, balanced = model.predict_proba_and_balanced(prepared.flux)
     for low, high in BLUE_SHARES:
         part = (share >= low) & ((share < high) if high < 1.0 else (share <= high))
         print(f"real stars with {low:.0%}-{high:.0%} of the blue arm's grid pixels holding data: "
