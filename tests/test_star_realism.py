@@ -55,3 +55,25 @@ def test_compare_takes_each_subtype_from_each_side(realism):
     assert out["K3"][band]["physical"]["median"] == pytest.approx(0.5)
     assert out["G5"][band]["physical"] == {"n": 0}
     assert out["M0"][band]["real"] == {"n": 0}
+
+
+def test_mock_stars_are_seen_with_the_normalisation_pedestal_as_real_ones_are(realism, monkeypatch):
+    # A flat star whose rest 4100-4280 A sits 30% down: min-max normalised, that band is at 0 and the
+    # continuum at 1, so only with the pedestal added back (as lamost_stars and the star fit have it) does
+    # the band read its true depth.
+    import lamost_classify.mocks.families as families
+    from lamost_classify.mocks.instrument import WAVELENGTH
+    from lamost_classify.mocks.simulate import MockChunk
+
+    noise = 0.003 * np.random.default_rng(3).normal(size=(2, WAVELENGTH.size))
+    flux = np.where((WAVELENGTH >= 4100.0) & (WAVELENGTH < 4280.0), 0.7, 1.0) + noise
+    truth = {"subclass": np.array(["G5", "G5"]), "z": np.zeros(2)}
+
+    def generate(*args, **kwargs):
+        yield MockChunk(flux, np.full_like(flux, 1e4), np.zeros(flux.shape, np.int32), truth)
+
+    monkeypatch.setattr(families, "generate", generate)
+    labels, means = realism.mock_stars("physical", 2, 0)
+    names = [b[0] for b in realism.BANDS]
+    assert list(labels) == ["G5", "G5"]
+    np.testing.assert_allclose(means[:, names.index("4100-4280")], 0.7, atol=0.03)

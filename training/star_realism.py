@@ -83,7 +83,9 @@ def mock_stars(family: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
                           snr_range=(100.0, 200.0)):
         prepared = prepare_arrays(WAVELENGTH, chunk.flux, chunk.ivar, chunk.andmask)
         labels.append(np.asarray(chunk.truth["subclass"]).astype(str))
-        means.append(band_means(prepared.flux, prepared.ivar, np.asarray(chunk.truth["z"], np.float64)))
+        # with the pedestal the normalisation subtracted, as the real stars (``lamost_stars``) and the fit see a star
+        means.append(band_means(prepared.flux + prepared.pedestal[:, None], prepared.ivar,
+                                np.asarray(chunk.truth["z"], np.float64)))
     return np.concatenate(labels), np.concatenate(means)
 
 
