@@ -163,7 +163,7 @@ def test_star_lines_at_their_radial_velocity():
 
 def test_k_and_m_stars_have_the_mgh_and_mg_b_trough_deeper_in_dwarfs():
     # The trough below the 5211 A MgH head that real LAMOST K and M stars show (README, the physical family);
-    # F and G stars have none of it.
+    # F stars have none of it (G stars' shallower one is Mg b's blend, the next test).
     flux, t = stars.draw_and_render(np.random.default_rng(7), 600)
     sub = t["subclass"].astype(str)
 
@@ -199,6 +199,29 @@ def test_g_and_k_stars_have_the_cn_violet_bands_and_f_stars_none(monkeypatch):
     assert np.median([kept(i, 3840, 3880) for i in k]) < 0.7
     assert min(kept(i, 4225, 4300) for i in k) > 0.99  # redward of the head: untouched
     assert min(kept(i, 3800, 4300) for i in f) == 1.0
+
+
+def test_g_stars_have_the_mg_b_blend_and_deeper_ca_ii_k_and_f_stars_neither(monkeypatch):
+    # What real LAMOST G stars show against the clipped continuum (docs/families.md, "Its G stars under
+    # the pedestal's lens"): a 4950-5210 A trough before MgH, and Ca II K deeper than in F stars. The same
+    # stars drawn with and without the two laws differ only blueward of 5211 A and in Ca II H and K.
+    laws, t = stars.draw_and_render(np.random.default_rng(10), 500)
+    monkeypatch.setattr(stars, "MG_B_BLEND_DEPTH", 0.0)
+    monkeypatch.setattr(stars, "CA_HK_GROWTH", 0.0)
+    without, t2 = stars.draw_and_render(np.random.default_rng(10), 500)
+    assert np.array_equal(t["subclass"], t2["subclass"])
+    sub = t["subclass"].astype(str)
+
+    def kept(i: int, lo: float, hi: float) -> float:
+        return _kept(laws[i], without[i], t["z"][i], lo, hi)
+
+    g = np.flatnonzero(np.isin(sub, ["G6", "G7", "G8", "G9", "K0", "K1"]))
+    f = np.flatnonzero(np.isin(sub, ["F0", "F1", "F2", "F3", "F4", "F5"]))
+    assert len(g) >= 10 and len(f) >= 10
+    assert np.median([kept(i, 5100, 5205) for i in g]) < 0.95  # the blend
+    assert np.median([kept(i, 3928, 3940) for i in g]) < 0.97  # Ca II K deeper
+    assert min(kept(i, 5220, 5800) for i in g) > 0.999  # redward of the head: untouched
+    assert all(kept(i, 3700, 8800) == 1.0 for i in f)
 
 
 def test_na_d_grows_and_ca_ii_h_and_k_fade_in_cool_stars(monkeypatch):

@@ -37,7 +37,7 @@ NA_D = np.isin(METALS[:, 0], (NA_D2, NA_D1))  #: METALS rows of Na D, which grow
 #: Ca II H and K, seen against a continuum fitted with the lines clipped away, fade from ``CA_HK_FADE_TEFF``
 #: down, as they do in the real LAMOST K5-M0 stars: both set by those stars' bands alone
 #: (training/star_realism.py, docs/families.md).
-NA_D_SCALE, NA_D_TEFF, NA_D_GROWTH = 0.7, 5600.0, 1.8
+NA_D_SCALE, NA_D_TEFF, NA_D_GROWTH = 0.85, 5600.0, 1.8
 CA_HK_FADE_TEFF, CA_HK_FADE_SPAN, CA_HK_FLOOR = 4700.0, 1000.0, 0.2
 HE_I = np.array([4027.3, 4472.7, 5877.3, 6679.99])
 HE_II = np.array([4687.02, 4542.86, 5413.03])
@@ -49,13 +49,19 @@ CAH_HEADS, CAH_SCALES, CAH_DEPTHS = np.array([6385.0, 6830.0]), np.array([60.0, 
 #: of K and M stars, deeper in dwarfs (gravity-sensitive)
 MGH_HEADS, MGH_SCALES, MGH_DEPTHS = np.array([5211.0, 4780.0]), np.array([130.0, 100.0]), np.array([1.0, 0.2])
 MGH_TEFF = 5300.0  # K: the band appears in late G and K stars and grows to M
-MGH_DWARF, MGH_GIANT = 1.0, 0.6  # optical depth at the 5211 A head, reached 900 K below MGH_TEFF
+MGH_DWARF, MGH_GIANT = 0.6, 0.35  # optical depth at the 5211 A head, reached 900 K below MGH_TEFF
+#: Mg b's wings with the Fe I lines about it: the 4950-5210 A trough that real G stars show before MgH
+#: (optical depth at 5211 A, growing from MG_B_BLEND_TEFF over MG_B_BLEND_SPAN K, times the metals)
+MG_B_BLEND_TEFF, MG_B_BLEND_SPAN, MG_B_BLEND_DEPTH = 6000.0, 700.0, 0.45
+#: Ca II H and K grow from G0 to K (times 1 + CA_HK_GROWTH over CA_HK_GROWTH_SPAN K below CA_HK_GROWTH_TEFF)
+CA_HK_GROWTH_TEFF, CA_HK_GROWTH_SPAN, CA_HK_GROWTH = 5500.0, 700.0, 0.5
+TIO_TEFF = 3900.0  # K: TiO bands from here down (real K7 stars show none, M0 stars a little)
 VO_HEADS, VO_SCALES, VO_DEPTHS = np.array([7400.0, 7865.0]), np.array([100.0, 150.0]), np.array([0.4, 0.4])
 SWAN_HEADS, SWAN_SCALES = np.array([4737.0, 5165.0, 5636.0, 6191.0]), np.array([120.0, 150.0, 180.0, 200.0])
 SWAN_DEPTHS = np.array([0.8, 0.9, 0.7, 0.4])
 #: CN violet system (heads at 4216 and 3883 A, degraded to the violet): with the Fe I and Ca I lines under
 #: it, the depressed 4100-4216 and 3850-3883 A of G and K stars, stronger in giants
-CN_VIOLET_HEADS, CN_VIOLET_SCALES, CN_VIOLET_DEPTHS = np.array([4216.0, 3883.0]), np.array([100.0, 60.0]), np.array([1.0, 1.5])
+CN_VIOLET_HEADS, CN_VIOLET_SCALES, CN_VIOLET_DEPTHS = np.array([4216.0, 3883.0]), np.array([100.0, 60.0]), np.array([0.7, 1.75])
 CN_VIOLET_TEFF = 6300.0  # K: the bands appear in late F and G stars and reach full strength 1500 K cooler
 CN_VIOLET_TEFF_COOL = 3700.0  # K: the 3883 A band fades again from 700 K above this (real K7-M0 stars' 3800-3900 A
 # is not held down); what holds their 4100-4216 A down (the 4216 A band's place here) stays
@@ -129,6 +135,7 @@ def absorption_lines(acc: LineAccumulator, rows: np.ndarray, z: np.ndarray, teff
     # and they grow fast from A to F, before the other metal lines
     ew[:, :2] += np.array([5.0, 4.0])[None, :] * np.clip((9500.0 - teff) / 2500.0, 0.0, 1.0)[:, None] * metal[:, None]
     ew[:, NA_D] *= NA_D_SCALE * (1.0 + NA_D_GROWTH * np.clip((NA_D_TEFF - teff) / 1000.0, 0.0, 2.5))[:, None]
+    ew[:, :2] *= (1.0 + CA_HK_GROWTH * np.clip((CA_HK_GROWTH_TEFF - teff) / CA_HK_GROWTH_SPAN, 0.0, 1.0))[:, None]
     ew[:, :2] *= np.clip(1.0 - (CA_HK_FADE_TEFF - teff) / CA_HK_FADE_SPAN, CA_HK_FLOOR, 1.0)[:, None]
     r = np.broadcast_to(rows[:, None], ew.shape)
     add_strong_lines(acc, r, METALS[None, :, 0] * one, METALS[None, :, 0], np.hypot(broad_kms[:, None], METALS[None, :, 2]), ew)
@@ -214,11 +221,16 @@ def draw_and_render(rng: np.random.Generator, n: int) -> tuple[np.ndarray, dict[
         strength = np.where(giant[k_rows], MGH_GIANT, MGH_DWARF) * np.clip((MGH_TEFF - teff[k_rows]) / 900.0, 0.0, 1.0)
         tau[k_rows] += band_heads(rest[k_rows], MGH_HEADS, MGH_SCALES, strength[:, None] * MGH_DEPTHS[None, :],
                                   toward_red=False)
-    m_rows = np.flatnonzero((teff < 4100) & ~carbon & ~wd)
+    blend_rows = np.flatnonzero((teff < MG_B_BLEND_TEFF) & ~carbon & ~wd & ~cv)
+    if blend_rows.size:
+        strength = MG_B_BLEND_DEPTH * metal[blend_rows] \
+            * np.clip((MG_B_BLEND_TEFF - teff[blend_rows]) / MG_B_BLEND_SPAN, 0.0, 1.0)
+        tau[blend_rows] += band_heads(rest[blend_rows], MGH_HEADS[:1], MGH_SCALES[:1], strength[:, None], toward_red=False)
+    m_rows = np.flatnonzero((teff < TIO_TEFF) & ~carbon & ~wd)
     if m_rows.size:
         r = rest[m_rows]
         t = teff[m_rows]
-        tio = np.clip((4100.0 - t) / 1000.0, 0.0, 1.3)[:, None] * TIO_DEPTHS[None, :] * 1.6
+        tio = np.clip((TIO_TEFF - t) / 1000.0, 0.0, 1.3)[:, None] * TIO_DEPTHS[None, :] * 1.6
         tau[m_rows] += band_heads(r, TIO_HEADS, TIO_SCALES, tio, toward_red=True)
         dwarf = (~giant[m_rows]).astype(float)
         tau[m_rows] += band_heads(r, CAH_HEADS, CAH_SCALES, (dwarf * np.clip((4000 - t) / 800, 0, 1.2))[:, None] * CAH_DEPTHS[None, :], True)
