@@ -96,3 +96,21 @@ def test_mock_spectra_are_measured_with_the_normalisation_pedestal(monkeypatch):
     assert list(got["subclass"]) == ["PASSIVE", "PASSIVE"]
     numbers = gc.continuum_numbers(spectra, got["z"], usable=usable)
     assert numbers[:, 0] == pytest.approx(2.0, rel=0.01)
+
+
+def test_the_physical_familys_passive_galaxies_have_published_ellipticals_lick_indices():
+    """mocks/physical/galaxies.py sets its old population's MgH band and Fe and G-band blends so that
+    passive galaxies have nearby ellipticals' Mg2 (0.20-0.33), Fe4383 (~4.5-6) and G4300 (~5-6): fails if
+    the Mg2 trough goes again (0.08 without it)."""
+    from lamost_classify.mocks.physical import galaxies
+    from lamost_classify.mocks.physical.common import WORK_WAVE
+
+    gc = _script()
+    flux, truth = galaxies.draw_and_render(np.random.default_rng(1), 600)
+    passive = truth["subclass"] == "PASSIVE"
+    indices = gc.lick_indices(flux[passive], truth["z"][passive], np.ones(flux[passive].shape, bool), WORK_WAVE)
+    median = dict(zip(gc.LICK, np.nanmedian(indices, 0)))
+    assert passive.sum() > 100
+    assert 0.2 < median["Mg2"] < 0.33
+    assert 4.0 < median["Fe4383"] < 6.5 and 4.5 < median["G4300"] < 6.5
+    assert 3.0 < median["Mgb"] < 5.5 and 1.2 < median["Hbeta"] < 2.4

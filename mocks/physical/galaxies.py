@@ -12,14 +12,20 @@ from .stars import BALMER, METAL_FOREST
 
 SUBCLASS_WEIGHTS = {"PASSIVE": 0.33, "POSTSTARBURST": 0.05, "STARFORMING": 0.30, "MIXED": 0.10, "SEYFERT": 0.11,
                     "LINER": 0.11}
-#: old-population absorption: rest wave (vacuum A), equivalent width (A) of a typical elliptical, own width (km/s)
+#: old-population absorption: rest wave (vacuum A), equivalent width (A) of a typical elliptical, own width (km/s);
+#: the G band, Fe4383, Fe5270, Fe5335 and Na D blends set so that the passive galaxies' Lick indices sit at
+#: published ellipticals' (training/galaxy_continua.py; docs/families.md)
 OLD_LINES = np.array([
-    (3934.78, 8.0, 30), (3969.59, 7.0, 30), (4102.89, 1.0, 30), (4227.92, 1.2, 30), (4305.0, 5.0, 400),
-    (4384.0, 3.0, 150), (4455.0, 1.2, 100), (4531.0, 2.5, 150), (4668.0, 4.0, 300), (4862.68, 1.8, 30),
-    (5015.0, 4.0, 250), (5168.76, 1.2, 30), (5174.13, 1.5, 30), (5185.05, 1.8, 30), (5271.0, 2.8, 60),
-    (5336.0, 2.4, 60), (5407.0, 1.5, 60), (5891.58, 1.7, 30), (5897.56, 1.5, 30), (6564.61, 1.5, 30),
+    (3934.78, 8.0, 30), (3969.59, 7.0, 30), (4102.89, 1.0, 30), (4227.92, 1.2, 30), (4305.0, 7.5, 400),
+    (4384.0, 8.5, 150), (4455.0, 1.2, 100), (4531.0, 2.5, 150), (4668.0, 4.0, 300), (4862.68, 1.8, 30),
+    (5015.0, 4.0, 250), (5168.76, 1.2, 30), (5174.13, 1.5, 30), (5185.05, 1.8, 30), (5271.0, 3.3, 60),
+    (5336.0, 3.9, 60), (5407.0, 1.5, 60), (5891.58, 2.3, 30), (5897.56, 2.0, 30), (6564.61, 1.5, 30),
     (8500.36, 1.0, 30), (8544.44, 2.6, 30), (8664.52, 2.2, 30),
 ])
+#: MgH under Mg b in the old population's K giants and dwarfs (heads at 5211 and 4780 A, degraded to the
+#: violet; optical depth at the 5211 A head, times the galaxy's metals): the Mg2 trough of ellipticals
+OLD_MGH_HEADS, OLD_MGH_SCALES, OLD_MGH_SHARES = np.array([5211.0, 4780.0]), np.array([130.0, 100.0]), np.array([1.0, 0.2])
+OLD_MGH_DEPTH = 0.25
 #: the young population's share of the light at 5500 A, per kind, and its colour temperature (K): set so
 #: that star-forming galaxies have the rest-frame colours of SDSS's blue sequence (g - r ~0.2-0.65; Strateva
 #: et al. 2001, Baldry et al. 2004), which hotter, larger young shares overshot (docs/families.md)
@@ -74,6 +80,8 @@ def starlight(rng: np.random.Generator, rest: np.ndarray, rows: np.ndarray, z: n
                 equivalent_width_area(metal * fe[None, :] * 1.5, fw))
     tau_old = acc_old.render() + band_heads(t, np.array([6159.0, 7055.0]), np.array([150.0, 180.0]),
                                             np.broadcast_to(np.array([0.02, 0.03]), (n, 2)), toward_red=True)
+    tau_old += band_heads(t, OLD_MGH_HEADS, OLD_MGH_SCALES, OLD_MGH_DEPTH * metal * OLD_MGH_SHARES[None, :],
+                          toward_red=False)
     acc_young = LineAccumulator(n)
     ew = young_balmer_ew[:, None] * np.array([0.6, 0.9, 1.0, 1.0, 0.9, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.15])[None, :]
     acc_young.add(np.broadcast_to(local[:, None], ew.shape), BALMER[None, :] * one, np.hypot(sigma_v[:, None], 500.0),
