@@ -1,4 +1,4 @@
-"""Galaxy continua of each mock family beside real galaxies': two numbers any spectrum gives at its z.
+"""Galaxy continua and passive galaxies' Lick indices of each mock family, beside real and published galaxies'.
 
     python training/galaxy_continua.py [--families survey eigen physical] [--n 3000] [--seed 23]
 
@@ -79,11 +79,11 @@ def lick_indices(flux: np.ndarray, z: np.ndarray, usable: np.ndarray, wavelength
     from lamost_classify.pipeline.readers.sdss_spspec import air_to_vacuum
 
     step = np.log(wavelength[1] / wavelength[0])  # ln-wavelength step: d(lambda) = lambda * step
+    vacuum = [([air_to_vacuum(np.array(b)) for b in bands[:3]], bands[3]) for bands in LICK.values()]
     out = np.full((len(flux), len(LICK)), np.nan)
     for i, (f, zz, good) in enumerate(zip(flux, z, usable)):
         rest = wavelength / (1.0 + zz)
-        for j, (index, blue, red, magnitudes) in enumerate(LICK.values()):
-            bands = [air_to_vacuum(np.array(b)) for b in (index, blue, red)]
+        for j, (bands, magnitudes) in enumerate(vacuum):
             inside = [(rest >= lo) & (rest < hi) & good for lo, hi in bands]
             if min(k.sum() for k in inside) < 3:
                 continue
@@ -150,10 +150,8 @@ def main() -> None:
         print(f"no real galaxies in {SHARED / 'sdss' / 'galaxy'}")
         return
     spectra, batch = prepared(files)
-    numbers = continuum_numbers(batch.flux + batch.pedestal[:, None],
-                                np.array([s.meta.get("lamost_z") for s in spectra], float), usable=batch.ivar > 0)
-    indices = lick_indices(batch.flux + batch.pedestal[:, None], np.array([s.meta.get("lamost_z") for s in spectra], float),
-                           batch.ivar > 0)
+    flux, z, usable = batch.flux + batch.pedestal[:, None], np.array([s.meta.get("lamost_z") for s in spectra], float), batch.ivar > 0
+    numbers, indices = continuum_numbers(flux, z, usable=usable), lick_indices(flux, z, usable)
     for s, (d4000, colour, g_r), lick in zip(spectra, numbers, indices):
         print(f"real SDSS {str(s.meta.get('lamost_subclass') or '-'):12s} z {s.meta.get('lamost_z'):.3f}  "
               f"D4000n {d4000:.2f}  C {colour:.2f}  g-r {g_r:.2f}  "
