@@ -101,7 +101,7 @@ def test_mock_spectra_are_measured_with_the_normalisation_pedestal(monkeypatch):
 def test_the_physical_familys_passive_galaxies_have_published_ellipticals_lick_indices():
     """mocks/physical/galaxies.py sets its old population's MgH band and Fe and G-band blends so that
     passive galaxies have nearby ellipticals' Mg2 (0.20-0.33), Fe4383 (~4.5-6) and G4300 (~5-6): fails if
-    the Mg2 trough goes again (0.08 without it)."""
+    the Mg2 trough goes again (0.06 without it, noiseless)."""
     from lamost_classify.mocks.physical import galaxies
     from lamost_classify.mocks.physical.common import WORK_WAVE
 
