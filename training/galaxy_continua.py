@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from validate_redshift import SHARED, prepared  # noqa: E402
+from validate_redshift import SHARED, prepared, prepared_mocks  # noqa: E402
 
 from lamost_classify.contract import WAVELENGTH  # noqa: E402
 
@@ -108,19 +108,8 @@ def percentiles(values: np.ndarray) -> str:
 def family_spectra(family: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """(flux with its pedestal, usable pixels, truth) of ``n`` of ``family``'s mocks, half stars and half
     galaxies, S/N log-uniform 10-100, as the pipeline prepares them."""
-    from lamost_classify.mocks.families import generate
-    from lamost_classify.mocks.instrument import WAVELENGTH as NATIVE
-    from lamost_classify.pipeline.grid import prepare_arrays
-
-    flux, usable, truth = [], [], {"class": [], "subclass": [], "z": []}
-    for chunk in generate(family, n, seed, class_mix=(0.5, 0.5, 0.0), snr_distribution="loguniform",
-                          snr_range=(10.0, 100.0)):
-        p = prepare_arrays(NATIVE, chunk.flux, chunk.ivar, chunk.andmask)
-        flux.append(p.flux + p.pedestal[:, None])
-        usable.append(p.ivar > 0)
-        for key in truth:
-            truth[key] += list(chunk.truth[key])
-    return np.concatenate(flux), np.concatenate(usable), {k: np.asarray(v) for k, v in truth.items()}
+    flux, ivar, pedestal, truth = prepared_mocks(family, n, seed, (0.5, 0.5, 0.0), (10.0, 100.0), ("class", "subclass", "z"))
+    return flux + pedestal[:, None], ivar > 0, truth
 
 
 def main() -> None:

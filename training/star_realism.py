@@ -27,6 +27,7 @@ from lamost_classify.pipeline.grid import LOG_WAVELENGTH
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_redshift_templates import SHARED_DATA, lamost_stars, rest_frame_letter_features  # noqa: E402
+from validate_redshift import prepared_mocks  # noqa: E402
 
 #: (name, rest lower, rest upper) in A
 BANDS = (
@@ -74,19 +75,9 @@ def real_stars(shared: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def mock_stars(family: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(truth subclass, band means) of ``n`` of ``family``'s stars at S/N 100-200."""
-    from lamost_classify.mocks.families import generate
-    from lamost_classify.mocks.instrument import WAVELENGTH
-    from lamost_classify.pipeline.grid import prepare_arrays
-
-    labels, means = [], []
-    for chunk in generate(family, n, seed, class_mix=(1.0, 0.0, 0.0), snr_distribution="loguniform",
-                          snr_range=(100.0, 200.0)):
-        prepared = prepare_arrays(WAVELENGTH, chunk.flux, chunk.ivar, chunk.andmask)
-        labels.append(np.asarray(chunk.truth["subclass"]).astype(str))
-        # with the pedestal the normalisation subtracted, as the real stars (``lamost_stars``) and the fit see a star
-        means.append(band_means(prepared.flux + prepared.pedestal[:, None], prepared.ivar,
-                                np.asarray(chunk.truth["z"], np.float64)))
-    return np.concatenate(labels), np.concatenate(means)
+    flux, ivar, pedestal, truth = prepared_mocks(family, n, seed, (1.0, 0.0, 0.0), (100.0, 200.0), ("subclass", "z"))
+    # with the pedestal the normalisation subtracted, as the real stars (``lamost_stars``) and the fit see a star
+    return truth["subclass"].astype(str), band_means(flux + pedestal[:, None], ivar, truth["z"].astype(np.float64))
 
 
 def compare(real: tuple[np.ndarray, np.ndarray], mocks: dict[str, tuple[np.ndarray, np.ndarray]],

@@ -170,8 +170,7 @@ def main() -> None:
                                                  [r["delta_chi2"] for r in held])
     print(f"held-out stars with delta_chi2 >= {SURE_LETTER_DELTA_CHI2:g}: letter agreement "
           f"{report['stars_held_out_sure']['letter_agreement']:.3f}, kept {report['stars_held_out_sure']['kept']:.3f}")
-    report["stars_held_out_made_faint"] = faint_star_letters(fitter, held_out_spectra,
-                                                             [r for r in star_rows if r["held_out"]])
+    report["stars_held_out_made_faint"] = faint_star_letters(fitter, held_out_spectra, held)
     if args.mocks:
         report["mocks"] = mock_scores(classifier, fitter, args.mocks)
     if args.json:
@@ -228,24 +227,36 @@ def faint_star_letters(fitter, spectra: list[tuple[np.ndarray, np.ndarray, float
     return scores
 
 
-def mock_scores(classifier, fitter, n: int) -> dict:
-    from lamost_classify.mocks.families import FAMILIES, generate
+def prepared_mocks(family: str, n: int, seed: int, class_mix: tuple[float, float, float],
+                   snr_range: tuple[float, float], truth_keys: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+    """(flux, ivar, pedestal, truth) of ``n`` of ``family``'s mocks (S/N log-uniform over ``snr_range``)
+    as the pipeline prepares them: the flux as the network reads it, without the pedestal the
+    normalisation subtracted (add it back to measure the spectrum itself, as the star fit does);
+    ``truth`` holds the columns ``truth_keys``."""
+    from lamost_classify.mocks.families import generate
     from lamost_classify.mocks.instrument import WAVELENGTH
-    from lamost_classify.model.redshift_metrics import redshift_accuracy, star_type_confusion
     from lamost_classify.pipeline.grid import prepare_arrays
+
+    flux, ivar, pedestal, truth = [], [], [], {key: [] for key in truth_keys}
+    for chunk in generate(family, n, seed, class_mix=class_mix, snr_distribution="loguniform", snr_range=snr_range):
+        prepared = prepare_arrays(WAVELENGTH, chunk.flux, chunk.ivar, chunk.andmask)
+        flux.append(prepared.flux)
+        ivar.append(prepared.ivar)
+        pedestal.append(prepared.pedestal)
+        for key in truth:
+            truth[key] += list(chunk.truth[key])
+    return (np.concatenate(flux), np.concatenate(ivar), np.concatenate(pedestal),
+            {key: np.asarray(value) for key, value in truth.items()})
+
+
+def mock_scores(classifier, fitter, n: int) -> dict:
+    from lamost_classify.mocks.families import FAMILIES
+    from lamost_classify.model.redshift_metrics import redshift_accuracy, star_type_confusion
 
     out = {}
     for family in FAMILIES:
-        flux, ivar, pedestal, truth = [], [], [], {"class": [], "z": [], "subclass": [], "snr_g": []}
-        for chunk in generate(family, n, 41, class_mix=(1 / 3, 1 / 3, 1 / 3), snr_distribution="loguniform",
-                              snr_range=(2.0, 100.0)):
-            prepared = prepare_arrays(WAVELENGTH, chunk.flux, chunk.ivar, chunk.andmask)
-            flux.append(prepared.flux)
-            ivar.append(prepared.ivar)
-            pedestal.append(prepared.pedestal)
-            for key in truth:
-                truth[key] += list(chunk.truth[key])
-        flux, ivar, pedestal = np.concatenate(flux), np.concatenate(ivar), np.concatenate(pedestal)
+        flux, ivar, pedestal, truth = prepared_mocks(family, n, 41, (1 / 3, 1 / 3, 1 / 3), (2.0, 100.0),
+                                                     ("class", "z", "subclass", "snr_g"))
         true_class = np.array([CLASS_NAMES.index(c) for c in truth["class"]])
         z_true, snr = np.array(truth["z"], np.float64), np.array(truth["snr_g"], np.float64)
         t0 = time.perf_counter()
