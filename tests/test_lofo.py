@@ -182,6 +182,34 @@ def test_several_seeds_train_one_model_each_and_are_scored_as_their_mean_logits(
         assert scored[name]["recall"] == pytest.approx(float((called[labels == c] == c).mean()))
 
 
+def test_a_folds_model_is_written_as_weights_that_read_as_the_fold_scored_them(data, tmp_path):
+    """fold-<F>-model.safetensors: the members as one network, with the fold's temperature and prior on its
+    card, so that validate_real.py and the pipeline take the fold's model as the fold scored it."""
+    from lamost_classify.model.calibration import adjust_to_prior
+    from lamost_classify.model.inference import card_target_prior
+    from lamost_classify.model.runtime import batched_logits
+    from lamost_classify.model.weights import load_weights
+
+    lofo = _script()
+    result = lofo.main(["--data", str(data), "--out", str(tmp_path / "out"), "--leave-out", "a", "--epochs", "1",
+                        "--milestones", "", "--threads", "1", "--batch-size", "16", "--seed", "1", "2"])
+    fold = result["folds"]["a"]
+    assert fold["weights"] == "fold-a-model.safetensors"
+    model, card = load_weights(tmp_path / "out" / fold["weights"])
+    assert card["members"] == 2 and card["temperature"] == pytest.approx(fold["temperature"])
+    assert card["training"]["left_out"] == "a" and card["training"]["trained_on"] == ["b", "c"]
+    assert list(card_target_prior(card)) == pytest.approx(fold["prior"])
+    flux = np.load(data / "a" / "lofo_test_flux.npy")
+    labels = pq.read_table(data / "a" / "lofo_test_truth.parquet").column("label").to_numpy()
+    probs = lofo.probabilities(model.eval(), flux, card["temperature"])
+    called = adjust_to_prior(probs, list(card_target_prior(card))).argmax(1)
+    scored = fold["unseen"]["lofo_test"]["survey_prior"]["scores"]
+    for c, name in enumerate(("STAR", "GALAXY", "QSO")):
+        assert scored[name]["recall"] == pytest.approx(float((called[labels == c] == c).mean()))
+    assert np.allclose(batched_logits(model, flux), batched_logits(lofo.fold_model(tmp_path / "out", "a", [1, 2]), flux),
+                       atol=1e-5)
+
+
 def test_logit_mean_is_the_mean_of_its_members_logits():
     import torch
 

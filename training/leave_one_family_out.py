@@ -17,8 +17,10 @@ galaxy in six from an independent generator (docs/facts.md). So, for each family
 F's files are never opened before step 3 (``SetLoader.opened`` records every file, by fold and role).
 ``--seed A B ...`` trains one model per seed in step 1 and gives steps 2-3 their mean logits (an ensemble,
 model/ensemble.py). ``--model PATH`` skips 1-2 and scores an existing model (its card's temperature and prior)
-on every family's test sets. Writes lofo.json and lofo.md in --out; each fold trains in <out>/fold-<F> (each
-member of an ensemble in <out>/fold-<F>-seed<S>) and resumes from its checkpoint when rerun.
+on every family's test sets. Writes lofo.json and lofo.md in --out, and each fold's model as
+fold-<F>-model.safetensors, its temperature and prior on its card (validate_real.py --model takes it); each
+fold trains in <out>/fold-<F> (each member of an ensemble in <out>/fold-<F>-seed<S>) and resumes from its
+checkpoint when rerun.
 
     python training/leave_one_family_out.py --data work/families --out work/lofo --epochs 8 --threads 2
     python training/leave_one_family_out.py --data work/families --out work/lofo-shipped --model default
@@ -209,6 +211,18 @@ def fold_model(out_dir: Path, left_out: str, seeds: list[int] | None = None):
     return members[0] if len(members) == 1 else LogitMean(members).eval()
 
 
+def save_fold_weights(model, out_dir: Path, fold: dict) -> Path:
+    """The fold's model (one network, or the members as one) as <out>/fold-<F>-model.safetensors with a card
+    carrying its temperature and its prior as ``default_target_prior``, so that every tool that takes a
+    model (``validate_real.py --model``, ``lamost-classify run --model``) reads it as the fold scored it."""
+    from lamost_classify.model.weights import save_weights
+
+    return save_weights(model, out_dir / f"fold-{fold['left_out']}-model.safetensors",
+                        name=f"lofo-fold-{fold['left_out']}", temperature=fold["temperature"],
+                        training={k: fold[k] for k in ("left_out", "trained_on", "train_n", "seeds", "best_epochs")},
+                        metrics={"default_target_prior": fold["prior"], "chosen_prior_strength": fold["prior_strength"]})
+
+
 def run_fold(loader: SetLoader, left_out: str, families: list[str], configs: list, out_dir: Path,
              train_sets: tuple[str, ...] = (TRAIN,), real_stars: Path | None = None) -> dict:
     """Train without ``left_out``, calibrate without it, then test on it (and on the families trained on).
@@ -248,6 +262,7 @@ def run_fold(loader: SetLoader, left_out: str, families: list[str], configs: lis
             "seeds": [c.seed for c in configs], "best_epochs": [r.best_epoch for r in results],
             "train_seconds": time.time() - started, "temperature": temperature, "prior_strength": strength,
             "val_mean_f1_at_mix_by_strength": tried, "prior": prior}
+    fold["weights"] = save_fold_weights(model, out_dir, fold).name
     fold["unseen"] = score_families(loader, model, temperature, prior, [left_out], "test")[left_out]
     fold["seen"] = score_families(loader, model, temperature, prior, others, "test seen")
     fold["real_stars"] = real_star_recall(model, temperature, prior, held_out_only=real_stars is not None)
