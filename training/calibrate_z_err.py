@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 
-from lamost_classify import CLASS_NAMES
-from lamost_classify.model.redshift_metrics import nmad
-from lamost_classify.model.subclass import C_KMS
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lamost_classify import CLASS_NAMES  # noqa: E402
+from lamost_classify.model.redshift_metrics import nmad  # noqa: E402
+from lamost_classify.model.subclass import C_KMS  # noqa: E402
 
 
 def floor_for_unit_pulls(dz: np.ndarray, formal: np.ndarray) -> float:
@@ -53,24 +57,20 @@ def pull_scores(dz: np.ndarray, formal: np.ndarray, floor: float) -> dict:
 def fit_mocks(n: int, seed: int) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     """Per family and class: (dz / (1 + z), formal error / (1 + z), true z) of the mocks fitted within
     tolerance."""
-    from lamost_classify.mocks.families import FAMILIES, generate
-    from lamost_classify.mocks.instrument import WAVELENGTH
+    from validate_redshift import prepared_mocks
+
+    from lamost_classify.mocks.families import FAMILIES
     from lamost_classify.model.redshift import RedshiftFitter, z_err_floor_kms
     from lamost_classify.model.redshift_metrics import TOLERANCE
-    from lamost_classify.pipeline.grid import prepare_arrays
 
     fitter = RedshiftFitter()
     out: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     for family in FAMILIES:
-        cls, z_true, z, z_err = [], [], [], []
-        for chunk in generate(family, n, seed, class_mix=(1 / 3, 1 / 3, 1 / 3), snr_distribution="loguniform",
-                              snr_range=(5.0, 100.0)):
-            prepared = prepare_arrays(WAVELENGTH, chunk.flux, chunk.ivar, chunk.andmask)
-            labels = np.array([CLASS_NAMES.index(c) for c in chunk.truth["class"]])
-            fit = fitter.fit(prepared.flux, prepared.ivar, labels, pedestal=prepared.pedestal)
-            cls.append(labels), z_true.append(np.asarray(chunk.truth["z"], np.float64))
-            z.append(fit.z), z_err.append(fit.z_err)
-        cls, z_true, z, z_err = (np.concatenate(a) for a in (cls, z_true, z, z_err))
+        flux, ivar, pedestal, truth = prepared_mocks(family, n, seed, (1 / 3, 1 / 3, 1 / 3), (5.0, 100.0), ("class", "z"))
+        cls = np.array([CLASS_NAMES.index(c) for c in truth["class"]])
+        z_true = np.asarray(truth["z"], np.float64)
+        fit = fitter.fit(flux, ivar, cls, pedestal=pedestal)
+        z, z_err = fit.z, fit.z_err
         out[family] = {}
         for label, name in enumerate(CLASS_NAMES):
             dz = (z - z_true) / (1.0 + z_true)

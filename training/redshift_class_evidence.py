@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from validate_redshift import SHARED, STAR_DIRS, prepared, sdss_truth  # noqa: E402
+from validate_redshift import SHARED, STAR_DIRS, prepared, prepared_mocks, sdss_truth  # noqa: E402
 
 from lamost_classify import CLASS_NAMES  # noqa: E402
 
@@ -87,20 +87,11 @@ def mocks(family: str, n: int, survey_mix: bool = False) -> tuple[np.ndarray, np
     """``n`` mocks of ``family``: balanced at S/N log-uniform 2-100 (seed 51), or at the survey's class mix
     and the real files' S/N (seed 61)."""
     from lamost_classify import SURVEY_PRIOR
-    from lamost_classify.mocks.families import generate
-    from lamost_classify.mocks.instrument import WAVELENGTH
-    from lamost_classify.pipeline.grid import prepare_arrays
 
-    flux, ivar, pedestal, labels = [], [], [], []
-    draw = (dict(seed=61, class_mix=tuple(SURVEY_PRIOR), snr_distribution="real", snr_range=(2.0, 300.0)) if survey_mix
-            else dict(seed=51, class_mix=(1 / 3, 1 / 3, 1 / 3), snr_distribution="loguniform", snr_range=(2.0, 100.0)))
-    for chunk in generate(family, n, **draw):
-        p = prepare_arrays(WAVELENGTH, chunk.flux, chunk.ivar, chunk.andmask)
-        flux.append(p.flux)
-        ivar.append(p.ivar)
-        pedestal.append(p.pedestal)
-        labels += [CLASS_NAMES.index(c) for c in chunk.truth["class"]]
-    return np.concatenate(flux), np.concatenate(ivar), np.concatenate(pedestal), np.array(labels)
+    flux, ivar, pedestal, truth = (
+        prepared_mocks(family, n, 61, tuple(SURVEY_PRIOR), (2.0, 300.0), ("class",), snr_distribution="real")
+        if survey_mix else prepared_mocks(family, n, 51, (1 / 3, 1 / 3, 1 / 3), (2.0, 100.0), ("class",)))
+    return flux, ivar, pedestal, np.array([CLASS_NAMES.index(c) for c in truth["class"]])
 
 
 def fold_probabilities(lofo: Path, family: str, flux: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

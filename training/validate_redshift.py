@@ -228,17 +228,19 @@ def faint_star_letters(fitter, spectra: list[tuple[np.ndarray, np.ndarray, float
 
 
 def prepared_mocks(family: str, n: int, seed: int, class_mix: tuple[float, float, float],
-                   snr_range: tuple[float, float], truth_keys: tuple[str, ...]) -> tuple[np.ndarray, ...]:
-    """(flux, ivar, pedestal, truth) of ``n`` of ``family``'s mocks (S/N log-uniform over ``snr_range``)
-    as the pipeline prepares them: the flux as the network reads it, without the pedestal the
-    normalisation subtracted (add it back to measure the spectrum itself, as the star fit does);
-    ``truth`` holds the columns ``truth_keys``."""
+                   snr_range: tuple[float, float], truth_keys: tuple[str, ...],
+                   snr_distribution: str = "loguniform") -> tuple[np.ndarray, ...]:
+    """(flux, ivar, pedestal, truth) of ``n`` of ``family``'s mocks (S/N drawn by ``snr_distribution``,
+    log-uniform or the real files', within ``snr_range``) as the pipeline prepares them: the flux as the
+    network reads it, without the pedestal the normalisation subtracted (add it back to measure the
+    spectrum itself, as the star fit does); ``truth`` holds the columns ``truth_keys``."""
     from lamost_classify.mocks.families import generate
     from lamost_classify.mocks.instrument import WAVELENGTH
     from lamost_classify.pipeline.grid import prepare_arrays
 
     flux, ivar, pedestal, truth = [], [], [], {key: [] for key in truth_keys}
-    for chunk in generate(family, n, seed, class_mix=class_mix, snr_distribution="loguniform", snr_range=snr_range):
+    for chunk in generate(family, n, seed, class_mix=class_mix, snr_distribution=snr_distribution,
+                          snr_range=snr_range):
         prepared = prepare_arrays(WAVELENGTH, chunk.flux, chunk.ivar, chunk.andmask)
         flux.append(prepared.flux)
         ivar.append(prepared.ivar)
