@@ -246,9 +246,9 @@ def slurm_cluster(
                 log(f"SLURM: submitted {gpu_jobs} {GPU_SECTION} job(s) ({gpu_name})")
             client = Client(cluster)
             want_cpu = (adapt[0] if adapt is not None else cpu_jobs) > 0
-            _wait_for_workers(client, cluster, watcher, cpu_name, want_cpu, gpu_jobs > 0, wait_timeout, t_submit,
-                              config, log)
-            watcher.start()
+            connected = _wait_for_workers(client, cluster, watcher, cpu_name, want_cpu, gpu_jobs > 0, wait_timeout,
+                                          t_submit, config, log)
+            watcher.start(connected)
             yield client
         finally:
             if watcher is not None:
@@ -307,8 +307,12 @@ class _Watcher:
         return SLURMJob(scheduler=self.cluster.scheduler_address, name=f"{self.gpu_name}-<n>",
                         config_name=GPU_SECTION, job_name=self.gpu_name).job_script()
 
-    def start(self) -> None:
-        self.cluster.sync(self.check)  # note who is connected now, so a job lost right away is replaced too
+    def start(self, connected: set[str]) -> None:
+        """Watch from now on. ``connected``: the worker names the scheduler itself has (the cluster's own
+        copy of its worker list arrives by a stream and can lag it), so that a job lost right away is
+        replaced too."""
+        self.seen |= connected
+        self.cluster.sync(self.check)
         self._thread = threading.Thread(target=self._loop, name="slurm-watcher", daemon=True)
         self._thread.start()
 
@@ -359,9 +363,10 @@ class _Watcher:
 
 
 def _wait_for_workers(client, cluster, watcher: _Watcher, cpu_name: str, want_cpu: bool, want_gpu: bool,
-                      timeout: float, t_submit: float, config: JobqueueConfig, log: Callable[[str], Any]) -> None:
-    """Until one reader (if asked) and one GPU worker (if asked) have connected, or ``timeout``. A job
-    that ends before its worker connects (bad python path, missing module) is reported at once."""
+                      timeout: float, t_submit: float, config: JobqueueConfig, log: Callable[[str], Any]) -> set[str]:
+    """Until one reader (if asked) and one GPU worker (if asked) have connected, or ``timeout``; the
+    connected workers' names. A job that ends before its worker connects (bad python path, missing
+    module) is reported at once."""
     deadline = time.monotonic() + timeout
     gone_checked = 0.0
     while True:
@@ -371,7 +376,7 @@ def _wait_for_workers(client, cluster, watcher: _Watcher, cpu_name: str, want_cp
         if (n_cpu or not want_cpu) and (n_gpu or not want_gpu):
             log(f"SLURM: {n_cpu} reader and {n_gpu} GPU worker(s) connected {time.monotonic() - t_submit:.1f} s "
                 "after submit")
-            return
+            return {str(w.get("name")) for w in workers}
         now = time.monotonic()
         if now > deadline:
             problem = f"no worker connected within {timeout:.0f} s" if not (n_cpu or n_gpu) else (

@@ -30,6 +30,7 @@ if importlib.util.find_spec("dask_jobqueue") is None and not IN_CI:
 
 from lamost_classify.pipeline.slurm import (
     SlurmClusterError,
+    _Watcher,
     check_section,
     job_scripts,
     load_jobqueue_config,
@@ -199,6 +200,32 @@ def test_slurm_script_command_prints_both_scripts():
     assert result.output.count("#!/usr/bin/env bash") == 2
     only_gpu = CliRunner().invoke(main, ["slurm-script", "--section", "lamost-gpu"])
     assert "--gres=gpu:1" in only_gpu.output and "# --- lamost-cpu ---" not in only_gpu.output
+
+
+def test_a_reader_lost_before_the_clusters_own_worker_list_caught_up_is_replaced():
+    """The cluster learns of workers through a stream that can lag the scheduler: a reader that the wait
+    saw connect, lost before that stream brought it, must still count as seen and be resubmitted."""
+    import asyncio
+
+    class LaggingCluster:  # a SLURMCluster's state as the watcher reads it, with no SLURM behind it
+        def __init__(self):
+            self.scheduler_info = {"workers": {}}  # its copy has not heard of the reader yet
+            self.worker_spec = {"lamost-cpu-x-0": {}}  # the slot it keeps for the reader's job
+            self.workers: dict = {}  # the job already dropped as lost
+            self.scaled: list[int] = []
+
+        def sync(self, fn):
+            return asyncio.run(fn())
+
+        def scale(self, n):
+            self.scaled.append(n)
+
+    cluster, log = LaggingCluster(), []
+    watcher = _Watcher(cluster, "lamost-gpu-x", 0, log.append)
+    watcher.start({"lamost-cpu-x-0"})
+    watcher.stop()
+    assert cluster.scaled == [1], log
+    assert any("reader worker(s) lamost-cpu-x-0 gone" in line for line in log), log
 
 
 def test_deploy_scripts_are_valid_bash():
