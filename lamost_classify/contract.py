@@ -95,8 +95,8 @@ class Flag(enum.IntFlag):
     INFERENCE_FAILED = 1 << 17  # the model raised on this spectrum's batch (error text in the catalog)
     PRIOR_DOMINATED = 1 << 18  # the class under the balanced prior (the spectrum alone) is not the published one
     # redshift warnings, as redrock's ZWARN (model/redshift.py)
-    Z_SMALL_DELTA_CHI2 = 1 << 19  # galaxy/QSO: another redshift fits almost as well (delta_chi2 < SMALL_DELTA_CHI2)
-    Z_FIT_LIMIT = 1 << 20  # the best redshift is at the edge of the range fitted for the class
+    Z_SMALL_DELTA_CHI2 = 1 << 19  # galaxy/QSO: another redshift fits almost as well, or better (delta_chi2 < SMALL_DELTA_CHI2)
+    Z_FIT_LIMIT = 1 << 20  # the best redshift is at the edge of the range fitted (the class's, or the proposal's window)
     Z_FEW_PIXELS = 1 << 21  # fewer than MIN_GOOD_PIXELS valid grid pixels in the redshift fit
 
 
@@ -119,4 +119,6 @@ SPIKE_PIXELS = 20
 ARM_MIN_VALID = 0.5
 LOW_CONFIDENCE = 0.6
 SMALL_DELTA_CHI2 = 9.0  # redrock's: below it a second redshift is about as likely as the best
+# The galaxy and QSO fit searches within this many sigmas of the network's redshift proposal (model/redshift.py)
+PRIOR_WINDOW_SIGMA = 4.0
 MIN_GOOD_PIXELS = 500  # a fifth of the grid

@@ -29,10 +29,12 @@ The redshift is the lowest chi2 of that curve, plus a Gaussian prior in log(1 + 
 redshift head gives a proposal (``proposal``; its sigma is floored at ``PRIOR_SIGMA_FLOOR`` so that an
 overconfident head cannot overrule a clear fit), scaled by the best fit's reduced chi2 where that is
 above 1 (``_misfit``: in a bright spectrum that no template describes well, template mismatch must not
-outvote it). A parabola through the minimum and its two neighbours gives the sub-pixel redshift, and its
-curvature the 1-sigma error (delta chi2 = 1). ``delta_chi2`` is the chi2 of the second-best solution
-minus the best: for galaxies and QSOs the lowest other local minimum more than ``EXCLUDE_KMS`` away
-(an ambiguous redshift when small, as redrock's ZWARN), for stars the best template of another MK letter
+outvote it), and the search kept within ``PRIOR_WINDOW_SIGMA`` of its sigmas of the proposal (a best at
+the window's edge is flagged as one at the range's edge). A parabola through the minimum and its two
+neighbours gives the sub-pixel redshift, and its curvature the 1-sigma error (delta chi2 = 1).
+``delta_chi2`` is the chi2 of the second-best solution minus the best: for galaxies and QSOs the lowest
+other local minimum more than ``EXCLUDE_KMS`` away (an ambiguous redshift when small, as redrock's ZWARN;
+< 0 where one outside the proposal's window fits better), for stars the best template of another MK letter
 (an ambiguous type; < 0 where the classifier's letter is not the one the templates alone fit best).
 """
 
@@ -46,7 +48,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lamost_classify.contract import ARM_JOIN, CLASS_NAMES, LOG_WAVELENGTH, MIN_GOOD_PIXELS, N_PIXELS, SMALL_DELTA_CHI2, Flag
+from lamost_classify.contract import (ARM_JOIN, CLASS_NAMES, LOG_WAVELENGTH, MIN_GOOD_PIXELS, N_PIXELS,
+                                      PRIOR_WINDOW_SIGMA, SMALL_DELTA_CHI2, Flag)
 
 from .star_letter import MK_ORDER, LetterClassifier, star_letter_features
 from .subclass import C_KMS, KMS_PER_PIXEL, STEP, galaxy_subclass, qso_subclass
@@ -86,6 +89,10 @@ OUTLIER_SIGMA = 10.0  # residuals beyond this many sigma count as this many in e
 # cosmic rays or spikes, not a template that differs from a bright star over hundreds of pixels.
 SPIKE_PIXELS = 20
 PRIOR_SIGMA_FLOOR = 0.01  # in log(1 + z): the head's proposal narrows the search, never to below this
+# Nor is the search wider than PRIOR_WINDOW_SIGMA of its sigmas (contract): a bright QSO's template fit can
+# prefer an alias far from a right proposal (a BAL trough read as the Lyman-alpha forest, Lyman alpha on
+# H alpha) by more than the prior outweighs; a row whose window holds no allowed solution is searched over
+# the whole range
 # An ivar above this (normalised flux units: S/N 10^6 in a pixel of unit flux) is a file's nonsense, e.g. one
 # saturated at float32's largest by pipeline/grid.py; weighed, that one pixel decides the fit. Such a
 # pixel is left out (``usable_pixels``), as one with ivar <= 0 is.
@@ -299,6 +306,15 @@ def _misfit(allowed: torch.Tensor, dof: torch.Tensor) -> torch.Tensor:
     to keep its weight against them (as if the errors were inflated to the misfit)."""
     best = allowed.min(1).values
     return torch.where(torch.isfinite(best), best / dof, torch.ones_like(best)).clamp_min(1.0)
+
+
+def _best_shift(allowed: torch.Tensor, penalty: torch.Tensor, window: torch.Tensor,
+                dof: torch.Tensor) -> torch.Tensor:
+    """(B,) the shift of least chi2 plus the proposal's prior, within the proposal's window where any
+    solution there is allowed, else over the whole range."""
+    score = allowed + penalty * _misfit(allowed, dof)[:, None]
+    inside = torch.where(window, score, torch.full_like(score, float("inf")))
+    return torch.where(torch.isfinite(inside).any(1), inside.argmin(1), score.argmin(1))
 
 
 def _curve_minimum(chi2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -702,21 +718,24 @@ class RedshiftFitter:
             sig = torch.nan_to_num(sig, nan=np.inf).clamp_min(PRIOR_SIGMA_FLOOR).to(self.device)
             gauss = ((torch.log1p(z_grid)[None, :] - mu[:, None]) / sig[:, None]) ** 2
             penalty = torch.where(torch.isfinite(mu)[:, None], gauss, penalty)
+        window = penalty <= PRIOR_WINDOW_SIGMA**2
         chi2, coeffs, allowed = self._scan(name, f, w)
         dof = torch.from_numpy(np.maximum((ivar > 0).sum(1) - k - len(self.poly), 1)).to(self.device)
         # One reweighting pass (a robust fit): a pixel the best fit misses by more than OUTLIER_SIGMA
         # (a cosmic ray, an unmasked spike, a sky residual) is down-weighted to count as OUTLIER_SIGMA, and
         # the scan is redone; otherwise one such pixel outweighs every line of the right redshift.
-        first = (allowed + penalty * _misfit(allowed, dof)[:, None]).argmin(1)
+        first = _best_shift(allowed, penalty, window, dof)
         squared = (f - self._model_at(name, coeffs, first)) ** 2 * w
         again = (squared > OUTLIER_SIGMA**2).any(1)  # rows without such a pixel keep their first scan
         if bool(again.any()):
             w = w * _outlier_weight(squared)
             chi2[again], coeffs[again], allowed[again] = self._scan(name, f[again], w[again])
-        u_best = (allowed + penalty * _misfit(allowed, dof)[:, None]).argmin(1)
+        u_best = _best_shift(allowed, penalty, window, dof)
         ar = torch.arange(nb, device=self.device)
         edge = (u_best == 0) | (u_best == n_u - 1)
         mid = u_best.clamp(1, n_u - 2)
+        # at the window's edge the data want a redshift outside it: as at the range's edge, Z_FIT_LIMIT
+        edge |= window[ar, u_best] & (~window[ar, mid - 1] | ~window[ar, mid + 1])
         offset, sigma = _parabola(chi2[ar, mid - 1], chi2[ar, mid], chi2[ar, mid + 1])
         offset = torch.where(edge, torch.zeros_like(offset), offset + (mid - u_best))
         u_hat = (u_best + offset).cpu().numpy()

@@ -7,8 +7,8 @@ so that the model's redshift warnings and the pipeline's quality checks set the 
 from __future__ import annotations
 
 from lamost_classify.contract import (ARM_MIN_VALID, LOW_CONFIDENCE, LOW_SNR, MAX_MASKED_FRACTION, MIN_COVERAGE,
-                                      MIN_GOOD_PIXELS, NEGATIVE_SIGMA, SMALL_DELTA_CHI2, SPIKE_FACTOR, SPIKE_PIXELS,
-                                      UNUSABLE, Flag)
+                                      MIN_GOOD_PIXELS, NEGATIVE_SIGMA, PRIOR_WINDOW_SIGMA, SMALL_DELTA_CHI2,
+                                      SPIKE_FACTOR, SPIKE_PIXELS, UNUSABLE, Flag)
 
 __all__ = ["Flag", "UNUSABLE", "MIN_COVERAGE", "MAX_MASKED_FRACTION", "LOW_SNR", "LOW_CONFIDENCE", "SMALL_DELTA_CHI2",
            "MIN_GOOD_PIXELS", "FLAG_DOCS", "UNUSABLE_FLUX_ERRORS", "flag_names", "describe"]
@@ -41,8 +41,10 @@ FLAG_DOCS: dict[Flag, str] = {
     Flag.LOW_CONFIDENCE: f"top class probability below {LOW_CONFIDENCE:g}",
     Flag.INFERENCE_FAILED: "the model failed on this spectrum's batch",
     Flag.PRIOR_DOMINATED: "the class prior decided: under the balanced prior (prob_*_balanced) another class wins",
-    Flag.Z_SMALL_DELTA_CHI2: f"galaxy/QSO: a second redshift fits within delta chi2 {SMALL_DELTA_CHI2:g} of the best",
-    Flag.Z_FIT_LIMIT: "z at the edge of the fitted range (stars +-420 km/s, galaxies -0.005..1.2, QSOs 0..6)",
+    Flag.Z_SMALL_DELTA_CHI2: (f"galaxy/QSO: a second redshift fits within delta chi2 {SMALL_DELTA_CHI2:g} of the best, "
+                              "or better (outside the window around the network's proposal)"),
+    Flag.Z_FIT_LIMIT: ("z at the edge of the fitted range (stars +-420 km/s, galaxies -0.005..1.2, QSOs 0..6, or "
+                       f"{PRIOR_WINDOW_SIGMA:g} sigma from the network's proposal)"),
     Flag.Z_FEW_PIXELS: f"fewer than {MIN_GOOD_PIXELS} valid grid pixels for the redshift fit",
 }
 

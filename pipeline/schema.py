@@ -37,7 +37,8 @@ COLUMNS: list[tuple[str, pa.DataType, str, str]] = [
     ("z_err", pa.float32(), "", "1-sigma error of z: the chi2 curvature's (scaled by sqrt(reduced chi2) when above 1) "
      "and the class's floor in quadrature (stars 9 km/s, galaxies 17, QSOs 20-322 by z)"),
     ("delta_chi2", pa.float32(), "", "chi2 of the second-best solution minus the best: galaxy/QSO another redshift "
-     "(> 1000/3000 km/s away), star the best template of another MK letter"),
+     "(> 1000/3000 km/s away; < 0 where one outside the window around the network's proposal fits better), "
+     "star the best template of another MK letter"),
     ("subclass", pa.string(), "", "star: MK type of the best-fitting template (G5, K3, A1; WD, CV, C carbon, L); "
      "galaxy: STARFORMING, AGN or PASSIVE from its emission lines; QSO: BAL (broad absorption blueward of "
      "Si IV or C IV) or BROADLINE"),

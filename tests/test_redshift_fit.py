@@ -11,8 +11,9 @@ import pytest
 import torch
 from conftest import requires_shared
 
+from lamost_classify.contract import Flag
 from lamost_classify.model.redshift import (
-    LETTER_MIN_SNR, STEP, RedshiftFitter, _solve, arm_join_ramp, fft_length, galaxy_subclass, load_templates,
+    LETTER_MIN_SNR, PRIOR_SIGMA_FLOOR, PRIOR_WINDOW_SIGMA, STEP, RedshiftFitter, _solve, arm_join_ramp, fft_length, galaxy_subclass, load_templates,
     pixel_sums, solve_each, templates_path, upper_pairs, z_err_floor_kms,
 )
 from lamost_classify.model.subclass import C_KMS, masked_median
@@ -250,10 +251,35 @@ def test_a_proposal_decides_where_the_data_cannot_and_cannot_overrule_a_clear_fi
     ivar = np.full((1, N_PIXELS), 1e-2)
     guided = fitter.fit(flux, ivar, np.array([QSO]), proposal=(np.array([2.0]), np.array([0.02])))
     assert abs(guided.z[0] - 2.0) < 0.1
-    # A clear galaxy at z = 0.3 and a wrong proposal: the fit keeps its redshift.
+    # A clear galaxy at z = 0.3 and a proposal off by more than its sigma, within its window: the fit keeps
+    # its redshift, unflagged.
     galaxy, galaxy_ivar, z_true, _ = from_template("GALAXY", 0.3, rng)
-    wrong = fitter.fit(galaxy[None], galaxy_ivar[None], np.array([GALAXY]), proposal=(np.array([0.6]), np.array([0.01])))
-    assert abs(wrong.z[0] - z_true) < 1e-3
+    off = fitter.fit(galaxy[None], galaxy_ivar[None], np.array([GALAXY]), proposal=(np.array([0.33]), np.array([0.02])))
+    assert abs(off.z[0] - z_true) < 1e-3 and off.flags[0] == 0
+
+
+def test_the_search_stays_in_the_proposals_window_and_flags_a_better_fit_outside_it(fitter):
+    # A bright QSO's fit can prefer an alias far from a right proposal; the search is kept within
+    # PRIOR_WINDOW_SIGMA of the proposal's sigmas. Where the truth lies outside the window (a proposal that
+    # is wrong), the answer is the window's, and the better fit outside shows: delta_chi2 < 0, Z_SMALL_DELTA_CHI2,
+    # and Z_FIT_LIMIT where the best is at the window's edge.
+    rng = np.random.default_rng(4)
+    qso, qso_ivar, z_true, _ = from_template("QSO", 2.0, rng)
+    for z0, sigma in ((2.5, 0.05), (1.5, 0.05)):
+        fit = fitter.fit(qso[None], qso_ivar[None], np.array([QSO]), proposal=(np.array([z0]), np.array([sigma])))
+        pull = abs(np.log1p(fit.z[0]) - np.log1p(z0)) / max(sigma / (1 + z0), PRIOR_SIGMA_FLOOR)
+        assert pull <= PRIOR_WINDOW_SIGMA + 0.1 and abs(fit.z[0] - z_true) > 0.1
+        assert fit.delta_chi2[0] < 0 and fit.flags[0] & Flag.Z_SMALL_DELTA_CHI2
+    at_edge = fitter.fit(qso[None], qso_ivar[None], np.array([QSO]), proposal=(np.array([2.5]), np.array([0.05])))
+    assert at_edge.at_edge[0] and at_edge.flags[0] & Flag.Z_FIT_LIMIT
+    # The proposal near the truth: the right redshift, unflagged.
+    near = fitter.fit(qso[None], qso_ivar[None], np.array([QSO]), proposal=(np.array([2.1]), np.array([0.05])))
+    assert abs(near.z[0] - z_true) < 1e-3 and near.flags[0] == 0
+    # A window that holds no allowed solution (every fit there needs a negative mean eigenspectrum): the
+    # whole range is searched, and a clear galaxy keeps its redshift.
+    galaxy, galaxy_ivar, z_galaxy, _ = from_template("GALAXY", 0.3, rng)
+    far = fitter.fit(galaxy[None], galaxy_ivar[None], np.array([GALAXY]), proposal=(np.array([0.6]), np.array([0.01])))
+    assert abs(far.z[0] - z_galaxy) < 1e-3
 
 
 def test_a_proposal_keeps_its_weight_against_a_fit_that_describes_the_spectrum_badly(fitter):
