@@ -89,10 +89,6 @@ OUTLIER_SIGMA = 10.0  # residuals beyond this many sigma count as this many in e
 # cosmic rays or spikes, not a template that differs from a bright star over hundreds of pixels.
 SPIKE_PIXELS = 20
 PRIOR_SIGMA_FLOOR = 0.01  # in log(1 + z): the head's proposal narrows the search, never to below this
-# Nor is the search wider than PRIOR_WINDOW_SIGMA of its sigmas (contract): a bright QSO's template fit can
-# prefer an alias far from a right proposal (a BAL trough read as the Lyman-alpha forest, Lyman alpha on
-# H alpha) by more than the prior outweighs; a row whose window holds no allowed solution is searched over
-# the whole range
 # An ivar above this (normalised flux units: S/N 10^6 in a pixel of unit flux) is a file's nonsense, e.g. one
 # saturated at float32's largest by pipeline/grid.py; weighed, that one pixel decides the fit. Such a
 # pixel is left out (``usable_pixels``), as one with ivar <= 0 is.
@@ -718,6 +714,10 @@ class RedshiftFitter:
             sig = torch.nan_to_num(sig, nan=np.inf).clamp_min(PRIOR_SIGMA_FLOOR).to(self.device)
             gauss = ((torch.log1p(z_grid)[None, :] - mu[:, None]) / sig[:, None]) ** 2
             penalty = torch.where(torch.isfinite(mu)[:, None], gauss, penalty)
+        # Nor is the search wider than PRIOR_WINDOW_SIGMA of the proposal's sigmas: a bright QSO's fit can prefer
+        # an alias far from a right proposal (a BAL trough read as the Lyman-alpha forest, Lyman alpha on H
+        # alpha) by more than the prior outweighs. A row whose window holds no allowed solution is searched
+        # over the whole range (_best_shift).
         window = penalty <= PRIOR_WINDOW_SIGMA**2
         chi2, coeffs, allowed = self._scan(name, f, w)
         dof = torch.from_numpy(np.maximum((ivar > 0).sum(1) - k - len(self.poly), 1)).to(self.device)

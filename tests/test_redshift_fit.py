@@ -13,8 +13,8 @@ from conftest import requires_shared
 
 from lamost_classify.contract import Flag
 from lamost_classify.model.redshift import (
-    LETTER_MIN_SNR, PRIOR_SIGMA_FLOOR, PRIOR_WINDOW_SIGMA, STEP, RedshiftFitter, _solve, arm_join_ramp, fft_length, galaxy_subclass, load_templates,
-    pixel_sums, solve_each, templates_path, upper_pairs, z_err_floor_kms,
+    LETTER_MIN_SNR, PRIOR_SIGMA_FLOOR, PRIOR_WINDOW_SIGMA, STEP, RedshiftFitter, _solve, arm_join_ramp, fft_length,
+    galaxy_subclass, load_templates, pixel_sums, solve_each, templates_path, upper_pairs, z_err_floor_kms,
 )
 from lamost_classify.model.subclass import C_KMS, masked_median
 from lamost_classify.model.redshift_metrics import mk_letter, redshift_accuracy, star_type_confusion
