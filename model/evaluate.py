@@ -2,7 +2,8 @@
 
 Per class: precision, recall and F1 and their mean over classes; the confusion matrix (rows = true
 class, columns = prediction); precision re-weighted to a target class mix; and all of it again per
-S/N bin; recall of galaxies and QSOs per redshift bin when a mock truth table is given. ``evaluate`` returns a plain dict (JSON-able), ``format_report`` prints it next to the
+S/N bin; recall of galaxies and QSOs per redshift bin, and of each class by kind, when a mock truth
+table is given. ``evaluate`` returns a plain dict (JSON-able), ``format_report`` prints it next to the
 paper's numbers, ``save_report`` writes JSON and a PNG. ``format_redshift`` prints the redshift and
 star type part (``redshift_metrics.evaluate_redshift``) that ``lamost-classify evaluate`` adds.
 """
@@ -77,13 +78,16 @@ def hard_cases(truth: Mapping[str, Sequence], y_pred: np.ndarray) -> dict[str, d
     out = {}
     for name, (true_class, select) in HARD_CASES.items():
         inside = select(truth) & (classes == true_class)
-        if not inside.any():
-            continue
-        called = np.bincount(y_pred[inside], minlength=len(CLASS_NAMES))
-        out[name] = {"class": true_class, "n": int(inside.sum()),
-                     "recall": float(called[CLASS_NAMES.index(true_class)] / inside.sum()),
-                     "called": dict(zip(CLASS_NAMES, called.tolist()))}
+        if inside.any():
+            out[name] = {"class": true_class, **_recall_row(y_pred, inside, true_class)}
     return out
+
+
+def _recall_row(y_pred: np.ndarray, inside: np.ndarray, true_class: str) -> dict:
+    """n, recall and what they were called, of the rows ``inside`` (all of ``true_class``)."""
+    called = np.bincount(y_pred[inside], minlength=len(CLASS_NAMES))
+    return {"n": int(inside.sum()), "recall": float(called[CLASS_NAMES.index(true_class)] / inside.sum()),
+            "called": dict(zip(CLASS_NAMES, called.tolist()))}
 
 
 def recall_by_redshift(truth: Mapping[str, Sequence], y_pred: np.ndarray) -> dict[str, dict[str, dict]]:
@@ -95,12 +99,31 @@ def recall_by_redshift(truth: Mapping[str, Sequence], y_pred: np.ndarray) -> dic
     for true_class, bins in Z_BINS.items():
         for label, low, high in bins:
             inside = (classes == true_class) & (z >= low) & (z < high)
-            if not inside.any():
-                continue
-            called = np.bincount(y_pred[inside], minlength=len(CLASS_NAMES))
-            out.setdefault(true_class, {})[label] = {
-                "n": int(inside.sum()), "recall": float(called[CLASS_NAMES.index(true_class)] / inside.sum()),
-                "called": dict(zip(CLASS_NAMES, called.tolist()))}
+            if inside.any():
+                out.setdefault(true_class, {})[label] = _recall_row(y_pred, inside, true_class)
+    return out
+
+
+def spectral_kind(true_class: str, subclass: str) -> str:
+    """What ``recall_by_kind`` groups by: a star's MK letter (its subclass where it has none: WD, CV, C),
+    a galaxy's or QSO's subclass (STARFORMING, PASSIVE, ...; BROADLINE, BAL)."""
+    if true_class == "STAR":
+        letter = re.match(r"^([OBAFGKML])\d", subclass)
+        return letter.group(1) if letter else subclass
+    return subclass
+
+
+def recall_by_kind(truth: Mapping[str, Sequence], y_pred: np.ndarray) -> dict[str, dict[str, dict]]:
+    """{class: {kind: n, recall, what they were called}}, kinds from the truth's class and subclass
+    (``spectral_kind``): which kinds of an unseen family a model misses."""
+    classes = np.asarray(truth["class"])
+    kinds = np.array([spectral_kind(c, str(s)) for c, s in zip(classes, truth["subclass"])])
+    y_pred = np.asarray(y_pred)
+    out: dict[str, dict[str, dict]] = {}
+    for true_class in CLASS_NAMES:
+        of_class = classes == true_class
+        for kind in sorted(set(kinds[of_class].tolist())):
+            out.setdefault(true_class, {})[kind] = _recall_row(y_pred, of_class & (kinds == kind), true_class)
     return out
 
 
@@ -175,8 +198,8 @@ def evaluate(
     truth: Mapping[str, Sequence] | None = None,
 ) -> dict:
     """The full report. ``predicted`` is class indices (B,) or probabilities (B, n_classes); ``truth``, a
-    mock truth table (class, subclass, template, z, snr_g), adds the recall of ``HARD_CASES`` and
-    of galaxies and QSOs by redshift bin (``Z_BINS``)."""
+    mock truth table (class, subclass, template, z, snr_g), adds the recall of ``HARD_CASES``, of
+    galaxies and QSOs by redshift bin (``Z_BINS``) and of every class by kind (``recall_by_kind``)."""
     y_true = np.asarray(y_true, dtype=np.int64)
     predicted = np.asarray(predicted)
     y_pred = predicted.argmax(axis=1) if predicted.ndim == 2 else predicted.astype(np.int64)
@@ -210,6 +233,8 @@ def evaluate(
         report["hard_cases"] = hard_cases(truth, y_pred)
         if "z" in truth and "class" in truth:
             report["by_redshift"] = recall_by_redshift(truth, y_pred)
+        if "subclass" in truth and "class" in truth:
+            report["by_kind"] = recall_by_kind(truth, y_pred)
     return report
 
 
@@ -219,6 +244,12 @@ DISPLAY = {"STAR": "Star", "GALAXY": "Galaxy", "QSO": "Quasar", "mean": "Average
 
 def _fmt(value: float) -> str:
     return "   -  " if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def _recall_text(row: dict, true_class: str, width: int) -> str:
+    """'n  recall  (what the misses were called)' of a ``_recall_row``."""
+    misses = ", ".join(f"{n} {k}" for k, n in row["called"].items() if k != true_class and n)
+    return f"{row['n']:>{width}d}  {_fmt(row['recall'])}" + (f"  ({misses})" if misses else "")
 
 
 def format_report(report: dict, compare_paper: bool = True) -> str:
@@ -254,15 +285,14 @@ def format_report(report: dict, compare_paper: bool = True) -> str:
     if report.get("by_redshift"):
         lines += ["", "Recall by redshift bin (what the misses were called)"]
         for true_class, bins in report["by_redshift"].items():
-            for label, b in bins.items():
-                misses = ", ".join(f"{n} {k}" for k, n in b["called"].items() if k != true_class and n)
-                lines.append(f"{DISPLAY[true_class]:10s}{label:10s}{b['n']:>8d}  {_fmt(b['recall'])}"
-                             + (f"  ({misses})" if misses else ""))
+            lines += [f"{DISPLAY[true_class]:10s}{label:10s}{_recall_text(b, true_class, 8)}" for label, b in bins.items()]
+    if report.get("by_kind"):
+        lines += ["", "Recall by kind: the truth's subclass, stars by MK letter (what the misses were called)"]
+        for true_class, kinds in report["by_kind"].items():
+            lines += [f"{DISPLAY[true_class]:10s}{kind:16s}{_recall_text(b, true_class, 8)}" for kind, b in kinds.items()]
     if report.get("hard_cases"):
         lines += ["", "Known hard cases: recall (what the misses were called)"]
-        for name, case in report["hard_cases"].items():
-            misses = ", ".join(f"{n} {k}" for k, n in case["called"].items() if k != case["class"] and n)
-            lines.append(f"{name:58s}{case['n']:>6d}  {_fmt(case['recall'])}" + (f"  ({misses})" if misses else ""))
+        lines += [f"{name:58s}{_recall_text(case, case['class'], 6)}" for name, case in report["hard_cases"].items()]
     return "\n".join(lines)
 
 

@@ -59,6 +59,7 @@ def test_left_out_family_is_never_loaded_before_it_is_tested(data, tmp_path, mon
     assert list(written["rows"]) == ["a"]
     md = (tmp_path / "out" / "lofo.md").read_text()
     assert "| a |" in md and "By S/N" in md and "By redshift" in md and "0.9987" in md  # paper's Table 1 beside
+    assert "By kind" in md and "by_kind" in unseen["lofo_test_snr"]["survey_prior_snr_ge_5"]
 
 
 def test_more_training_sets_are_the_training_families_only(data, tmp_path):

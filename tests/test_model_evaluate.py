@@ -136,6 +136,25 @@ def test_recall_by_redshift_bins_each_class_by_its_own_bins():
     assert "Recall by redshift bin" in text and "0.2-0.3" in text
 
 
+def test_recall_by_kind_groups_stars_by_letter_and_galaxies_and_qsos_by_subclass():
+    truth = {
+        "class": ["STAR", "STAR", "STAR", "STAR", "GALAXY", "GALAXY", "GALAXY", "QSO", "QSO"],
+        "subclass": ["K3", "K7", "G2", "WD", "PASSIVE", "PASSIVE", "POSTSTARBURST", "BROADLINE", "BAL"],
+        "template": ["t"] * 9,
+        "z": [0.0, 0.0, 0.0, 0.0, 0.05, 0.4, 0.1, 1.5, 2.5],
+        "snr_g": [10.0] * 9,
+    }
+    y_true = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2])
+    y_pred = np.array([0, 1, 0, 0, 1, 0, 0, 2, 1])  # a K7 star called GALAXY, two galaxies STAR, the BAL GALAXY
+    kinds = evaluate(y_true, y_pred, truth=truth)["by_kind"]
+    assert list(kinds["STAR"]) == ["G", "K", "WD"]
+    assert kinds["STAR"]["K"] == {"n": 2, "recall": 0.5, "called": {"STAR": 1, "GALAXY": 1, "QSO": 0}}
+    assert kinds["GALAXY"]["PASSIVE"]["recall"] == 0.5 and kinds["GALAXY"]["POSTSTARBURST"]["called"]["STAR"] == 1
+    assert kinds["QSO"]["BAL"]["called"]["GALAXY"] == 1 and kinds["QSO"]["BROADLINE"]["recall"] == 1.0
+    text = format_report(evaluate(y_true, y_pred, truth=truth))
+    assert "Recall by kind" in text and "POSTSTARBURST" in text and "(1 STAR)" in text
+
+
 def test_f1_at_the_survey_mix_uses_reweighted_precision():
     cm = np.array([[960, 40, 0], [30, 970, 0], [0, 0, 1000]])
     report = evaluate(np.repeat([0, 1, 2], 1000), np.concatenate([np.repeat([0, 1], [960, 40]),

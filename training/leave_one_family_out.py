@@ -134,7 +134,8 @@ def score_set(probs: np.ndarray, truth: dict, prior: list[float]) -> dict:
     return {
         "balanced": evaluate(labels, probs, snr, SURVEY_PRIOR, truth=truth),
         "survey_prior": evaluate(labels, at_mix, snr, SURVEY_PRIOR, truth=truth),
-        "survey_prior_snr_ge_5": evaluate(labels[bright], at_mix[bright], snr[bright], SURVEY_PRIOR),
+        "survey_prior_snr_ge_5": evaluate(labels[bright], at_mix[bright], snr[bright], SURVEY_PRIOR,
+                                          truth={k: np.asarray(v)[bright] for k, v in truth.items()}),
     }
 
 
@@ -319,6 +320,13 @@ def markdown(result: dict) -> str:
         for c, bins in snr_set["survey_prior"].get("by_redshift", {}).items():
             for label, b in bins.items():
                 lines.append(f"| {c} | {label} | {b['n']} | {_f(b['recall'])} | "
+                             + " / ".join(str(b["called"][k]) for k in CLASS_NAMES) + " |")
+        lines += ["", f"By kind on {TEST_SNR} at S/N >= 5 (the truth's subclass, stars by MK letter), survey prior: "
+                  "recall (what the misses were called)", "",
+                  "| class | kind | n | recall | called STAR / GALAXY / QSO |", "| --- | --- | --- | --- | --- |"]
+        for c, kinds in snr_set["survey_prior_snr_ge_5"].get("by_kind", {}).items():
+            for kind, b in kinds.items():
+                lines.append(f"| {c} | {kind} | {b['n']} | {_f(b['recall'])} | "
                              + " / ".join(str(b["called"][k]) for k in CLASS_NAMES) + " |")
         if row.get("real_stars"):
             lines += ["", "Real LAMOST stars called STAR (survey prior): " + ", ".join(
