@@ -22,8 +22,7 @@ from .simulate import Simulator, simulate
 from .templates import analytic_templates
 
 # 2: files carry TELESCOP/ORIGIN (readers check the instrument) and DATA_V = 'sample'.
-# 3: QSOs below z 0.8 carry their host galaxy's light (simulate.QSO_HOST_Z_MAX).
-SAMPLE_VERSION = 3
+SAMPLE_VERSION = 2
 SAMPLE_SIZE = 2000
 SAMPLE_SEED = 20260
 BROKEN_FILES = {

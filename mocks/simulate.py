@@ -61,13 +61,6 @@ GALAXY_SET_WEIGHTS = {"rr-galaxy": 0.6, "sdss-galaxy": 0.4, "analytic-galaxy": 1
 PASSIVE_FRACTION = 0.45
 QSO_SET_WEIGHTS = {"sdss-qso": 0.4, "rr-qso-loz": 0.35, "rr-qso-hiz": 0.25, "analytic-qso": 1.0}
 QSO_Z_RANGE = (0.1, 4.5)
-#: Host galaxies of low-z QSOs: below QSO_HOST_Z_MAX a passive galaxy archetype at the QSO's redshift
-#: adds a share of the light at rest 5100 A, uniform from 0 to QSO_HOST_SHARE_MAX and fading linearly
-#: to none at QSO_HOST_Z_MAX (SDSS QSOs below z ~ 0.75 show 0-60% host light at 5100 A: Vanden Berk et
-#: al. 2006, AJ 131, 84; Shen et al. 2011, ApJS 194, 45). Until 2026-12-05 this family's QSOs had none,
-#: and networks trained on it called the eigen family's QSOs with a fifth of host light GALAXY.
-QSO_HOST_Z_MAX = 0.8
-QSO_HOST_SHARE_MAX = 0.6
 
 RESOLUTION_MEAN, RESOLUTION_SIGMA = 1800.0, 150.0  # LAMOST LRS R ~ 1800 at 5500 A
 #: Flux-calibration tilt (lambda/6000)**beta, beta ~ N(0, TILT_SIGMA). 0.15 made the 8800/4500 A flux
@@ -188,8 +181,6 @@ class Simulator:
         self.mean_calibration = mean_calibration
         self.star_types = tuple(star_types) if star_types else None
         self._star_pools = self._build_star_pools()
-        self._hosts = next(((s, np.flatnonzero(np.array(s.labels) == "PASSIVE")) for s in self.templates.by_class("GALAXY")
-                            if not s.eigen and "PASSIVE" in s.labels), None)
         self._moon = self._moonlight()
 
     def _moonlight(self) -> np.ndarray:
@@ -277,15 +268,12 @@ class Simulator:
             sets = self.templates.by_class("QSO")
             w = np.array([QSO_SET_WEIGHTS.get(s.name, 0.2) for s in sets])
             which = rng.choice(len(sets), len(rows), p=w / w.sum())
-            host_rng = rng.spawn(1)[0]  # a child: the block's own stream, and so every other mock, is unchanged
             for k, s in enumerate(sets):
                 r = rows[which == k]
                 if not len(r):
                     continue
                 spectra, subs, names = s.draw(rng, len(r))
-                zz = self._qso_z(rng, s, len(r))
-                spectra, names = self._with_hosts(host_rng, s, spectra, names, zz)
-                put(r, s, spectra, subs, names, zz)
+                put(r, s, spectra, subs, names, self._qso_z(rng, s, len(r)))
 
         resolution = np.clip(rng.normal(RESOLUTION_MEAN, RESOLUTION_SIGMA, n), 1300, 2400)
         # Dust: stars sit in the disc (LAMOST looks at the anticentre a lot), extragalactic sources high up.
@@ -298,29 +286,6 @@ class Simulator:
         return Source(objclass=out["objclass"].astype(str), set_name=out["set_name"].astype(str),
                       subclass=out["subclass"].astype(str), template=out["template"].astype(str), z=z, ebv=ebv,
                       resolution=resolution, snr_g=snr_g, donor=donor, rest=ordered)
-
-    def _with_hosts(self, rng: np.random.Generator, s: TemplateSet, spectra: np.ndarray, names: list[str],
-                    z: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """QSO rest spectra of set ``s`` at redshifts ``z`` with their host's light added below
-        QSO_HOST_Z_MAX (a passive archetype of the library, its share at rest 5100 A in the name)."""
-        low = np.flatnonzero(z < QSO_HOST_Z_MAX)
-        if self._hosts is None or not len(low):
-            return spectra, names
-        galaxies, passive = self._hosts
-        share = rng.uniform(0.0, QSO_HOST_SHARE_MAX, len(low)) * (1.0 - z[low] / QSO_HOST_Z_MAX)
-        hosts = galaxies.spectra(passive[rng.integers(0, len(passive), len(low))])
-        hosts = np.stack([np.interp(s.loglam, galaxies.loglam, h, left=0.0, right=0.0) for h in hosts])
-        at5100 = np.abs(10.0 ** s.loglam - 5100.0) < 50.0
-        qso_level, host_level = spectra[low][:, at5100].mean(axis=1), hosts[:, at5100].mean(axis=1)
-        usable = (qso_level > 0) & (host_level > 0)
-        scale = np.where(usable, share / (1.0 - share) * qso_level / np.where(usable, host_level, 1.0), 0.0)
-        spectra = spectra.copy()
-        spectra[low] += (scale[:, None] * hosts).astype(spectra.dtype)
-        names = list(names)
-        for k, i in enumerate(low):
-            if usable[k]:
-                names[i] = f"{names[i]} +host {share[k]:.2f}"
-        return spectra, names
 
     def _qso_z(self, rng: np.random.Generator, s: TemplateSet, n: int) -> np.ndarray:
         lo_w, hi_w = s.wave_range

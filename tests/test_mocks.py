@@ -135,26 +135,6 @@ def _peak_wavelength(model: np.ndarray, centre: float, half_width: float = 40.0)
     return float(WAVELENGTH[w][np.argmax(model[w])])
 
 
-def test_low_z_qsos_gain_host_light_and_nothing_else_changes(summary, monkeypatch):
-    from lamost_classify.mocks import simulate as simulate_module
-
-    def block(share_max):
-        monkeypatch.setattr(simulate_module, "QSO_HOST_SHARE_MAX", share_max)
-        sim = Simulator(templates=analytic_templates(), library=summary, class_mix=(1, 1, 1))
-        return sim.block(5, 2)
-
-    with_hosts, without = block(0.6), block(0.0)
-    changed = ~np.all(np.isclose(with_hosts.flux, without.flux, equal_nan=True), axis=1)
-    hosted = np.array(["+host" in name for name in with_hosts.truth["template"]])
-    low_z_qso = (with_hosts.truth["class"] == "QSO") & (with_hosts.truth["z"] < simulate_module.QSO_HOST_Z_MAX)
-    assert low_z_qso.sum() > 5 and np.array_equal(hosted, low_z_qso)
-    # a host share drawn near 0 leaves its spectrum as it was; every other mock of the block is untouched
-    assert changed.sum() > 0.8 * hosted.sum() and not (changed & ~hosted).any()
-    shares = np.array([float(name.split("+host ")[1]) for name in with_hosts.truth["template"][hosted]])
-    z = with_hosts.truth["z"][hosted]
-    assert (shares >= 0).all() and (shares <= 0.6 * (1 - z / simulate_module.QSO_HOST_Z_MAX) + 0.005).all()
-
-
 def test_lines_land_where_they_must_analytic(fresh_sim):
     # H alpha of a z = 0.1 star-forming galaxy at 6564.61 * 1.1 A (vacuum), within one pixel (1.7 A).
     ha = fresh_sim.noiseless("analytic-galaxy", 0.1, index=1)[0]
