@@ -276,6 +276,18 @@ def _f(v: float | None) -> str:
     return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"
 
 
+def _recall_table(title: str, group: str, by_class: dict[str, dict[str, dict]]) -> list[str]:
+    """A titled markdown table of ``evaluate``'s ``by_redshift`` or ``by_kind``: per class and group, n,
+    recall and what they were called."""
+    lines = ["", title, "", f"| class | {group} | n | recall | called STAR / GALAXY / QSO |",
+             "| --- | --- | --- | --- | --- |"]
+    for c, groups in by_class.items():
+        for label, b in groups.items():
+            lines.append(f"| {c} | {label} | {b['n']} | {_f(b['recall'])} | "
+                         + " / ".join(str(b["called"][k]) for k in CLASS_NAMES) + " |")
+    return lines
+
+
 def markdown(result: dict) -> str:
     """Every fold's tables in markdown: goals, per class (balanced and at the mix, the paper beside),
     by S/N bin and by redshift bin (log-uniform S/N set, survey prior)."""
@@ -315,19 +327,11 @@ def markdown(result: dict) -> str:
         for label, b in by_snr.items():
             lines.append(f"| {label} | {b['n']} | " + " | ".join(_f(b["scores"][c]["recall"]) for c in CLASS_NAMES)
                          + f" | {_f(b['reweighted_precision']['GALAXY'])} | {_f(b['reweighted_precision']['QSO'])} |")
-        lines += ["", f"By redshift on {TEST_SNR}, survey prior: recall (what the misses were called)", "",
-                  "| class | z | n | recall | called STAR / GALAXY / QSO |", "| --- | --- | --- | --- | --- |"]
-        for c, bins in snr_set["survey_prior"].get("by_redshift", {}).items():
-            for label, b in bins.items():
-                lines.append(f"| {c} | {label} | {b['n']} | {_f(b['recall'])} | "
-                             + " / ".join(str(b["called"][k]) for k in CLASS_NAMES) + " |")
-        lines += ["", f"By kind on {TEST_SNR} at S/N >= 5 (the truth's subclass, stars by MK letter), survey prior: "
-                  "recall (what the misses were called)", "",
-                  "| class | kind | n | recall | called STAR / GALAXY / QSO |", "| --- | --- | --- | --- | --- |"]
-        for c, kinds in snr_set["survey_prior_snr_ge_5"].get("by_kind", {}).items():
-            for kind, b in kinds.items():
-                lines.append(f"| {c} | {kind} | {b['n']} | {_f(b['recall'])} | "
-                             + " / ".join(str(b["called"][k]) for k in CLASS_NAMES) + " |")
+        lines += _recall_table(f"By redshift on {TEST_SNR}, survey prior: recall (what the misses were called)",
+                               "z", snr_set["survey_prior"].get("by_redshift", {}))
+        lines += _recall_table(f"By kind on {TEST_SNR} at S/N >= 5 (the truth's subclass, stars by MK letter), "
+                               "survey prior: recall (what the misses were called)",
+                               "kind", snr_set["survey_prior_snr_ge_5"].get("by_kind", {}))
         if row.get("real_stars"):
             lines += ["", "Real LAMOST stars called STAR (survey prior): " + ", ".join(
                 f"{k} {v['star_recall']:.4f} of {v['n']}" for k, v in row["real_stars"].items())]
