@@ -11,6 +11,12 @@ with the classifier on the same features: loss = cross-entropy + redshift_weight
 log-likelihood of the true log(1 + z) under the head's (mean, variance), beta-weighted (``redshift_nll``). ``fit`` then needs each
 spectrum's true z (stars too: theirs is their radial velocity, ~0). The best epoch is still chosen on
 the validation cross-entropy alone, so the head cannot trade the class for the redshift.
+
+Weight averaging (``average_from`` N > 0): instead of the best epoch, the network returned is the mean of
+the end-of-epoch weights of epochs N..``epochs`` (stochastic weight averaging, Izmailov et al. 2018), its
+BatchNorm statistics re-estimated on training batches, since averaged weights need their own. Iterates
+taken while the learning rate is still high differ from each other in what they do on spectra unlike the
+training set; their mean does about what their ensemble does there, at one network's cost (docs/families.md).
 """
 
 from __future__ import annotations
@@ -43,10 +49,12 @@ PLOT_INTERVAL_S = 60.0  # loss.png is redrawn at most this often, and at the end
 # trained (the data themselves are compared by data_fingerprint).
 _RESUME_KEYS = ("preset", "model_overrides", "init_from", "seed", "per_class", "augment", "noise_sigma",
                 "bad_pixel_max_length", "artefact_fraction", "tilt_fraction", "arm_loss_fraction", "batch_size", "lr",
-                "lr_milestones", "lr_gamma", "weight_decay", "precise_bn_batches", "redshift_weight")
+                "lr_milestones", "lr_gamma", "weight_decay", "precise_bn_batches", "redshift_weight",
+                "average_from")
 # Hidden width of the redshift head when redshift_weight turns it on and model_overrides do not say.
 DEFAULT_REDSHIFT_HIDDEN = 64
 FINGERPRINT_ROWS = 256  # spectra of each set hashed whole into the data fingerprint, evenly spaced
+AVERAGE_BN_BATCHES = 50  # BatchNorm re-estimate of averaged weights when precise_bn_batches is 0
 REDSHIFT_BETA = 1.0  # training loss of the head: beta-NLL (see redshift_nll); validation reports the plain NLL
 
 
@@ -71,6 +79,8 @@ class TrainConfig:
     arm_loss_fraction: float = 0.0  # share of every class given augment.arm_end_lost each epoch
     init_from: str | None = None  # start from these trained weights (a name or path, as load_weights takes)
     precise_bn_batches: int = 50  # re-estimate BatchNorm statistics on this many batches per epoch; 0 = off
+    # 0: keep the epoch of lowest validation loss. N: keep the mean of the weights after epochs N..epochs.
+    average_from: int = 0
     # Weight of the redshift head's (beta-)NLL in the loss; 0 = no redshift head (the class alone).
     redshift_weight: float = 0.0
     device: str = "auto"
@@ -259,6 +269,9 @@ def fit(
     val_y = np.asarray(val_y, dtype=np.int64)
     if len(val_y) == 0:
         raise ValueError("the validation set is empty: the best epoch is chosen on it")
+    if not 0 <= config.average_from <= config.epochs:
+        raise ValueError(f"average_from {config.average_from}: give 0 (keep the best epoch) or an epoch of "
+                         f"1..{config.epochs} (average the weights from it to the last)")
     with_redshift = config.redshift_weight > 0
     if with_redshift:
         if train_z is None or val_z is None:
@@ -299,6 +312,7 @@ def fit(
                            config.tilt_fraction, config.arm_loss_fraction)
     history: list[dict] = []
     best = {"epoch": 0, "val_loss": float("inf"), "model": None}
+    average = None  # {"count": epochs summed, "sum": float64 state} while averaging
     start_epoch = 1
 
     ckpt_path = out_dir / CHECKPOINT
@@ -325,6 +339,7 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+        average = state.get("average")
         if start_epoch <= config.epochs:
             print(f"resuming from {ckpt_path}: epoch {state['epoch']} done, best epoch {best['epoch']}")
 
@@ -373,15 +388,18 @@ def fit(
                **_validate(model, val_x, val_y, config, device, val_z),
                "train_spectra_per_s": count / train_seconds, "seconds": time.perf_counter() - started}
         history.append(row)
-        if row["val_loss"] < best["val_loss"]:
+        if row["val_loss"] < best["val_loss"] and not config.average_from:
             best = {"epoch": epoch, "val_loss": row["val_loss"],
                     "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        _save_checkpoint(ckpt_path, {
+        if config.average_from and epoch >= config.average_from:
+            average = _add_to_average(average, model.state_dict())
+        state = {
             "epoch": epoch, "config": saved_config, "model_config": config_dict(model),
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(), "history": history, "best": best,
+            "torch_rng": torch.get_rng_state(), "history": history, "best": best, "average": average,
             "data_fingerprint": fingerprint,
-        })
+        }
+        _save_checkpoint(ckpt_path, state)
         _write_logs(history, out_dir)
         if time.monotonic() - last_plot > PLOT_INTERVAL_S:  # a redraw is slow beside a short epoch
             plot_loss_curves(history, out_dir / "loss.png", best["epoch"])
@@ -393,6 +411,23 @@ def fit(
             print(f"epoch {epoch:3d}  lr {lr:.0e}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
                   f"val F1 {row['val_f1_mean']:.4f}  {row['train_spectra_per_s']:.0f} spectra/s{redshift}")
 
+    averaged = [config.average_from, config.epochs]
+    if config.average_from and best.get("averaged") != averaged:
+        # Once, after the last epoch (a resumed run that already did it skips this).
+        dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+        model.load_state_dict({k: (v / average["count"]).to(dtypes[k]) if v.is_floating_point() else v
+                               for k, v in average["sum"].items()})
+        data.set_epoch(config.epochs)
+        recompute_batchnorm(model, itertools.islice(data.batches(config.batch_size),
+                                                    config.precise_bn_batches or AVERAGE_BN_BATCHES), device)
+        row = _validate(model, val_x, val_y, config, device, val_z)
+        best = {"epoch": config.epochs, "val_loss": row["val_loss"], "averaged": averaged,
+                "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        # The checkpoint keeps the last epoch's own weights, so that a longer run can resume from it.
+        _save_checkpoint(ckpt_path, {**torch.load(ckpt_path, map_location="cpu", weights_only=True), "best": best})
+        if config.log_epochs:
+            print(f"weights of epochs {config.average_from}-{config.epochs} averaged: val {row['val_loss']:.4f}  "
+                  f"val F1 {row['val_f1_mean']:.4f}")
     if history:
         plot_loss_curves(history, out_dir / "loss.png", best["epoch"])
     if best["model"] is not None:
@@ -400,6 +435,16 @@ def fit(
     model.eval()
     return TrainResult(model=model, best_epoch=best["epoch"], best_val_loss=best["val_loss"],
                        history=history, out_dir=out_dir, device=str(device))
+
+
+def _add_to_average(average: dict | None, weights: dict[str, torch.Tensor]) -> dict:
+    """``average`` with one more epoch's weights summed in (float64; integer buffers: the latest)."""
+    if average is None:
+        return {"count": 1, "sum": {k: v.detach().cpu().double() if v.is_floating_point() else v.detach().cpu().clone()
+                                    for k, v in weights.items()}}
+    summed = {k: average["sum"][k] + v.detach().cpu().double() if v.is_floating_point() else v.detach().cpu().clone()
+              for k, v in weights.items()}
+    return {"count": average["count"] + 1, "sum": summed}
 
 
 def _without_head(config: dict) -> dict:

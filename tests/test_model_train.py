@@ -76,6 +76,35 @@ def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(
         fit(x, y, vx, vy, TrainConfig(**{**config.__dict__, "seed": 9}), tmp_path / "resumed")
 
 
+def test_weight_averaging_keeps_the_mean_of_the_epochs_weights_and_resumes(tmp_path):
+    x, y = synthetic_spectra(6, seed=3)
+    vx, vy = synthetic_spectra(2, seed=4)
+    base = TrainConfig(preset="fast", model_overrides=TINY, epochs=3, lr=0.01, batch_size=6, lr_milestones=(),
+                       precise_bn_batches=2, num_threads=1, progress=False, log_epochs=False)
+    # The same run's own weights after epochs 2 and 3 (the trajectory does not depend on averaging).
+    last_of = {n: torch.load(fit(x, y, vx, vy, TrainConfig(**{**base.__dict__, "epochs": n}), tmp_path / f"plain{n}")
+                             .out_dir / CHECKPOINT, weights_only=True)["model"] for n in (2, 3)}
+    averaging = TrainConfig(**{**base.__dict__, "average_from": 2})
+    result = fit(x, y, vx, vy, averaging, tmp_path / "averaged")
+    for name, value in result.model.named_parameters():
+        assert torch.allclose(value, (last_of[2][name] + last_of[3][name]) / 2, atol=1e-6), name
+    # BatchNorm statistics are re-estimated for the averaged weights, not averaged.
+    name = next(k for k in last_of[3] if k.endswith("running_var"))
+    assert not torch.allclose(result.model.state_dict()[name], (last_of[2][name] + last_of[3][name]) / 2)
+    # The reported loss is the averaged network's, and the checkpoint keeps it beside the last epoch's own.
+    logits = torch.from_numpy(batched_logits(result.model, vx))
+    assert result.best_val_loss == pytest.approx(float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(vy))))
+    state = torch.load(tmp_path / "averaged" / CHECKPOINT, weights_only=True)
+    assert state["best"]["averaged"] == [2, 3] and torch.equal(state["model"][name], last_of[3][name])
+    # Stopped after epoch 2 and resumed: the same average as the run straight through.
+    fit(x, y, vx, vy, TrainConfig(**{**averaging.__dict__, "epochs": 2}), tmp_path / "resumed")
+    resumed = fit(x, y, vx, vy, averaging, tmp_path / "resumed")
+    for key, value in result.model.state_dict().items():
+        assert torch.allclose(value.double(), resumed.model.state_dict()[key].double()), key
+    with pytest.raises(ValueError, match="average_from 4"):
+        fit(x, y, vx, vy, TrainConfig(**{**base.__dict__, "average_from": 4}), tmp_path / "refused")
+
+
 def test_same_seed_same_model(tmp_path):
     x, y = synthetic_spectra(4, seed=5)
     config = TrainConfig(preset="fc4", epochs=2, batch_size=4, num_threads=1, progress=False)

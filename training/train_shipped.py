@@ -260,7 +260,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--preset", default="fast")
     p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--milestones", default="10,30,50")
+    p.add_argument("--milestones", default="10,30,50", help="lr /10 after these epochs ('' for none)")
+    p.add_argument("--average-from", type=int, default=0,
+                   help="TrainConfig.average_from: keep the mean weights of epochs N..--epochs (0: the best epoch)")
     p.add_argument("--per-class", type=int, default=None)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--artefacts", type=float, default=0.0, help="TrainConfig.artefact_fraction (0: the paper's recipe)")
@@ -314,11 +316,11 @@ def main() -> None:
     train_x, train_y = stacked(sets, train_names), stacked(sets, train_names, "label")
     val_names = [n for n in VAL_SETS if n in sets]
     val_x, val_y = stacked(sets, val_names), stacked(sets, val_names, "label")
-    config = TrainConfig(preset=args.preset, epochs=args.epochs, lr_milestones=tuple(int(m) for m in args.milestones.split(",")),
+    config = TrainConfig(preset=args.preset, epochs=args.epochs, lr_milestones=tuple(int(m) for m in args.milestones.split(",") if m),
                          per_class=args.per_class, batch_size=args.batch_size, device=args.device,
                          num_threads=args.threads, lr=args.lr, artefact_fraction=args.artefacts,
                          tilt_fraction=args.tilts, arm_loss_fraction=args.arm_losses, init_from=args.init_from,
-                         redshift_weight=args.redshift_weight, seed=args.seed)
+                         redshift_weight=args.redshift_weight, average_from=args.average_from, seed=args.seed)
     train_z, val_z = stacked(sets, train_names, "z"), stacked(sets, val_names, "z")
     try:
         calibrated = fit_calibrated(train_x, train_y, val_x, val_y, config, args.out, train_z=train_z, val_z=val_z)
