@@ -439,12 +439,10 @@ def fit(
 
 def _add_to_average(average: dict | None, weights: dict[str, torch.Tensor]) -> dict:
     """``average`` with one more epoch's weights summed in (float64; integer buffers: the latest)."""
-    if average is None:
-        return {"count": 1, "sum": {k: v.detach().cpu().double() if v.is_floating_point() else v.detach().cpu().clone()
-                                    for k, v in weights.items()}}
-    summed = {k: average["sum"][k] + v.detach().cpu().double() if v.is_floating_point() else v.detach().cpu().clone()
-              for k, v in weights.items()}
-    return {"count": average["count"] + 1, "sum": summed}
+    summed = average["sum"] if average else {}
+    return {"count": (average["count"] if average else 0) + 1,
+            "sum": {k: summed.get(k, 0) + v.detach().cpu().double() if v.is_floating_point() else v.detach().cpu().clone()
+                    for k, v in weights.items()}}
 
 
 def _without_head(config: dict) -> dict:
