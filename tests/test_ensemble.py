@@ -176,6 +176,27 @@ def test_train_shipped_split_writes_every_member_as_its_own_network(tmp_path, mo
         script.main()
 
 
+def test_train_shipped_split_takes_a_fold_model_whose_card_lists_seeds_not_members(tmp_path, monkeypatch):
+    """leave_one_family_out.py's fold-<F>-model card records the members' seeds and best epochs, not their
+    cards: each member keeps its own seed and epoch and the fold's shared record."""
+    from script_loader import load_script
+
+    script = load_script("training/train_shipped.py")
+    nets = members(3)
+    fold = save_weights(LogitMean(nets), tmp_path / "fold-eigen-model", name="lofo-fold-eigen",
+                        training={"left_out": "eigen", "seeds": [4, 1, 0], "best_epochs": [8, 7, 8]})
+    monkeypatch.setattr("sys.argv", ["train_shipped.py", "--out", str(tmp_path / "split"), "--split", str(fold)])
+    script.main()
+    x = torch.from_numpy(spectra())
+    for i, (net, seed, epoch) in enumerate(zip(nets, [4, 1, 0], [8, 7, 8])):
+        member, card = load_weights(tmp_path / "split" / f"member{i}.safetensors")
+        assert card["name"] == f"lofo-fold-eigen-member{i}" and card["training"]["left_out"] == "eigen"
+        assert (card["training"]["seed"], card["training"]["best_epoch"]) == (seed, epoch)
+        assert "seeds" not in card["training"] and card["training"]["split_from"]["member"] == i
+        with torch.no_grad():
+            torch.testing.assert_close(member.forward_with_redshift(x), net.forward_with_redshift(x))
+
+
 def test_an_ensemble_is_not_fine_tuned_as_one_network(tmp_path):
     from lamost_classify.model.train import TrainConfig, fit
 

@@ -201,7 +201,16 @@ def split(args: argparse.Namespace) -> None:
     model, card = load_weights(args.split)
     if not isinstance(model, LogitMean):
         raise SystemExit(f"--split {args.split}: one network already; fine-tune it with --init-from")
-    records = card["training"]["members"]
+    records = card["training"].get("members")
+    if records is None:
+        # A model joined without its members' cards (a leave-one-family-out fold's): what its card says,
+        # its per-member lists (seeds, best epochs) cut to each member's own entry.
+        per_member = {"seeds": "seed", "best_epochs": "best_epoch"}
+        shared = {k: v for k, v in card["training"].items() if k not in per_member}
+        records = [{"name": f"{card['name']}-member{i}", "weights_sha256": None,
+                    "training": {**shared, **{one: card["training"][many][i] for many, one in per_member.items()
+                                              if len(card["training"].get(many) or []) == len(model.members)}}}
+                   for i in range(len(model.members))]
     for i, (net, record) in enumerate(zip(model.members, records, strict=True)):
         origin = {"name": card["name"], "weights_sha256": card["weights_sha256"], "member": i,
                   "member_weights_sha256": record["weights_sha256"]}
