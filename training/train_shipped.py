@@ -192,6 +192,20 @@ def rescore(args: argparse.Namespace) -> None:
     print(f"rescored {card_path(path)}")
 
 
+def records_from_fold_card(card: dict, n_members: int) -> list[dict]:
+    """Member records for a model joined without its members' cards (a leave-one-family-out fold's): the
+    fold's record, its per-member lists (seeds, best epochs) cut to each member's own entry."""
+    per_member = {"seeds": "seed", "best_epochs": "best_epoch"}
+    records = []
+    for i in range(n_members):
+        training = {k: v for k, v in card["training"].items() if k not in per_member}
+        for many, one in per_member.items():
+            if len(card["training"].get(many) or []) == n_members:
+                training[one] = card["training"][many][i]
+        records.append({"name": f"{card['name']}-member{i}", "weights_sha256": None, "training": training})
+    return records
+
+
 def split(args: argparse.Namespace) -> None:
     """``--split``: every member of an ensemble as its own weights + card, its training record kept and the
     ensemble it came from named in it (the member's own weights file may be gone; these tensors are its)."""
@@ -201,16 +215,7 @@ def split(args: argparse.Namespace) -> None:
     model, card = load_weights(args.split)
     if not isinstance(model, LogitMean):
         raise SystemExit(f"--split {args.split}: one network already; fine-tune it with --init-from")
-    records = card["training"].get("members")
-    if records is None:
-        # A model joined without its members' cards (a leave-one-family-out fold's): what its card says,
-        # its per-member lists (seeds, best epochs) cut to each member's own entry.
-        per_member = {"seeds": "seed", "best_epochs": "best_epoch"}
-        shared = {k: v for k, v in card["training"].items() if k not in per_member}
-        records = [{"name": f"{card['name']}-member{i}", "weights_sha256": None,
-                    "training": {**shared, **{one: card["training"][many][i] for many, one in per_member.items()
-                                              if len(card["training"].get(many) or []) == len(model.members)}}}
-                   for i in range(len(model.members))]
+    records = card["training"].get("members") or records_from_fold_card(card, len(model.members))
     for i, (net, record) in enumerate(zip(model.members, records, strict=True)):
         origin = {"name": card["name"], "weights_sha256": card["weights_sha256"], "member": i,
                   "member_weights_sha256": record["weights_sha256"]}
