@@ -393,13 +393,12 @@ def fit(
                     "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         if config.average_from and epoch >= config.average_from:
             average = _add_to_average(average, model.state_dict())
-        state = {
+        _save_checkpoint(ckpt_path, {
             "epoch": epoch, "config": saved_config, "model_config": config_dict(model),
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(), "history": history, "best": best, "average": average,
             "data_fingerprint": fingerprint,
-        }
-        _save_checkpoint(ckpt_path, state)
+        })
         _write_logs(history, out_dir)
         if time.monotonic() - last_plot > PLOT_INTERVAL_S:  # a redraw is slow beside a short epoch
             plot_loss_curves(history, out_dir / "loss.png", best["epoch"])
