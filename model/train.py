@@ -49,8 +49,8 @@ PLOT_INTERVAL_S = 60.0  # loss.png is redrawn at most this often, and at the end
 # trained (the data themselves are compared by data_fingerprint).
 _RESUME_KEYS = ("preset", "model_overrides", "init_from", "seed", "per_class", "augment", "noise_sigma",
                 "bad_pixel_max_length", "artefact_fraction", "tilt_fraction", "arm_loss_fraction", "batch_size", "lr",
-                "lr_milestones", "lr_gamma", "weight_decay", "precise_bn_batches", "redshift_weight",
-                "average_from")
+                "lr_milestones", "lr_gamma", "weight_decay", "label_smoothing", "precise_bn_batches",
+                "redshift_weight", "average_from")
 # Hidden width of the redshift head when redshift_weight turns it on and model_overrides do not say.
 DEFAULT_REDSHIFT_HIDDEN = 64
 FINGERPRINT_ROWS = 256  # spectra of each set hashed whole into the data fingerprint, evenly spaced
@@ -67,6 +67,8 @@ class TrainConfig:
     lr_milestones: tuple[int, ...] = (10, 30, 50)  # lr *= lr_gamma after these epochs
     lr_gamma: float = 0.1
     weight_decay: float = 0.0
+    # Training targets (1 - eps) on the class and eps / 3 on each class; validation loss stays the plain one.
+    label_smoothing: float = 0.0
     batch_size: int = 64
     eval_batch_size: int = 512
     seed: int = 0
@@ -357,12 +359,13 @@ def fit(
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if with_redshift:
                     logits, head = model.forward_with_redshift(x)
-                    class_loss = nn.functional.cross_entropy(logits, y)
+                    class_loss = nn.functional.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
                     z_loss = redshift_nll(head, torch.from_numpy(train_z[rows]).to(device), REDSHIFT_BETA)
                     loss = class_loss + config.redshift_weight * z_loss
                     total_z += z_loss.detach() * len(y)
                 else:
-                    class_loss = loss = nn.functional.cross_entropy(model(x), y)
+                    class_loss = loss = nn.functional.cross_entropy(model(x), y,
+                                                                    label_smoothing=config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
