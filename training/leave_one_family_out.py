@@ -361,6 +361,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--average-from", type=int, default=0,
                    help="TrainConfig.average_from: keep the mean weights of epochs N..--epochs (0: the best epoch)")
     p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="TrainConfig.weight_decay: Adam's L2 penalty on every weight (0: off)")
     p.add_argument("--label-smoothing", type=float, default=0.0,
                    help="TrainConfig.label_smoothing: train towards (1 - eps) on the class, eps/3 on each (0: off)")
     p.add_argument("--per-class", type=int, default=None, help="spectra per class per epoch (default: median class size)")
@@ -423,7 +425,7 @@ def main(argv: list[str] | None = None) -> dict:
                          artefact_fraction=args.artefacts, tilt_fraction=args.tilts,
                          arm_loss_fraction=args.arm_losses, init_from=args.init_from,
                          redshift_weight=args.redshift_weight, average_from=args.average_from,
-                         label_smoothing=args.label_smoothing, seed=args.seed[0])
+                         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=args.seed[0])
     configs = [dataclasses.replace(config, seed=seed) for seed in dict.fromkeys(args.seed)]
     folds = {}
     for left_out in args.leave_out or families:
@@ -443,6 +445,7 @@ def main(argv: list[str] | None = None) -> dict:
                       + f"redshift head weight {args.redshift_weight}, {args.epochs} epochs "
                       f"(lr {args.lr}, /10 after {args.milestones or 'none'}), "
                       + (f"weights of epochs {args.average_from}-{args.epochs} averaged, " if args.average_from else "")
+                      + (f"weight decay {args.weight_decay}, " if args.weight_decay else "")
                       + (f"label smoothing {args.label_smoothing}, " if args.label_smoothing else "")
                       + (f"seed {configs[0].seed}, " if len(configs) == 1 else
                          f"an ensemble of {len(configs)} (mean logits), seeds {', '.join(str(c.seed) for c in configs)}, ")
