@@ -357,15 +357,12 @@ def fit(
                   leave=False, unit="batch") as bar:
             for step, (x, y, rows) in enumerate(_batches_with_rows(data, config.batch_size)):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                logits, head = model.forward_with_redshift(x) if with_redshift else (model(x), None)
+                class_loss = loss = nn.functional.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
                 if with_redshift:
-                    logits, head = model.forward_with_redshift(x)
-                    class_loss = nn.functional.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
                     z_loss = redshift_nll(head, torch.from_numpy(train_z[rows]).to(device), REDSHIFT_BETA)
                     loss = class_loss + config.redshift_weight * z_loss
                     total_z += z_loss.detach() * len(y)
-                else:
-                    class_loss = loss = nn.functional.cross_entropy(model(x), y,
-                                                                    label_smoothing=config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
