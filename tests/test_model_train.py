@@ -14,15 +14,18 @@ from lamost_classify.model.runtime import batched_logits
 from lamost_classify.model.train import CHECKPOINT, TrainConfig, ablation_configs, fit
 
 
-def test_a_tiny_net_overfits_a_tiny_set_to_100_percent(tmp_path):
+def overfit_config(**changes) -> TrainConfig:
     # trained_tiny's 12 epochs (36 steps) stop while the loss still falls: on some CPUs one spectrum of 48
     # is still wrong. 30 epochs reach 100% for every training seed tried, with a clear logit margin.
+    return TrainConfig(**{**dict(preset="fast", model_overrides=TINY, epochs=30, lr=0.01, lr_milestones=(26,),
+                                 batch_size=16, per_class=16, augment=False, precise_bn_batches=10, seed=0,
+                                 num_threads=1, progress=False), **changes})
+
+
+def test_a_tiny_net_overfits_a_tiny_set_to_100_percent(tmp_path):
     x, y = synthetic_spectra(16, seed=1)
     vx, vy = synthetic_spectra(8, seed=2)
-    config = TrainConfig(preset="fast", model_overrides=TINY, epochs=30, lr=0.01, lr_milestones=(26,),
-                         batch_size=16, per_class=16, augment=False, precise_bn_batches=10, seed=0,
-                         num_threads=1, progress=False)
-    result = fit(x, y, vx, vy, config, tmp_path)
+    result = fit(x, y, vx, vy, overfit_config(), tmp_path)
     logits = batched_logits(result.model, x)
     assert (logits.argmax(axis=1) == y).mean() == 1.0
     others = np.where(np.eye(3, dtype=bool)[y], -np.inf, logits).max(axis=1)
@@ -41,18 +44,15 @@ def test_label_smoothing_trains_towards_softened_targets_and_is_a_resume_setting
     # targets (1 - eps) + eps / 3 its softmax settles near 1 - 2 eps / 3 = 0.8 for eps 0.3.
     x, y = synthetic_spectra(16, seed=1)
     vx, vy = synthetic_spectra(8, seed=2)
-    base = TrainConfig(preset="fast", model_overrides=TINY, epochs=30, lr=0.01, lr_milestones=(26,),
-                       batch_size=16, per_class=16, augment=False, precise_bn_batches=10, seed=0,
-                       num_threads=1, progress=False, log_epochs=False)
     sure = {}
     for eps in (0.0, 0.3):
-        model = fit(x, y, vx, vy, TrainConfig(**{**base.__dict__, "label_smoothing": eps}), tmp_path / str(eps)).model
+        model = fit(x, y, vx, vy, overfit_config(label_smoothing=eps), tmp_path / str(eps)).model
         probabilities = torch.softmax(torch.from_numpy(batched_logits(model, x)), dim=1).numpy()
         assert (probabilities.argmax(axis=1) == y).mean() == 1.0
         sure[eps] = float(np.median(probabilities.max(axis=1)))
     assert sure[0.0] > 0.97 and 0.7 < sure[0.3] < 0.9, sure
     with pytest.raises(ValueError, match="label_smoothing"):
-        fit(x, y, vx, vy, TrainConfig(**{**base.__dict__, "label_smoothing": 0.1}), tmp_path / "0.3")
+        fit(x, y, vx, vy, overfit_config(label_smoothing=0.1), tmp_path / "0.3")
 
 
 def test_training_writes_logs_curves_and_a_checkpoint():
