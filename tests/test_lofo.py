@@ -105,6 +105,26 @@ def test_real_stars_train_every_fold_and_are_then_scored_held_out_only(data, tmp
         lofo.main(["--data", str(data), "--out", str(tmp_path / "out3"), "--leave-out", "a", "--real-stars", str(mixed)])
 
 
+def test_composite_galaxies_train_every_fold_and_real_stars_are_then_scored_held_out_only(data, tmp_path, monkeypatch):
+    """Galaxies composed of the real stars (and those stars) are no family either: every fold trains on them."""
+    lofo = _script()
+    composites = tmp_path / "composites"
+    composites.mkdir()
+    np.save(composites / "train_flux.npy", np.load(data / "c" / "lofo_train_flux.npy")[:6])
+    pq.write_table(pa.table({"class": ["GALAXY", "STAR"] * 3, "label": [1, 0] * 3, "z": [0.05, 0.0] * 3,
+                             "family": ["real-composite"] * 6}), composites / "train_truth.parquet")
+    asked: list[bool] = []
+    monkeypatch.setattr(lofo, "_real_stars", lambda held_out_only: asked.append(held_out_only) or {})
+    result = lofo.main(["--data", str(data), "--out", str(tmp_path / "out"), "--leave-out", "b", "--epochs", "1",
+                        "--milestones", "", "--threads", "1", "--batch-size", "16", "--composites", str(composites)])
+    assert result["folds"]["b"]["train_n"] == 48 + 6
+    assert ("b", "train", "real-composite", str(composites)) in [tuple(o) for o in result["opened"]]
+    assert asked == [True] and "composite galaxies of" in result["what"]
+    with pytest.raises(SystemExit, match="make_composite_galaxy_set"):  # one clear line, not a traceback
+        lofo.main(["--data", str(data), "--out", str(tmp_path / "out2"), "--leave-out", "b",
+                   "--composites", str(tmp_path / "nowhere")])
+
+
 def test_redshift_weight_trains_the_fold_with_a_redshift_head(data, tmp_path):
     """The shipped recipe trains a redshift head with the class: a fold can too, from the training
     families' true z, so the head's effect on an unseen family is measured, not guessed."""

@@ -225,11 +225,13 @@ def save_fold_weights(model, out_dir: Path, fold: dict) -> Path:
 
 
 def run_fold(loader: SetLoader, left_out: str, families: list[str], configs: list, out_dir: Path,
-             train_sets: tuple[str, ...] = (TRAIN,), real_stars: Path | None = None) -> dict:
+             train_sets: tuple[str, ...] = (TRAIN,), real_stars: Path | None = None,
+             composites: Path | None = None) -> dict:
     """Train without ``left_out``, calibrate without it, then test on it (and on the families trained on).
     One model per config (they differ in seed); more than one are scored as one, their mean logits.
     ``real_stars``: a directory made by make_real_star_set.py whose stars every fold also trains on, as
-    the shipped model does; they are no mock family, so no fold leaves them out."""
+    the shipped model does; they are no mock family, so no fold leaves them out. ``composites``: a
+    make_composite_galaxy_set.py directory (galaxies composed of those real stars, and the stars), alike."""
     from lamost_classify.model.calibration import fit_temperature, softmax
     from lamost_classify.model.ensemble import LogitMean
     from lamost_classify.model.runtime import batched_logits
@@ -243,6 +245,11 @@ def run_fold(loader: SetLoader, left_out: str, families: list[str], configs: lis
 
         loader.opened.append((left_out, "train", "real", str(real_stars)))
         parts.append(training_arrays(*load_set(real_stars, "train")))
+    if composites is not None:
+        from lamost_classify.model.labelled import load_set
+
+        loader.opened.append((left_out, "train", "real-composite", str(composites)))
+        parts.append(training_arrays(*load_set(composites, "train")))
     train_x, train_y, train_z = (np.concatenate([p[i] for p in parts]) for i in range(3))
     del parts
     val_x, val_y, val_z = loader.stack(others, VAL, "calibrate")
@@ -266,7 +273,7 @@ def run_fold(loader: SetLoader, left_out: str, families: list[str], configs: lis
     fold["weights"] = save_fold_weights(model, out_dir, fold).name
     fold["unseen"] = score_families(loader, model, temperature, prior, [left_out], "test")[left_out]
     fold["seen"] = score_families(loader, model, temperature, prior, others, "test seen")
-    fold["real_stars"] = real_star_recall(model, temperature, prior, held_out_only=real_stars is not None)
+    fold["real_stars"] = real_star_recall(model, temperature, prior, held_out_only=real_stars is not None or composites is not None)
     return fold
 
 
@@ -371,6 +378,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--real-stars", type=Path, default=None,
                    help="also train every fold on this make_real_star_set.py directory (real stars are then "
                         "scored on the held-out ones only)")
+    p.add_argument("--composites", type=Path, default=None,
+                   help="also train every fold on this make_composite_galaxy_set.py directory (galaxies composed "
+                        "of the real stars not held out, and those stars; real stars are then scored held out only)")
     p.add_argument("--artefacts", type=float, default=0.0, help="TrainConfig.artefact_fraction (train_shipped.py's)")
     p.add_argument("--tilts", type=float, default=0.0, help="TrainConfig.tilt_fraction (train_shipped.py's)")
     p.add_argument("--arm-losses", type=float, default=0.0, help="TrainConfig.arm_loss_fraction (train_shipped.py's)")
@@ -414,6 +424,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"leave-one-family-out needs at least 2 families in {args.data}; found {families}")
     if args.real_stars:
         check_real_stars(args.real_stars)
+    if args.composites and not (args.composites / "train_flux.npy").exists():
+        raise SystemExit(f"--composites {args.composites} holds no train_flux.npy: make it with "
+                         f"python training/make_composite_galaxy_set.py --out {args.composites}")
     if args.init_from and len(args.leave_out or families) != 1:
         # Weights fit to two families would have seen the third left out of another fold.
         raise SystemExit("--init-from: the weights must never have seen the family left out, so give one --leave-out")
@@ -433,13 +446,15 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"--leave-out {left_out}: not among the families {families}")
         print(f"fold: leave out {left_out}, train on {[f for f in families if f != left_out]}", flush=True)
         folds[left_out] = run_fold(loader, left_out, families, configs, args.out, tuple(args.train_sets),
-                                   args.real_stars)
+                                   args.real_stars, args.composites)
         g = folds[left_out]["unseen"]["goals"]
         print(f"  {left_out}: " + ", ".join(f"{k} {v['value']:.4f}" for k, v in g.items()), flush=True)
     result = {"title": "Leave one mock family out",
               "what": f"Preset {args.preset} on the sets {', '.join(args.train_sets)}"
                       + (f" and the real stars of {args.real_stars} (real stars scored: held out only)"
-                         if args.real_stars else "") + f", artefact fraction "
+                         if args.real_stars else "")
+                      + (f" and the composite galaxies of {args.composites}" if args.composites else "")
+                      + f", artefact fraction "
                       f"{args.artefacts}, tilt fraction {args.tilts}, arm-loss fraction {args.arm_losses}, "
                       + (f"fine-tuned from {args.init_from}, " if args.init_from else "")
                       + f"redshift head weight {args.redshift_weight}, {args.epochs} epochs "

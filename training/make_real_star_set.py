@@ -23,17 +23,23 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 STAR_DIRS = ("lamost/dr1", "lamost/dr2", "lamost/releases", "lamost/dr10-stars-A", "lamost-dr8-stars")
 
 
+def trainable_files() -> list[str]:
+    """The real LAMOST star files (by directory) that are not held out, in a fixed order."""
+    from lamost_classify.mocks.instrument import is_held_out
+
+    return [str(f) for sub in STAR_DIRS for f in sorted((SHARED / sub).rglob("spec-*")) if not is_held_out(f)]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--repeat", type=int, default=10)
     args = p.parse_args()
     from lamost_classify.contract import Flag
-    from lamost_classify.mocks.instrument import is_held_out
     from lamost_classify.pipeline import grid
     from lamost_classify.pipeline.readers import read_batch
 
-    files = [str(f) for sub in STAR_DIRS for f in sorted((SHARED / sub).rglob("spec-*")) if not is_held_out(f)]
+    files = trainable_files()
     spectra = read_batch(files)
     keep = [i for i, s in enumerate(spectra) if (s.meta.get("lamost_class") or "").upper() == "STAR"]
     prepared = grid.prepare([spectra[i] for i in keep])
