@@ -323,6 +323,16 @@ def load_set(directory: Path, name: str) -> tuple[np.ndarray, dict]:
     return np.load(directory / f"{name}_flux.npy", mmap_mode="r"), truth
 
 
+def save_set(directory: Path, name: str, flux: np.ndarray, truth: dict[str, list]) -> None:
+    """Write set ``name`` into a set directory as ``load_set`` reads it: float32 flux and its truth columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory.mkdir(parents=True, exist_ok=True)
+    np.save(directory / f"{name}_flux.npy", np.asarray(flux, dtype=np.float32))
+    pq.write_table(pa.table(truth), directory / f"{name}_truth.parquet")
+
+
 # ---------------------------------------------------------------- splits
 
 def split_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

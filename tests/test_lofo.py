@@ -12,6 +12,8 @@ import pytest
 from model_fixtures import write_slope_sets
 from script_loader import load_script
 
+from lamost_classify import CLASS_NAMES
+
 LOFO_SETS = ("lofo_train", "lofo_val", "lofo_test", "lofo_test_snr")
 
 
@@ -75,18 +77,32 @@ def test_more_training_sets_are_the_training_families_only(data, tmp_path):
     assert result["folds"]["a"]["train_n"] == 96 and result["config"]["artefact_fraction"] == 0.3
 
 
+def training_directory(directory: Path, flux: np.ndarray, classes: list[str]) -> Path:
+    """A train set of real spectra (or composites of them) as make_real_star_set.py writes one."""
+    from lamost_classify.model.labelled import save_set
+
+    labels = [CLASS_NAMES.index(c) for c in classes]
+    save_set(directory, "train", flux, {"class": classes, "label": labels, "z": [0.05 * min(lab, 1) for lab in labels],
+                                        "family": ["real"] * len(classes)})
+    return directory
+
+
+def fold_also_trained_on(lofo, monkeypatch, data: Path, out: Path, left_out: str, option: str,
+                         directory: Path) -> tuple[dict, list[bool]]:
+    """One fold of one epoch also trained on ``directory`` (given as ``option``): its result, and whether the
+    real stars were asked for held out only."""
+    asked: list[bool] = []
+    monkeypatch.setattr(lofo, "_real_stars", lambda held_out_only: asked.append(held_out_only) or {})
+    result = lofo.main(["--data", str(data), "--out", str(out), "--leave-out", left_out, "--epochs", "1",
+                        "--milestones", "", "--threads", "1", "--batch-size", "16", option, str(directory)])
+    return result, asked
+
+
 def test_real_stars_train_every_fold_and_are_then_scored_held_out_only(data, tmp_path, monkeypatch):
     """The shipped model trains on real stars; a fold can too. They are no family: never left out."""
     lofo = _script()
-    real = tmp_path / "realstars"
-    real.mkdir()
-    np.save(real / "train_flux.npy", np.load(data / "b" / "lofo_train_flux.npy")[:8])
-    pq.write_table(pa.table({"class": ["STAR"] * 8, "label": [0] * 8, "z": [0.0] * 8, "family": ["real"] * 8}),
-                   real / "train_truth.parquet")
-    asked: list[bool] = []
-    monkeypatch.setattr(lofo, "_real_stars", lambda held_out_only: asked.append(held_out_only) or {})
-    result = lofo.main(["--data", str(data), "--out", str(tmp_path / "out"), "--leave-out", "a", "--epochs", "1",
-                        "--milestones", "", "--threads", "1", "--batch-size", "16", "--real-stars", str(real)])
+    real = training_directory(tmp_path / "realstars", np.load(data / "b" / "lofo_train_flux.npy")[:8], ["STAR"] * 8)
+    result, asked = fold_also_trained_on(lofo, monkeypatch, data, tmp_path / "out", "a", "--real-stars", real)
     assert result["folds"]["a"]["train_n"] == 48 + 8
     assert ("a", "train", "real", str(real)) in [tuple(o) for o in result["opened"]]
     assert asked == [True] and "real stars of" in result["what"]
@@ -108,15 +124,9 @@ def test_real_stars_train_every_fold_and_are_then_scored_held_out_only(data, tmp
 def test_composite_galaxies_train_every_fold_and_real_stars_are_then_scored_held_out_only(data, tmp_path, monkeypatch):
     """Galaxies composed of the real stars (and those stars) are no family either: every fold trains on them."""
     lofo = _script()
-    composites = tmp_path / "composites"
-    composites.mkdir()
-    np.save(composites / "train_flux.npy", np.load(data / "c" / "lofo_train_flux.npy")[:6])
-    pq.write_table(pa.table({"class": ["GALAXY", "STAR"] * 3, "label": [1, 0] * 3, "z": [0.05, 0.0] * 3,
-                             "family": ["real-composite"] * 6}), composites / "train_truth.parquet")
-    asked: list[bool] = []
-    monkeypatch.setattr(lofo, "_real_stars", lambda held_out_only: asked.append(held_out_only) or {})
-    result = lofo.main(["--data", str(data), "--out", str(tmp_path / "out"), "--leave-out", "b", "--epochs", "1",
-                        "--milestones", "", "--threads", "1", "--batch-size", "16", "--composites", str(composites)])
+    composites = training_directory(tmp_path / "composites", np.load(data / "c" / "lofo_train_flux.npy")[:6],
+                                    ["GALAXY", "STAR"] * 3)
+    result, asked = fold_also_trained_on(lofo, monkeypatch, data, tmp_path / "out", "b", "--composites", composites)
     assert result["folds"]["b"]["train_n"] == 48 + 6
     assert ("b", "train", "real-composite", str(composites)) in [tuple(o) for o in result["opened"]]
     assert asked == [True] and "composite galaxies of" in result["what"]

@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_real_star_set import SHARED, trainable_files  # noqa: E402
@@ -246,6 +244,8 @@ def make(c: Components, n: int, seed: int, z_range: tuple[float, float], snr_ran
 
 
 def main() -> None:
+    from lamost_classify.model.labelled import save_set
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--n", type=int, default=3000)
@@ -260,9 +260,7 @@ def main() -> None:
     if counts["G"] + counts["K"] < 2 or counts["A"] + counts["F"] < 1:
         raise SystemExit(f"too few real stars in {SHARED} to compose galaxies: {counts}")
     flux, truth = make(components, args.n, args.seed, tuple(args.z), tuple(args.snr))
-    args.out.mkdir(parents=True, exist_ok=True)
-    np.save(args.out / "train_flux.npy", flux.astype(np.float32))
-    pq.write_table(pa.table(truth), args.out / "train_truth.parquet")
+    save_set(args.out, "train", flux, truth)
     print(f"{args.n} galaxies and {args.n} stars from {len(components.names)} real stars ({counts}) -> {args.out}")
 
 

@@ -16,8 +16,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 STAR_DIRS = ("lamost/dr1", "lamost/dr2", "lamost/releases", "lamost/dr10-stars-A", "lamost-dr8-stars")
@@ -36,6 +34,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=10)
     args = p.parse_args()
     from lamost_classify.contract import Flag
+    from lamost_classify.model.labelled import save_set
     from lamost_classify.pipeline import grid
     from lamost_classify.pipeline.readers import read_batch
 
@@ -51,9 +50,7 @@ def main() -> None:
              "z": [float(spectra[i].meta.get("lamost_z") or 0.0) for i in rows],
              "snr_g": prepared.snr[usable].astype(float).tolist(), "family": ["real"] * len(rows)}
     truth = {k: [v for v in values for _ in range(args.repeat)] for k, values in truth.items()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    np.save(args.out / "train_flux.npy", flux.astype(np.float32))
-    pq.write_table(pa.table(truth), args.out / "train_truth.parquet")
+    save_set(args.out, "train", flux, truth)
     print(f"{len(rows)} real stars (of {len(files)} files not held out) x {args.repeat} -> {args.out}")
 
 

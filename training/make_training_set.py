@@ -27,10 +27,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lamost_classify import CLASS_NAMES
+from lamost_classify.model.labelled import save_set
 
 # set name -> (number of spectra, seed, templates: 'real' or 'analytic', class mix, S/N distribution:
 # 'real' = the real files' (mostly bright stars), 'loguniform' = uniform in log S/N over 2-100, so that
@@ -103,8 +102,7 @@ def make_set(name: str, out: Path, workers: int, family: str = "survey", n: int 
     truth = {k: sum((p["truth"][k] for p in parts), []) for k in parts[0]["truth"]}
     truth["label"] = [CLASS_NAMES.index(c) for c in truth["class"]]
     truth["templates"] = [templates] * len(flux)
-    np.save(out / f"{name}_flux.npy", flux)
-    pq.write_table(pa.table(truth), out / f"{name}_truth.parquet")
+    save_set(out, name, flux, truth)
     counts = {c: truth["class"].count(c) for c in CLASS_NAMES}
     print(f"{name}: {len(flux)} spectra {counts} in {time.time() - t0:.0f} s", flush=True)
 
