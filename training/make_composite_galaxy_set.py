@@ -36,8 +36,9 @@ from make_real_star_set import SHARED, trainable_files  # noqa: E402
 C_KMS = 299_792.458
 #: km/s per native pixel (1e-4 in log10 lambda)
 KMS_PER_PIXEL = C_KMS * np.log(10.0) * 1e-4
-#: Rest-frame pixels kept below the native grid's 3700 A, so that z up to 10**(PAD * 1e-4) - 1 has a rest grid.
+#: Rest-frame pixels kept below the native grid's 3700 A, so that z up to MAX_Z has a rest grid.
 PAD = 700
+MAX_Z = 10 ** (PAD * 1e-4) - 1
 MIN_COMPONENT_SNR = 20.0
 
 #: Emission lines, vacuum A: (name, rest wavelength). Doublets' fixed ratios are set in ``line_fluxes``.
@@ -66,6 +67,7 @@ class Components:
 
 
 def rest_grid() -> np.ndarray:
+    """log10 wavelength of the rest frame's pixels: the native grid's step, PAD pixels below its start."""
     from lamost_classify.contract import NATIVE_COEFF0, NATIVE_COEFF1, N_NATIVE
 
     return NATIVE_COEFF0 + NATIVE_COEFF1 * np.arange(-PAD, N_NATIVE)
@@ -127,8 +129,9 @@ def broaden(flux: np.ndarray, var: np.ndarray, sigma_kms: float) -> tuple[np.nda
 
 
 def line_fluxes(kind: str, ew_halpha: float, rng: np.random.Generator) -> dict[str, float]:
-    """Line fluxes relative to H-alpha's, drawn on the BPT plane for the kind (Kauffmann et al. 2003 and
-    Kewley et al. 2006 regions), with fixed doublet ratios and a Balmer decrement of 2.86-6."""
+    """Each line's flux in units of the continuum at H-alpha (so H-alpha's is ``ew_halpha``, its equivalent
+    width in A), the ratios drawn on the BPT plane for the kind (star-forming below Kauffmann et al. 2003,
+    Seyfert above Kewley et al. 2001), with fixed doublet ratios and a Balmer decrement of 2.86-6."""
     u = rng.uniform
     if kind in ("STARFORMING", "POSTSTARBURST"):
         n2 = u(-1.3, -0.4)
@@ -155,7 +158,7 @@ def line_fluxes(kind: str, ew_halpha: float, rng: np.random.Generator) -> dict[s
 def compose(c: Components, rng: np.random.Generator, kind: str, z: float) -> tuple[np.ndarray, np.ndarray, str]:
     """One composite galaxy on the observed native grid (flux, variance; NaN where the redshift uncovered
     rest wavelengths the stars lack) and the names of its stars."""
-    from lamost_classify.contract import NATIVE_LOG_WAVELENGTH
+    from lamost_classify.contract import NATIVE_COEFF1, NATIVE_LOG_WAVELENGTH
 
     grid = rest_grid()
     _, young_range, ew_range = KINDS[kind]
@@ -180,7 +183,7 @@ def compose(c: Components, rng: np.random.Generator, kind: str, z: float) -> tup
             width = LINES[name] * sigma_gas / C_KMS
             flux = flux + continuum * f * np.exp(-0.5 * ((wave - LINES[name]) / width) ** 2) / (np.sqrt(2 * np.pi) * width)
 
-    at = (NATIVE_LOG_WAVELENGTH - np.log10(1 + z) - grid[0]) / 1e-4
+    at = (NATIVE_LOG_WAVELENGTH - np.log10(1 + z) - grid[0]) / NATIVE_COEFF1  # rest-grid pixel of each observed one
     telluric = c.telluric[old[1]]
     obs_flux = np.interp(at, np.arange(grid.size), flux) * telluric
     obs_var = np.interp(at, np.arange(grid.size), var) * telluric**2
@@ -212,10 +215,11 @@ def finish(flux: np.ndarray, var: np.ndarray, blue_lost: int, snr_target: float,
     return flux, var
 
 
-def make(c: Components, n: int, seed: int, z_range: tuple[float, float], snr_range: tuple[float, float]):
+def make(c: Components, n: int, seed: int, z_range: tuple[float, float],
+         snr_range: tuple[float, float]) -> tuple[np.ndarray, dict[str, list]]:
     """``n`` composite galaxies and ``n`` of their stars as they are, with the same blue-end treatment and
     S/N draw: (prepared grid flux (2n, 2600), truth columns)."""
-    from lamost_classify.contract import NATIVE_WAVELENGTH
+    from lamost_classify.contract import NATIVE_COEFF1, NATIVE_WAVELENGTH
     from lamost_classify.pipeline import grid
 
     rng = np.random.default_rng(seed)
@@ -229,7 +233,7 @@ def make(c: Components, n: int, seed: int, z_range: tuple[float, float], snr_ran
         flux, var, template = compose(c, rng, kind, z)
         star = rng.integers(len(c.names))
         # The star's blue end is lost as a galaxy's would be at a redshift drawn alike.
-        star_lost = int(np.log10(1 + rng.uniform(*z_range)) / 1e-4)
+        star_lost = int(np.log10(1 + rng.uniform(*z_range)) / NATIVE_COEFF1)
         for row in ((flux, var, 0, "GALAXY", 1, kind, z, template),
                     (c.obs_flux[star], c.obs_var[star], star_lost, "STAR", 0, c.letters[star], 0.0, c.names[star])):
             f, v = finish(row[0], row[1], row[2], float(np.exp(rng.uniform(*np.log(snr_range)))), rng)
@@ -253,8 +257,8 @@ def main() -> None:
     p.add_argument("--z", type=float, nargs=2, default=(0.01, 0.15), help="redshift range, uniform")
     p.add_argument("--snr", type=float, nargs=2, default=(3.0, 80.0), help="S/N g range, log-uniform")
     args = p.parse_args()
-    if np.log10(1 + args.z[1]) > PAD * 1e-4:
-        raise SystemExit(f"--z {args.z[1]}: the rest grid reaches z {10**(PAD * 1e-4) - 1:.2f} at most")
+    if args.z[1] > MAX_Z:
+        raise SystemExit(f"--z {args.z[1]}: the rest grid reaches z {MAX_Z:.2f} at most")
     components = read_components()
     counts = {letter: int((components.letters == letter).sum()) for letter in "AFGKM"}
     if counts["G"] + counts["K"] < 2 or counts["A"] + counts["F"] < 1:
