@@ -234,22 +234,17 @@ def run_fold(loader: SetLoader, left_out: str, families: list[str], configs: lis
     make_composite_galaxy_set.py directory (galaxies composed of those real stars, and the stars), alike."""
     from lamost_classify.model.calibration import fit_temperature, softmax
     from lamost_classify.model.ensemble import LogitMean
+    from lamost_classify.model.labelled import load_set
     from lamost_classify.model.runtime import batched_logits
     from lamost_classify.model.train import fit
 
     others = [f for f in families if f != left_out]
     loader.fold = left_out
     parts = [loader.stack(others, name, "train") for name in train_sets]
-    if real_stars is not None:
-        from lamost_classify.model.labelled import load_set
-
-        loader.opened.append((left_out, "train", "real", str(real_stars)))
-        parts.append(training_arrays(*load_set(real_stars, "train")))
-    if composites is not None:
-        from lamost_classify.model.labelled import load_set
-
-        loader.opened.append((left_out, "train", "real-composite", str(composites)))
-        parts.append(training_arrays(*load_set(composites, "train")))
+    for role, directory in (("real", real_stars), ("real-composite", composites)):
+        if directory is not None:
+            loader.opened.append((left_out, "train", role, str(directory)))
+            parts.append(training_arrays(*load_set(directory, "train")))
     train_x, train_y, train_z = (np.concatenate([p[i] for p in parts]) for i in range(3))
     del parts
     val_x, val_y, val_z = loader.stack(others, VAL, "calibrate")
@@ -273,7 +268,9 @@ def run_fold(loader: SetLoader, left_out: str, families: list[str], configs: lis
     fold["weights"] = save_fold_weights(model, out_dir, fold).name
     fold["unseen"] = score_families(loader, model, temperature, prior, [left_out], "test")[left_out]
     fold["seen"] = score_families(loader, model, temperature, prior, others, "test seen")
-    fold["real_stars"] = real_star_recall(model, temperature, prior, held_out_only=real_stars is not None or composites is not None)
+    # Composites are made of the real stars not held out too, so either way only the held-out ones are news.
+    fold["real_stars"] = real_star_recall(model, temperature, prior,
+                                          held_out_only=real_stars is not None or composites is not None)
     return fold
 
 
