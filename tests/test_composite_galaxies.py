@@ -95,10 +95,25 @@ def test_finish_fills_the_lost_blue_end_and_adds_noise_down_to_the_target(compos
 def test_the_set_pairs_each_galaxy_with_a_real_star_never_a_held_out_one(composites):
     from lamost_classify.mocks.instrument import is_held_out
 
-    c = composites.read_components()
+    c = composites.read_components(composites.star_files())
     flux, truth = composites.make(c, 10, 0, (0.01, 0.15), (3.0, 80.0))
     assert flux.shape == (20, 2600) and np.isfinite(flux).all()
     assert truth["class"] == ["GALAXY", "STAR"] * 10 and truth["label"] == [1, 0] * 10
     assert all(0.01 <= z <= 0.15 for z in truth["z"][::2]) and set(truth["z"][1::2]) == {0.0}
     files = [name for t in truth["template"] for name in t.split("+")]
     assert files and not any(is_held_out(name) for name in files)
+
+
+def test_a_held_out_set_is_one_table_that_evaluate_reads_with_its_kinds(composites, tmp_path):
+    from lamost_classify.model.labelled import hard_case_truth, load_labelled
+
+    flux = np.random.default_rng(0).random((4, 2600)).astype(np.float32)
+    truth = {"id": list("abcd"), "class": ["GALAXY", "STAR"] * 2, "label": [1, 0] * 2,
+             "subclass": ["PASSIVE", "K", "STARFORMING", "A"], "z": [0.05, 0.0, 0.1, 0.0],
+             "template": list("abcd"), "family": ["real-composite"] * 4, "snr_g": [5.0, 6.0, 7.0, 8.0]}
+    path = tmp_path / "test.parquet"
+    composites.write_table(path, flux, truth)
+    labelled = load_labelled(path)
+    assert np.array_equal(np.asarray(labelled.spectra()), flux)
+    assert labelled.labels.tolist() == [1, 0, 1, 0] and labelled.snr.tolist() == [5.0, 6.0, 7.0, 8.0]
+    assert hard_case_truth(path, None, labelled)["subclass"] == truth["subclass"]

@@ -17,7 +17,9 @@ own frame and the old star's are put back at the observed wavelengths; the blue 
 alike. Then noise is added (the spectrum's own noise shape, scaled) down to an S/N g drawn log-uniform in
 --snr, and each is prepared by the pipeline's own grid. Written as ``train_flux.npy`` +
 ``train_truth.parquet`` (--n galaxies, class GALAXY, label 1, subclass the kind, z; --n stars, class STAR,
-label 0, subclass the letter, z 0; snr_g, template the files, family 'real-composite').
+label 0, subclass the letter, z 0; snr_g, template the files, family 'real-composite'). With --held-out the
+stars are the 30% held out instead and the set is OUT/test.parquet, a table for `lamost-classify evaluate`:
+galaxies of real spectra that no network has trained on.
 The SDSS and lamost-qso spectra are validation only and never read here.
 """
 
@@ -31,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_real_star_set import SHARED, trainable_files  # noqa: E402
+from make_real_star_set import SHARED, star_files  # noqa: E402
 
 C_KMS = 299_792.458
 #: km/s per native pixel (1e-4 in log10 lambda)
@@ -73,13 +75,13 @@ def rest_grid() -> np.ndarray:
     return NATIVE_COEFF0 + NATIVE_COEFF1 * np.arange(-PAD, N_NATIVE)
 
 
-def read_components() -> Components:
-    """The usable real stars, each on the observed native grid, telluric bands divided out, moved to rest."""
+def read_components(files: list[str]) -> Components:
+    """The usable real stars of ``files``, each on the observed native grid, telluric bands divided out,
+    moved to rest."""
     from lamost_classify.contract import NATIVE_LOG_WAVELENGTH, NATIVE_WAVELENGTH
     from lamost_classify.mocks.noise_donors import measure_telluric
     from lamost_classify.pipeline.readers import read_batch
 
-    files = trainable_files()
     grid = rest_grid()
     names, letters, fluxes, variances, tellurics, observed = [], [], [], [], [], []
     for path, s in zip(files, read_batch(files)):
@@ -247,6 +249,19 @@ def make(c: Components, n: int, seed: int, z_range: tuple[float, float],
     return prepared.flux, truth
 
 
+def write_table(path: Path, flux: np.ndarray, truth: dict[str, list]) -> None:
+    """The set as one labelled table (``flux_norm`` on the grid, ``snr`` for its S/N bins and the truth
+    columns, which give its recall by kind and redshift), the form ``lamost-classify evaluate`` reads."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = pa.ListArray.from_arrays(np.arange(0, flux.size + 1, flux.shape[1], dtype=np.int32),
+                                    pa.array(flux.ravel(), pa.float32()))
+    columns = {"flux_norm": rows, "snr": truth["snr_g"], **truth}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+
+
 def main() -> None:
     from lamost_classify.model.labelled import save_set
 
@@ -256,15 +271,21 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--z", type=float, nargs=2, default=(0.01, 0.15), help="redshift range, uniform")
     p.add_argument("--snr", type=float, nargs=2, default=(3.0, 80.0), help="S/N g range, log-uniform")
+    p.add_argument("--held-out", action="store_true",
+                   help="compose from the 30%% of real stars held out instead: galaxies of real spectra no network "
+                        "trained on, written as OUT/test.parquet for lamost-classify evaluate, never a training set")
     args = p.parse_args()
     if args.z[1] > MAX_Z:
         raise SystemExit(f"--z {args.z[1]}: the rest grid reaches z {MAX_Z:.2f} at most")
-    components = read_components()
+    components = read_components(star_files(held_out=args.held_out))
     counts = {letter: int((components.letters == letter).sum()) for letter in "AFGKM"}
     if counts["G"] + counts["K"] < 2 or counts["A"] + counts["F"] < 1:
         raise SystemExit(f"too few real stars in {SHARED} to compose galaxies: {counts}")
     flux, truth = make(components, args.n, args.seed, tuple(args.z), tuple(args.snr))
-    save_set(args.out, "train", flux, truth)
+    if args.held_out:
+        write_table(args.out / "test.parquet", flux, truth)
+    else:
+        save_set(args.out, "train", flux, truth)
     print(f"{args.n} galaxies and {args.n} stars from {len(components.names)} real stars ({counts}) -> {args.out}")
 
 

@@ -21,11 +21,12 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 STAR_DIRS = ("lamost/dr1", "lamost/dr2", "lamost/releases", "lamost/dr10-stars-A", "lamost-dr8-stars")
 
 
-def trainable_files() -> list[str]:
-    """The real LAMOST star files (by directory) that are not held out, in a fixed order."""
+def star_files(held_out: bool = False) -> list[str]:
+    """The real LAMOST star files (by directory) that may be trained on, or (``held_out``) the fixed 30% kept
+    out of every use but judging, in a fixed order."""
     from lamost_classify.mocks.instrument import is_held_out
 
-    return [str(f) for sub in STAR_DIRS for f in sorted((SHARED / sub).rglob("spec-*")) if not is_held_out(f)]
+    return [str(f) for sub in STAR_DIRS for f in sorted((SHARED / sub).rglob("spec-*")) if is_held_out(f) == held_out]
 
 
 def main() -> None:
@@ -38,7 +39,7 @@ def main() -> None:
     from lamost_classify.pipeline import grid
     from lamost_classify.pipeline.readers import read_batch
 
-    files = trainable_files()
+    files = star_files()
     spectra = read_batch(files)
     keep = [i for i, s in enumerate(spectra) if (s.meta.get("lamost_class") or "").upper() == "STAR"]
     prepared = grid.prepare([spectra[i] for i in keep])
