@@ -88,11 +88,16 @@ def training_arrays(flux: np.ndarray, truth: dict) -> tuple[np.ndarray, np.ndarr
     return np.asarray(flux), np.asarray(truth["label"], np.int64), np.asarray(truth["z"], np.float32)
 
 
+def check_train_set(directory: Path, option: str, script: str) -> None:
+    """One clear line unless ``directory`` holds a train set (what ``option`` takes, made by ``script``)."""
+    if not (directory / "train_flux.npy").exists():
+        raise SystemExit(f"{option} {directory} holds no train_flux.npy: make it with "
+                         f"python training/{script} --out {directory}")
+
+
 def check_real_stars(directory: Path) -> None:
     """One clear line unless ``directory`` is a make_real_star_set.py directory (a train set, all STAR)."""
-    if not (directory / "train_flux.npy").exists():
-        raise SystemExit(f"--real-stars {directory} holds no train_flux.npy: make it with "
-                         f"python training/make_real_star_set.py --out {directory}")
+    check_train_set(directory, "--real-stars", "make_real_star_set.py")
     labels = pq.read_table(directory / "train_truth.parquet", columns=["label"]).column("label").to_pylist()
     if set(labels) != {0}:
         raise SystemExit(f"{directory} holds other classes than STAR: not a make_real_star_set.py directory")
@@ -421,9 +426,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"leave-one-family-out needs at least 2 families in {args.data}; found {families}")
     if args.real_stars:
         check_real_stars(args.real_stars)
-    if args.composites and not (args.composites / "train_flux.npy").exists():
-        raise SystemExit(f"--composites {args.composites} holds no train_flux.npy: make it with "
-                         f"python training/make_composite_galaxy_set.py --out {args.composites}")
+    if args.composites:
+        check_train_set(args.composites, "--composites", "make_composite_galaxy_set.py")
     if args.init_from and len(args.leave_out or families) != 1:
         # Weights fit to two families would have seen the third left out of another fold.
         raise SystemExit("--init-from: the weights must never have seen the family left out, so give one --leave-out")
@@ -448,9 +452,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {left_out}: " + ", ".join(f"{k} {v['value']:.4f}" for k, v in g.items()), flush=True)
     result = {"title": "Leave one mock family out",
               "what": f"Preset {args.preset} on the sets {', '.join(args.train_sets)}"
-                      + (f" and the real stars of {args.real_stars} (real stars scored: held out only)"
-                         if args.real_stars else "")
+                      + (f" and the real stars of {args.real_stars}" if args.real_stars else "")
                       + (f" and the composite galaxies of {args.composites}" if args.composites else "")
+                      + (" (real stars scored: held out only)" if args.real_stars or args.composites else "")
                       + f", artefact fraction "
                       f"{args.artefacts}, tilt fraction {args.tilts}, arm-loss fraction {args.arm_losses}, "
                       + (f"fine-tuned from {args.init_from}, " if args.init_from else "")
