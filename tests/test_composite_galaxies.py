@@ -96,24 +96,33 @@ def test_the_set_pairs_each_galaxy_with_a_real_star_never_a_held_out_one(composi
     from lamost_classify.mocks.instrument import is_held_out
 
     c = composites.read_components(composites.star_files())
-    flux, truth = composites.make(c, 10, 0, (0.01, 0.15), (3.0, 80.0))
-    assert flux.shape == (20, 2600) and np.isfinite(flux).all()
+    prepared, truth = composites.make(c, 10, 0, (0.01, 0.15), (3.0, 80.0))
+    assert prepared.flux.shape == prepared.ivar.shape == (20, 2600) and np.isfinite(prepared.flux).all()
+    assert (prepared.ivar >= 0).all() and (prepared.ivar > 0).mean() > 0.9
     assert truth["class"] == ["GALAXY", "STAR"] * 10 and truth["label"] == [1, 0] * 10
     assert all(0.01 <= z <= 0.15 for z in truth["z"][::2]) and set(truth["z"][1::2]) == {0.0}
     files = [name for t in truth["template"] for name in t.split("+")]
     assert files and not any(is_held_out(name) for name in files)
 
 
-def test_a_held_out_set_is_one_table_that_evaluate_reads_with_its_kinds(composites, tmp_path):
+def test_a_held_out_set_is_one_table_that_evaluate_reads_with_its_kinds_and_redshifts(composites, tmp_path):
     from lamost_classify.model.labelled import hard_case_truth, load_labelled
+    from lamost_classify.pipeline.grid import PreparedBatch
 
-    flux = np.random.default_rng(0).random((4, 2600)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    prepared = PreparedBatch(flux=rng.random((4, 2600)).astype(np.float32), flags=np.zeros(4, np.uint32),
+                             snr=np.full(4, 10.0, np.float32), coverage=np.ones(4, np.float32),
+                             ivar=rng.random((4, 2600)).astype(np.float32) * 100,
+                             pedestal=np.array([0.1, -0.2, 0.0, 0.3], np.float32))
     truth = {"id": list("abcd"), "class": ["GALAXY", "STAR"] * 2, "label": [1, 0] * 2,
              "subclass": ["PASSIVE", "K", "STARFORMING", "A"], "z": [0.05, 0.0, 0.1, 0.0],
              "template": list("abcd"), "family": ["real-composite"] * 4, "snr_g": [5.0, 6.0, 7.0, 8.0]}
     path = tmp_path / "test.parquet"
-    composites.write_table(path, flux, truth)
+    composites.write_table(path, prepared, truth)
     labelled = load_labelled(path)
-    assert np.array_equal(np.asarray(labelled.spectra()), flux)
+    assert np.array_equal(np.asarray(labelled.spectra()), prepared.flux)
+    # What the redshift fit reads (evaluate scores the redshifts of a table with ivar_norm).
+    assert np.array_equal(np.asarray(labelled.inverse_variances()), prepared.ivar)
+    assert np.array_equal(np.asarray(labelled.pedestals()), prepared.pedestal)
     assert labelled.labels.tolist() == [1, 0, 1, 0] and labelled.snr.tolist() == [5.0, 6.0, 7.0, 8.0]
     assert hard_case_truth(path, None, labelled)["subclass"] == truth["subclass"]

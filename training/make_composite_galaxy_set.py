@@ -29,11 +29,15 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_real_star_set import SHARED, star_files  # noqa: E402
+
+if TYPE_CHECKING:
+    from lamost_classify.pipeline.grid import PreparedBatch
 
 C_KMS = 299_792.458
 #: km/s per native pixel (1e-4 in log10 lambda)
@@ -218,9 +222,9 @@ def finish(flux: np.ndarray, var: np.ndarray, blue_lost: int, snr_target: float,
 
 
 def make(c: Components, n: int, seed: int, z_range: tuple[float, float],
-         snr_range: tuple[float, float]) -> tuple[np.ndarray, dict[str, list]]:
+         snr_range: tuple[float, float]) -> tuple[PreparedBatch, dict[str, list]]:
     """``n`` composite galaxies and ``n`` of their stars as they are, with the same blue-end treatment and
-    S/N draw: (prepared grid flux (2n, 2600), truth columns)."""
+    S/N draw: (the pipeline's prepared batch of the 2n, truth columns)."""
     from lamost_classify.contract import NATIVE_COEFF1, NATIVE_WAVELENGTH
     from lamost_classify.pipeline import grid
 
@@ -246,18 +250,22 @@ def make(c: Components, n: int, seed: int, z_range: tuple[float, float],
                 truth[key].append(value)
     prepared = grid.prepare_arrays(NATIVE_WAVELENGTH, np.array(fluxes), 1.0 / np.array(variances))
     truth["snr_g"] = prepared.snr.astype(float).tolist()
-    return prepared.flux, truth
+    return prepared, truth
 
 
-def write_table(path: Path, flux: np.ndarray, truth: dict[str, list]) -> None:
-    """The set as one labelled table (``flux_norm`` on the grid, ``snr`` for its S/N bins and the truth
-    columns, which give its recall by kind and redshift), the form ``lamost-classify evaluate`` reads."""
+def write_table(path: Path, prepared: PreparedBatch, truth: dict[str, list]) -> None:
+    """The set as one labelled table (``flux_norm`` on the grid, with its ``ivar_norm`` and ``pedestal`` for
+    the redshift fit, ``snr`` for its S/N bins and the truth columns, which give its recall by kind and its
+    redshifts), the form ``lamost-classify evaluate`` reads."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = pa.ListArray.from_arrays(np.arange(0, flux.size + 1, flux.shape[1], dtype=np.int32),
-                                    pa.array(flux.ravel(), pa.float32()))
-    columns = {"flux_norm": rows, "snr": truth["snr_g"], **truth}
+    def grid_rows(a: np.ndarray) -> pa.ListArray:
+        return pa.ListArray.from_arrays(np.arange(0, a.size + 1, a.shape[1], dtype=np.int32),
+                                        pa.array(a.ravel(), pa.float32()))
+
+    columns = {"flux_norm": grid_rows(prepared.flux), "ivar_norm": grid_rows(prepared.ivar),
+               "pedestal": pa.array(prepared.pedestal, pa.float32()), "snr": truth["snr_g"], **truth}
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(columns), path)
 
@@ -281,11 +289,11 @@ def main() -> None:
     counts = {letter: int((components.letters == letter).sum()) for letter in "AFGKM"}
     if counts["G"] + counts["K"] < 2 or counts["A"] + counts["F"] < 1:
         raise SystemExit(f"too few real stars in {SHARED} to compose galaxies: {counts}")
-    flux, truth = make(components, args.n, args.seed, tuple(args.z), tuple(args.snr))
+    prepared, truth = make(components, args.n, args.seed, tuple(args.z), tuple(args.snr))
     if args.held_out:
-        write_table(args.out / "test.parquet", flux, truth)
+        write_table(args.out / "test.parquet", prepared, truth)
     else:
-        save_set(args.out, "train", flux, truth)
+        save_set(args.out, "train", prepared.flux, truth)
     print(f"{args.n} galaxies and {args.n} stars from {len(components.names)} real stars ({counts}) -> {args.out}")
 
 
