@@ -51,6 +51,10 @@ class DenseNetConfig:
     n_pixels: int = 2600
     n_classes: int = 3
     redshift_hidden: int = 0  # hidden width of the redshift head (blocks.RedshiftHead); 0 = no head
+    # A second input channel holding each pixel's place on the grid, -1 (blue end) to 1 (red end), as
+    # CoordConv (Liu et al. 2018). On the log-linear grid a redshift is a shift, and convolutions with global
+    # pooling see a shift only through the spectrum's ends: this lets every layer see where a line is.
+    wavelength_channel: bool = False
 
 
 def dense_stages(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -75,8 +79,11 @@ class SpectralDenseNet(nn.Module):
     def __init__(self, config: DenseNetConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.stem = nn.Conv1d(1, c.stem_channels, c.stem_kernel, stride=c.stem_stride,
-                              padding=c.stem_kernel // 2, bias=False)
+        self.stem = nn.Conv1d(2 if c.wavelength_channel else 1, c.stem_channels, c.stem_kernel,
+                              stride=c.stem_stride, padding=c.stem_kernel // 2, bias=False)
+        # Not in the state dict: it is the grid, not a weight.
+        self.register_buffer("wavelength", torch.linspace(-1.0, 1.0, c.n_pixels).view(1, 1, -1)
+                             if c.wavelength_channel else None, persistent=False)
         self.dense_blocks = nn.ModuleList()
         self.transitions = nn.ModuleList()
         self.cross_transitions = nn.ModuleList()
@@ -123,6 +130,8 @@ class SpectralDenseNet(nn.Module):
         """The last feature maps before global pooling, (B, n_features, L'): what CAM weighs."""
         if x.ndim == 2:
             x = x.unsqueeze(1)
+        if self.wavelength is not None:
+            x = torch.cat([x, self.wavelength.expand(x.shape[0], -1, -1)], dim=1)
         return self.final_pre(dense_stages(self, self.stem(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -176,7 +176,12 @@ class FastDenseNet(nn.Module):
         super().__init__()
         self.config = model.config
         self.preset = getattr(model, "preset", None)
-        self.stem = conv2d_from(model.stem)
+        stem_weight = model.stem.weight.detach()
+        self.stem = conv2d_from(model.stem, stem_weight[:, :1])
+        # The grid channel is the same for every spectrum, so its share of the stem is one constant map.
+        self.register_buffer("stem_wavelength", None if model.wavelength is None else F.conv1d(
+            model.wavelength, stem_weight[:, 1:], stride=model.stem.stride, padding=model.stem.padding,
+        ).unsqueeze(2))
         self.dense_blocks = nn.ModuleList(FastDenseBlock(b, group_width) for b in model.dense_blocks)
         self.transitions = nn.ModuleList(FastTransition(t) for t in model.transitions)
         self.cross_transitions = nn.ModuleList(FastTransition(t) for t in model.cross_transitions)
@@ -202,7 +207,10 @@ class FastDenseNet(nn.Module):
         x = x.float().unsqueeze(2).contiguous(memory_format=self.memory_format)
         # The stem stays float32: bfloat16's 8-bit mantissa would round the flux itself (0.4% steps),
         # and the stem is under 1% of the FLOPs.
-        return self.final_pre(dense_stages(self, self.stem(x).to(self.dtype)))
+        stem = self.stem(x)
+        if self.stem_wavelength is not None:
+            stem = stem + self.stem_wavelength
+        return self.final_pre(dense_stages(self, stem.to(self.dtype)))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature maps before global pooling, (B, n_features, L') float32, as the reference's."""

@@ -45,10 +45,12 @@ def reference_and_fast(model, flux, **kwargs):
     return ref, FastPath(model, CPU, **kwargs)(flux)
 
 
-@pytest.mark.parametrize("preset, n", [("fast", 12), ("paper", 2), ("plain_densenet", 2)])
-def test_folded_fp32_equals_reference(preset, n):
+@pytest.mark.parametrize("preset, overrides, n", [
+    ("fast", {}, 12), ("fast", {"wavelength_channel": True}, 4), ("paper", {}, 2), ("plain_densenet", {}, 2),
+])
+def test_folded_fp32_equals_reference(preset, overrides, n):
     torch.manual_seed(1)
-    model = with_random_batchnorm(build_model(preset))
+    model = with_random_batchnorm(build_model(preset, **overrides))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     flux, _ = synthetic_spectra(n, seed=3)
     flux = flux[:n]

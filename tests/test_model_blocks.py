@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 from model_fixtures import TINY, one_torch_thread  # noqa: F401
@@ -133,3 +135,42 @@ def test_build_model_overrides_and_errors():
     with pytest.raises(ValueError, match="unknown preset"):
         build_model("resnet")
     assert set(PRESETS) >= {"paper", "fast", "fc4", "plain_densenet"}
+
+
+def emission_line_at(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """STAR: an emission line at pixels 900-1000; GALAXY: the same line at 1600-1700, as if redshifted;
+    QSO: an absorption line at either place. Only a line's place tells STAR from GALAXY."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), n_per_class)
+    flux = 0.45 + rng.normal(0.0, 0.03, (len(labels), 2600))
+    red = (labels == 1) | ((labels == 2) & (rng.random(len(labels)) < 0.5))
+    centre = np.where(red, rng.integers(1600, 1700, len(labels)), rng.integers(900, 1000, len(labels)))
+    for row, (c, label) in enumerate(zip(centre, labels)):
+        flux[row, c - 1:c + 2] += -0.35 if label == 2 else 0.35
+    return np.clip(flux, 0.0, 1.0).astype(np.float32), labels
+
+
+@pytest.mark.parametrize("wavelength_channel", [False, True])
+def test_the_wavelength_channel_lets_the_network_tell_where_a_line_is(wavelength_channel, tmp_path):
+    """Convolutions and global pooling see a line's shape, not its place (far from the spectrum's
+    ends): without the channel STAR and GALAXY stay a coin toss, with it the network learns them."""
+    from lamost_classify.model.train import TrainConfig, fit
+
+    x, y = emission_line_at(64, seed=1)
+    vx, vy = emission_line_at(32, seed=2)
+    tx, ty = emission_line_at(100, seed=3)
+    config = TrainConfig(preset="fast", model_overrides={**TINY, "wavelength_channel": wavelength_channel},
+                         epochs=20, lr=0.01, lr_milestones=(14,), batch_size=32, per_class=64, augment=False,
+                         precise_bn_batches=10, num_threads=1, progress=False, log_epochs=False)
+    model = fit(x, y, vx, vy, config, tmp_path).model.eval()
+    assert model.stem.in_channels == (2 if wavelength_channel else 1)
+    assert "wavelength" not in model.state_dict()  # the grid, not a weight: older weights still load
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(tx)).argmax(1).numpy()
+    star_or_galaxy = ty < 2
+    told_apart = (predicted[star_or_galaxy] == ty[star_or_galaxy]).mean()
+    assert (predicted[~star_or_galaxy] == 2).mean() > 0.9  # a line's sign either way
+    if wavelength_channel:
+        assert told_apart > 0.9
+    else:
+        assert told_apart < 0.7

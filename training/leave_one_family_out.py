@@ -392,6 +392,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--redshift-weight", type=float, default=0.0,
                    help="train a redshift head with the class, as train_shipped.py's (0: no head)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--wavelength-channel", action="store_true",
+                   help="DenseNetConfig.wavelength_channel: give the network each pixel's place on the grid")
     p.add_argument("--seed", type=int, nargs="+", default=[0],
                    help="TrainConfig.seed: a fold's initial weights and draws; several train one model per seed "
                         "and score their mean logits (an ensemble)")
@@ -439,7 +441,8 @@ def main(argv: list[str] | None = None) -> dict:
                          artefact_fraction=args.artefacts, tilt_fraction=args.tilts,
                          arm_loss_fraction=args.arm_losses, init_from=args.init_from,
                          redshift_weight=args.redshift_weight, average_from=args.average_from,
-                         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=args.seed[0])
+                         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=args.seed[0],
+                         model_overrides={"wavelength_channel": True} if args.wavelength_channel else {})
     configs = [dataclasses.replace(config, seed=seed) for seed in dict.fromkeys(args.seed)]
     folds = {}
     for left_out in args.leave_out or families:
@@ -451,7 +454,8 @@ def main(argv: list[str] | None = None) -> dict:
         g = folds[left_out]["unseen"]["goals"]
         print(f"  {left_out}: " + ", ".join(f"{k} {v['value']:.4f}" for k, v in g.items()), flush=True)
     result = {"title": "Leave one mock family out",
-              "what": f"Preset {args.preset} on the sets {', '.join(args.train_sets)}"
+              "what": f"Preset {args.preset}" + (" with the wavelength channel" if args.wavelength_channel else "")
+                      + f" on the sets {', '.join(args.train_sets)}"
                       + (f" and the real stars of {args.real_stars}" if args.real_stars else "")
                       + (f" and the composite galaxies of {args.composites}" if args.composites else "")
                       + (" (real stars scored: held out only)" if args.real_stars or args.composites else "")
