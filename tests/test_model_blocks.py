@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 import pytest
 import torch
 from model_fixtures import TINY, one_torch_thread  # noqa: F401
