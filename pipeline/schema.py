@@ -35,7 +35,7 @@ COLUMNS: list[tuple[str, pa.DataType, str, str]] = [
     ("z", pa.float32(), "", "redshift from the published class's templates fitted with the spectrum's ivar "
      "(stars: radial velocity / c); null without a class"),
     ("z_err", pa.float32(), "", "1-sigma error of z: the chi2 curvature's (scaled by sqrt(reduced chi2) when above 1) "
-     "and the class's floor in quadrature (stars 9 km/s, galaxies 17, QSOs 20-322 by z)"),
+     "and the class's floor in quadrature (stars 9 km/s, galaxies 35, QSOs 20-322 by z)"),
     ("delta_chi2", pa.float32(), "", "chi2 of the second-best solution minus the best: galaxy/QSO another redshift "
      "(> 1000/3000 km/s away; < 0 where one outside the window around the network's proposal fits better), "
      "star the best template of another MK letter"),

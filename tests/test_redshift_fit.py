@@ -105,6 +105,25 @@ def test_the_calibration_finds_the_floor_that_makes_the_pulls_honest():
     assert calibrate.floor_for_unit_pulls(dz, 3 * np.hypot(formal, floor)) == 0.0  # already too wide: no floor
 
 
+@requires_shared
+def test_the_galaxies_floor_is_calibrated_on_galaxies_of_the_training_stars_only(monkeypatch):
+    """calibrate_z_err.py composes its real galaxies from the stars the networks train on: the held-out
+    stars' composites are the check, never the calibration. Galaxies only (the stars beside them carry z 0)."""
+    from script_loader import load_script
+
+    calibrate = load_script("training/calibrate_z_err.py")
+    import make_real_star_set
+
+    asked, real = [], make_real_star_set.star_files
+    monkeypatch.setattr(make_real_star_set, "star_files",
+                        lambda held_out=False: asked.append(held_out) or real(held_out=held_out))
+    fits = calibrate.fit_composites(12, 3)
+    assert asked == [False]
+    dz, formal, z = fits["GALAXY"]
+    assert len(dz) >= 10 and not len(fits["STAR"][0]) and not len(fits["QSO"][0])
+    assert ((z >= 0.01) & (z <= 0.15)).all() and (formal > 0).all() and (np.abs(dz) < 0.003).all()
+
+
 def test_the_normal_equations_are_solved_whatever_the_scale_of_each_parameter():
     # A bright template's sums dwarf a polynomial's by many orders of magnitude; a ridge scaled from
     # their mean once pinned the small ones to zero and overstated chi2 at high redshift.

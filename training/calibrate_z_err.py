@@ -12,10 +12,13 @@ catastrophic redshifts, scored elsewhere) and ~68% of them within +-1.
 
 Printed per class (QSOs per redshift range, by the true z: their lines change with it) and family: the
 scatter of dz / (1 + z), the formal error's median, its pulls; the floor (km/s, added in quadrature)
-that takes that family's pulls to NMAD 1; the floor pooled over the three families (the shipped rule),
-and each family's pulls with the shipped floor; and, leave-one-family-out, each family's pulls with the
-floor the two others give. The formal error is the shipped ``z_err`` with the
-shipped floor taken out again: z_err^2 = (1 + z)^2 (formal^2 + (floor / c)^2).
+that takes that family's pulls to NMAD 1; the floor pooled over the families, and the rule's floor
+(shipped): for galaxies, that of galaxies composed of the real LAMOST stars the networks train on
+(make_composite_galaxy_set.py, as many as a family's; when ../shared is there), whose continua are real
+spectra and scatter against the eigenspectra more than any mock family's; for stars and QSOs, which have
+no such set, the mock families' pooled floor. Then each family's pulls with the shipped floor; and,
+leave-one-family-out, each family's pulls with the floor the others give. The formal error is the shipped
+``z_err`` with the shipped floor taken out again: z_err^2 = (1 + z)^2 (formal^2 + (floor / c)^2).
 """
 
 from __future__ import annotations
@@ -54,32 +57,57 @@ def pull_scores(dz: np.ndarray, formal: np.ndarray, floor: float) -> dict:
     return {"pull_nmad": nmad(pull), "within_1_sigma": float(np.mean(np.abs(pull) < 1.0)) if len(pull) else float("nan")}
 
 
+def fitted_within_tolerance(fitter, flux: np.ndarray, ivar: np.ndarray, pedestal: np.ndarray, cls: np.ndarray,
+                            z_true: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per class: (dz / (1 + z), formal error / (1 + z), true z) of the spectra fitted as their true class
+    within tolerance."""
+    from lamost_classify.model.redshift import z_err_floor_kms
+    from lamost_classify.model.redshift_metrics import TOLERANCE
+
+    fit = fitter.fit(flux, ivar, cls, pedestal=pedestal)
+    z, z_err = fit.z, fit.z_err
+    dz = (z - z_true) / (1.0 + z_true)
+    err = z_err / (1.0 + z)  # the shipped error in dz / (1 + z)
+    out = {}
+    for label, name in enumerate(CLASS_NAMES):
+        keep = (cls == label) & np.isfinite(dz) & np.isfinite(err) & (np.abs(dz) < TOLERANCE[name])
+        shipped = z_err_floor_kms(name, z[keep]) / C_KMS
+        formal = np.sqrt(np.clip(err[keep] ** 2 - shipped**2, 0.0, None))
+        out[name] = (dz[keep], formal, z_true[keep])
+    return out
+
+
 def fit_mocks(n: int, seed: int) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
-    """Per family and class: (dz / (1 + z), formal error / (1 + z), true z) of the mocks fitted within
-    tolerance."""
+    """Per family and class: ``fitted_within_tolerance`` of ``n`` balanced mocks."""
     from validate_redshift import prepared_mocks
 
     from lamost_classify.mocks.families import FAMILIES
-    from lamost_classify.model.redshift import RedshiftFitter, z_err_floor_kms
-    from lamost_classify.model.redshift_metrics import TOLERANCE
+    from lamost_classify.model.redshift import RedshiftFitter
 
     fitter = RedshiftFitter()
     out: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     for family in FAMILIES:
         flux, ivar, pedestal, truth = prepared_mocks(family, n, seed, (1 / 3, 1 / 3, 1 / 3), (5.0, 100.0), ("class", "z"))
         cls = np.array([CLASS_NAMES.index(c) for c in truth["class"]])
-        z_true = np.asarray(truth["z"], np.float64)
-        fit = fitter.fit(flux, ivar, cls, pedestal=pedestal)
-        z, z_err = fit.z, fit.z_err
-        out[family] = {}
-        for label, name in enumerate(CLASS_NAMES):
-            dz = (z - z_true) / (1.0 + z_true)
-            err = z_err / (1.0 + z)  # the shipped error in dz / (1 + z)
-            keep = (cls == label) & np.isfinite(dz) & np.isfinite(err) & (np.abs(dz) < TOLERANCE[name])
-            shipped = z_err_floor_kms(name, z[keep]) / C_KMS
-            formal = np.sqrt(np.clip(err[keep] ** 2 - shipped**2, 0.0, None))
-            out[family][name] = (dz[keep], formal, z_true[keep])
+        out[family] = fitted_within_tolerance(fitter, flux, ivar, pedestal, cls, np.asarray(truth["z"], np.float64))
     return out
+
+
+def fit_composites(n: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``fitted_within_tolerance`` of ``n`` galaxies composed of the real stars the networks train on
+    (make_composite_galaxy_set.py; the held-out stars' composites stay a test). Galaxies only: the stars
+    beside them carry z 0, not their own radial velocities, so they are left out (no rows for STAR or QSO)."""
+    from make_composite_galaxy_set import make, read_components
+    from make_real_star_set import star_files
+
+    from lamost_classify.model.redshift import RedshiftFitter
+
+    prepared, truth = make(read_components(star_files(held_out=False)), n, seed, (0.01, 0.15), (5.0, 100.0))
+    galaxy = np.array(truth["label"]) == CLASS_NAMES.index("GALAXY")
+    fits = fitted_within_tolerance(RedshiftFitter(), prepared.flux[galaxy], prepared.ivar[galaxy],
+                                   prepared.pedestal[galaxy], np.array(truth["label"])[galaxy],
+                                   np.asarray(truth["z"], np.float64)[galaxy])
+    return {name: fit if name == "GALAXY" else tuple(a[:0] for a in fit) for name, fit in fits.items()}
 
 
 def main() -> None:
@@ -91,6 +119,12 @@ def main() -> None:
     from lamost_classify.model.redshift import Z_ERR_FLOOR_KMS
 
     fits = fit_mocks(args.n, args.seed)
+    from make_real_star_set import SHARED
+
+    if SHARED.is_dir():  # galaxies composed of real stars: as many as a family's
+        fits["real-composite"] = fit_composites(args.n // len(CLASS_NAMES), args.seed)
+    else:
+        print(f"{SHARED} is absent: mock families only, no galaxies composed of real stars")
     families = list(fits)
     report: dict = {"n": args.n, "seed": args.seed, "shipped_floor_kms": Z_ERR_FLOOR_KMS, "classes": {}}
     print("| class, true z | family | n | NMAD of dz/(1+z), km/s | median formal error, km/s | pulls' NMAD, formal "
@@ -106,10 +140,16 @@ def main() -> None:
                     for f in families}
             label = name if len(Z_ERR_FLOOR_KMS[name]) == 1 else f"{name} z {max(lower, 0):g}-{upper:g}"
             pooled = floor_for_unit_pulls(*(np.concatenate([part[f][i] for f in families]) for i in (0, 1)))
+            # The rule: real spectra's own floor where the class has them, else the mock families' pooled.
+            real = [f for f in families if f == "real-composite" and len(part[f][0])]
+            rule = floor_for_unit_pulls(*part[real[0]]) if real else pooled
             entry = {"z_range": [lower, upper], "shipped_floor_kms": shipped_kms, "pooled_floor_kms": pooled * C_KMS,
+                     "rule_floor_kms": rule * C_KMS,
                      "families": {}}
             for family in families:
                 dz, formal = part[family]
+                if not len(dz):  # the composites have galaxies only
+                    continue
                 others = [f for f in families if f != family]
                 left_out = floor_for_unit_pulls(*(np.concatenate([part[f][i] for f in others]) for i in (0, 1)))
                 scores = {"n": len(dz), "nmad_kms": nmad(dz) * C_KMS,
@@ -122,7 +162,8 @@ def main() -> None:
                       f"| {scores['formal']['pull_nmad']:.2f} | {scores['own_floor_kms']:.1f} "
                       f"| {scores['shipped']['pull_nmad']:.2f} | {scores['shipped']['within_1_sigma']:.2f} "
                       f"| {scores['others_floor_kms']:.1f} | {scores['others']['pull_nmad']:.2f} |")
-            print(f"| {label} | pooled: floor {pooled * C_KMS:.1f} km/s (shipped {shipped_kms:g}) | | | | | | | | | |")
+            print(f"| {label} | pooled: floor {pooled * C_KMS:.1f} km/s; the rule's: {rule * C_KMS:.1f} km/s"
+                  f"{' (real composites)' if real else ''} (shipped {shipped_kms:g}) | | | | | | | | | |")
             report["classes"][name].append(entry)
             lower = upper
     if args.json:
