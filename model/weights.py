@@ -7,7 +7,9 @@ wavelength grid, normalisation, and the preset's full config against what ``buil
 today. Each error names every field that does not match.
 
 An ensemble (``ensemble.LogitMean``) is one file too: its members' tensors under ``members.<i>.``, and
-``members`` on its card (absent: one network); every member is the card's preset and config.
+``members`` on its card (absent: one network); every member is the card's preset and config, unless the
+card has ``member_overrides``, one ``build_model`` overrides dict per member (members trained by two
+recipes, e.g. with and without the wavelength channel); ``config`` is then the first member's.
 
 Shipped weights live in this package's ``weights/`` directory; the name ``default`` (or None) means
 ``weights/default.safetensors``.
@@ -145,6 +147,9 @@ def save_weights(
         "temperature": float(temperature),
         "train_prior": [float(p) for p in train_prior],
         **({"members": len(model.members)} if isinstance(model, LogitMean) else {}),
+        **({"member_overrides": [_differs_from_preset(m) for m in model.members]}
+           if isinstance(model, LogitMean) and any(config_dict(m) != config_dict(model) for m in model.members)
+           else {}),
         "weights_file": path.name,
         "weights_sha256": file_sha256(path),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -212,11 +217,19 @@ def check_card(card: dict, path: Path) -> nn.Module:
     members = card.get("members", 1)
     if not isinstance(members, int) or isinstance(members, bool) or members < 1:
         mismatches["members"] = (members, "a whole number >= 1")
+        raise ModelCardMismatch(card_path(path), mismatches)
+    member_overrides = card.get("member_overrides", [card.get("overrides", {})] * members)
+    if not (isinstance(member_overrides, list) and len(member_overrides) == members
+            and all(isinstance(o, dict) for o in member_overrides)):
+        mismatches["member_overrides"] = (member_overrides, f"{members} dicts of build_model overrides")
     if mismatches:
         raise ModelCardMismatch(card_path(path), mismatches)
     if members == 1:
         return model
-    return LogitMean([model] + [build_model(preset, **card.get("overrides", {})) for _ in range(members - 1)])
+    try:
+        return LogitMean([model] + [build_model(preset, **o) for o in member_overrides[1:]])
+    except (TypeError, ValueError) as exc:
+        raise ModelCardMismatch(card_path(path), {"member_overrides": (member_overrides, str(exc))}) from exc
 
 
 def load_weights(model: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:

@@ -104,6 +104,28 @@ def test_an_ensemble_saves_as_one_file_and_loads_as_an_ensemble(tmp_path):
         load_weights(path)
 
 
+def test_members_of_two_recipes_save_load_and_fold_as_one_ensemble(tmp_path):
+    """A trio without and a member with the wavelength channel: each member is rebuilt as it was trained."""
+    torch.manual_seed(5)
+    nets = members(2) + [build_model("fast", **TINY_Z, wavelength_channel=True).eval()]
+    path = save_weights(LogitMean(nets), tmp_path / "mixed")
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert [o.get("wavelength_channel", False) for o in card["member_overrides"]] == [False, False, True]
+    loaded, _ = load_weights(path)
+    assert [m.config.wavelength_channel for m in loaded.members] == [False, False, True]
+    x = torch.from_numpy(spectra())
+    with torch.no_grad():
+        expected = torch.stack([n(x) for n in nets]).mean(0)
+        torch.testing.assert_close(loaded(x), expected)
+        torch.testing.assert_close(fold(loaded)(x)[:, :3], expected, atol=1e-4, rtol=1e-4)
+    assert "member_overrides" not in json.loads(save_weights(LogitMean(nets[:2]), tmp_path / "alike")
+                                                .with_suffix(".json").read_text())
+    card["member_overrides"] = card["member_overrides"][:2]  # three members, two recipes named
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ModelCardMismatch, match="member_overrides"):
+        load_weights(path)
+
+
 def test_a_single_network_card_has_no_members_field(tmp_path):
     path = save_weights(members(1)[0], tmp_path / "one")
     assert "members" not in json.loads(path.with_suffix(".json").read_text())
@@ -174,6 +196,31 @@ def test_train_shipped_split_writes_every_member_as_its_own_network(tmp_path, mo
                                      str(tmp_path / "split" / "member0.safetensors")])
     with pytest.raises(SystemExit, match="one network already"):
         script.main()
+
+
+def test_train_shipped_joins_and_splits_members_with_and_without_the_wavelength_channel(tmp_path, monkeypatch):
+    from script_loader import load_script
+
+    script = load_script("training/train_shipped.py")
+    monkeypatch.setattr(script, "real_stars", lambda held_out_only=True: {})  # ../shared's files: not here
+    write_slope_sets(tmp_path / "sets", ("val", "test", "test_survey"), "survey", seed=3, n=30)
+    torch.manual_seed(7)
+    # the channel first: the card's own overrides are then the first member's, which the second lacks
+    nets = [build_model("fast", **TINY_Z, wavelength_channel=True).eval(), members(1)[0]]
+    paths = [str(save_weights(net, tmp_path / f"net{i}", metrics={"best_epoch": 1})) for i, net in enumerate(nets)]
+    ship = tmp_path / "ship" / "default"
+    monkeypatch.setattr("sys.argv", ["train_shipped.py", "--data", str(tmp_path / "sets"), "--out",
+                                     str(tmp_path / "out"), "--ensemble", *paths, "--ship", str(ship)])
+    script.main()
+    monkeypatch.setattr("sys.argv", ["train_shipped.py", "--out", str(tmp_path / "split"), "--split",
+                                     str(ship.with_suffix(".safetensors"))])
+    script.main()
+    x = torch.from_numpy(spectra())
+    for i, net in enumerate(nets):
+        member, _ = load_weights(tmp_path / "split" / f"member{i}.safetensors")
+        assert member.config.wavelength_channel == net.config.wavelength_channel
+        with torch.no_grad():
+            torch.testing.assert_close(member.forward_with_redshift(x), net.forward_with_redshift(x))
 
 
 def test_train_shipped_split_takes_a_fold_model_whose_card_lists_seeds_not_members(tmp_path, monkeypatch):

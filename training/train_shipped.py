@@ -216,11 +216,12 @@ def split(args: argparse.Namespace) -> None:
     if not isinstance(model, LogitMean):
         raise SystemExit(f"--split {args.split}: one network already; fine-tune it with --init-from")
     records = card["training"].get("members") or records_from_fold_card(card, len(model.members))
+    overrides = card.get("member_overrides") or [card.get("overrides")] * len(model.members)
     for i, (net, record) in enumerate(zip(model.members, records, strict=True)):
         origin = {"name": card["name"], "weights_sha256": card["weights_sha256"], "member": i,
                   "member_weights_sha256": record["weights_sha256"]}
         training = {**record["training"], "split_from": origin}
-        path = save_weights(net, args.out / f"member{i}", name=record["name"], overrides=card.get("overrides"),
+        path = save_weights(net, args.out / f"member{i}", name=record["name"], overrides=overrides[i],
                             training=training)
         print(f"member {i}: {path}")
 
@@ -234,8 +235,12 @@ def combine(args: argparse.Namespace) -> None:
 
     loaded = [load_weights(m) for m in args.ensemble]
     cards = [card for _, card in loaded]
-    if len({json.dumps([c["preset"], c["config"]], sort_keys=True) for c in cards}) > 1:
-        raise SystemExit("--ensemble: the members are not the same network (their cards' presets or configs differ)")
+    # Members with and without the wavelength channel mix (the card keeps each one's overrides); no other
+    # difference does: one preset, one input, one redshift head.
+    if len({json.dumps([c["preset"], {k: v for k, v in c["config"].items() if k != "wavelength_channel"}],
+                       sort_keys=True) for c in cards}) > 1:
+        raise SystemExit("--ensemble: the members are not the same network (their cards' presets or configs differ "
+                         "beyond the wavelength channel)")
     if any(c.get("members", 1) != 1 for c in cards):
         raise SystemExit("--ensemble: a member is itself an ensemble; give its networks one by one")
     if len({c["weights_sha256"] for c in cards}) < len(cards):
