@@ -241,6 +241,33 @@ def test_a_folds_model_is_written_as_weights_that_read_as_the_fold_scored_them(d
                        atol=1e-5)
 
 
+def test_join_scores_two_runs_networks_as_one_fold_model_and_refuses_other_training_families(data, tmp_path):
+    """--join: the networks an earlier run trained for a fold join this run's (mean logits of all), and a
+    run whose fold trained on other families (one that could have seen the family left out) is refused."""
+    from lamost_classify.model.runtime import batched_logits
+    from lamost_classify.model.weights import load_weights
+
+    lofo = _script()
+    common = ["--data", str(data), "--leave-out", "a", "--epochs", "1", "--milestones", "", "--threads", "1",
+              "--batch-size", "16"]
+    lofo.main(common + ["--out", str(tmp_path / "first"), "--seed", "1"])
+    result = lofo.main(common + ["--out", str(tmp_path / "both"), "--seed", "2", "--join", str(tmp_path / "first")])
+    fold = result["folds"]["a"]
+    assert fold["joined"] == [str(tmp_path / "first")] and "joined by" in result["what"]
+    model, card = load_weights(tmp_path / "both" / fold["weights"])
+    assert card["members"] == 2 and card["training"]["joined"] == fold["joined"]
+    flux = np.load(data / "a" / "lofo_test_flux.npy")
+    own, joined = lofo.fold_model(tmp_path / "both", "a", [2]), lofo.fold_model(tmp_path / "first", "a", [1])
+    assert np.allclose(batched_logits(model, flux), (batched_logits(own, flux) + batched_logits(joined, flux)) / 2,
+                       atol=1e-5)
+
+    lofo.main(common + ["--out", str(tmp_path / "two-families"), "--families", "a", "b"])
+    with pytest.raises(SystemExit, match="trained on"):
+        lofo.main(common + ["--out", str(tmp_path / "refused"), "--join", str(tmp_path / "two-families")])
+    with pytest.raises(SystemExit, match="joined"):
+        lofo.main(common + ["--out", str(tmp_path / "nested"), "--join", str(tmp_path / "both")])
+
+
 def test_logit_mean_is_the_mean_of_its_members_logits():
     import torch
 

@@ -16,7 +16,8 @@ galaxy in six from an independent generator (docs/facts.md). So, for each family
 
 F's files are never opened before step 3 (``SetLoader.opened`` records every file, by fold and role).
 ``--seed A B ...`` trains one model per seed in step 1 and gives steps 2-3 their mean logits (an ensemble,
-model/ensemble.py). ``--model PATH`` skips 1-2 and scores an existing model (its card's temperature and prior)
+model/ensemble.py); ``--join DIR ...`` adds the networks earlier runs (their --out) trained for the same fold,
+on the same families, so that two recipes' ensembles are scored as one. ``--model PATH`` skips 1-2 and scores an existing model (its card's temperature and prior)
 on every family's test sets. Writes lofo.json and lofo.md in --out, and each fold's model as
 fold-<F>-model.safetensors, its temperature and prior on its card (validate_real.py --model takes it); each
 fold trains in <out>/fold-<F> (each member of an ensemble in <out>/fold-<F>-seed<S>) and resumes from its
@@ -225,15 +226,37 @@ def save_fold_weights(model, out_dir: Path, fold: dict) -> Path:
 
     return save_weights(model, out_dir / f"fold-{fold['left_out']}-model.safetensors",
                         name=f"lofo-fold-{fold['left_out']}", temperature=fold["temperature"],
-                        training={k: fold[k] for k in ("left_out", "trained_on", "train_n", "seeds", "best_epochs")},
+                        training={k: fold[k] for k in ("left_out", "trained_on", "train_n", "seeds", "best_epochs",
+                                                       "joined")},
                         metrics={"default_target_prior": fold["prior"], "chosen_prior_strength": fold["prior_strength"]})
+
+
+def joined_members(join: list[Path], left_out: str, others: list[str]) -> list:
+    """The networks an earlier run (each of ``join``: a leave_one_family_out.py --out) trained for this
+    fold, refused unless they were trained on exactly ``others``: a member that saw the family left out
+    would make the fold's scores a lie."""
+    members = []
+    for directory in join:
+        try:
+            record = json.loads((directory / "lofo.json").read_text())["folds"][left_out]
+        except (OSError, KeyError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"--join {directory}: no finished fold leaving out {left_out} there ({exc!r})") from None
+        if record.get("joined"):
+            raise SystemExit(f"--join {directory}: that run joined {record['joined']} itself; join those instead")
+        if sorted(record["trained_on"]) != sorted(others):
+            raise SystemExit(f"--join {directory}: its {left_out} fold trained on {record['trained_on']}, this one "
+                             f"on {others}")
+        model = fold_model(directory, left_out, record["seeds"])
+        members += list(getattr(model, "members", [model]))
+    return members
 
 
 def run_fold(loader: SetLoader, left_out: str, families: list[str], configs: list, out_dir: Path,
              train_sets: tuple[str, ...] = (TRAIN,), real_stars: Path | None = None,
-             composites: Path | None = None) -> dict:
+             composites: Path | None = None, join: list[Path] = ()) -> dict:
     """Train without ``left_out``, calibrate without it, then test on it (and on the families trained on).
-    One model per config (they differ in seed); more than one are scored as one, their mean logits.
+    One model per config (they differ in seed); more than one are scored as one, their mean logits, and
+    so are the members of ``join`` (``joined_members``) with them.
     ``real_stars``: a directory made by make_real_star_set.py whose stars every fold also trains on, as
     the shipped model does; they are no mock family, so no fold leaves them out. ``composites``: a
     make_composite_galaxy_set.py directory (galaxies composed of those real stars, and the stars), alike."""
@@ -244,6 +267,7 @@ def run_fold(loader: SetLoader, left_out: str, families: list[str], configs: lis
     from lamost_classify.model.train import fit
 
     others = [f for f in families if f != left_out]
+    joined = joined_members(list(join), left_out, others)  # before hours of training, not after
     loader.fold = left_out
     parts = [loader.stack(others, name, "train") for name in train_sets]
     for role, directory in (("real", real_stars), ("real-composite", composites)):
@@ -261,13 +285,15 @@ def run_fold(loader: SetLoader, left_out: str, families: list[str], configs: lis
                                fold_directory(out_dir, left_out, config.seed, len(configs)), train_z, val_z))
         except ValueError as exc:  # the fold's directory holds a checkpoint of other settings or data
             raise SystemExit(str(exc)) from None
-    model = results[0].model if len(results) == 1 else LogitMean([r.model for r in results])
+    networks = [r.model for r in results] + joined
+    model = networks[0] if len(networks) == 1 else LogitMean(networks)
     val_logits = batched_logits(model, val_x, next(model.parameters()).device, 512)
     temperature = fit_temperature(val_logits, val_y)
     strength, tried = choose_prior_strength(softmax(val_logits, temperature), val_y)
     prior = survey_prior(strength)
     fold = {"left_out": left_out, "trained_on": others, "train_n": len(train_y), "val_n": len(val_y),
             "seeds": [c.seed for c in configs], "best_epochs": [r.best_epoch for r in results],
+            "joined": [str(d) for d in join],
             "train_seconds": time.time() - started, "temperature": temperature, "prior_strength": strength,
             "val_mean_f1_at_mix_by_strength": tried, "prior": prior}
     fold["weights"] = save_fold_weights(model, out_dir, fold).name
@@ -397,6 +423,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, nargs="+", default=[0],
                    help="TrainConfig.seed: a fold's initial weights and draws; several train one model per seed "
                         "and score their mean logits (an ensemble)")
+    p.add_argument("--join", type=Path, nargs="+", default=[],
+                   help="earlier runs' --out: each fold's networks trained there join this run's as one model "
+                        "(mean logits), e.g. two recipes' ensembles scored as one")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
@@ -450,7 +479,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"--leave-out {left_out}: not among the families {families}")
         print(f"fold: leave out {left_out}, train on {[f for f in families if f != left_out]}", flush=True)
         folds[left_out] = run_fold(loader, left_out, families, configs, args.out, tuple(args.train_sets),
-                                   args.real_stars, args.composites)
+                                   args.real_stars, args.composites, args.join)
         g = folds[left_out]["unseen"]["goals"]
         print(f"  {left_out}: " + ", ".join(f"{k} {v['value']:.4f}" for k, v in g.items()), flush=True)
     result = {"title": "Leave one mock family out",
@@ -469,6 +498,8 @@ def main(argv: list[str] | None = None) -> dict:
                       + (f"label smoothing {args.label_smoothing}, " if args.label_smoothing else "")
                       + (f"seed {configs[0].seed}, " if len(configs) == 1 else
                          f"an ensemble of {len(configs)} (mean logits), seeds {', '.join(str(c.seed) for c in configs)}, ")
+                      + (f"joined by the networks of {', '.join(str(d) for d in args.join)} (mean logits of all), "
+                         if args.join else "")
                       + f"per class per epoch {args.per_class or 'median class size'}; temperature and prior "
                       "strength on the training families' validation sets. Each row: the family left out.",
               "config": {k: v for k, v in config.__dict__.items()}, "folds": folds,

@@ -100,9 +100,11 @@ def fold_probabilities(lofo: Path, family: str, flux: np.ndarray) -> tuple[np.nd
 
     from lamost_classify.model.calibration import adjust_to_prior, softmax
     from lamost_classify.model.runtime import batched_logits
+    from lamost_classify.model.weights import load_weights
 
     fold = json.loads((lofo / "lofo.json").read_text())["folds"][family]
-    model = fold_model(lofo, family, fold.get("seeds"))
+    # The fold's weights file holds every member, joined ones too; records before it: the checkpoints.
+    model = load_weights(lofo / fold["weights"])[0] if "weights" in fold else fold_model(lofo, family, fold.get("seeds"))
     balanced = softmax(batched_logits(model, flux.astype(np.float32)), fold["temperature"])
     return adjust_to_prior(balanced, fold["prior"]), balanced
 
