@@ -156,6 +156,12 @@ def parquet_schema() -> pa.Schema:
     return pa.schema(fields, metadata=meta)
 
 
+def list_rows(a: np.ndarray, typ: pa.DataType) -> pa.ListArray:
+    """A 2-D array's rows as one list column (one list per spectrum)."""
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, a.size + 1, a.shape[1], dtype=np.int32)),
+                                    pa.array(a.reshape(-1), type=typ))
+
+
 def write_parquet(chunks: Iterator[MockChunk], path: str | Path, seed: int,
                   progress: Callable[[int], None] | None = None) -> Path:
     """One Parquet table of spectra (list columns on the native grid), row groups of ~1000, plain strings."""
@@ -169,16 +175,12 @@ def write_parquet(chunks: Iterator[MockChunk], path: str | Path, seed: int,
             t = chunk.truth
             p = place(t["id"], seed)
 
-            def lists(a: np.ndarray, typ: pa.DataType) -> pa.Array:
-                flat = pa.array(a.reshape(-1), type=typ)
-                return pa.ListArray.from_arrays(pa.array(np.arange(0, a.size + 1, N_NATIVE, dtype=np.int32)), flat)
-
             table = pa.table({
                 "obsid": pa.array(p.obsid, pa.int64()), "class": t["class"], "subclass": t["subclass"],
                 "template": t["template"], "z": t["z"], "snr_g": pa.array(t["snr_g"], pa.float32()),
                 "snr_r": pa.array(t["snr_r"], pa.float32()), "ra": p.ra, "dec": p.dec, "designation": p.designation,
-                "flux": lists(chunk.flux, pa.float32()), "ivar": lists(chunk.ivar, pa.float32()),
-                "andmask": lists(chunk.andmask, pa.int32()),
+                "flux": list_rows(chunk.flux, pa.float32()), "ivar": list_rows(chunk.ivar, pa.float32()),
+                "andmask": list_rows(chunk.andmask, pa.int32()),
             }, schema=schema)
             buffer.append(table)
             buffered += len(table)

@@ -260,11 +260,9 @@ def write_table(path: Path, prepared: PreparedBatch, truth: dict[str, list]) -> 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    def grid_rows(a: np.ndarray) -> pa.ListArray:
-        return pa.ListArray.from_arrays(np.arange(0, a.size + 1, a.shape[1], dtype=np.int32),
-                                        pa.array(a.ravel(), pa.float32()))
+    from lamost_classify.mocks.release import list_rows
 
-    columns = {"flux_norm": grid_rows(prepared.flux), "ivar_norm": grid_rows(prepared.ivar),
+    columns = {"flux_norm": list_rows(prepared.flux, pa.float32()), "ivar_norm": list_rows(prepared.ivar, pa.float32()),
                "pedestal": pa.array(prepared.pedestal, pa.float32()), "snr": truth["snr_g"], **truth}
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(columns), path)
