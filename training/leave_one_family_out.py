@@ -7,7 +7,8 @@ galaxy in six from an independent generator (docs/facts.md). So, for each family
 1. fit the preset (model/train.py, the shipped recipe's ``fit``) on the other families' ``lofo_train``;
 2. temperature (model/calibration.py) and the strength of the survey prior on their ``lofo_val``: the
    strength (0 = none .. 1 = full Bayes) that maximises mean F1 with precision re-weighted to the survey
-   mix, as train_shipped.py picks it on its survey-mix set;
+   mix, as train_shipped.py picks it on its survey-mix set (prior_strength_across_folds.py chooses it on
+   the other folds' left-out families instead, afterwards);
 3. score on F's ``lofo_test`` (the real files' S/N) and ``lofo_test_snr`` (log-uniform S/N 2-100), and on
    the other families' test sets for comparison: per class recall, precision and F1, balanced (the
    training prior) and at the survey mix (survey prior applied, precision re-weighted to 98.5 : 1.2 :
@@ -17,11 +18,11 @@ galaxy in six from an independent generator (docs/facts.md). So, for each family
 F's files are never opened before step 3 (``SetLoader.opened`` records every file, by fold and role).
 ``--seed A B ...`` trains one model per seed in step 1 and gives steps 2-3 their mean logits (an ensemble,
 model/ensemble.py); ``--join DIR ...`` adds the networks earlier runs (their --out) trained for the same fold,
-on the same families, so that two recipes' ensembles are scored as one. ``--model PATH`` skips 1-2 and scores an existing model (its card's temperature and prior)
-on every family's test sets. Writes lofo.json and lofo.md in --out, and each fold's model as
-fold-<F>-model.safetensors, its temperature and prior on its card (validate_real.py --model takes it); each
-fold trains in <out>/fold-<F> (each member of an ensemble in <out>/fold-<F>-seed<S>) and resumes from its
-checkpoint when rerun.
+on the same families, so that two recipes' ensembles are scored as one. ``--model PATH`` skips 1-2 and
+scores an existing model (its card's temperature and prior) on every family's test sets. Writes lofo.json
+and lofo.md in --out, and each fold's model as fold-<F>-model.safetensors, its temperature and prior on its
+card (validate_real.py --model takes it); each fold trains in <out>/fold-<F> (each member of an ensemble in
+<out>/fold-<F>-seed<S>) and resumes from its checkpoint when rerun.
 
     python training/leave_one_family_out.py --data work/families --out work/lofo --epochs 8 --threads 2
     python training/leave_one_family_out.py --data work/families --out work/lofo-shipped --model default
