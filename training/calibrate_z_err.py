@@ -37,6 +37,10 @@ from lamost_classify.model.redshift_metrics import nmad  # noqa: E402
 from lamost_classify.model.subclass import C_KMS  # noqa: E402
 
 
+#: The galaxies composed of real stars, fitted beside the mock families (``fit_composites``).
+REAL_COMPOSITE = "real-composite"
+
+
 def floor_for_unit_pulls(dz: np.ndarray, formal: np.ndarray) -> float:
     """The floor f (in dz / (1 + z)) with nmad(dz / hypot(formal, f)) = 1, by bisection (0 when the
     formal error alone is already as wide)."""
@@ -103,11 +107,11 @@ def fit_composites(n: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray,
     from lamost_classify.model.redshift import RedshiftFitter
 
     prepared, truth = make(read_components(star_files(held_out=False)), n, seed, (0.01, 0.15), (5.0, 100.0))
-    galaxy = np.array(truth["label"]) == CLASS_NAMES.index("GALAXY")
-    fits = fitted_within_tolerance(RedshiftFitter(), prepared.flux[galaxy], prepared.ivar[galaxy],
-                                   prepared.pedestal[galaxy], np.array(truth["label"])[galaxy],
-                                   np.asarray(truth["z"], np.float64)[galaxy])
-    return {name: fit if name == "GALAXY" else tuple(a[:0] for a in fit) for name, fit in fits.items()}
+    labels = np.array(truth["label"])
+    galaxy = labels == CLASS_NAMES.index("GALAXY")
+    z_true = np.asarray(truth["z"], np.float64)
+    return fitted_within_tolerance(RedshiftFitter(), prepared.flux[galaxy], prepared.ivar[galaxy],
+                                   prepared.pedestal[galaxy], labels[galaxy], z_true[galaxy])
 
 
 def main() -> None:
@@ -122,7 +126,7 @@ def main() -> None:
     from make_real_star_set import SHARED
 
     if SHARED.is_dir():  # galaxies composed of real stars: as many as a family's
-        fits["real-composite"] = fit_composites(args.n // len(CLASS_NAMES), args.seed)
+        fits[REAL_COMPOSITE] = fit_composites(args.n // len(CLASS_NAMES), args.seed)
     else:
         print(f"{SHARED} is absent: mock families only, no galaxies composed of real stars")
     families = list(fits)
@@ -141,8 +145,8 @@ def main() -> None:
             label = name if len(Z_ERR_FLOOR_KMS[name]) == 1 else f"{name} z {max(lower, 0):g}-{upper:g}"
             pooled = floor_for_unit_pulls(*(np.concatenate([part[f][i] for f in families]) for i in (0, 1)))
             # The rule: real spectra's own floor where the class has them, else the mock families' pooled.
-            real = [f for f in families if f == "real-composite" and len(part[f][0])]
-            rule = floor_for_unit_pulls(*part[real[0]]) if real else pooled
+            real = REAL_COMPOSITE in part and len(part[REAL_COMPOSITE][0]) > 0
+            rule = floor_for_unit_pulls(*part[REAL_COMPOSITE]) if real else pooled
             entry = {"z_range": [lower, upper], "shipped_floor_kms": shipped_kms, "pooled_floor_kms": pooled * C_KMS,
                      "rule_floor_kms": rule * C_KMS,
                      "families": {}}

@@ -2,8 +2,8 @@
 families say, never its own.
 
 leave_one_family_out.py chooses a fold's strength on its training families' validation sets: spectra
-like those its networks trained on, where every strength scores alike and the choice says little about
-a family none of them saw (docs/families.md, "The prior's strength across folds"). Here each fold's
+like those its networks trained on, where the strengths from 0.25 up differ by a few spectra and the
+choice says little about a family none of them saw (docs/families.md, "The prior's strength across folds"). Here each fold's
 model (its fold-<F>-model.safetensors, temperature from its record) is scored on its own left-out family
 at every strength (the five aims of the yardstick), and each fold is given the strength at which the
 OTHER folds' models meet the most aims on theirs (ties: the weaker prior): nested cross-validation, no
