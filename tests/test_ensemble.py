@@ -268,3 +268,33 @@ def test_an_ensemble_runs_on_every_back_end(precision, backend):
     out = FastPath(ensemble, "cpu", precision, backend).outputs(x)
     assert out.shape == reference.shape == (6, 5)
     np.testing.assert_allclose(out, reference, atol=1e-5 if backend == "onnx" else 0.01)
+
+
+def test_train_shipped_rescore_sets_the_prior_strength_and_leaves_the_weights(tmp_path, monkeypatch):
+    from script_loader import load_script
+
+    from lamost_classify.model.recipe import strength_prior
+    from lamost_classify.pipeline.manifest import model_id
+
+    script = load_script("training/train_shipped.py")
+    monkeypatch.setattr(script, "real_stars", lambda held_out_only=True: {})  # ../shared's files: not here
+    write_slope_sets(tmp_path / "sets", ("test", "test_survey"), "survey", seed=3, n=30)
+    kept = {"best_epoch": 3, "best_val_loss": 0.1, "val_ece_before": 0.02, "val_ece_after": 0.01}
+    path = save_weights(members(1)[0], tmp_path / "model", name="fast-one", temperature=0.9,
+                        metrics={**kept, "chosen_prior_strength": 1.0, "default_target_prior": strength_prior(1.0)})
+    before = json.loads(path.with_suffix(".json").read_text())
+    monkeypatch.setattr("sys.argv", ["train_shipped.py", "--data", str(tmp_path / "sets"), "--out",
+                                     str(tmp_path / "out"), "--rescore", str(path), "--prior-strength", "0.75"])
+    script.main()
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["metrics"]["chosen_prior_strength"] == 0.75
+    assert card["metrics"]["default_target_prior"] == pytest.approx(strength_prior(0.75))
+    assert card["metrics"]["default_target_prior"][0] < 0.985  # weaker than the survey mix itself
+    assert {k: card["metrics"][k] for k in kept} == kept and card["temperature"] == before["temperature"]
+    assert card["rescored"][-1]["prior_strength_before"] == 1.0 and card["rescored"][-1]["prior_strength"] == 0.75
+    assert card["weights_sha256"] == before["weights_sha256"] and model_id(card) != model_id(before)
+
+    monkeypatch.setattr("sys.argv", ["train_shipped.py", "--data", str(tmp_path / "sets"), "--out",
+                                     str(tmp_path / "out2"), "--rescore", str(path)])
+    script.main()  # without --prior-strength the card's own strength stays
+    assert json.loads(path.with_suffix(".json").read_text())["metrics"]["chosen_prior_strength"] == 0.75

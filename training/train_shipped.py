@@ -16,7 +16,7 @@ safetensors + model card with all of it. Prints the tables; writes report.json i
 finished --out, it only re-evaluates and re-packages. The recipe's steps are model/recipe.py's, shared
 with ``lamost-classify train`` and training/ablation.py. ``--rescore MODEL`` trains nothing: it scores a
 shipped model again on the test sets, as above, and rewrites its card (after a change to what the
-network is fed, such as the masked pixels' interpolation). ``--ensemble A B ...`` trains nothing either:
+network is fed, such as the masked pixels' interpolation, or to its prior strength: ``--prior-strength``). ``--ensemble A B ...`` trains nothing either:
 it takes trained networks of one preset (the same recipe with other ``--seed``s) as one model, their
 mean logits (model/ensemble.py), fits its temperature on the validation sets, chooses its prior strength
 and reports as above, and ``--ship`` writes it as one weights file whose card names every member.
@@ -168,7 +168,8 @@ def card_metrics(report: dict) -> dict:
 
 def rescore(args: argparse.Namespace) -> None:
     """``--rescore``: the model's card gets this code's input normalisation and ``score``'s reports (its
-    training's own entries kept), and a note of when and on what; the weights are not touched."""
+    training's own entries kept) at its card's prior strength or ``--prior-strength``, and a note of when,
+    on what and from which strength; the weights are not touched."""
     import datetime
 
     from lamost_classify.model.weights import (card_path, load_weights, normalisation_card, read_card, resolve_weights,
@@ -176,13 +177,16 @@ def rescore(args: argparse.Namespace) -> None:
 
     path = resolve_weights(args.rescore)
     card = read_card(path)
+    strength_before = card["metrics"]["chosen_prior_strength"]
+    strength = strength_before if args.prior_strength is None else args.prior_strength
     note = {"date": datetime.date.today().isoformat(), "normalisation_before": card.get("normalisation"),
+            "prior_strength_before": strength_before, "prior_strength": strength,
             "data": [str(d) for d in args.data], "data_sha256": _hash_dirs(args.data)}
     card["normalisation"] = normalisation_card()
     write_card(path, card)  # first, so that the model loads under this code's normalisation
     model, _ = load_weights(path)
     sets, per_dir = load_sets(args.data, TEST_SETS)
-    report = score(model, card["temperature"], sets, per_dir, card["metrics"]["chosen_prior_strength"])
+    report = score(model, card["temperature"], sets, per_dir, strength)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     kept = {k: card["metrics"][k] for k in ("best_epoch", "best_val_loss", "val_ece_before", "val_ece_after")}
@@ -304,8 +308,9 @@ def main() -> None:
                         "and the full prior is what keeps real stars that look a little like QSOs")
     p.add_argument("--rescore", default=None, metavar="MODEL",
                    help="no training: score this shipped model (a name or a weights path) on the test sets of --data "
-                        "with its card's temperature and prior strength, and write the scores and this code's input "
-                        "normalisation into its card (after a change to what the network is fed)")
+                        "with its card's temperature and prior strength (or --prior-strength), and write the scores, "
+                        "that strength and this code's input normalisation into its card (after a change to what the "
+                        "network is fed, or to the strength)")
     p.add_argument("--ensemble", nargs="+", default=None, metavar="MODEL",
                    help="no training: these trained networks (names or weights paths; one preset, other seeds) as one "
                         "model, their mean logits, calibrated and scored on --data and shipped with --ship")
