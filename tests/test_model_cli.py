@@ -70,6 +70,23 @@ def test_evaluate_prints_tables_and_writes_json_and_png(trained, tmp_path):
     assert (tmp_path / "evaluation.png").exists() and "Precision re-weighted" in result.output
 
 
+def test_evaluate_under_the_survey_prior_takes_the_cards_as_the_catalog_does(trained, tmp_path):
+    import shutil
+
+    root, table, _ = trained
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(root / "run" / f"tiny{suffix}", tmp_path / f"tiny{suffix}")
+    card = json.loads((tmp_path / "tiny.json").read_text())
+    card["metrics"]["default_target_prior"] = [0.5, 0.3, 0.2]  # as train_shipped.py --rescore writes it
+    (tmp_path / "tiny.json").write_text(json.dumps(card))
+    for prior, expected in (("survey", [0.5, 0.3, 0.2]), ("train", None)):
+        result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "tiny.safetensors"), str(table), "--prior",
+                                           prior, "--out", str(tmp_path / prior), "--device", "cpu"])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        report = json.loads((tmp_path / prior / "evaluation.json").read_text())
+        assert report["probability_prior"] == (expected and pytest.approx(expected))
+
+
 def test_explain_draws_a_png(trained, tmp_path):
     root, _, _ = trained
     spectrum = tmp_path / "one.npy"

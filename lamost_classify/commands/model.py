@@ -165,7 +165,8 @@ def train(data, truth, preset, epochs, lr, lr_milestones, batch_size, seed, val_
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("evaluation"),
               show_default=True, help="Directory for evaluation.json and evaluation.png.")
 @click.option("--prior", type=click.Choice(["train", "survey"]), default="train", show_default=True,
-              help="Class prior of the predictions: as trained (flat, the paper's setting) or the survey's.")
+              help="Class prior of the predictions: as trained (flat, the paper's setting) or the survey's as "
+                   "the catalog publishes it (the model card's default_target_prior).")
 @click.option("--device", default="auto", show_default=True)
 def evaluate(model, data, truth, out_dir, prior, device) -> None:
     """Precision/recall/F1, confusion matrix and per-S/N scores of MODEL on labelled DATA; when the truth
@@ -176,13 +177,14 @@ def evaluate(model, data, truth, out_dir, prior, device) -> None:
     from lamost_classify.model.labelled import hard_case_truth, truth_columns
     from lamost_classify.model.redshift_metrics import evaluate_redshift, redshift_skip_reason
 
-    classifier = _load_classifier(model, device=device, target_prior=SURVEY_PRIOR if prior == "survey" else None)
+    classifier = _load_classifier(model, device=device, target_prior="card" if prior == "survey" else None)
     labelled = _load_labelled(data, truth)
     probs = classifier.predict_proba(labelled.spectra())
     report = evaluate_predictions(labelled.labels, probs, labelled.snr, SURVEY_PRIOR,
                                   truth=hard_case_truth(data, truth, labelled))
     report["model"] = classifier.name
     report["prior"] = prior
+    report["probability_prior"] = None if classifier.target_prior is None else list(classifier.target_prior)
     report["ece"] = expected_calibration_error(probs, labelled.labels)
     redshift_truth = truth_columns(data, truth, labelled, ("z", "subclass"))
     skipped = redshift_skip_reason(redshift_truth, labelled.cached_ivar is not None)

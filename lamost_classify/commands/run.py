@@ -50,7 +50,8 @@ def _parse_adapt(ctx, param, value: str | None) -> tuple[int, int] | None:
 @click.option("--save-flux", is_flag=True, help="Also store the normalised 2600-pixel spectra the network read in arrays.zarr (masked pixels interpolated).")
 @click.option("--save-cam", is_flag=True, help="Also store class activation maps in arrays.zarr.")
 @click.option("--prior", callback=_parse_prior, default=None,
-              help=f"Class prior STAR,GALAXY,QSO of the data (default: the survey's {','.join(map(str, SURVEY_PRIOR))}).")
+              help=f"Class prior STAR,GALAXY,QSO of the data (default: the model card's default_target_prior, the "
+                   f"survey's {','.join(map(str, SURVEY_PRIOR))} at the strength chosen for the model).")
 @click.option("--cpu-jobs", type=int, default=1, show_default=True, help="SLURM: reader worker jobs.")
 @click.option("--gpu-jobs", type=int, default=0, show_default=True, help="SLURM: GPU worker jobs.")
 @click.option("--adapt", callback=_parse_adapt, default=None, help="SLURM: adaptive MIN:MAX jobs instead of fixed counts.")
