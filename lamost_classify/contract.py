@@ -10,6 +10,8 @@ and the quality bits a catalog stores as an integer.
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 
 import numpy as np
 
@@ -68,6 +70,14 @@ MANIFEST_FILE = "manifest.json"
 PLAN_FILE = "plan.parquet"
 SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".lamost-classify.lock"
+
+
+def model_id(card: dict) -> str:
+    """The catalog's ``model`` value: the card's name and a sha256 prefix of the whole card. The card holds
+    the weights' sha256 (checked on every load), so one id names weights, temperature and priors together:
+    the same weights under another prior, or a card edited by hand, get a new id."""
+    digest = hashlib.sha256(json.dumps(card, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{card.get('name', card.get('preset', 'model'))}@{digest[:12]}"
 
 
 # --- the per-spectrum quality bitmask ---------------------------------------------------------------

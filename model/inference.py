@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from lamost_classify.contract import N_PIXELS, SURVEY_PRIOR
+from lamost_classify.contract import N_PIXELS, SURVEY_PRIOR, model_id
 
 from .calibration import adjust_to_prior, softmax
 from .densenet import redshift_estimate
@@ -61,7 +61,7 @@ class Classifier:
         self.target_prior = None if target_prior is None else tuple(target_prior)
         self.max_batch = self.fast.max_batch
         self.fitter: RedshiftFitter | None = None  # the template fit, made on first use (loads the templates)
-        self.name = f"{card.get('name', model.preset)}@{str(card.get('weights_sha256', ''))[:12]}"
+        self.name = model_id(card)  # the catalog's model column: weights, temperature and prior
 
     @classmethod
     def load(

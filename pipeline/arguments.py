@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .manifest import model_id
+from lamost_classify.contract import model_id
 from .releases import get_release
 
 if TYPE_CHECKING:
@@ -82,7 +82,6 @@ class ModelArguments:
         net, card = load_weights(self.weights, device="cpu")
         classifier = Classifier(net, card, self.device, self.target_prior, precision=self.precision,
                                 backend=self.backend)
-        classifier.name = model_id(card)  # the catalog's model column: weights and card (see model_id)
         return classifier
 
 

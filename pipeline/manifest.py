@@ -8,7 +8,6 @@ the list too, for people and tools, and is rewritten atomically as batches finis
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -31,7 +30,7 @@ class ManifestError(Exception):
 
 # What is recorded besides the plan and the model: every run setting that changes a catalog row's numbers
 # or where its rows live. The input list and batch size are in the fingerprint; the model's weights, card
-# and temperature are in the model id (``model_id``).
+# and temperature are in the model id (``contract.model_id``).
 SETTINGS = ("prior", "precision", "backend", "device", "save_flux", "save_cam")
 
 
@@ -105,14 +104,6 @@ def _show(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
     return str(value)
-
-
-def model_id(card: dict) -> str:
-    """The catalog's ``model`` value: the card's name and a sha256 prefix of the whole card. The card holds
-    the weights' sha256 (checked on every load), so one id names weights, temperature and priors together:
-    a card edited by hand gets a new id."""
-    digest = hashlib.sha256(json.dumps(card, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{card.get('name', card.get('preset', 'model'))}@{digest[:12]}"
 
 
 BATCH_FILE = re.compile(r"batch-(\d{6})\.parquet")

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from lamost_classify.cli import main
 from lamost_classify.model.weights import read_card
 from lamost_classify.pipeline.arguments import ClusterArguments, InvalidArgument, ModelArguments, RunArguments
-from lamost_classify.pipeline.manifest import model_id
+from lamost_classify.contract import model_id
 
 
 @pytest.fixture(scope="module")

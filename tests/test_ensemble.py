@@ -274,7 +274,7 @@ def test_train_shipped_rescore_sets_the_prior_strength_and_leaves_the_weights(tm
     from script_loader import load_script
 
     from lamost_classify.model.recipe import strength_prior
-    from lamost_classify.pipeline.manifest import model_id
+    from lamost_classify.contract import model_id
 
     script = load_script("training/train_shipped.py")
     monkeypatch.setattr(script, "real_stars", lambda held_out_only=True: {})  # ../shared's files: not here

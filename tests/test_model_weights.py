@@ -10,11 +10,12 @@ import torch
 from model_fixtures import TINY, one_torch_thread, synthetic_spectra  # noqa: F401
 
 from lamost_classify import CLASS_NAMES, SURVEY_PRIOR
+from lamost_classify.contract import model_id
 from lamost_classify.model.densenet import build_model
 from lamost_classify.model.inference import Classifier
 from lamost_classify.model.runtime import batched_logits
 from lamost_classify.model.weights import (
-    ModelCardMismatch, WeightsIntegrityError, file_sha256, load_weights, resolve_weights, save_weights,
+    ModelCardMismatch, WeightsIntegrityError, file_sha256, load_weights, read_card, resolve_weights, save_weights,
 )
 
 
@@ -116,7 +117,7 @@ def test_classifier_probabilities_temperature_prior_and_cam(saved):
     x = synthetic_spectra(3)[0]
     flat = Classifier.load(path, device="cpu", target_prior=None)
     survey = Classifier.load(path, device="cpu")
-    assert flat.name == f"fast-tiny@{file_sha256(path)[:12]}"
+    assert flat.name == model_id(read_card(path))  # as the catalog names it: weights, temperature, prior
     p_flat, p_survey = flat.predict_proba(x), survey.predict_proba(x)
     assert p_flat.shape == (9, 3) and p_flat.dtype == np.float32
     np.testing.assert_allclose(p_flat.sum(axis=1), 1.0, atol=1e-6)

@@ -104,7 +104,7 @@ def test_inference_only_on_gpu_resource_workers_and_resume(release, models, tmp_
 
 def summary_model(path: str) -> str:
     from lamost_classify.model.weights import read_card
-    from lamost_classify.pipeline.manifest import model_id
+    from lamost_classify.contract import model_id
 
     return model_id(read_card(Path(path)))
 

@@ -43,6 +43,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from lamost_classify import CLASS_NAMES, SURVEY_PRIOR
+from lamost_classify.contract import model_id
 
 TRAIN, VAL, TEST, TEST_SNR = "lofo_train", "lofo_val", "lofo_test", "lofo_test_snr"
 SETS = (TRAIN, VAL, TEST, TEST_SNR)
@@ -446,7 +447,7 @@ def main(argv: list[str] | None = None) -> dict:
         loader.fold = "model"
         scores = score_families(loader, model, temperature, prior, families, "test")
         stars = real_star_recall(model, temperature, prior)
-        name = f"{card.get('name', args.model)}@{str(card.get('weights_sha256', ''))[:12]}"
+        name = model_id(card)
         result = {"title": f"{name} on every mock family", "model": name, "temperature": temperature, "prior": prior,
                   "what": f"Model {name} (temperature {temperature:.3f}, prior {', '.join(f'{v:.4g}' for v in prior)} "
                           "from its card) on each family's test sets; no training.",
