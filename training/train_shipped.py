@@ -304,8 +304,9 @@ def main() -> None:
     p.add_argument("--name", default=None)
     p.add_argument("--prior-strength", type=float, default=None,
                    help="the survey prior's strength for the card (0..1; default: the one with the best mean F1 on "
-                        "the survey-mix mocks). 1 is full Bayes to the survey mix: mock F1 barely tells 0.75 from 1, "
-                        "and the full prior is what keeps real stars that look a little like QSOs")
+                        "the survey-mix mocks, which barely tells 0.75 from 1). 1 is full Bayes to the survey mix; "
+                        "the shipped model's 0.75 is the one its recipe's leave-one-family-out folds name "
+                        "(training/prior_strength_across_folds.py)")
     p.add_argument("--rescore", default=None, metavar="MODEL",
                    help="no training: score this shipped model (a name or a weights path) on the test sets of --data "
                         "with its card's temperature and prior strength (or --prior-strength), and write the scores, "
