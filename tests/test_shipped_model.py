@@ -34,6 +34,19 @@ def test_shipped_weights_load_and_are_small():
     assert clf.name.startswith(card["name"])
 
 
+@pytest.mark.parametrize("name", ["default", "single"])
+def test_each_shipped_cards_prior_is_the_survey_mix_at_its_chosen_strength(name):
+    """What the catalog applies (``default_target_prior``) and what the card says was chosen
+    (``chosen_prior_strength``, README "The shipped model, measured") must not drift apart, e.g. by a
+    card edited by hand."""
+    from lamost_classify.model.recipe import strength_prior
+    from lamost_classify.model.weights import read_card
+
+    metrics = read_card(resolve_weights(name))["metrics"]
+    assert metrics["default_target_prior"] == pytest.approx(strength_prior(metrics["chosen_prior_strength"]))
+    assert Classifier.load(name, device="cpu").target_prior == pytest.approx(metrics["default_target_prior"])
+
+
 @pytest.fixture(scope="module")
 def balanced_release(tmp_path_factory):
     root = tmp_path_factory.mktemp("release")
