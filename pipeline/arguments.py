@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lamost_classify.contract import model_id
+
 from .releases import get_release
 
 if TYPE_CHECKING:
@@ -80,9 +81,7 @@ class ModelArguments:
         from lamost_classify.model.weights import load_weights
 
         net, card = load_weights(self.weights, device="cpu")
-        classifier = Classifier(net, card, self.device, self.target_prior, precision=self.precision,
-                                backend=self.backend)
-        return classifier
+        return Classifier(net, card, self.device, self.target_prior, precision=self.precision, backend=self.backend)
 
 
 def normalised_prior(values: tuple[float, ...]) -> tuple[float, ...]:

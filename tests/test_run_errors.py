@@ -23,8 +23,7 @@ from lamost_classify.mocks.simulate import simulate
 from lamost_classify.model.densenet import build_model
 from lamost_classify.model.weights import read_card, save_weights
 from lamost_classify.pipeline.lock import LOCK_FILE, CatalogLocked, catalog_lock
-from lamost_classify.contract import MANIFEST_FILE
-from lamost_classify.contract import model_id
+from lamost_classify.contract import MANIFEST_FILE, model_id
 from lamost_classify.pipeline.manifest import Manifest
 from lamost_classify.pipeline.plan import make_plan
 from lamost_classify.pipeline.arguments import ModelArguments, RunArguments
