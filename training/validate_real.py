@@ -58,7 +58,8 @@ def classify_files(classifier, files: list[str]) -> list[dict]:
 
 
 def made_fainter(spectrum, snr: float, target: float, rng: np.random.Generator):
-    """``spectrum`` with its noise raised to S/N ``target`` (a fainter one is returned as it is): Gaussian
+    """``spectrum`` with its noise raised so that its S/N per pixel (``snr``: the catalog's ``snr_pixel``,
+    ``grid.prepare``'s median over the grid) falls to ``target`` (a fainter one is returned as it is): Gaussian
     noise of variance (f^2 - 1) / ivar added in the file's own units, f = snr / target, and the ivar divided
     by f^2, so that the pipeline prepares it as it would a fainter file of the same star."""
     import dataclasses
@@ -150,7 +151,8 @@ def main() -> None:
     report["stars_total"] = totals
 
     faint = faint_star_recall(classifier, [f for sub in STAR_DIRS for f in _files(sub)])
-    print("\n| the real stars made as faint as S/N | spectra (2 noise draws) | STAR, published | STAR, balanced |")
+    print("\n| the real stars made as faint as S/N per pixel (`snr_pixel`) | spectra (2 noise draws) | STAR, published "
+          "| STAR, balanced |")
     print("| --- | --- | --- | --- |")
     for target, r in faint.items():
         print(f"| {target} | {r['n']} | {r['published']:.4f} | {r['balanced']:.4f} |")
