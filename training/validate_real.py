@@ -72,7 +72,7 @@ def made_fainter(spectrum, snr: float, target: float, rng: np.random.Generator):
         ivar=np.where(has, spectrum.ivar / factor**2, 0.0).astype(spectrum.ivar.dtype))
 
 
-def faint_star_recall(classifier, files: list[str], draws: int = 2) -> dict[str, dict[str, float]]:
+def faint_star_recall(classifier, files: list[str], draws: int = 8) -> dict[str, dict[str, float]]:
     """STAR recall, published and balanced, of the real stars in ``files`` made as faint as each of
     ``FAINT_SNR`` (``draws`` noise draws each)."""
     from lamost_classify.pipeline import grid
@@ -151,7 +151,7 @@ def main() -> None:
     report["stars_total"] = totals
 
     faint = faint_star_recall(classifier, [f for sub in STAR_DIRS for f in _files(sub)])
-    print("\n| the real stars made as faint as S/N per pixel (`snr_pixel`) | spectra (2 noise draws) | STAR, published "
+    print("\n| the real stars made as faint as S/N per pixel (`snr_pixel`) | spectra (8 noise draws) | STAR, published "
           "| STAR, balanced |")
     print("| --- | --- | --- | --- |")
     for target, r in faint.items():
