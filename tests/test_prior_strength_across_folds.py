@@ -6,6 +6,8 @@ import pytest
 from model_fixtures import write_slope_sets
 from script_loader import load_script
 
+from lamost_classify.model.recipe import PRIOR_STRENGTHS
+
 LOFO_SETS = ("lofo_train", "lofo_val", "lofo_test", "lofo_test_snr")
 
 
@@ -36,7 +38,7 @@ def test_scores_every_fold_at_every_strength_and_reports_both_choices(tmp_path, 
     assert (tmp_path / "strengths.json").exists()
     for family in ("a", "b"):
         fold = result["folds"][family]
-        assert sorted(fold["by_strength"]) == list(lofo.PRIOR_STRENGTHS)
+        assert sorted(fold["by_strength"]) == list(PRIOR_STRENGTHS)
         assert all(0 <= row["met"] <= 5 for row in fold["by_strength"].values())
         other = "b" if family == "a" else "a"
         met = {s: r["met"] for s, r in result["folds"][other]["by_strength"].items()}

@@ -44,10 +44,10 @@ import pyarrow.parquet as pq
 
 from lamost_classify import CLASS_NAMES, SURVEY_PRIOR
 from lamost_classify.contract import model_id
+from lamost_classify.model.recipe import PRIOR_STRENGTHS, strength_prior
 
 TRAIN, VAL, TEST, TEST_SNR = "lofo_train", "lofo_val", "lofo_test", "lofo_test_snr"
 SETS = (TRAIN, VAL, TEST, TEST_SNR)
-PRIOR_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # The goals this yardstick is held to (issue 13).
 STAR_RECALL_GOAL = 0.999
 RECALL_GOAL_SNR5 = 0.97  # GALAXY and QSO recall at S/N >= 5
@@ -111,11 +111,6 @@ def families_in(data: Path, sets: tuple[str, ...] = SETS) -> list[str]:
     return sorted(d.name for d in data.iterdir() if d.is_dir() and all((d / f"{s}_flux.npy").exists() for s in sets))
 
 
-def survey_prior(strength: float) -> list[float]:
-    prior = np.asarray(SURVEY_PRIOR) ** strength
-    return (prior / prior.sum()).tolist()
-
-
 def choose_prior_strength(probs: np.ndarray, labels: np.ndarray) -> tuple[float, dict[str, float]]:
     """The strength whose prior-adjusted predictions have the best mean F1 at the survey mix (precision
     re-weighted), and that mean F1 for every strength tried."""
@@ -124,7 +119,7 @@ def choose_prior_strength(probs: np.ndarray, labels: np.ndarray) -> tuple[float,
 
     tried = {}
     for strength in PRIOR_STRENGTHS:
-        cm = confusion_matrix(labels, adjust_to_prior(probs, survey_prior(strength)).argmax(1))
+        cm = confusion_matrix(labels, adjust_to_prior(probs, strength_prior(strength)).argmax(1))
         tried[str(strength)] = float(np.nanmean(list(reweighted_f1(cm, SURVEY_PRIOR).values())))
     best = max(PRIOR_STRENGTHS, key=lambda s: tried[str(s)])
     return best, tried
@@ -292,7 +287,7 @@ def run_fold(loader: SetLoader, left_out: str, families: list[str], configs: lis
     val_logits = batched_logits(model, val_x, next(model.parameters()).device, 512)
     temperature = fit_temperature(val_logits, val_y)
     strength, tried = choose_prior_strength(softmax(val_logits, temperature), val_y)
-    prior = survey_prior(strength)
+    prior = strength_prior(strength)
     fold = {"left_out": left_out, "trained_on": others, "train_n": len(train_y), "val_n": len(val_y),
             "seeds": [c.seed for c in configs], "best_epochs": [r.best_epoch for r in results],
             "joined": [str(d) for d in join],
@@ -437,13 +432,14 @@ def main(argv: list[str] | None = None) -> dict:
     families = args.families or families_in(args.data, (TEST, TEST_SNR) if args.model else SETS)
     loader = SetLoader(args.data)
     if args.model:
+        from lamost_classify.model.inference import card_target_prior
         from lamost_classify.model.weights import load_weights
         from lamost_classify.model.runtime import resolve_device, set_threads
 
         set_threads(args.threads)
         model, card = load_weights(args.model, resolve_device(args.device))
         temperature = float(card.get("temperature", 1.0))
-        prior = list(card.get("metrics", {}).get("default_target_prior") or SURVEY_PRIOR)  # as Classifier.load
+        prior = list(card_target_prior(card))
         loader.fold = "model"
         scores = score_families(loader, model, temperature, prior, families, "test")
         stars = real_star_recall(model, temperature, prior)

@@ -26,6 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import leave_one_family_out as lofo  # noqa: E402
 
+from lamost_classify.model.recipe import PRIOR_STRENGTHS, strength_prior  # noqa: E402
+
 
 def aims_by_strength(loader: lofo.SetLoader, family: str, directory: Path) -> dict:
     """The fold that left ``family`` out, on ``family``'s test sets at every strength: its record's chosen
@@ -40,8 +42,8 @@ def aims_by_strength(loader: lofo.SetLoader, family: str, directory: Path) -> di
         flux, truth = loader.load(family, name, "test")
         probs[name] = (lofo.probabilities(model, flux, record["temperature"]), truth)
     rows = {}
-    for strength in lofo.PRIOR_STRENGTHS:
-        prior = lofo.survey_prior(strength)
+    for strength in PRIOR_STRENGTHS:
+        prior = strength_prior(strength)
         g = lofo.goals(*(lofo.score_set(*probs[name], prior) for name in (lofo.TEST, lofo.TEST_SNR)))
         rows[strength] = {"values": {k: v["value"] for k, v in g.items()}, "met": sum(v["met"] for v in g.values())}
     return {"directory": str(directory), "validation_strength": record["prior_strength"], "by_strength": rows}
@@ -61,7 +63,7 @@ def nested_strengths(met: dict[str, dict[float, int]]) -> dict[str, float]:
 
 
 def markdown(folds: dict[str, dict], nested: dict[str, float], overall: float) -> str:
-    names = list(next(iter(folds.values()))["by_strength"][lofo.PRIOR_STRENGTHS[0]]["values"])
+    names = list(next(iter(folds.values()))["by_strength"][PRIOR_STRENGTHS[0]]["values"])
     lines = ["| left out | strength | " + " | ".join(names) + " | aims met | chosen by |",
              "| --- | --- |" + " --- |" * (len(names) + 2)]
     for fold, f in folds.items():
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         nested = nested_strengths(met)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
-    overall = best_strength({s: sum(m[s] for m in met.values()) for s in lofo.PRIOR_STRENGTHS})
+    overall = best_strength({s: sum(m[s] for m in met.values()) for s in PRIOR_STRENGTHS})
     print(markdown(folds, nested, overall))
     result = {"folds": folds, "nested_strength": nested, "all_folds_strength": overall}
     if args.json:
