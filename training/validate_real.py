@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from lamost_classify import CLASS_NAMES
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts beside it (validate_redshift)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VALIDATION_DIRS = ("sdss/galaxy", "sdss/qso", "lamost-qso")
@@ -61,15 +64,14 @@ def made_fainter(spectrum, snr: float, target: float, rng: np.random.Generator):
     """``spectrum`` with its noise raised so that its S/N per pixel (``snr``: the catalog's ``snr_pixel``,
     ``grid.prepare``'s median over the grid) falls to ``target`` (a fainter one is returned as it is): Gaussian
     noise of variance (f^2 - 1) / ivar added in the file's own units, f = snr / target, and the ivar divided
-    by f^2, so that the pipeline prepares it as it would a fainter file of the same star."""
+    by f^2 (validate_redshift.py's ``degrade``, which makes the held-out stars fainter for their letters), so
+    that the pipeline prepares it as it would a fainter file of the same star."""
     import dataclasses
 
-    factor = max(snr / target, 1.0)
-    has = spectrum.ivar > 0
-    sigma = np.sqrt(np.where(has, (factor**2 - 1.0) / np.where(has, spectrum.ivar, 1.0), 0.0))
-    return dataclasses.replace(
-        spectrum, flux=(spectrum.flux + rng.normal(size=spectrum.flux.shape) * sigma).astype(spectrum.flux.dtype),
-        ivar=np.where(has, spectrum.ivar / factor**2, 0.0).astype(spectrum.ivar.dtype))
+    from validate_redshift import degrade
+
+    flux, ivar = degrade(spectrum.flux[None, :], spectrum.ivar[None, :], np.array([max(snr / target, 1.0)]), rng)
+    return dataclasses.replace(spectrum, flux=flux[0], ivar=ivar[0])
 
 
 def faint_star_recall(classifier, files: list[str], draws: int = 8) -> dict[str, dict[str, float]]:
