@@ -101,13 +101,14 @@ class Flag(enum.IntFlag):
     ARM_MISSING = 1 << 10  # less than ARM_MIN_VALID of the blue or of the red arm's grid pixels hold data
     # bits 11-15 reserved for later reader-level checks
     # --- model stage (bits 16-31) ---
-    LOW_CONFIDENCE = 1 << 16  # top class probability below LOW_CONFIDENCE
+    LOW_CONFIDENCE = 1 << 16  # the published class's probability below LOW_CONFIDENCE
     INFERENCE_FAILED = 1 << 17  # the model raised on this spectrum's batch (error text in the catalog)
     PRIOR_DOMINATED = 1 << 18  # the class under the balanced prior (the spectrum alone) is not the published one
     # redshift warnings, as redrock's ZWARN (model/redshift.py)
     Z_SMALL_DELTA_CHI2 = 1 << 19  # galaxy/QSO: another z fits almost as well or better (delta_chi2 < SMALL_DELTA_CHI2)
     Z_FIT_LIMIT = 1 << 20  # the best redshift is at the edge of the class's range or of the proposal's window
     Z_FEW_PIXELS = 1 << 21  # fewer than MIN_GOOD_PIXELS valid grid pixels in the redshift fit
+    NO_QSO_REDSHIFT = 1 << 22  # the network's QSO fits only below QSO_MIN_Z: published as its next class
 
 
 # A spectrum with any of these bits has no class in the catalog: the network never saw a usable input.
@@ -132,3 +133,6 @@ SMALL_DELTA_CHI2 = 9.0  # redrock's: below it a second redshift is about as like
 # The galaxy and QSO fit searches within this many sigmas of the network's redshift proposal (model/redshift.py)
 PRIOR_WINDOW_SIGMA = 4.0
 MIN_GOOD_PIXELS = 500  # a fifth of the grid
+# No QSO lies nearer than this: DESI's redrock QSO templates (rrtemplate-QSO-LOZ) start here, and a broad-line
+# spectrum at rest is a Galactic emission-line star (a CV, a Be star), whose lines the network reads as a QSO's.
+QSO_MIN_Z = 0.05

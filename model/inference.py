@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from lamost_classify.contract import N_PIXELS, SURVEY_PRIOR, model_id
+from lamost_classify.contract import CLASS_NAMES, N_PIXELS, QSO_MIN_Z, SURVEY_PRIOR, model_id
 
 from .calibration import adjust_to_prior, softmax
 from .densenet import redshift_estimate
@@ -27,6 +27,20 @@ def card_target_prior(card: dict) -> tuple[float, ...]:
     """The prior a model's card chooses for survey data: its ``default_target_prior`` (the survey mix,
     adjusted with the strength chosen on a survey-mix test set when the model was made), else the mix."""
     return tuple(card.get("metrics", {}).get("default_target_prior") or SURVEY_PRIOR)
+
+
+def published_class(probs: np.ndarray, qso_z: np.ndarray) -> np.ndarray:
+    """(B,) the class the catalog publishes (-1 where ``probs`` is not finite): the most probable, but a QSO
+    must have a QSO redshift, so where its QSO fit (``qso_z``; NaN where not fitted) lies below ``QSO_MIN_Z``
+    the next most probable class."""
+    probs = np.asarray(probs)
+    finite = np.isfinite(probs).all(axis=1)
+    classes = np.where(finite, np.nan_to_num(probs, nan=-1.0).argmax(axis=1), -1)
+    qso = CLASS_NAMES.index("QSO")
+    at_rest = (classes == qso) & (np.asarray(qso_z) < QSO_MIN_Z)
+    others = np.where(np.arange(probs.shape[1]) == qso, -np.inf, probs[at_rest])
+    classes[at_rest] = others.argmax(axis=1)
+    return classes
 
 
 class Classifier:
@@ -124,6 +138,11 @@ class Classifier:
         the network's redshift head's proposal when it has one; ``pedestal``, what the normalisation
         subtracted (``grid.PreparedBatch.pedestal``), is given back to the star fit. One pass of the network.
 
+        The published class (``fit.classes``) is the most probable one, but a QSO must have a QSO redshift:
+        where the QSO fit lies below ``QSO_MIN_Z`` the row is published as its next most probable class, fitted
+        as that (the probabilities stay the network's). ``fit.no_qso_redshift`` marks those rows and the ones
+        whose balanced class is a QSO fitted below ``QSO_MIN_Z``.
+
         Where the balanced prior picks another class (PRIOR_DOMINATED: a faint galaxy published as STAR),
         that class is fitted too, into ``z_balanced``/``z_err_balanced``: a sample selected on what the
         spectrum alone says (README) then has its redshifts. Elsewhere they repeat ``z``/``z_err``."""
@@ -137,16 +156,48 @@ class Classifier:
             self.fitter = RedshiftFitter(device=self.device)
         classes = np.where(np.isfinite(probs).all(axis=1), probs.argmax(axis=1), -1)
         pedestal = None if pedestal is None else np.asarray(pedestal).reshape(len(flux))
+
+        def fit_rows(rows: np.ndarray, as_class: np.ndarray) -> RedshiftResult:
+            own = None if proposal is None else (np.asarray(proposal[0])[rows], np.asarray(proposal[1])[rows])
+            return self.fitter.fit(flux[rows], ivar[rows], as_class, own, None if pedestal is None else pedestal[rows])
+
         fit = self.fitter.fit(flux, ivar, classes, proposal, pedestal)
+        qso = CLASS_NAMES.index("QSO")
+        published = published_class(probs, np.where(classes == qso, fit.z, np.nan))
+        no_qso_z = np.flatnonzero(published != classes)
+        if len(no_qso_z):
+            fit.classes[no_qso_z] = published[no_qso_z]
+            fit.replace_rows(no_qso_z, fit_rows(no_qso_z, published[no_qso_z]))
+            fit.no_qso_redshift[no_qso_z] = True
         fit.z_balanced, fit.z_err_balanced = fit.z.copy(), fit.z_err.copy()
         data_class = balanced.argmax(axis=1)
-        other = np.flatnonzero((classes >= 0) & (data_class != classes))
+        other = np.flatnonzero((classes >= 0) & (data_class != fit.classes))
         if len(other):
-            own = None if proposal is None else (np.asarray(proposal[0])[other], np.asarray(proposal[1])[other])
-            alt = self.fitter.fit(flux[other], ivar[other], data_class[other], own,
-                                  None if pedestal is None else pedestal[other])
+            alt = fit_rows(other, data_class[other])
             fit.z_balanced[other], fit.z_err_balanced[other] = alt.z, alt.z_err
+        fit.no_qso_redshift |= (data_class == qso) & (fit.z_balanced < QSO_MIN_Z)
         return probs, balanced, fit
+
+    def qso_redshifts(self, probs: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
+                      pedestal: np.ndarray | None = None) -> np.ndarray:
+        """(B,) the QSO fit's z (around the network's redshift proposal, as ``predict_with_redshift`` fits)
+        of the rows whose most probable class under ``probs`` is QSO, NaN elsewhere: what ``published_class``
+        needs. A prior that lowers QSO against the other classes (the survey's) publishes no other row as QSO,
+        so the fits for the balanced probabilities serve every such prior."""
+        flux = self._check(flux)
+        qso = CLASS_NAMES.index("QSO")
+        rows = np.flatnonzero(np.asarray(probs).argmax(axis=1) == qso)
+        out = np.full(len(flux), np.nan)
+        if len(rows):
+            raw = self._outputs(flux[rows])
+            n = self.fast.n_classes
+            proposal = redshift_estimate(raw[:, n:n + 2]) if raw.shape[1] > n else None
+            if self.fitter is None:
+                self.fitter = RedshiftFitter(device=self.device)
+            ivar = np.asarray(ivar).reshape(flux.shape)[rows]
+            out[rows] = self.fitter.fit(flux[rows], ivar, np.full(len(rows), qso), proposal,
+                                        None if pedestal is None else np.asarray(pedestal).reshape(-1)[rows]).z
+        return out
 
     def _probabilities(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         calibrated = softmax(logits, self.temperature)

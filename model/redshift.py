@@ -114,13 +114,26 @@ class RedshiftResult:
     # not the published class; equal to z, z_err elsewhere); None where nobody fitted it
     z_balanced: np.ndarray | None = None
     z_err_balanced: np.ndarray | None = None
+    # the class index each row was fitted as (-1: none), and where the network's QSO (published or under the
+    # balanced prior) fitted only below QSO_MIN_Z (Classifier.predict_with_redshift)
+    classes: np.ndarray | None = None
+    no_qso_redshift: np.ndarray | None = None
 
     @property
     def flags(self) -> np.ndarray:
-        """(B,) int64: the catalog's redshift warning bits (contract.Flag.Z_*)."""
+        """(B,) int64: the catalog's redshift warning bits (contract.Flag.Z_* and NO_QSO_REDSHIFT)."""
+        moved = np.zeros(len(self.z), bool) if self.no_qso_redshift is None else self.no_qso_redshift
         return (np.where(self.small_delta_chi2, int(Flag.Z_SMALL_DELTA_CHI2), 0)
                 | np.where(self.at_edge, int(Flag.Z_FIT_LIMIT), 0)
-                | np.where(self.few_pixels, int(Flag.Z_FEW_PIXELS), 0)).astype(np.int64)
+                | np.where(self.few_pixels, int(Flag.Z_FEW_PIXELS), 0)
+                | np.where(moved, int(Flag.NO_QSO_REDSHIFT), 0)).astype(np.int64)
+
+    def replace_rows(self, rows: np.ndarray, other: RedshiftResult) -> None:
+        """Rows ``rows`` of this result become ``other``'s (a fit of those rows alone, in that order)."""
+        for name in ("z", "z_err", "chi2", "delta_chi2", "n_good", "small_delta_chi2", "at_edge", "few_pixels"):
+            getattr(self, name)[rows] = getattr(other, name)
+        for row, label in zip(rows, other.subclass):
+            self.subclass[row] = label
 
 
 @dataclass
@@ -410,7 +423,8 @@ class RedshiftFitter:
         out = RedshiftResult(z=np.full(b, np.nan), z_err=np.full(b, np.nan), subclass=[None] * b,
                              chi2=np.full(b, np.nan), delta_chi2=np.full(b, np.nan), n_good=n_good,
                              small_delta_chi2=np.zeros(b, bool), at_edge=np.zeros(b, bool),
-                             few_pixels=(n_good < MIN_GOOD_PIXELS) & (classes >= 0))
+                             few_pixels=(n_good < MIN_GOOD_PIXELS) & (classes >= 0),
+                             classes=classes.astype(np.int64), no_qso_redshift=np.zeros(b, bool))
         for label, name in enumerate(CLASS_NAMES):
             rows = np.flatnonzero((classes == label) & (n_good > 0))
             if len(rows) == 0:

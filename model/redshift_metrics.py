@@ -193,7 +193,7 @@ def evaluate_redshift(classifier: Classifier, labelled: LabelledSet, truth: Mapp
         as_true = fitter.fit(flux, ivar, labelled.labels[chunk], pedestal=pedestal)
         seconds["network_and_fit"] += t1 - t0
         seconds["fit_as_true_class"] += time.perf_counter() - t1
-        published.append(np.where(np.isfinite(probs).all(axis=1), probs.argmax(axis=1), -1))
+        published.append(fit.classes)
         z.append(fit.z), z_err.append(fit.z_err)
         z_as_true.append(as_true.z), z_err_as_true.append(as_true.z_err)
         subclass += fit.subclass

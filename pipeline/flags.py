@@ -7,8 +7,8 @@ so that the model's redshift warnings and the pipeline's quality checks set the 
 from __future__ import annotations
 
 from lamost_classify.contract import (ARM_MIN_VALID, LOW_CONFIDENCE, LOW_SNR, MAX_MASKED_FRACTION, MIN_COVERAGE,
-                                      MIN_GOOD_PIXELS, NEGATIVE_SIGMA, PRIOR_WINDOW_SIGMA, SMALL_DELTA_CHI2,
-                                      SPIKE_FACTOR, SPIKE_PIXELS, UNUSABLE, Flag)
+                                      MIN_GOOD_PIXELS, NEGATIVE_SIGMA, PRIOR_WINDOW_SIGMA, QSO_MIN_Z,
+                                      SMALL_DELTA_CHI2, SPIKE_FACTOR, SPIKE_PIXELS, UNUSABLE, Flag)
 
 __all__ = ["Flag", "UNUSABLE", "MIN_COVERAGE", "MAX_MASKED_FRACTION", "LOW_SNR", "LOW_CONFIDENCE", "SMALL_DELTA_CHI2",
            "MIN_GOOD_PIXELS", "FLAG_DOCS", "UNUSABLE_FLUX_ERRORS", "flag_names", "describe"]
@@ -38,7 +38,7 @@ FLAG_DOCS: dict[Flag, str] = {
                         "a spike: not flux) were masked"),
     Flag.ARM_MISSING: (f"less than {ARM_MIN_VALID:.0%} of the blue or of the red arm's grid pixels hold data: "
                         "class, subclass and prob_*_balanced read from the other arm alone"),
-    Flag.LOW_CONFIDENCE: f"top class probability below {LOW_CONFIDENCE:g}",
+    Flag.LOW_CONFIDENCE: f"the published class's probability (confidence) below {LOW_CONFIDENCE:g}",
     Flag.INFERENCE_FAILED: "the model failed on this spectrum's batch",
     Flag.PRIOR_DOMINATED: "the class prior decided: under the balanced prior (prob_*_balanced) another class wins",
     Flag.Z_SMALL_DELTA_CHI2: (f"galaxy/QSO: a second redshift fits within delta chi2 {SMALL_DELTA_CHI2:g} of the best, "
@@ -46,6 +46,9 @@ FLAG_DOCS: dict[Flag, str] = {
     Flag.Z_FIT_LIMIT: ("z at the edge of the fitted range (stars +-420 km/s, galaxies -0.005..1.2, QSOs 0..6, or "
                        f"{PRIOR_WINDOW_SIGMA:g} sigma from the network's proposal)"),
     Flag.Z_FEW_PIXELS: f"fewer than {MIN_GOOD_PIXELS} valid grid pixels for the redshift fit",
+    Flag.NO_QSO_REDSHIFT: (f"the network's QSO fits only below z {QSO_MIN_Z:g}, where no QSO is (a CV or Be star's "
+                           "lines at rest): published as its next class; also set where the balanced prior's "
+                           "QSO (z_balanced) does"),
 }
 
 # The catalog's error text for a row that has no class because of its flux, not because of a read error.

@@ -20,7 +20,8 @@ COLUMNS: list[tuple[str, pa.DataType, str, str]] = [
     ("snr_g", pa.float32(), "", "S/N in the g band, from the file header"),
     ("snr_r", pa.float32(), "", "S/N in the r band, from the file header"),
     ("snr_pixel", pa.float32(), "", "median S/N per pixel on the 2600-pixel grid, measured"),
-    ("class", pa.string(), "", "predicted class STAR/GALAXY/QSO; null when the spectrum is unusable"),
+    ("class", pa.string(), "", "predicted class STAR/GALAXY/QSO: the most probable, but a QSO that fits no QSO "
+     "redshift is published as the next (NO_QSO_REDSHIFT); null when the spectrum is unusable"),
     ("prob_star", pa.float32(), "", "calibrated probability of STAR, adjusted to the target class prior"),
     ("prob_galaxy", pa.float32(), "", "calibrated probability of GALAXY, adjusted to the target class prior"),
     ("prob_qso", pa.float32(), "", "calibrated probability of QSO, adjusted to the target class prior"),
@@ -30,8 +31,8 @@ COLUMNS: list[tuple[str, pa.DataType, str, str]] = [
      "calibrated probability of GALAXY under the balanced 1:1:1 prior: what the spectrum alone says"),
     ("prob_qso_balanced", pa.float32(), "",
      "calibrated probability of QSO under the balanced 1:1:1 prior: what the spectrum alone says"),
-    ("confidence", pa.float32(), "", "the top class probability"),
-    ("margin", pa.float32(), "", "top minus second class probability"),
+    ("confidence", pa.float32(), "", "the published class's probability (the top one but for NO_QSO_REDSHIFT)"),
+    ("margin", pa.float32(), "", "the published class's probability minus the highest other's"),
     ("z", pa.float32(), "", "redshift from the published class's templates fitted with the spectrum's ivar "
      "(stars: radial velocity / c); null without a class"),
     ("z_err", pa.float32(), "", "1-sigma error of z: the chi2 curvature's (scaled by sqrt(reduced chi2) when above 1) "

@@ -76,7 +76,8 @@ class Classified:
     subclass: list[str | None] | None = None
     z_balanced: np.ndarray | None = None  # (B,) float32: fitted as the balanced prior's class (z where the same)
     z_err_balanced: np.ndarray | None = None
-    z_flags: np.ndarray | None = None  # (B,) int64, Flag.Z_* bits
+    z_flags: np.ndarray | None = None  # (B,) int64, Flag.Z_* and NO_QSO_REDSHIFT bits
+    classes: np.ndarray | None = None  # (B,) published class index (-1: none); None: the most probable
     seconds: dict[str, float] = field(default_factory=dict)  # per stage (``STAGES``), for the summary
 
 
@@ -133,7 +134,7 @@ def classify(records: PreparedRecords, model: ProbabilityModel, with_cam: bool =
     if hasattr(model, "predict_with_redshift") and records.ivar is not None:
         out.z, out.z_err, out.delta_chi2, out.z_balanced, out.z_err_balanced = (
             np.full(n, np.nan, np.float32) for _ in range(5))
-        out.subclass, out.z_flags = [None] * n, np.zeros(n, np.int64)
+        out.subclass, out.z_flags, out.classes = [None] * n, np.zeros(n, np.int64), np.full(n, -1, np.int64)
     step = chunk_step(model)
     usable = records.usable
     for start in range(0, n, step):
@@ -153,6 +154,7 @@ def _classify_rows(records: PreparedRecords, rows: np.ndarray, model: Probabilit
         out.z_balanced[rows] = fit.z if fit.z_balanced is None else fit.z_balanced
         out.z_err_balanced[rows] = fit.z_err if fit.z_err_balanced is None else fit.z_err_balanced
         out.z_flags[rows] = fit.flags
+        out.classes[rows] = fit.classes
         for row, label in zip(rows, fit.subclass):
             out.subclass[row] = label
     else:
@@ -195,15 +197,19 @@ def build_table(records: PreparedRecords, result: Classified, release: str) -> p
         flags |= int(Flag.INFERENCE_FAILED)
     prob = result.prob
     has_prob = np.isfinite(prob).all(axis=1) & ((flags & int(UNUSABLE)) == 0)
-    order = np.sort(np.where(has_prob[:, None], prob, -1.0), axis=1)
-    confidence = np.where(has_prob, order[:, -1], np.nan)
-    margin = np.where(has_prob, order[:, -1] - order[:, -2], np.nan)
+    most_probable = np.argmax(np.where(has_prob[:, None], prob, -1.0), axis=1)
+    # the published class: the most probable, or what the redshift fit left of it (NO_QSO_REDSHIFT)
+    best = most_probable if result.classes is None else np.where(result.classes >= 0, result.classes, most_probable)
+    chosen = np.take_along_axis(np.where(has_prob[:, None], prob, -1.0), best[:, None], axis=1)[:, 0]
+    others = np.where(np.arange(prob.shape[1]) == best[:, None], -1.0, np.where(has_prob[:, None], prob, -1.0))
+    confidence = np.where(has_prob, chosen, np.nan)
+    margin = np.where(has_prob, chosen - others.max(axis=1), np.nan)
     flags |= np.where(has_prob & (confidence < LOW_CONFIDENCE), int(Flag.LOW_CONFIDENCE), 0)
-    best = np.argmax(np.where(has_prob[:, None], prob, -1.0), axis=1)
     balanced = np.full_like(prob, np.nan) if result.prob_balanced is None else result.prob_balanced
     has_balanced = has_prob & np.isfinite(balanced).all(axis=1)
     best_balanced = np.argmax(np.where(has_balanced[:, None], balanced, -1.0), axis=1)
-    flags |= np.where(has_balanced & (best_balanced != best), int(Flag.PRIOR_DOMINATED), 0)
+    # the prior decided where the spectrum alone would not give the network's most probable class
+    flags |= np.where(has_balanced & (best_balanced != most_probable), int(Flag.PRIOR_DOMINATED), 0)
     if result.z_flags is not None:
         flags |= np.where(has_prob, result.z_flags, 0)
     meta = records.meta

@@ -177,3 +177,32 @@ def test_evaluate_on_a_mock_release_table_with_the_shipped_model(tmp_path):
     galaxies = report["redshift"]["redshift_true_class"]["by_class"]["GALAXY"]
     assert galaxies["n"] > 3 and galaxies["within"] == 1.0 and galaxies["nmad"] < 0.001
     assert report["redshift"]["star_types"]["n"] > 0 and "Star types" in output
+
+
+def test_evaluate_scores_the_class_the_catalog_publishes_no_qso_at_rest(tmp_path):
+    """A network that calls everything QSO: with the ivar, evaluate's class report is the catalog's, so the
+    cataclysmic variable (broad lines at rest, no QSO redshift) counts as published STAR, its next class, and
+    the QSO at z 1.8 as QSO; without the ivar there is no fit, and both count as QSO."""
+    import torch
+
+    from lamost_classify.model.densenet import build_model
+    from lamost_classify.model.weights import save_weights
+
+    model = build_model("fast", **TINY).eval()
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([1.0, -1.0, 3.0]))
+    path = save_weights(model, tmp_path / "calls-qso", overrides=TINY)
+    rng = np.random.default_rng(8)
+    cv = from_template("STAR", 0.0, rng, load_templates()["STAR"].subclass.index("CV"))
+    qso = from_template("QSO", 1.8, rng)
+    for with_ivar, called in ((True, [[1, 0, 0], [0, 0, 0], [0, 0, 1]]), (False, [[0, 0, 1], [0, 0, 0], [0, 0, 1]])):
+        columns = {"class": ["STAR", "QSO"], "z": [cv[2], qso[2]],
+                   "flux_norm": pa.array([r[0].astype(np.float32) for r in (cv, qso)], type=pa.list_(pa.float32())),
+                   "snr": np.full(2, SNR, np.float32), "pedestal": np.array([cv[3], qso[3]], np.float32)}
+        if with_ivar:
+            columns["ivar_norm"] = pa.array([r[1].astype(np.float32) for r in (cv, qso)], type=pa.list_(pa.float32()))
+        table = tmp_path / f"cv-and-qso-{with_ivar}.parquet"
+        pq.write_table(pa.table(columns), table)
+        _, report = evaluate(path, table, tmp_path / f"eval-{with_ivar}")
+        assert report["confusion_matrix"] == called

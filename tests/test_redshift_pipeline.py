@@ -203,3 +203,38 @@ def test_a_prior_dominated_row_also_gets_the_redshift_of_the_class_its_spectrum_
     table = stages.build_table(records, stages.classify(records, survey), "test").to_pydict()
     assert table["class"] == ["STAR"] and table["flags"][0] & int(Flag.PRIOR_DOMINATED)
     assert abs(table["z_balanced"][0] - z_true) < 0.003 * (1 + z_true) and abs(table["z"][0]) < 0.01
+
+
+def test_a_qso_that_fits_only_at_rest_is_published_as_its_next_class(tmp_path):
+    """The network's QSO needs a QSO redshift: a cataclysmic variable (broad Balmer lines at rest) that it
+    calls QSO fits no QSO above QSO_MIN_Z and is published as the next class, fitted as that, flagged
+    NO_QSO_REDSHIFT, its probabilities the network's; a QSO at z 1.5 stays a QSO."""
+    from lamost_classify.contract import QSO_MIN_Z
+    from lamost_classify.model.redshift import load_templates
+
+    torch.manual_seed(0)
+    model = build_model("fast", **TINY).eval()
+    with torch.no_grad():  # the same logits for every spectrum: QSO first, STAR second
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([1.0, -1.0, 3.0]))
+    classifier = Classifier.load(save_weights(model, tmp_path / "calls-qso"), device="cpu", target_prior=None)
+    rng = np.random.default_rng(4)
+    cv = load_templates()["STAR"].subclass.index("CV")
+    made = [from_template("STAR", 0.0, rng, snr=30, index=cv), from_template("QSO", 1.5, rng, snr=30)]
+    flux, ivar = np.clip(np.stack([m[0] for m in made]), 0, 1).astype(np.float32), np.stack([m[1] for m in made])
+    pedestal = np.array([m[3] for m in made], np.float32)
+
+    probs, balanced, fit = classifier.predict_with_redshift(flux, ivar, pedestal)
+    assert (probs.argmax(1) == 2).all() and (balanced.argmax(1) == 2).all()
+    assert fit.z_balanced[0] < QSO_MIN_Z  # as a QSO it fits only at rest...
+    assert fit.classes.tolist() == [0, 2] and fit.no_qso_redshift.tolist() == [True, False]  # ...so STAR
+    assert abs(fit.z[0]) < 1e-3 and fit.subclass[0] == "CV"  # fitted as the star it is
+    assert abs(fit.z[1] - made[1][2]) < 0.01 * (1 + made[1][2]) and fit.subclass[1] in ("BROADLINE", "BAL")
+
+    records = records_of(flux, ivar, pedestal=pedestal)
+    table = stages.build_table(records, stages.classify(records, classifier), "test").to_pydict()
+    assert table["class"] == ["STAR", "QSO"] and table["subclass"][0] == "CV"
+    assert table["flags"][0] & int(Flag.NO_QSO_REDSHIFT) and not table["flags"][1] & int(Flag.NO_QSO_REDSHIFT)
+    assert table["prob_qso"][0] == pytest.approx(float(probs[0, 2]))  # the network's, kept
+    assert table["confidence"][0] == pytest.approx(float(probs[0, 0])) and table["margin"][0] < 0  # the class's
+    assert table["flags"][0] & int(Flag.LOW_CONFIDENCE) and not table["flags"][0] & int(Flag.PRIOR_DOMINATED)

@@ -8,7 +8,8 @@ them, never train or tune on them) with the published class and probabilities (t
 probabilities (what the spectrum alone says) and the reference class and z; then STAR recall on the real
 LAMOST stars per directory, the stars kept out of noise donors and training (``is_held_out``) apart, and
 each miss; then the same stars made fainter (``made_fainter``), published and balanced, where the prior's
-strength decides most. Reads through the pipeline's own readers and grid, as a catalog run would.
+strength decides most. Reads through the pipeline's own readers and grid, and publishes as a catalog run
+would (``Classifier.predict_with_redshift``: the most probable class, but no QSO below ``QSO_MIN_Z``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def classify_files(classifier, files: list[str]) -> list[dict]:
 
     spectra = read_batch(files)
     prepared = grid.prepare(spectra)
-    probs, balanced = classifier.predict_proba_and_balanced(prepared.flux)
+    probs, balanced, fit = classifier.predict_with_redshift(prepared.flux, prepared.ivar, prepared.pedestal)
     rows = []
     for i, s in enumerate(spectra):
         rows.append({
@@ -52,7 +53,8 @@ def classify_files(classifier, files: list[str]) -> list[dict]:
             "ref_z": s.meta.get("lamost_z"),
             "snr_pixel": float(prepared.snr[i]),
             "flags": int(prepared.flags[i]),
-            "class": CLASS_NAMES[int(np.argmax(probs[i]))],
+            "class": CLASS_NAMES[fit.classes[i]] if fit.classes[i] >= 0 else None,  # the catalog's
+            "no_qso_redshift": bool(fit.no_qso_redshift[i]),
             "prob": [round(float(p), 4) for p in probs[i]],
             "class_balanced": CLASS_NAMES[int(np.argmax(balanced[i]))],
             "prob_balanced": [round(float(p), 4) for p in balanced[i]],
@@ -88,8 +90,8 @@ def faint_star_recall(classifier, files: list[str], draws: int = 8) -> dict[str,
         for seed in range(draws):
             rng = np.random.default_rng(seed)
             prepared = grid.prepare([made_fainter(s, float(v), target, rng) for s, v in zip(stars, snr)])
-            probs, probs_balanced = classifier.predict_proba_and_balanced(prepared.flux)
-            published += int((probs.argmax(1) == 0).sum())
+            _, probs_balanced, fit = classifier.predict_with_redshift(prepared.flux, prepared.ivar, prepared.pedestal)
+            published += int((fit.classes == 0).sum())
             balanced += int((probs_balanced.argmax(1) == 0).sum())
             n += len(stars)
         out[f"{target:g}"] = {"n": n, "published": published / n, "balanced": balanced / n}
@@ -118,7 +120,8 @@ def main() -> None:
     for r in validation:
         ref = r["ref_class"] + (f" {r['ref_subclass']}" if r["ref_subclass"] else "")
         z = "" if r["ref_z"] is None else f"{r['ref_z']:.3f}"
-        print(f"| {r['set']} | {r['file']} | {ref} | {z} | {r['snr_pixel']:.1f} | {r['class']} | "
+        published = r["class"] + (" (NO_QSO_REDSHIFT)" if r["no_qso_redshift"] else "")
+        print(f"| {r['set']} | {r['file']} | {ref} | {z} | {r['snr_pixel']:.1f} | {published} | "
               f"{'/'.join(f'{x:.2f}' for x in r['prob'])} | {r['class_balanced']} | "
               f"{'/'.join(f'{x:.2f}' for x in r['prob_balanced'])} |")
     right = sum(r["class"] == r["ref_class"] for r in validation)
@@ -141,7 +144,7 @@ def main() -> None:
         kept = sum(r["class"] == "STAR" for r in rows)
         held_kept = sum(r["class"] == "STAR" for r in held)
         misses = [f"{r['file']} ({r['ref_subclass']}, S/N {r['snr_pixel']:.0f}: {r['class']} "
-                  f"{max(r['prob']):.2f})" for r in rows if r["class"] != "STAR"]
+                  f"{r['prob'][CLASS_NAMES.index(r['class'])]:.2f})" for r in rows if r["class"] != "STAR"]
         print(f"| {sub} | {len(rows)} | {kept} | {kept / len(rows):.4f} | {len(held)} | {held_kept} | "
               f"{'; '.join(misses)} |")
         stars[sub] = {"n": len(rows), "star": kept, "held_n": len(held), "held_star": held_kept, "misses": misses}

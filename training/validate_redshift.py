@@ -83,7 +83,7 @@ def main() -> None:
     t0 = time.perf_counter()
     probs, _, published = classifier.predict_with_redshift(batch.flux, batch.ivar, batch.pedestal)
     published_seconds = time.perf_counter() - t0
-    net_class = probs.argmax(1)
+    net_class = published.classes  # the catalog's class (Classifier.predict_with_redshift)
     rows = []
     for label, classes, fit, seconds in (("true class", true_class, as_true, true_seconds),
                                          ("network class", net_class, published, published_seconds)):
@@ -93,7 +93,7 @@ def main() -> None:
         print(json.dumps(acc["by_class"], indent=1, default=float))
         for i, f in enumerate(files):
             rows.append({"file": Path(f).name, "fit_as": label, "true": truth[i][0], "true_subclass": truth[i][1],
-                         "z_true": z_true[i], "network": CLASS_NAMES[net_class[i]], "p": float(probs[i].max()),
+                         "z_true": z_true[i], "network": CLASS_NAMES[net_class[i]], "p": float(probs[i, net_class[i]]),
                          "z": float(fit.z[i]), "z_err": float(fit.z_err[i]), "subclass": fit.subclass[i],
                          "delta_chi2": float(fit.delta_chi2[i]), "snr": float(batch.snr[i])})
     print(f"\n{'file':28s} {'fit as':13s} {'true':6s} {'subclass':12s} {'z_true':>7s} {'net':6s} {'z':>8s} "
@@ -272,7 +272,7 @@ def mock_scores(classifier, fitter, n: int) -> dict:
         stars = true_class == 0
         out[family] = {
             "n": len(flux), "seconds_network_and_fit": seconds,
-            "network_class": redshift_accuracy(z_true, fit.z, true_class, probs.argmax(1), snr),
+            "network_class": redshift_accuracy(z_true, fit.z, true_class, fit.classes, snr),
             # z_balanced: what a sample selected on prob_*_balanced (README) gets
             "balanced_class": redshift_accuracy(z_true, fit.z_balanced, true_class, balanced.argmax(1), snr),
             "true_class": redshift_accuracy(z_true, as_true.z, true_class, true_class, snr),

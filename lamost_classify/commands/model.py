@@ -170,17 +170,22 @@ def train(data, truth, preset, epochs, lr, lr_milestones, batch_size, seed, val_
 @click.option("--device", default="auto", show_default=True)
 def evaluate(model, data, truth, out_dir, prior, device) -> None:
     """Precision/recall/F1, confusion matrix and per-S/N scores of MODEL on labelled DATA; when the truth
-    has a z column (and the spectra an inverse variance), the redshift accuracy and star types too."""
+    has a z column (and the spectra an inverse variance), the redshift accuracy and star types too. With an
+    inverse variance the classes are the catalog's (no QSO whose fit lies below z 0.05)."""
     from lamost_classify.model.calibration import expected_calibration_error
     from lamost_classify.model.evaluate import evaluate as evaluate_predictions
     from lamost_classify.model.evaluate import format_redshift, format_report, save_report
+    from lamost_classify.model.inference import published_class
     from lamost_classify.model.labelled import hard_case_truth, truth_columns
     from lamost_classify.model.redshift_metrics import evaluate_redshift, redshift_skip_reason
 
     classifier = _load_classifier(model, device=device, target_prior="card" if prior == "survey" else None)
     labelled = _load_labelled(data, truth)
     probs = classifier.predict_proba(labelled.spectra())
-    report = evaluate_predictions(labelled.labels, probs, labelled.snr, SURVEY_PRIOR,
+    # The class as the catalog publishes it, where the spectra carry the ivar its QSO redshift fit needs
+    published = probs if labelled.cached_ivar is None else published_class(
+        probs, classifier.qso_redshifts(probs, labelled.spectra(), labelled.inverse_variances(), labelled.pedestals()))
+    report = evaluate_predictions(labelled.labels, published, labelled.snr, SURVEY_PRIOR,
                                   truth=hard_case_truth(data, truth, labelled))
     report["model"] = classifier.name
     report["prior"] = prior

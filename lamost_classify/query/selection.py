@@ -43,7 +43,7 @@ class Selection:
     """What to select. Every criterion given must hold (AND); an empty Selection selects everything.
 
     ``min_prob`` applies to the probability of the class asked for with ``classes`` (for several classes,
-    to the row's own class); ``min_confidence`` to the top class probability whatever the class.
+    to the row's own class); ``min_confidence`` to ``confidence``, the published class's probability.
     ``flags`` holds flag tests that must all hold, each a ``--flags`` text ('any', 'none',
     'LOW_SNR,MANY_MASKED', 'all:A,B', 'none:UNUSABLE', see ``parse_flag_test``) or a (mode, mask)
     pair with mode any/all/none: at least one / all / none of the mask's bits set. ``disagree``: our
