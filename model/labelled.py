@@ -323,13 +323,19 @@ def load_set(directory: Path, name: str) -> tuple[np.ndarray, dict]:
     return np.load(directory / f"{name}_flux.npy", mmap_mode="r"), truth
 
 
-def save_set(directory: Path, name: str, flux: np.ndarray, truth: dict[str, list]) -> None:
-    """Write set ``name`` into a set directory as ``load_set`` reads it: float32 flux and its truth columns."""
+def save_set(directory: Path, name: str, flux: np.ndarray, truth: dict[str, list], ivar: np.ndarray | None = None,
+             pedestal: np.ndarray | None = None) -> None:
+    """Write set ``name`` into a set directory as ``load_set`` reads it: float32 flux and its truth columns;
+    with ``ivar`` and ``pedestal`` (``grid.PreparedBatch``'s), also ``<name>_ivar.npy`` and
+    ``<name>_pedestal.npy``, what the redshift fit needs to publish a class as the catalog does."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     directory.mkdir(parents=True, exist_ok=True)
     np.save(directory / f"{name}_flux.npy", np.asarray(flux, dtype=np.float32))
+    for suffix, values in (("ivar", ivar), ("pedestal", pedestal)):
+        if values is not None:
+            np.save(directory / f"{name}_{suffix}.npy", np.asarray(values, dtype=np.float32))
     pq.write_table(pa.table(truth), directory / f"{name}_truth.parquet")
 
 

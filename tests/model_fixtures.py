@@ -33,7 +33,8 @@ def synthetic_spectra(n_per_class: int, seed: int = 0, line_height: float = 0.35
 
 def write_slope_sets(directory, names, family: str, seed: int, n: int = 24) -> None:
     """Tiny normalised sets in training/make_training_set.py's layout (``<name>_flux.npy`` and
-    ``_truth.parquet``), whose classes differ in continuum slope (learnable in one epoch)."""
+    ``_truth.parquet``, test sets also ``_ivar.npy`` and ``_pedestal.npy``), whose classes differ in
+    continuum slope (learnable in one epoch)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -45,6 +46,9 @@ def write_slope_sets(directory, names, family: str, seed: int, n: int = 24) -> N
         shape = np.stack([x, 0.5 + 0.3 * np.sin(6 * x), 1 - x])[labels]
         flux = np.clip(shape + rng.normal(0, 0.05, shape.shape), 0, 1).astype(np.float32)
         np.save(directory / f"{name}_flux.npy", flux)
+        if name.startswith(("test", "lofo_test")):  # as make_training_set.py keeps a test set's noise
+            np.save(directory / f"{name}_ivar.npy", np.full(flux.shape, 1 / 0.05**2, np.float32))
+            np.save(directory / f"{name}_pedestal.npy", np.zeros(n, np.float32))
         classes = np.array(["STAR", "GALAXY", "QSO"])[labels]
         pq.write_table(pa.table({
             "class": classes, "label": labels, "family": [family] * n, "snr_g": rng.uniform(2, 60, n),

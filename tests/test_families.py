@@ -108,3 +108,24 @@ def test_lofo_sets_are_made_by_the_family_and_say_so(tmp_path):
     assert part["truth"]["family"] == ["survey"] * 9
     with pytest.raises(SystemExit, match="no 'eigen' version"):
         mts.make_set("train_analytic", tmp_path, 1, family="eigen")
+
+
+
+def test_test_sets_keep_the_noise_the_published_class_is_fitted_with(tmp_path):
+    """A test set is scored as the catalog publishes (the class takes a redshift fit), so it keeps each
+    spectrum's ivar and pedestal as the pipeline prepares them; a training set keeps only the flux."""
+    from lamost_classify.mocks.families import generate
+    from lamost_classify.mocks.instrument import WAVELENGTH
+    from lamost_classify.pipeline.grid import prepare_arrays
+
+    mts = _make_training_set()
+    mts.make_set("lofo_test", tmp_path, 1, family="survey", n=4)
+    mts.make_set("lofo_train", tmp_path, 1, family="survey", n=4)
+    size, seed, _, _, snr = mts.SETS["lofo_test"]
+    chunk = next(iter(generate("survey", 4, seed, class_mix=(1 / 3, 1 / 3, 1 / 3), snr_distribution=snr,
+                               snr_range=mts.REAL_SNR_RANGE)))
+    prepared = prepare_arrays(WAVELENGTH, chunk.flux, chunk.ivar, chunk.andmask)
+    np.testing.assert_array_equal(np.load(tmp_path / "lofo_test_flux.npy"), prepared.flux)
+    np.testing.assert_array_equal(np.load(tmp_path / "lofo_test_ivar.npy"), prepared.ivar)
+    np.testing.assert_array_equal(np.load(tmp_path / "lofo_test_pedestal.npy"), prepared.pedestal)
+    assert (tmp_path / "lofo_train_flux.npy").exists() and not (tmp_path / "lofo_train_ivar.npy").exists()

@@ -2,7 +2,8 @@
 
 Each set is simulated in shards (one per process), put through the pipeline's own resample +
 normalise (``grid.prepare_arrays``), and stored as ``<set>_flux.npy`` (N, 2600) float32 plus
-``<set>_truth.parquet`` (class, label, template, z, snr_g, snr_r, flags). Real-template mocks use
+``<set>_truth.parquet`` (class, label, template, z, snr_g, snr_r, flags); test sets also as
+``<set>_ivar.npy`` and ``<set>_pedestal.npy``. Real-template mocks use
 ../shared/data/templates and real LAMOST noise donors (held-out stars excluded); a share of
 analytic-template mocks (what the package ships, and what the built-in sample is made of) keeps the
 model usable on those too.
@@ -49,6 +50,9 @@ SETS = {
     "lofo_test": (3_000, 13, "real", "balanced", "real"),
     "lofo_test_snr": (3_000, 14, "real", "balanced", "loguniform"),
 }
+# Test sets keep their ivar and pedestal too: they are scored as the catalog publishes, whose class takes a
+# redshift fit (a QSO must have a QSO redshift); the training sets, ten times larger, need only the flux.
+SCORED_AS_PUBLISHED = ("test", "lofo_test")
 LOGUNIFORM_SNR = (2.0, 100.0)
 REAL_SNR_RANGE = (2.0, 300.0)  # Simulator's default, which the survey family's sets were always made with
 
@@ -70,17 +74,22 @@ def shard(args: tuple[str, str, int, int, int, str, str, str]) -> dict:
         chunks = simulate(n, seed, start=start, simulator=sim)
     else:
         chunks = generate(family, n, seed, start=start, class_mix=mix_values, **snr_args)
-    flux, truth = [], []
+    flux, ivar, pedestal, truth = [], [], [], []
     for chunk in chunks:
         prepared = prepare_arrays(WAVELENGTH, chunk.flux, chunk.ivar, chunk.andmask)
         flux.append(prepared.flux)
+        ivar.append(prepared.ivar)
+        pedestal.append(prepared.pedestal)
         t = chunk.truth_table().to_pydict()
         t["family"] = [family] * len(chunk)
         t["flags"] = prepared.flags.tolist()
         t["snr_pixel"] = prepared.snr.tolist()
         truth.append(t)
     merged = {k: sum((t[k] for t in truth), []) for k in truth[0]}
-    return {"flux": np.concatenate(flux), "truth": merged}
+    out = {"flux": np.concatenate(flux), "truth": merged}
+    if name.startswith(SCORED_AS_PUBLISHED):
+        out.update(ivar=np.concatenate(ivar), pedestal=np.concatenate(pedestal))
+    return out
 
 
 def make_set(name: str, out: Path, workers: int, family: str = "survey", n: int | None = None) -> None:
@@ -102,7 +111,8 @@ def make_set(name: str, out: Path, workers: int, family: str = "survey", n: int 
     truth = {k: sum((p["truth"][k] for p in parts), []) for k in parts[0]["truth"]}
     truth["label"] = [CLASS_NAMES.index(c) for c in truth["class"]]
     truth["templates"] = [templates] * len(flux)
-    save_set(out, name, flux, truth)
+    noise = {k: np.concatenate([p[k] for p in parts]) for k in ("ivar", "pedestal") if k in parts[0]}
+    save_set(out, name, flux, truth, **noise)
     counts = {c: truth["class"].count(c) for c in CLASS_NAMES}
     print(f"{name}: {len(flux)} spectra {counts} in {time.time() - t0:.0f} s", flush=True)
 

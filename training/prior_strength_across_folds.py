@@ -37,14 +37,13 @@ def aims_by_strength(loader: lofo.SetLoader, family: str, directory: Path) -> di
     record = json.loads((directory / "lofo.json").read_text())["folds"][family]
     model, _ = load_weights(directory / record["weights"])
     loader.fold = family
-    probs = {}
-    for name in (lofo.TEST, lofo.TEST_SNR):
-        flux, truth = loader.load(family, name, "test")
-        probs[name] = (lofo.probabilities(model, flux, record["temperature"]), truth)
+    inputs = {name: lofo.scoring_inputs(loader, model, record["temperature"], family, name, "test")
+              for name in (lofo.TEST, lofo.TEST_SNR)}
     rows = {}
     for strength in PRIOR_STRENGTHS:
         prior = strength_prior(strength)
-        g = lofo.goals(*(lofo.score_set(*probs[name], prior) for name in (lofo.TEST, lofo.TEST_SNR)))
+        g = lofo.goals(*(lofo.score_set(probs, truth, prior, qso_z)
+                         for probs, truth, qso_z in (inputs[lofo.TEST], inputs[lofo.TEST_SNR])))
         rows[strength] = {"values": {k: v["value"] for k, v in g.items()}, "met": sum(v["met"] for v in g.values())}
     return {"directory": str(directory), "validation_strength": record["prior_strength"], "by_strength": rows}
 
