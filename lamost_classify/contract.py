@@ -136,3 +136,6 @@ MIN_GOOD_PIXELS = 500  # a fifth of the grid
 # No QSO lies nearer than this: DESI's redrock QSO templates (rrtemplate-QSO-LOZ) start here, and a broad-line
 # spectrum at rest is a Galactic emission-line star (a CV, a Be star), whose lines the network reads as a QSO's.
 QSO_MIN_Z = 0.05
+# How a row's class is chosen from the network's probabilities and the fits (model.inference.published_class):
+# a run's manifest records it, so that a resume never mixes batches published by two rules.
+CLASS_RULE = f"most probable; a QSO fitted below z {QSO_MIN_Z:g} takes the next"

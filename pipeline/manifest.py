@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from lamost_classify.contract import MANIFEST_FILE, PARQUET_DIR
+from lamost_classify.contract import CLASS_RULE, MANIFEST_FILE, PARQUET_DIR
 
 from .schema import SCHEMA
 
@@ -48,6 +48,7 @@ class Manifest:
     # The catalog's columns as this version writes them: batches of another version would not stack.
     columns: list[str] | None = field(default_factory=lambda: list(SCHEMA.names))
     version: int = 2
+    class_rule: str | None = CLASS_RULE  # how this version publishes a class from the model's outputs
 
     def save(self, catalog_dir: Path) -> None:
         atomic_write_text(Path(catalog_dir) / MANIFEST_FILE, json.dumps(asdict(self), indent=1))
@@ -71,6 +72,7 @@ class Manifest:
         if missing:
             raise ManifestError(f"{path} is incomplete (no {', '.join(missing)}): {fix}")
         data.setdefault("columns", None)  # written before the columns were recorded
+        data.setdefault("class_rule", None)  # before the rule was recorded: every class the most probable
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def check_same_run(self, other: Manifest) -> None:
@@ -93,6 +95,10 @@ class Manifest:
                             + ("not recorded" if self.columns is None else
                                f"now added: {', '.join(sorted(now - before)) or 'none'}; "
                                f"now gone: {', '.join(sorted(before - now)) or 'none'}") + ")")
+        if self.class_rule != other.class_rule:
+            before = self.class_rule or "the most probable, not recorded"
+            problems.append(f"its classes were published by another version's rule ({before} before; "
+                            f"{other.class_rule} now)")
         if problems:
             raise ResumeRefused(
                 "the output directory holds another run's catalog: " + "; ".join(problems)

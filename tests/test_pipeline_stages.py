@@ -168,6 +168,21 @@ def test_resume_refuses_a_catalog_written_with_other_columns(small_inputs, tmp_p
     now.check_same_run(Manifest(a.fingerprint, "model-a", len(a), 4, a.n_batches, "test"))
 
 
+def test_resume_refuses_a_catalog_whose_classes_another_rule_published(small_inputs, tmp_path):
+    """A version that publishes classes otherwise (before the QSO redshift rule, say) wrote batches whose
+    class column means something else: that run is not resumed."""
+    a = make_plan(small_inputs, 4)
+    now = Manifest(a.fingerprint, "model-a", len(a), 4, a.n_batches, "test")
+    assert "0.05" in now.class_rule
+    now.save(tmp_path)
+    data = json.loads((tmp_path / MANIFEST_FILE).read_text())
+    del data["class_rule"]  # as written before the rule was recorded
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(data))
+    with pytest.raises(ResumeRefused, match="another version's rule \\(the most probable, not recorded"):
+        Manifest.load(tmp_path).check_same_run(now)
+    Manifest.load(tmp_path).check_same_run(Manifest.load(tmp_path))
+
+
 def test_discover_inputs_kinds(small_inputs, tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text("# my files\n" + "\n".join(small_inputs[:3]) + "\n")
