@@ -103,7 +103,7 @@ class Flag(enum.IntFlag):
     # --- model stage (bits 16-31) ---
     LOW_CONFIDENCE = 1 << 16  # the published class's probability below LOW_CONFIDENCE
     INFERENCE_FAILED = 1 << 17  # the model raised on this spectrum's batch (error text in the catalog)
-    PRIOR_DOMINATED = 1 << 18  # the class under the balanced prior (the spectrum alone) is not the published one
+    PRIOR_DOMINATED = 1 << 18  # the class under the balanced prior (the spectrum alone) is not the most probable
     # redshift warnings, as redrock's ZWARN (model/redshift.py)
     Z_SMALL_DELTA_CHI2 = 1 << 19  # galaxy/QSO: another z fits almost as well or better (delta_chi2 < SMALL_DELTA_CHI2)
     Z_FIT_LIMIT = 1 << 20  # the best redshift is at the edge of the class's range or of the proposal's window

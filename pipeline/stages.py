@@ -154,7 +154,8 @@ def _classify_rows(records: PreparedRecords, rows: np.ndarray, model: Probabilit
         out.z_balanced[rows] = fit.z if fit.z_balanced is None else fit.z_balanced
         out.z_err_balanced[rows] = fit.z_err if fit.z_err_balanced is None else fit.z_err_balanced
         out.z_flags[rows] = fit.flags
-        out.classes[rows] = fit.classes
+        if fit.classes is not None:  # else the most probable (build_table)
+            out.classes[rows] = fit.classes
         for row, label in zip(rows, fit.subclass):
             out.subclass[row] = label
     else:

@@ -156,7 +156,7 @@ def score_set(probs: np.ndarray, truth: dict, prior: list[float], qso_z: np.ndar
 
 
 def scoring_inputs(loader: SetLoader, model, temperature: float, family: str, name: str,
-                     role: str) -> tuple[np.ndarray, dict, np.ndarray]:
+                   role: str) -> tuple[np.ndarray, dict, np.ndarray]:
     """(balanced probabilities, truth, the QSO fits' z: ``Classifier.qso_redshifts``) of one test set, for
     ``score_set`` at any survey prior's strength."""
     from lamost_classify.model.inference import Classifier

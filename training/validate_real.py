@@ -90,7 +90,8 @@ def faint_star_recall(classifier, files: list[str], draws: int = 8) -> dict[str,
         for seed in range(draws):
             rng = np.random.default_rng(seed)
             prepared = grid.prepare([made_fainter(s, float(v), target, rng) for s, v in zip(stars, snr)])
-            _, probs_balanced, fit = classifier.predict_with_redshift(prepared.flux, prepared.ivar, prepared.pedestal)
+            _, probs_balanced, fit = classifier.predict_with_redshift(prepared.flux, prepared.ivar,
+                                                                       prepared.pedestal)
             published += int((fit.classes == 0).sum())
             balanced += int((probs_balanced.argmax(1) == 0).sum())
             n += len(stars)
@@ -120,7 +121,7 @@ def main() -> None:
     for r in validation:
         ref = r["ref_class"] + (f" {r['ref_subclass']}" if r["ref_subclass"] else "")
         z = "" if r["ref_z"] is None else f"{r['ref_z']:.3f}"
-        published = r["class"] + (" (NO_QSO_REDSHIFT)" if r["no_qso_redshift"] else "")
+        published = f"{r['class']}" + (" (NO_QSO_REDSHIFT)" if r["no_qso_redshift"] else "")
         print(f"| {r['set']} | {r['file']} | {ref} | {z} | {r['snr_pixel']:.1f} | {published} | "
               f"{'/'.join(f'{x:.2f}' for x in r['prob'])} | {r['class_balanced']} | "
               f"{'/'.join(f'{x:.2f}' for x in r['prob_balanced'])} |")
@@ -144,7 +145,8 @@ def main() -> None:
         kept = sum(r["class"] == "STAR" for r in rows)
         held_kept = sum(r["class"] == "STAR" for r in held)
         misses = [f"{r['file']} ({r['ref_subclass']}, S/N {r['snr_pixel']:.0f}: {r['class']} "
-                  f"{r['prob'][CLASS_NAMES.index(r['class'])]:.2f})" for r in rows if r["class"] != "STAR"]
+                  + (f"{r['prob'][CLASS_NAMES.index(r['class'])]:.2f})" if r["class"] else "unusable)")
+                  for r in rows if r["class"] != "STAR"]
         print(f"| {sub} | {len(rows)} | {kept} | {kept / len(rows):.4f} | {len(held)} | {held_kept} | "
               f"{'; '.join(misses)} |")
         stars[sub] = {"n": len(rows), "star": kept, "held_n": len(held), "held_star": held_kept, "misses": misses}

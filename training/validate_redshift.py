@@ -93,7 +93,8 @@ def main() -> None:
         print(json.dumps(acc["by_class"], indent=1, default=float))
         for i, f in enumerate(files):
             rows.append({"file": Path(f).name, "fit_as": label, "true": truth[i][0], "true_subclass": truth[i][1],
-                         "z_true": z_true[i], "network": CLASS_NAMES[net_class[i]], "p": float(probs[i, net_class[i]]),
+                         "z_true": z_true[i], "network": CLASS_NAMES[net_class[i]] if net_class[i] >= 0 else None,
+                         "p": float(probs[i, net_class[i]]) if net_class[i] >= 0 else float("nan"),
                          "z": float(fit.z[i]), "z_err": float(fit.z_err[i]), "subclass": fit.subclass[i],
                          "delta_chi2": float(fit.delta_chi2[i]), "snr": float(batch.snr[i])})
     print(f"\n{'file':28s} {'fit as':13s} {'true':6s} {'subclass':12s} {'z_true':>7s} {'net':6s} {'z':>8s} "
@@ -101,7 +102,7 @@ def main() -> None:
     for r in rows:
         dz = abs(r["z"] - r["z_true"]) / (1 + r["z_true"])
         print(f"{r['file']:28s} {r['fit_as']:13s} {r['true']:6s} {r['true_subclass'][:12]:12s} {r['z_true']:7.4f} "
-              f"{r['network']:6s} {r['z']:8.4f} {r['z_err']:8.5f} {dz:9.5f} {str(r['subclass']):12s} {r['delta_chi2']:8.1f}")
+              f"{str(r['network']):6s} {r['z']:8.4f} {r['z_err']:8.5f} {dz:9.5f} {str(r['subclass']):12s} {r['delta_chi2']:8.1f}")
     report["galaxy_qso_rows"] = rows
 
     from lamost_classify.mocks.instrument import is_held_out
