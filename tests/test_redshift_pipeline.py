@@ -238,3 +238,15 @@ def test_a_qso_that_fits_only_at_rest_is_published_as_its_next_class(tmp_path):
     assert table["prob_qso"][0] == pytest.approx(float(probs[0, 2]))  # the network's, kept
     assert table["confidence"][0] == pytest.approx(float(probs[0, 0])) and table["margin"][0] < 0  # the class's
     assert table["flags"][0] & int(Flag.LOW_CONFIDENCE) and not table["flags"][0] & int(Flag.PRIOR_DOMINATED)
+
+
+def test_published_class_moves_only_a_qso_fitted_below_the_qso_range():
+    """The rule alone: a QSO fitted below QSO_MIN_Z takes the more probable of the other two classes; a QSO
+    fitted above it, or not fitted, stays; other classes and unusable rows are untouched."""
+    from lamost_classify.contract import QSO_MIN_Z
+    from lamost_classify.model.inference import published_class
+
+    probs = np.array([[0.2, 0.1, 0.7], [0.1, 0.3, 0.6], [0.2, 0.1, 0.7], [0.2, 0.1, 0.7], [0.6, 0.1, 0.3],
+                      [np.nan, np.nan, np.nan]], np.float32)
+    qso_z = np.array([0.001, QSO_MIN_Z / 2, QSO_MIN_Z, np.nan, 0.001, 0.001])
+    assert published_class(probs, qso_z).tolist() == [0, 1, 2, 2, 0, -1]
