@@ -110,7 +110,6 @@ def test_lofo_sets_are_made_by_the_family_and_say_so(tmp_path):
         mts.make_set("train_analytic", tmp_path, 1, family="eigen")
 
 
-
 def test_test_sets_keep_the_noise_the_published_class_is_fitted_with(tmp_path):
     """A test set is scored as the catalog publishes (the class takes a redshift fit), so it keeps each
     spectrum's ivar and pedestal as the pipeline prepares them; a training set keeps only the flux."""
