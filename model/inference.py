@@ -148,12 +148,8 @@ class Classifier:
         spectrum alone says (README) then has its redshifts. Elsewhere they repeat ``z``/``z_err``."""
         flux = self._check(flux)
         ivar = np.asarray(ivar).reshape(flux.shape)
-        raw = self._outputs(flux)
-        n = self.fast.n_classes
-        probs, balanced = self._probabilities(raw[:, :n])
-        proposal = redshift_estimate(raw[:, n:n + 2]) if raw.shape[1] > n else None
-        if self.fitter is None:
-            self.fitter = RedshiftFitter(device=self.device)
+        logits, proposal = self._logits_and_proposal(flux)
+        probs, balanced = self._probabilities(logits)
         classes = np.where(np.isfinite(probs).all(axis=1), probs.argmax(axis=1), -1)
         pedestal = None if pedestal is None else np.asarray(pedestal).reshape(len(flux))
 
@@ -189,15 +185,20 @@ class Classifier:
         rows = np.flatnonzero(np.asarray(probs).argmax(axis=1) == qso)
         out = np.full(len(flux), np.nan)
         if len(rows):
-            raw = self._outputs(flux[rows])
-            n = self.fast.n_classes
-            proposal = redshift_estimate(raw[:, n:n + 2]) if raw.shape[1] > n else None
-            if self.fitter is None:
-                self.fitter = RedshiftFitter(device=self.device)
+            _, proposal = self._logits_and_proposal(flux[rows])
             ivar = np.asarray(ivar).reshape(flux.shape)[rows]
             out[rows] = self.fitter.fit(flux[rows], ivar, np.full(len(rows), qso), proposal,
                                         None if pedestal is None else np.asarray(pedestal).reshape(-1)[rows]).z
         return out
+
+    def _logits_and_proposal(self, flux: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        """One pass of the network: its logits and its redshift head's (z, z_err) proposal (None without a
+        head); makes the template fit on first use, as every caller then fits."""
+        raw = self._outputs(flux)
+        n = self.fast.n_classes
+        if self.fitter is None:
+            self.fitter = RedshiftFitter(device=self.device)
+        return raw[:, :n], (redshift_estimate(raw[:, n:n + 2]) if raw.shape[1] > n else None)
 
     def _probabilities(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         calibrated = softmax(logits, self.temperature)

@@ -198,11 +198,12 @@ def build_table(records: PreparedRecords, result: Classified, release: str) -> p
         flags |= int(Flag.INFERENCE_FAILED)
     prob = result.prob
     has_prob = np.isfinite(prob).all(axis=1) & ((flags & int(UNUSABLE)) == 0)
-    most_probable = np.argmax(np.where(has_prob[:, None], prob, -1.0), axis=1)
+    usable_prob = np.where(has_prob[:, None], prob, -1.0)
+    most_probable = np.argmax(usable_prob, axis=1)
     # the published class: the most probable, or what the redshift fit left of it (NO_QSO_REDSHIFT)
     best = most_probable if result.classes is None else np.where(result.classes >= 0, result.classes, most_probable)
-    chosen = np.take_along_axis(np.where(has_prob[:, None], prob, -1.0), best[:, None], axis=1)[:, 0]
-    others = np.where(np.arange(prob.shape[1]) == best[:, None], -1.0, np.where(has_prob[:, None], prob, -1.0))
+    chosen = np.take_along_axis(usable_prob, best[:, None], axis=1)[:, 0]
+    others = np.where(np.arange(prob.shape[1]) == best[:, None], -1.0, usable_prob)
     confidence = np.where(has_prob, chosen, np.nan)
     margin = np.where(has_prob, chosen - others.max(axis=1), np.nan)
     flags |= np.where(has_prob & (confidence < LOW_CONFIDENCE), int(Flag.LOW_CONFIDENCE), 0)

@@ -181,10 +181,11 @@ def evaluate(model, data, truth, out_dir, prior, device) -> None:
 
     classifier = _load_classifier(model, device=device, target_prior="card" if prior == "survey" else None)
     labelled = _load_labelled(data, truth)
-    probs = classifier.predict_proba(labelled.spectra())
+    flux = labelled.spectra()
+    probs = classifier.predict_proba(flux)
     # The class as the catalog publishes it, where the spectra carry the ivar its QSO redshift fit needs
     published = probs if labelled.cached_ivar is None else published_class(probs, classifier.qso_redshifts(
-        probs, labelled.spectra(), labelled.inverse_variances(), labelled.pedestals()))
+        probs, flux, labelled.inverse_variances(), labelled.pedestals()))
     report = evaluate_predictions(labelled.labels, published, labelled.snr, SURVEY_PRIOR,
                                   truth=hard_case_truth(data, truth, labelled))
     report["model"] = classifier.name
