@@ -281,3 +281,29 @@ def test_logit_mean_is_the_mean_of_its_members_logits():
     assert torch.allclose(LogitMean(members)(x), sum(m(x) for m in members) / 3)
     with pytest.raises(ValueError, match="at least one"):
         LogitMean([])
+
+
+def test_real_stars_are_scored_as_the_catalog_publishes_them(monkeypatch, tmp_path):
+    """A real star the fold network calls QSO but that fits no QSO above QSO_MIN_Z is published as its next
+    class, as the catalog would: the yardstick's real-star recall counts it kept, where the network's most
+    probable class alone would lose it."""
+    import torch
+    from model_fixtures import TINY
+    from test_redshift_fit import from_template
+
+    from lamost_classify.model.densenet import build_model
+    from lamost_classify.model.redshift import load_templates
+
+    lofo = _script()
+    torch.manual_seed(0)
+    model = build_model("fast", **TINY).eval()
+    with torch.no_grad():  # every spectrum QSO first, STAR second
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([1.0, -1.0, 3.0]))
+    rng = np.random.default_rng(4)
+    flux, ivar, _, pedestal = from_template("STAR", 0.0, rng, snr=30, index=load_templates()["STAR"].subclass.index("CV"))
+    star = {"flux": np.clip(flux, 0, 1)[None].astype(np.float32), "ivar": ivar[None],
+            "pedestal": np.array([pedestal], np.float32), "n": 1}
+    monkeypatch.setattr(lofo, "_real_stars", lambda held_out_only: {"dr1": star})
+    assert lofo.probabilities(model, star["flux"], 1.0).argmax() == 2
+    assert lofo.real_star_recall(model, 1.0, [1 / 3] * 3) == {"dr1": {"n": 1, "star_recall": 1.0}}

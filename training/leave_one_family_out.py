@@ -159,13 +159,18 @@ def scoring_inputs(loader: SetLoader, model, temperature: float, family: str, na
                    role: str) -> tuple[np.ndarray, dict, np.ndarray]:
     """(balanced probabilities, truth, the QSO fits' z: ``Classifier.qso_redshifts``) of one test set, for
     ``score_set`` at any survey prior's strength."""
-    from lamost_classify.model.inference import Classifier
-
     flux, truth = loader.load(family, name, role)
     probs = probabilities(model, flux, temperature)
-    classifier = Classifier(model, {"temperature": temperature}, str(next(model.parameters()).device),
-                            target_prior=None, precision="fp32")
-    return probs, truth, classifier.qso_redshifts(probs, flux, *loader.noise(family, name))
+    return probs, truth, fold_classifier(model, temperature).qso_redshifts(probs, flux, *loader.noise(family, name))
+
+
+def fold_classifier(model, temperature: float):
+    """``model`` as the catalog runs it, for the QSO fits ``published_class`` needs (no prior: the scorer
+    applies its own)."""
+    from lamost_classify.model.inference import Classifier
+
+    return Classifier(model, {"temperature": temperature}, str(next(model.parameters()).device),
+                      target_prior=None, precision="fp32")
 
 
 def goals(test: dict, test_snr: dict) -> dict[str, dict]:
@@ -195,12 +200,16 @@ def _real_stars(held_out_only: bool) -> dict[str, dict]:
 
 def real_star_recall(model, temperature: float, prior: list[float], held_out_only: bool = False) -> dict[str, dict]:
     """STAR recall on the real LAMOST stars at hand (../shared), per directory: every one, or only those
-    held out of training (for a fold that trained on the others); {} without ../shared."""
+    held out of training (for a fold that trained on the others), the class published as the catalog does
+    (``score_set``'s); {} without ../shared."""
     from lamost_classify.model.calibration import adjust_to_prior
+    from lamost_classify.model.inference import published_class
 
     out = {}
     for sub, r in _real_stars(held_out_only).items():
-        called = adjust_to_prior(probabilities(model, r["flux"], temperature), prior).argmax(1)
+        probs = probabilities(model, r["flux"], temperature)
+        qso_z = fold_classifier(model, temperature).qso_redshifts(probs, r["flux"], r["ivar"], r["pedestal"])
+        called = published_class(adjust_to_prior(probs, prior), qso_z)
         out[sub] = {"n": r["n"], "star_recall": float((called == 0).mean())}
     return out
 

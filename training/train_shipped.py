@@ -77,7 +77,8 @@ def real_stars(held_out_only: bool = True) -> dict[str, dict]:
         spectra = [s for s in read_batch(files) if (s.meta.get("lamost_class") or "").upper() == "STAR"]
         if spectra:
             prepared = grid.prepare(spectra)
-            out[sub] = {"flux": prepared.flux, "snr": prepared.snr, "n": len(spectra)}
+            out[sub] = {"flux": prepared.flux, "ivar": prepared.ivar, "pedestal": prepared.pedestal,
+                        "snr": prepared.snr, "n": len(spectra)}
     return out
 
 
