@@ -32,22 +32,23 @@ STAR_DIRS = ("lamost/dr1", "lamost/dr2", "lamost/releases", "lamost/dr10-stars-A
 FAINT_SNR = (2.5, 4.0, 6.0, 10.0)
 
 
-def _files(sub: str) -> list[str]:
-    return sorted(str(p) for p in (SHARED / sub).rglob("*") if p.is_file() and ".fit" in p.name)
-
-
-def classify_files(classifier, files: list[str]) -> list[dict]:
-    """One dict per file: reference class/subclass/z from the file, and the model's outputs."""
-    from lamost_classify.pipeline import grid
+def read_files(sub: str) -> list:
+    """The spectra of the FITS files under ``SHARED / sub``, through the pipeline's own readers."""
     from lamost_classify.pipeline.readers import read_batch
 
-    spectra = read_batch(files)
+    return read_batch(sorted(str(p) for p in (SHARED / sub).rglob("*") if p.is_file() and ".fit" in p.name))
+
+
+def classify_spectra(classifier, spectra: list) -> list[dict]:
+    """One dict per spectrum: reference class/subclass/z from its file, and the model's outputs."""
+    from lamost_classify.pipeline import grid
+
     prepared = grid.prepare(spectra)
     probs, balanced, fit = classifier.predict_with_redshift(prepared.flux, prepared.ivar, prepared.pedestal)
     rows = []
     for i, s in enumerate(spectra):
         rows.append({
-            "file": Path(files[i]).name,
+            "file": Path(s.source).name,
             "ref_class": (s.meta.get("lamost_class") or "").upper(),
             "ref_subclass": s.meta.get("lamost_subclass"),
             "ref_z": s.meta.get("lamost_z"),
@@ -76,13 +77,11 @@ def made_fainter(spectrum, snr: float, target: float, rng: np.random.Generator):
     return dataclasses.replace(spectrum, flux=flux[0], ivar=ivar[0])
 
 
-def faint_star_recall(classifier, files: list[str], draws: int = 8) -> dict[str, dict[str, float]]:
-    """STAR recall, published and balanced, of the real stars in ``files`` made as faint as each of
-    ``FAINT_SNR`` (``draws`` noise draws each)."""
+def faint_star_recall(classifier, stars: list, draws: int = 8) -> dict[str, dict[str, float]]:
+    """STAR recall, published and balanced, of the real ``stars`` made as faint as each of ``FAINT_SNR``
+    (``draws`` noise draws each)."""
     from lamost_classify.pipeline import grid
-    from lamost_classify.pipeline.readers import read_batch
 
-    stars = [s for s in read_batch(files) if (s.meta.get("lamost_class") or "").upper() == "STAR"]
     snr = grid.prepare(stars).snr
     out = {}
     for target in FAINT_SNR:
@@ -114,7 +113,7 @@ def main() -> None:
     print(f"model {classifier.name}")
     report: dict[str, object] = {"model": classifier.name}
 
-    validation = [dict(r, set=sub) for sub in VALIDATION_DIRS for r in classify_files(classifier, _files(sub))]
+    validation = [dict(r, set=sub) for sub in VALIDATION_DIRS for r in classify_spectra(classifier, read_files(sub))]
     print("\n| set | file | reference (SDSS/LAMOST) | z | S/N | class (published) | p star/gal/qso | "
           "class (balanced prior) | p balanced |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -136,9 +135,11 @@ def main() -> None:
     print("\n| stars | n | STAR | recall | held out: n | STAR | misses |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     totals = {"n": 0, "star": 0, "held_n": 0, "held_star": 0}
-    stars = {}
+    stars, star_spectra = {}, []
     for sub in STAR_DIRS:
-        rows = [r for r in classify_files(classifier, _files(sub)) if r["ref_class"] == "STAR"]
+        spectra = read_files(sub)
+        star_spectra += [s for s in spectra if (s.meta.get("lamost_class") or "").upper() == "STAR"]
+        rows = [r for r in classify_spectra(classifier, spectra) if r["ref_class"] == "STAR"]
         if not rows:
             continue
         held = [r for r in rows if is_held_out(r["file"])]
@@ -157,7 +158,7 @@ def main() -> None:
     report["stars"] = stars
     report["stars_total"] = totals
 
-    faint = faint_star_recall(classifier, [f for sub in STAR_DIRS for f in _files(sub)])
+    faint = faint_star_recall(classifier, star_spectra)
     print("\n| the real stars made as faint as S/N per pixel (`snr_pixel`) | spectra (8 noise draws) | STAR, published "
           "| STAR, balanced |")
     print("| --- | --- | --- | --- |")
