@@ -206,9 +206,10 @@ def real_star_recall(model, temperature: float, prior: list[float], held_out_onl
     from lamost_classify.model.inference import published_class
 
     out = {}
+    classifier = fold_classifier(model, temperature)
     for sub, r in _real_stars(held_out_only).items():
         probs = probabilities(model, r["flux"], temperature)
-        qso_z = fold_classifier(model, temperature).qso_redshifts(probs, r["flux"], r["ivar"], r["pedestal"])
+        qso_z = classifier.qso_redshifts(probs, r["flux"], r["ivar"], r["pedestal"])
         called = published_class(adjust_to_prior(probs, prior), qso_z)
         out[sub] = {"n": r["n"], "star_recall": float((called == 0).mean())}
     return out
