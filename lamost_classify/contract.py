@@ -109,6 +109,7 @@ class Flag(enum.IntFlag):
     Z_FIT_LIMIT = 1 << 20  # the best redshift is at the edge of the class's range or of the proposal's window
     Z_FEW_PIXELS = 1 << 21  # fewer than MIN_GOOD_PIXELS valid grid pixels in the redshift fit
     NO_QSO_REDSHIFT = 1 << 22  # the network's QSO fits only below QSO_MIN_Z: published as its next class
+    NO_BROAD_LINE = 1 << 23  # the network's QSO shows no broad H-alpha at its QSO fit's z: published as its next class
 
 
 # A spectrum with any of these bits has no class in the catalog: the network never saw a usable input.
@@ -136,6 +137,11 @@ MIN_GOOD_PIXELS = 500  # a fifth of the grid
 # No QSO lies nearer than this: DESI's redrock QSO templates (rrtemplate-QSO-LOZ) start here, and a broad-line
 # spectrum at rest is a Galactic emission-line star (a CV, a Be star), whose lines the network reads as a QSO's.
 QSO_MIN_Z = 0.05
+# A QSO has broad permitted lines: where H-alpha lies on the grid, a QSO fit must not show a narrow H-alpha alone
+# (model/broad_lines.py); a broad one is at least this wide (sigma, km/s: FWHM 1,650, above the narrow lines
+# of Seyfert 2s and LINERs, below narrow-line Seyfert 1s' broad lines).
+BROAD_MIN_SIGMA_KMS = 700.0
 # How a row's class is chosen from the network's probabilities and the fits (model.inference.published_class):
 # a run's manifest records it, so that a resume never mixes batches published by two rules.
-CLASS_RULE = f"most probable; a QSO fitted below z {QSO_MIN_Z:g} takes the next"
+CLASS_RULE = (f"most probable; a QSO fitted below z {QSO_MIN_Z:g}, or showing a narrow H-alpha and no broad one "
+              f"(sigma >= {BROAD_MIN_SIGMA_KMS:g} km/s), takes the next")

@@ -10,6 +10,7 @@ from torch import nn
 
 from lamost_classify.contract import CLASS_NAMES, N_PIXELS, QSO_MIN_Z, SURVEY_PRIOR, model_id
 
+from .broad_lines import narrow_lines_only
 from .calibration import adjust_to_prior, softmax
 from .densenet import redshift_estimate
 from .redshift import RedshiftFitter, RedshiftResult
@@ -29,18 +30,35 @@ def card_target_prior(card: dict) -> tuple[float, ...]:
     return tuple(card.get("metrics", {}).get("default_target_prior") or SURVEY_PRIOR)
 
 
-def published_class(probs: np.ndarray, qso_z: np.ndarray) -> np.ndarray:
+def published_class(probs: np.ndarray, qso_z: np.ndarray, narrow_lines: np.ndarray | None = None) -> np.ndarray:
     """(B,) the class the catalog publishes (-1 where ``probs`` is not finite): the most probable, but a QSO
-    must have a QSO redshift, so where its QSO fit (``qso_z``; NaN where not fitted) lies below ``QSO_MIN_Z``
-    the next most probable class."""
+    must have a QSO redshift and broad lines, so where its QSO fit (``qso_z``; NaN where not fitted) lies below
+    ``QSO_MIN_Z``, or ``narrow_lines`` (``broad_lines.narrow_lines_only`` at that fit) holds, the next most
+    probable class."""
     probs = np.asarray(probs)
     finite = np.isfinite(probs).all(axis=1)
     classes = np.where(finite, np.nan_to_num(probs, nan=-1.0).argmax(axis=1), -1)
     qso = CLASS_NAMES.index("QSO")
-    at_rest = (classes == qso) & (np.asarray(qso_z) < QSO_MIN_Z)
-    others = np.where(np.arange(probs.shape[1]) == qso, -np.inf, probs[at_rest])
-    classes[at_rest] = others.argmax(axis=1)
+    not_qso = np.asarray(qso_z) < QSO_MIN_Z
+    if narrow_lines is not None:
+        not_qso |= np.asarray(narrow_lines, bool)
+    moved = (classes == qso) & not_qso
+    others = np.where(np.arange(probs.shape[1]) == qso, -np.inf, probs[moved])
+    classes[moved] = others.argmax(axis=1)
     return classes
+
+
+def qso_checks(flux: np.ndarray, ivar: np.ndarray, qso_z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(at rest, narrow lines only), (B,) bool each, of rows with a QSO fit at ``qso_z`` (NaN: none): the two
+    reasons ``published_class`` takes a QSO's next class. The line fit runs only where the first does not hold."""
+    qso_z = np.asarray(qso_z, float)
+    at_rest = qso_z < QSO_MIN_Z
+    narrow = np.zeros(len(qso_z), bool)
+    rows = np.flatnonzero(np.isfinite(qso_z) & ~at_rest)
+    if len(rows):
+        narrow[rows] = narrow_lines_only(np.asarray(flux)[rows], np.asarray(ivar).reshape(np.shape(flux))[rows],
+                                         qso_z[rows])
+    return at_rest, narrow
 
 
 class Classifier:
@@ -138,10 +156,11 @@ class Classifier:
         the network's redshift head's proposal when it has one; ``pedestal``, what the normalisation
         subtracted (``grid.PreparedBatch.pedestal``), is given back to the star fit. One pass of the network.
 
-        The published class (``fit.classes``) is the most probable one, but a QSO must have a QSO redshift:
-        where the QSO fit lies below ``QSO_MIN_Z`` the row is published as its next most probable class, fitted
-        as that (the probabilities stay the network's). ``fit.no_qso_redshift`` marks those rows and the ones
-        whose balanced class is a QSO fitted below ``QSO_MIN_Z``.
+        The published class (``fit.classes``) is the most probable one, but a QSO must have a QSO redshift and
+        broad lines: where the QSO fit lies below ``QSO_MIN_Z`` (``fit.no_qso_redshift``), or H-alpha is on the
+        grid at the fit's z and shows no broad line (``fit.no_broad_line``, ``broad_lines.narrow_lines_only``),
+        the row is published as its next most probable class, fitted as that (the probabilities stay the
+        network's). Both also mark rows whose balanced class is a QSO that fails the same way.
 
         Where the balanced prior picks another class (PRIOR_DOMINATED: a faint galaxy published as STAR),
         that class is fitted too, into ``z_balanced``/``z_err_balanced``: a sample selected on what the
@@ -159,37 +178,44 @@ class Classifier:
 
         fit = self.fitter.fit(flux, ivar, classes, proposal, pedestal)
         qso = CLASS_NAMES.index("QSO")
-        published = published_class(probs, np.where(classes == qso, fit.z, np.nan))
-        no_qso_z = np.flatnonzero(published != classes)
-        if len(no_qso_z):
-            fit.classes[no_qso_z] = published[no_qso_z]
-            fit.replace_rows(no_qso_z, fit_rows(no_qso_z, published[no_qso_z]))
-            fit.no_qso_redshift[no_qso_z] = True
+        qso_z = np.where(classes == qso, fit.z, np.nan)
+        at_rest, narrow = qso_checks(flux, ivar, qso_z)
+        published = published_class(probs, qso_z, narrow)
+        moved = np.flatnonzero(published != classes)
+        if len(moved):
+            fit.classes[moved] = published[moved]
+            fit.replace_rows(moved, fit_rows(moved, published[moved]))
+        fit.no_qso_redshift, fit.no_broad_line = at_rest & (published != classes), narrow & (published != classes)
         fit.z_balanced, fit.z_err_balanced = fit.z.copy(), fit.z_err.copy()
         data_class = balanced.argmax(axis=1)
         other = np.flatnonzero((classes >= 0) & (data_class != fit.classes))
         if len(other):
             alt = fit_rows(other, data_class[other])
             fit.z_balanced[other], fit.z_err_balanced[other] = alt.z, alt.z_err
-        fit.no_qso_redshift |= (data_class == qso) & (fit.z_balanced < QSO_MIN_Z)
+        # a balanced QSO published as QSO passed both checks above
+        balanced_qso = (data_class == qso) & (fit.classes != qso)
+        at_rest, narrow = qso_checks(flux, ivar, np.where(balanced_qso, fit.z_balanced, np.nan))
+        fit.no_qso_redshift |= at_rest
+        fit.no_broad_line |= narrow
         return probs, balanced, fit
 
-    def qso_redshifts(self, probs: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
-                      pedestal: np.ndarray | None = None) -> np.ndarray:
-        """(B,) the QSO fit's z (around the network's redshift proposal, as ``predict_with_redshift`` fits)
-        of the rows whose most probable class under ``probs`` is QSO, NaN elsewhere: what ``published_class``
-        needs. A prior that lowers QSO against the other classes (the survey's) publishes no other row as QSO,
-        so the fits for the balanced probabilities serve every such prior."""
+    def qso_fits(self, probs: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
+                 pedestal: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """What ``published_class`` needs, as ``predict_with_redshift`` finds it, for the rows whose most probable
+        class under ``probs`` is QSO: (B,) the QSO fit's z (around the network's redshift proposal; NaN
+        elsewhere) and (B,) bool, its H-alpha on the grid with no broad line. A prior that lowers QSO against
+        the other classes (the survey's) publishes no other row as QSO, so the fits for the balanced
+        probabilities serve every such prior."""
         flux = self._check(flux)
         qso = CLASS_NAMES.index("QSO")
         rows = np.flatnonzero(np.asarray(probs).argmax(axis=1) == qso)
-        out = np.full(len(flux), np.nan)
+        qso_z = np.full(len(flux), np.nan)
+        ivar = np.asarray(ivar).reshape(flux.shape)
         if len(rows):
             _, proposal = self._logits_and_proposal(flux[rows])
-            ivar = np.asarray(ivar).reshape(flux.shape)[rows]
-            out[rows] = self.fitter.fit(flux[rows], ivar, np.full(len(rows), qso), proposal,
-                                        None if pedestal is None else np.asarray(pedestal).reshape(-1)[rows]).z
-        return out
+            qso_z[rows] = self.fitter.fit(flux[rows], ivar[rows], np.full(len(rows), qso), proposal,
+                                          None if pedestal is None else np.asarray(pedestal).reshape(-1)[rows]).z
+        return qso_z, qso_checks(flux, ivar, qso_z)[1]
 
     def _logits_and_proposal(self, flux: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         """One pass of the network: its logits and its redshift head's (z, z_err) proposal (None without a

@@ -6,9 +6,10 @@ so that the model's redshift warnings and the pipeline's quality checks set the 
 
 from __future__ import annotations
 
-from lamost_classify.contract import (ARM_MIN_VALID, LOW_CONFIDENCE, LOW_SNR, MAX_MASKED_FRACTION, MIN_COVERAGE,
-                                      MIN_GOOD_PIXELS, NEGATIVE_SIGMA, PRIOR_WINDOW_SIGMA, QSO_MIN_Z,
-                                      SMALL_DELTA_CHI2, SPIKE_FACTOR, SPIKE_PIXELS, UNUSABLE, Flag)
+from lamost_classify.contract import (ARM_MIN_VALID, BROAD_MIN_SIGMA_KMS, LOW_CONFIDENCE, LOW_SNR,
+                                      MAX_MASKED_FRACTION, MIN_COVERAGE, MIN_GOOD_PIXELS, NEGATIVE_SIGMA,
+                                      PRIOR_WINDOW_SIGMA, QSO_MIN_Z, SMALL_DELTA_CHI2, SPIKE_FACTOR, SPIKE_PIXELS,
+                                      UNUSABLE, Flag)
 
 __all__ = ["Flag", "UNUSABLE", "MIN_COVERAGE", "MAX_MASKED_FRACTION", "LOW_SNR", "LOW_CONFIDENCE", "SMALL_DELTA_CHI2",
            "MIN_GOOD_PIXELS", "FLAG_DOCS", "UNUSABLE_FLUX_ERRORS", "flag_names", "describe"]
@@ -49,6 +50,9 @@ FLAG_DOCS: dict[Flag, str] = {
     Flag.NO_QSO_REDSHIFT: (f"the network's QSO fits only below z {QSO_MIN_Z:g}, where no QSO is (a CV or Be star's "
                            "lines at rest): published as its next class; also set where the balanced prior's "
                            "QSO (z_balanced) does"),
+    Flag.NO_BROAD_LINE: (f"the network's QSO shows a narrow H-alpha and no broad one (sigma >= {BROAD_MIN_SIGMA_KMS:g} "
+                         "km/s) at its QSO fit's z (below 0.33): a narrow-line galaxy (star-forming, Seyfert 2, "
+                         "LINER), published as its next class; also set where the balanced prior's QSO does"),
 }
 
 # The catalog's error text for a row that has no class because of its flux, not because of a read error.

@@ -21,7 +21,8 @@ COLUMNS: list[tuple[str, pa.DataType, str, str]] = [
     ("snr_r", pa.float32(), "", "S/N in the r band, from the file header"),
     ("snr_pixel", pa.float32(), "", "median S/N per pixel on the 2600-pixel grid, measured"),
     ("class", pa.string(), "", "predicted class STAR/GALAXY/QSO: the most probable, but a QSO that fits no QSO "
-     "redshift is published as the next (NO_QSO_REDSHIFT); null when the spectrum is unusable"),
+     "redshift (NO_QSO_REDSHIFT) or shows narrow lines only (NO_BROAD_LINE) is published as the next; null when "
+     "the spectrum is unusable"),
     ("prob_star", pa.float32(), "", "calibrated probability of STAR, adjusted to the target class prior"),
     ("prob_galaxy", pa.float32(), "", "calibrated probability of GALAXY, adjusted to the target class prior"),
     ("prob_qso", pa.float32(), "", "calibrated probability of QSO, adjusted to the target class prior"),
@@ -31,7 +32,7 @@ COLUMNS: list[tuple[str, pa.DataType, str, str]] = [
      "calibrated probability of GALAXY under the balanced 1:1:1 prior: what the spectrum alone says"),
     ("prob_qso_balanced", pa.float32(), "",
      "calibrated probability of QSO under the balanced 1:1:1 prior: what the spectrum alone says"),
-    ("confidence", pa.float32(), "", "the published class's probability (the top one but for NO_QSO_REDSHIFT)"),
+    ("confidence", pa.float32(), "", "the published class's probability (the top one but for NO_QSO_REDSHIFT and NO_BROAD_LINE)"),
     ("margin", pa.float32(), "", "the published class's probability minus the highest other's"),
     ("z", pa.float32(), "", "redshift from the published class's templates fitted with the spectrum's ivar "
      "(stars: radial velocity / c); null without a class"),

@@ -136,19 +136,19 @@ def choose_prior_strength(probs: np.ndarray, labels: np.ndarray) -> tuple[float,
     return best, tried
 
 
-def score_set(probs: np.ndarray, truth: dict, prior: list[float], qso_z: np.ndarray) -> dict:
+def score_set(probs: np.ndarray, truth: dict, prior: list[float], qso_fit: tuple[np.ndarray, np.ndarray]) -> dict:
     """evaluate() of one test set, balanced (as trained) and with ``prior`` applied, plus S/N >= 5 alone: the
-    classes as the catalog publishes them (``published_class``; ``qso_z`` from ``scoring_inputs``)."""
+    classes as the catalog publishes them (``published_class``; ``qso_fit`` from ``scoring_inputs``)."""
     from lamost_classify.model.calibration import adjust_to_prior
     from lamost_classify.model.evaluate import evaluate
     from lamost_classify.model.inference import published_class
 
     labels = np.asarray(truth["label"], np.int64)
     snr = np.asarray(truth["snr_g"], np.float64)
-    at_mix = published_class(adjust_to_prior(probs, prior), qso_z)
+    at_mix = published_class(adjust_to_prior(probs, prior), *qso_fit)
     bright = snr >= 5.0
     return {
-        "balanced": evaluate(labels, published_class(probs, qso_z), snr, SURVEY_PRIOR, truth=truth),
+        "balanced": evaluate(labels, published_class(probs, *qso_fit), snr, SURVEY_PRIOR, truth=truth),
         "survey_prior": evaluate(labels, at_mix, snr, SURVEY_PRIOR, truth=truth),
         "survey_prior_snr_ge_5": evaluate(labels[bright], at_mix[bright], snr[bright], SURVEY_PRIOR,
                                           truth={k: np.asarray(v)[bright] for k, v in truth.items()}),
@@ -156,12 +156,12 @@ def score_set(probs: np.ndarray, truth: dict, prior: list[float], qso_z: np.ndar
 
 
 def scoring_inputs(loader: SetLoader, model, temperature: float, family: str, name: str,
-                   role: str) -> tuple[np.ndarray, dict, np.ndarray]:
-    """(balanced probabilities, truth, the QSO fits' z: ``Classifier.qso_redshifts``) of one test set, for
+                   role: str) -> tuple[np.ndarray, dict, tuple[np.ndarray, np.ndarray]]:
+    """(balanced probabilities, truth, the QSO fits: ``Classifier.qso_fits``) of one test set, for
     ``score_set`` at any survey prior's strength."""
     flux, truth = loader.load(family, name, role)
     probs = probabilities(model, flux, temperature)
-    return probs, truth, fold_classifier(model, temperature).qso_redshifts(probs, flux, *loader.noise(family, name))
+    return probs, truth, fold_classifier(model, temperature).qso_fits(probs, flux, *loader.noise(family, name))
 
 
 def fold_classifier(model, temperature: float):
@@ -209,8 +209,8 @@ def real_star_recall(model, temperature: float, prior: list[float], held_out_onl
     classifier = fold_classifier(model, temperature)
     for sub, r in _real_stars(held_out_only).items():
         probs = probabilities(model, r["flux"], temperature)
-        qso_z = classifier.qso_redshifts(probs, r["flux"], r["ivar"], r["pedestal"])
-        called = published_class(adjust_to_prior(probs, prior), qso_z)
+        qso_fit = classifier.qso_fits(probs, r["flux"], r["ivar"], r["pedestal"])
+        called = published_class(adjust_to_prior(probs, prior), *qso_fit)
         out[sub] = {"n": r["n"], "star_recall": float((called == 0).mean())}
     return out
 
@@ -221,8 +221,8 @@ def score_families(loader: SetLoader, model, temperature: float, prior: list[flo
     for family in families:
         out[family] = {}
         for name in (TEST, TEST_SNR):
-            probs, truth, qso_z = scoring_inputs(loader, model, temperature, family, name, role)
-            out[family][name] = score_set(probs, truth, prior, qso_z)
+            probs, truth, qso_fit = scoring_inputs(loader, model, temperature, family, name, role)
+            out[family][name] = score_set(probs, truth, prior, qso_fit)
         out[family]["goals"] = goals(out[family][TEST], out[family][TEST_SNR])
     return out
 

@@ -56,6 +56,7 @@ def classify_spectra(classifier, spectra: list) -> list[dict]:
             "flags": int(prepared.flags[i]),
             "class": CLASS_NAMES[fit.classes[i]] if fit.classes[i] >= 0 else None,  # the catalog's
             "no_qso_redshift": bool(fit.no_qso_redshift[i]),
+            "no_broad_line": bool(fit.no_broad_line[i]),
             "prob": [round(float(p), 4) for p in probs[i]],
             "class_balanced": CLASS_NAMES[int(np.argmax(balanced[i]))],
             "prob_balanced": [round(float(p), 4) for p in balanced[i]],
@@ -120,7 +121,8 @@ def main() -> None:
     for r in validation:
         ref = r["ref_class"] + (f" {r['ref_subclass']}" if r["ref_subclass"] else "")
         z = "" if r["ref_z"] is None else f"{r['ref_z']:.3f}"
-        published = f"{r['class']}" + (" (NO_QSO_REDSHIFT)" if r["no_qso_redshift"] else "")
+        published = (f"{r['class']}" + (" (NO_QSO_REDSHIFT)" if r["no_qso_redshift"] else "")
+                     + (" (NO_BROAD_LINE)" if r["no_broad_line"] else ""))
         print(f"| {r['set']} | {r['file']} | {ref} | {z} | {r['snr_pixel']:.1f} | {published} | "
               f"{'/'.join(f'{x:.2f}' for x in r['prob'])} | {r['class_balanced']} | "
               f"{'/'.join(f'{x:.2f}' for x in r['prob_balanced'])} |")

@@ -1,0 +1,116 @@
+"""The broad-line check a QSO must pass where H-alpha is on the grid (model/broad_lines.py), and the catalog
+row it gives: a narrow-line galaxy the network calls QSO is published as its next class, flagged NO_BROAD_LINE."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from model_fixtures import TINY, one_torch_thread  # noqa: F401
+from test_redshift_fit import from_template
+from test_redshift_pipeline import records_of
+
+from lamost_classify.contract import BROAD_MIN_SIGMA_KMS, N_PIXELS, WAVELENGTH
+from lamost_classify.model.broad_lines import BROAD_MAX_RATIO, fit_h_alpha, narrow_lines_only, window_on_grid
+from lamost_classify.model.densenet import build_model
+from lamost_classify.model.inference import Classifier, published_class
+from lamost_classify.model.weights import save_weights
+from lamost_classify.pipeline import stages
+from lamost_classify.pipeline.flags import Flag
+
+C_KMS = 299_792.458
+# rest (vacuum A), flux relative to H-alpha: a star-forming galaxy's strong lines
+NARROW_LINES = {3728.5: 1.2, 4862.7: 0.35, 5008.2: 0.5, 4960.3: 0.17, 6564.6: 1.0, 6585.3: 0.35, 6549.9: 0.12,
+                6718.3: 0.2, 6732.7: 0.15}
+
+
+def gaussian(rest: float, z: float, sigma_kms: float) -> np.ndarray:
+    """A unit-area line on the grid (per pixel), as the log-linear grid samples it."""
+    v = np.log(WAVELENGTH / (rest * (1 + z))) * C_KMS
+    step = np.log(WAVELENGTH[1] / WAVELENGTH[0]) * C_KMS
+    return np.exp(-0.5 * (v / sigma_kms) ** 2) * step / (sigma_kms * np.sqrt(2 * np.pi))
+
+
+def emission_spectrum(z: float, rng: np.random.Generator, narrow_sigma: float = 150.0,
+                      broad_sigma: float | None = None, broad_share: float = 3.0, strength: float = 1.0,
+                      snr: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
+    """A flat continuum at 0.3 with narrow lines (H-alpha's peak ~``strength`` above it) and, optionally, a
+    broad H-alpha carrying ``broad_share`` times the narrow H-alpha's flux; Gaussian noise of S/N ``snr``."""
+    area = strength * narrow_sigma / 100
+    flux = np.full(N_PIXELS, 0.3)
+    for rest, ratio in NARROW_LINES.items():
+        flux += area * ratio * gaussian(rest, z, narrow_sigma)
+    if broad_sigma is not None:
+        flux += area * broad_share * gaussian(6564.6, z, broad_sigma)
+    sigma = 0.3 / snr
+    return flux + rng.normal(0, sigma, N_PIXELS), np.full(N_PIXELS, 1 / sigma**2)
+
+
+def test_narrow_lines_are_told_from_a_broad_h_alpha():
+    rng = np.random.default_rng(0)
+    galaxy = emission_spectrum(0.1, rng)
+    liner = emission_spectrum(0.2, rng, narrow_sigma=300.0)  # wide narrow lines are still narrow
+    qso = emission_spectrum(0.1, rng, broad_sigma=2000.0)
+    narrowest_qso = emission_spectrum(0.25, rng, broad_sigma=1.2 * BROAD_MIN_SIGMA_KMS)
+    flux, ivar = (np.stack(a) for a in zip(galaxy, liner, qso, narrowest_qso))
+    z = np.array([0.1, 0.2, 0.1, 0.25])
+    assert narrow_lines_only(flux, ivar, z).tolist() == [True, True, False, False]
+    broad = fit_h_alpha(qso[0], qso[1], 0.1)
+    assert broad["sigma_kms"] == pytest.approx(2000.0, rel=0.3) and broad["ratio"] == pytest.approx(3.0, rel=0.3)
+    assert not broad["narrow_only"]
+
+
+def test_nothing_is_judged_where_the_spectrum_cannot_show_it():
+    """No verdict without H-alpha on the grid, without its pixels, or without a line to see: a faint QSO or a
+    featureless spectrum is not called a galaxy by this check."""
+    rng = np.random.default_rng(1)
+    galaxy_far = emission_spectrum(0.5, rng)  # H-alpha at 9,850 A, off the grid
+    faint = emission_spectrum(0.1, rng, broad_sigma=2000.0, snr=0.5)
+    flat = (np.full(N_PIXELS, 0.3) + rng.normal(0, 0.01, N_PIXELS), np.full(N_PIXELS, 1e4))
+    masked = emission_spectrum(0.1, rng)
+    masked[1][np.abs(WAVELENGTH - 6564.6 * 1.1) < 300] = 0.0  # H-alpha's window without data
+    flux, ivar = (np.stack(a) for a in zip(galaxy_far, faint, flat, masked))
+    assert narrow_lines_only(flux, ivar, np.array([0.5, 0.1, 0.1, 0.1])).tolist() == [False] * 4
+    assert narrow_lines_only(flux[:1], ivar[:1], np.array([np.nan])).tolist() == [False]
+    # a faint QSO whose narrow core shows but whose broad wings drown: a broad line is not ruled out
+    core = emission_spectrum(0.3, np.random.default_rng(1), broad_sigma=2800.0, broad_share=1.0, snr=3.0)
+    fit = fit_h_alpha(*core, 0.3)
+    assert fit["narrow_significance"] > 5 and fit["ratio_upper"] > BROAD_MAX_RATIO and not fit["narrow_only"]
+    assert window_on_grid(np.array([0.0, 0.3, 0.35])).tolist() == [True, True, False]
+
+
+def test_published_class_moves_a_qso_with_narrow_lines_only():
+    probs = np.array([[0.2, 0.1, 0.7], [0.2, 0.1, 0.7], [0.2, 0.3, 0.5], [0.1, 0.8, 0.1]], np.float32)
+    qso_z = np.array([0.1, 0.1, 0.2, np.nan])
+    assert published_class(probs, qso_z, np.array([True, False, True, True])).tolist() == [0, 2, 1, 1]
+    assert published_class(probs, qso_z).tolist() == [2, 2, 2, 1]
+
+
+def test_a_narrow_line_galaxy_called_qso_is_published_as_its_next_class(tmp_path):
+    """End to end: a network that calls everything QSO (GALAXY next) publishes a star-forming galaxy at
+    z 0.1 as GALAXY, fitted as one, flagged NO_BROAD_LINE, its probabilities the network's; a QSO with a
+    broad H-alpha at z 0.15 and an spEigenQSO QSO at z 1.5 (H-alpha off the grid) stay QSOs."""
+    torch.manual_seed(0)
+    model = build_model("fast", **TINY).eval()
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([-1.0, 1.0, 3.0]))
+    classifier = Classifier.load(save_weights(model, tmp_path / "calls-qso"), device="cpu", target_prior=None)
+    rng = np.random.default_rng(2)
+    galaxy = emission_spectrum(0.1, rng, strength=2.0)
+    broad = emission_spectrum(0.15, rng, broad_sigma=2500.0, strength=2.0)
+    far = from_template("QSO", 1.5, rng, snr=30)
+    flux = np.stack([galaxy[0], broad[0], far[0]]).astype(np.float32)
+    ivar = np.stack([galaxy[1], broad[1], far[1]])
+
+    probs, balanced, fit = classifier.predict_with_redshift(flux, ivar)
+    assert (probs.argmax(1) == 2).all() and (balanced.argmax(1) == 2).all()
+    assert fit.classes.tolist() == [1, 2, 2] and fit.no_broad_line.tolist() == [True, False, False]
+    assert not fit.no_qso_redshift.any()
+    assert abs(fit.z[0] - 0.1) < 0.003 and abs(fit.z[1] - 0.15) < 0.01 * 1.15  # the galaxy fitted as one
+
+    records = records_of(flux, ivar)
+    table = stages.build_table(records, stages.classify(records, classifier), "test").to_pydict()
+    assert table["class"] == ["GALAXY", "QSO", "QSO"]
+    assert [bool(f & int(Flag.NO_BROAD_LINE)) for f in table["flags"]] == [True, False, False]
+    assert table["prob_qso"][0] == pytest.approx(float(probs[0, 2]))  # the network's, kept
