@@ -155,8 +155,8 @@ class _Window:
     def solve(self, design: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Weighted least squares for every design of the stack (..., pixels, k): coefficients, chi2, normal matrix."""
         w, f = self.ivar, self.flux
-        normal = np.einsum("...pi,p,...pj->...ij", design, w, design)
-        rhs = np.einsum("...pi,p->...i", design, w * f)
+        weighted = np.swapaxes(design * w[:, None], -1, -2)  # (..., k, pixels)
+        normal, rhs = weighted @ design, weighted @ f
         coef = np.linalg.solve(normal + 1e-12 * np.eye(design.shape[-1]), rhs[..., None])[..., 0]
         return coef, np.sum(w * f * f) - np.einsum("...i,...i->...", coef, rhs), normal
 
