@@ -14,7 +14,9 @@ QSO fit's redshift (z up to 0.33), the window is fitted twice by weighted least 
 
 The spectrum shows narrow lines only when the first fit's H-alpha is ``NARROW_MIN_SIGNIFICANCE`` sigma from
 zero and the second fit rules a broad H-alpha out: its flux plus ``BROAD_UPPER_SIGMA`` sigma stays below
-``BROAD_MAX_RATIO`` of the narrow H-alpha's. Not judged: a spectrum too faint to rule a broad line out (a
+``BROAD_MAX_RATIO`` of the narrow H-alpha's, and it is not a wide one (sigma >= ``WIDE_SIGMA_KMS``, no narrow
+line's wing) detected at ``WIDE_MIN_SIGNIFICANCE`` sigma, however faint beside the narrow line (a Seyfert 1.9
+is a type 1 AGN). Not judged: a spectrum too faint to rule a broad line out (a
 faint QSO whose narrow core shows and whose wings drown), a window every fit of which wants a broad trough
 (a BAL, a wrong redshift), H-alpha off the grid. The cuts were set on
 the `physical` and `survey` mock families at their true redshifts (docs/families.md, "Narrow lines are not
@@ -49,6 +51,8 @@ SHIFT_STEP_KMS = 50.0  # then +-50 km/s by 12.5
 NARROW_MIN_SIGNIFICANCE = 5.0
 BROAD_MAX_RATIO = 0.7
 BROAD_UPPER_SIGMA = 2.0
+WIDE_SIGMA_KMS = 1900.0  # FWHM 4,500 km/s
+WIDE_MIN_SIGNIFICANCE = 5.0
 
 _LOG_GRID = np.log(WAVELENGTH)
 _LOG_STEP = float(_LOG_GRID[1] - _LOG_GRID[0])
@@ -117,9 +121,11 @@ def fit_h_alpha(flux: np.ndarray, ivar: np.ndarray, z: float) -> dict | None:
     narrow = float(c[3])
     ratio = float(c[-1]) / narrow if narrow > 0 else np.inf
     ratio_upper = float(c[-1] + BROAD_UPPER_SIGMA * error) / narrow if narrow > 0 else np.inf
-    return {"narrow_significance": narrow_significance, "sigma_kms": float(BROAD_SIGMA_KMS[best[3]]), "ratio": ratio,
-            "ratio_upper": ratio_upper,
-            "narrow_only": narrow_significance >= NARROW_MIN_SIGNIFICANCE and ratio_upper < BROAD_MAX_RATIO}
+    sigma = float(BROAD_SIGMA_KMS[best[3]])
+    wide = sigma >= WIDE_SIGMA_KMS and c[-1] >= WIDE_MIN_SIGNIFICANCE * error
+    return {"narrow_significance": narrow_significance, "sigma_kms": sigma, "ratio": ratio, "ratio_upper": ratio_upper,
+            "narrow_only": bool(narrow_significance >= NARROW_MIN_SIGNIFICANCE and ratio_upper < BROAD_MAX_RATIO
+                                and not wide)}
 
 
 class _Window:

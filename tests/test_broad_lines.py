@@ -55,6 +55,10 @@ def test_narrow_lines_are_told_from_a_broad_h_alpha():
     flux, ivar = (np.stack(a) for a in zip(galaxy, liner, qso, narrowest_qso))
     z = np.array([0.1, 0.2, 0.1, 0.25])
     assert narrow_lines_only(flux, ivar, z).tolist() == [True, True, False, False]
+    # a wide broad H-alpha well detected is a type 1 AGN's, however faint beside the narrow line (a Seyfert 1.9)
+    seyfert_19 = emission_spectrum(0.1, np.random.default_rng(7), broad_sigma=2200.0, broad_share=0.3, snr=60.0)
+    fit = fit_h_alpha(*seyfert_19, 0.1)
+    assert fit["ratio_upper"] < BROAD_MAX_RATIO and fit["sigma_kms"] >= 1900 and not fit["narrow_only"]
     broad = fit_h_alpha(qso[0], qso[1], 0.1)
     assert broad["sigma_kms"] == pytest.approx(2000.0, rel=0.3) and broad["ratio"] == pytest.approx(3.0, rel=0.3)
     assert not broad["narrow_only"]
