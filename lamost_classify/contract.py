@@ -109,7 +109,7 @@ class Flag(enum.IntFlag):
     Z_FIT_LIMIT = 1 << 20  # the best redshift is at the edge of the class's range or of the proposal's window
     Z_FEW_PIXELS = 1 << 21  # fewer than MIN_GOOD_PIXELS valid grid pixels in the redshift fit
     NO_QSO_REDSHIFT = 1 << 22  # the network's QSO fits only below QSO_MIN_Z: published as its next class
-    NO_BROAD_LINE = 1 << 23  # the network's QSO shows no broad H-alpha at its QSO fit's z: published as its next class
+    NO_BROAD_LINE = 1 << 23  # the network's QSO shows a narrow H-alpha alone at its z: published as its next class
 
 
 # A spectrum with any of these bits has no class in the catalog: the network never saw a usable input.

@@ -16,11 +16,10 @@ The spectrum shows narrow lines only when the first fit's H-alpha is ``NARROW_MI
 zero and the second fit rules a broad H-alpha out: its flux plus ``BROAD_UPPER_SIGMA`` sigma stays below
 ``BROAD_MAX_RATIO`` of the narrow H-alpha's, and it is not a wide one (sigma >= ``WIDE_SIGMA_KMS``, no narrow
 line's wing) detected at ``WIDE_MIN_SIGNIFICANCE`` sigma, however faint beside the narrow line (a Seyfert 1.9
-is a type 1 AGN). Not judged: a spectrum too faint to rule a broad line out (a
-faint QSO whose narrow core shows and whose wings drown), a window every fit of which wants a broad trough
-(a BAL, a wrong redshift), H-alpha off the grid. The cuts were set on
-the `physical` and `survey` mock families at their true redshifts (docs/families.md, "Narrow lines are not
-a QSO's").
+is a type 1 AGN). Not judged: a spectrum too faint to rule a broad line out (a faint QSO whose narrow core
+shows and whose wings drown), a window every fit of which wants a broad trough (a BAL, a wrong redshift),
+H-alpha off the grid. The cuts were set on the `physical` and `survey` mock families at their true
+redshifts (docs/families.md, "Narrow lines are not a QSO's").
 """
 
 from __future__ import annotations
@@ -112,9 +111,9 @@ def fit_h_alpha(flux: np.ndarray, ivar: np.ndarray, z: float) -> dict | None:
                                                     np.array([forbidden]), BROAD_SIGMA_KMS))
     chi2 = np.where(coef[..., -1] >= 0, chi2, np.inf)
     best = np.unravel_index(np.argmin(chi2), chi2.shape)
-    if not np.isfinite(chi2[best]):  # every fit wants a broad trough: a misfit window (a BAL, a wrong z), not judged
-        return {"narrow_significance": narrow_significance, "sigma_kms": np.nan, "ratio": np.nan, "ratio_upper": np.nan,
-                "narrow_only": False}
+    if not np.isfinite(chi2[best]):  # every fit wants a broad trough: a misfit window (a BAL, a wrong z)
+        return {"narrow_significance": narrow_significance, "sigma_kms": np.nan, "ratio": np.nan,
+                "ratio_upper": np.nan, "narrow_only": False}
     c = coef[best]
     error = float(np.sqrt(np.linalg.inv(normal[best])[-1, -1]))
     # beside a broad line the narrow H-alpha may vanish: then the line is all broad
@@ -159,7 +158,8 @@ class _Window:
         return np.concatenate(columns, -1)
 
     def solve(self, design: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Weighted least squares for every design of the stack (..., pixels, k): coefficients, chi2, normal matrix."""
+        """Weighted least squares for each design of the stack (..., pixels, k): coefficients, chi2, normal
+        matrix."""
         w, f = self.ivar, self.flux
         weighted = np.swapaxes(design * w[:, None], -1, -2)  # (..., k, pixels)
         normal, rhs = weighted @ design, weighted @ f

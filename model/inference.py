@@ -203,8 +203,8 @@ class Classifier:
                  pedestal: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """What ``published_class`` needs, as ``predict_with_redshift`` finds it, for the rows whose most probable
         class under ``probs`` is QSO: (B,) the QSO fit's z (around the network's redshift proposal; NaN
-        elsewhere) and (B,) bool, its H-alpha on the grid with no broad line. A prior that lowers QSO against
-        the other classes (the survey's) publishes no other row as QSO, so the fits for the balanced
+        elsewhere) and (B,) bool, a narrow H-alpha alone at that z (``narrow_lines_only``). A prior that lowers
+        QSO against the other classes (the survey's) publishes no other row as QSO, so the fits for the balanced
         probabilities serve every such prior."""
         flux = self._check(flux)
         qso = CLASS_NAMES.index("QSO")

@@ -115,14 +115,15 @@ class RedshiftResult:
     z_balanced: np.ndarray | None = None
     z_err_balanced: np.ndarray | None = None
     # the class index each row was fitted as (-1: none), and where the network's QSO (published or under the
-    # balanced prior) fitted only below QSO_MIN_Z, or showed a narrow H-alpha alone (Classifier.predict_with_redshift)
+    # balanced prior) fitted only below QSO_MIN_Z, or showed a narrow H-alpha alone
+    # (Classifier.predict_with_redshift)
     classes: np.ndarray | None = None
     no_qso_redshift: np.ndarray | None = None
     no_broad_line: np.ndarray | None = None
 
     @property
     def flags(self) -> np.ndarray:
-        """(B,) int64: the catalog's redshift warning bits (contract.Flag.Z_*, NO_QSO_REDSHIFT, NO_BROAD_LINE)."""
+        """(B,) int64: the catalog's redshift warning bits (contract.Flag.Z_*, NO_QSO_REDSHIFT and NO_BROAD_LINE)."""
         moved = np.zeros(len(self.z), bool) if self.no_qso_redshift is None else self.no_qso_redshift
         narrow = np.zeros(len(self.z), bool) if self.no_broad_line is None else self.no_broad_line
         return (np.where(self.small_delta_chi2, int(Flag.Z_SMALL_DELTA_CHI2), 0)

@@ -32,7 +32,8 @@ COLUMNS: list[tuple[str, pa.DataType, str, str]] = [
      "calibrated probability of GALAXY under the balanced 1:1:1 prior: what the spectrum alone says"),
     ("prob_qso_balanced", pa.float32(), "",
      "calibrated probability of QSO under the balanced 1:1:1 prior: what the spectrum alone says"),
-    ("confidence", pa.float32(), "", "the published class's probability (the top one but for NO_QSO_REDSHIFT and NO_BROAD_LINE)"),
+    ("confidence", pa.float32(), "",
+     "the published class's probability (the top one but for NO_QSO_REDSHIFT and NO_BROAD_LINE)"),
     ("margin", pa.float32(), "", "the published class's probability minus the highest other's"),
     ("z", pa.float32(), "", "redshift from the published class's templates fitted with the spectrum's ivar "
      "(stars: radial velocity / c); null without a class"),
