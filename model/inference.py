@@ -192,8 +192,8 @@ class Classifier:
         if len(other):
             alt = fit_rows(other, data_class[other])
             fit.z_balanced[other], fit.z_err_balanced[other] = alt.z, alt.z_err
-        # a balanced QSO published as QSO passed both checks above
-        balanced_qso = (data_class == qso) & (fit.classes != qso)
+        # rows whose most probable class is QSO were checked above (a moved one's z_balanced is that same fit)
+        balanced_qso = (data_class == qso) & (classes != qso)
         at_rest, narrow = qso_checks(flux, ivar, np.where(balanced_qso, fit.z_balanced, np.nan))
         fit.no_qso_redshift |= at_rest
         fit.no_broad_line |= narrow
