@@ -76,7 +76,7 @@ def narrow_lines_only(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> np.n
     return out
 
 
-def _profiles(log_wave: np.ndarray, centre: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+def line_profiles(log_wave: np.ndarray, centre: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     """(..., pixels) unit-area Gaussians in velocity, averaged over each pixel; ``centre`` (log A) and
     ``sigma`` (km/s) broadcast together."""
     v = ((log_wave[:, None] + _SUBPIXELS) - centre[..., None, None]) * C_KMS
@@ -138,7 +138,7 @@ class _Window:
     def lines(self, rest_wave: float, shifts: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
         """(shifts, sigmas, pixels) unit-area lines at ``rest_wave`` offset by ``shifts`` km/s."""
         centre = np.log(rest_wave) + self.log_z + shifts / C_KMS
-        return _profiles(self.log_wave, *np.broadcast_arrays(centre[:, None], sigmas[None, :]))
+        return line_profiles(self.log_wave, *np.broadcast_arrays(centre[:, None], sigmas[None, :]))
 
     def design(self, shifts: np.ndarray, balmer: np.ndarray, forbidden: np.ndarray,
                broad: np.ndarray | None = None) -> np.ndarray:

@@ -14,6 +14,7 @@ from .broad_lines import narrow_lines_only
 from .calibration import adjust_to_prior, softmax
 from .densenet import redshift_estimate
 from .redshift import RedshiftFitter, RedshiftResult
+from .rest_lines import balmer_series_at_rest
 from .cam import class_activation_map
 from .fastpath import FastPath
 from .runtime import resolve_device
@@ -30,35 +31,44 @@ def card_target_prior(card: dict) -> tuple[float, ...]:
     return tuple(card.get("metrics", {}).get("default_target_prior") or SURVEY_PRIOR)
 
 
-def published_class(probs: np.ndarray, qso_z: np.ndarray, narrow_lines: np.ndarray | None = None) -> np.ndarray:
+def published_class(probs: np.ndarray, qso_z: np.ndarray, narrow_lines: np.ndarray | None = None,
+                    balmer_at_rest: np.ndarray | None = None) -> np.ndarray:
     """(B,) the class the catalog publishes (-1 where ``probs`` is not finite): the most probable, but a QSO
-    must have a QSO redshift and broad lines, so where its QSO fit (``qso_z``; NaN where not fitted) lies below
-    ``QSO_MIN_Z``, or ``narrow_lines`` (``broad_lines.narrow_lines_only`` at that fit) holds, the next most
-    probable class."""
+    must have a QSO redshift and a QSO's lines. Where it shows the Balmer series at rest (``balmer_at_rest``,
+    from ``qso_checks``: a Galactic star's lines, whatever z its QSO fit aliased to), STAR; else where its QSO
+    fit (``qso_z``; NaN where not fitted) lies below ``QSO_MIN_Z`` or it shows narrow lines only
+    (``narrow_lines``), the next most probable class."""
     probs = np.asarray(probs)
     finite = np.isfinite(probs).all(axis=1)
     classes = np.where(finite, np.nan_to_num(probs, nan=-1.0).argmax(axis=1), -1)
     qso = CLASS_NAMES.index("QSO")
+    called_qso = classes == qso
     not_qso = np.asarray(qso_z) < QSO_MIN_Z
     if narrow_lines is not None:
         not_qso |= np.asarray(narrow_lines, bool)
-    moved = (classes == qso) & not_qso
+    moved = called_qso & not_qso
     others = np.where(np.arange(probs.shape[1]) == qso, -np.inf, probs[moved])
     classes[moved] = others.argmax(axis=1)
+    if balmer_at_rest is not None:
+        classes[called_qso & np.asarray(balmer_at_rest, bool)] = CLASS_NAMES.index("STAR")
     return classes
 
 
 def qso_checks(flux: np.ndarray, ivar: np.ndarray, qso_z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(at rest, narrow lines only), (B,) bool each, of rows with a QSO fit at ``qso_z`` (NaN: none): the two
-    reasons ``published_class`` takes a QSO's next class. The line fit runs only where the first does not hold."""
-    qso_z = np.asarray(qso_z, float)
-    at_rest = qso_z < QSO_MIN_Z
-    narrow = np.zeros(len(qso_z), bool)
-    rows = np.flatnonzero(np.isfinite(qso_z) & ~at_rest)
+    """(Balmer series at rest, narrow lines only), (B,) bool each, of rows with a QSO fit at ``qso_z`` (NaN:
+    none): two of the reasons ``published_class`` does not publish a QSO (the third, ``qso_z`` below
+    ``QSO_MIN_Z``, it reads itself). The series at rest (``rest_lines``) is looked for wherever the fit lies;
+    narrow lines (``broad_lines``) at the fit's z, only where that is a QSO's and the series is not at rest."""
+    flux, qso_z = np.asarray(flux), np.asarray(qso_z, float)
+    ivar = np.asarray(ivar).reshape(flux.shape)
+    series, narrow = np.zeros(len(qso_z), bool), np.zeros(len(qso_z), bool)
+    rows = np.flatnonzero(np.isfinite(qso_z))
     if len(rows):
-        narrow[rows] = narrow_lines_only(np.asarray(flux)[rows], np.asarray(ivar).reshape(np.shape(flux))[rows],
-                                         qso_z[rows])
-    return at_rest, narrow
+        series[rows] = balmer_series_at_rest(flux[rows], ivar[rows], qso_z[rows])
+    rows = np.flatnonzero(np.isfinite(qso_z) & (qso_z >= QSO_MIN_Z) & ~series)
+    if len(rows):
+        narrow[rows] = narrow_lines_only(flux[rows], ivar[rows], qso_z[rows])
+    return series, narrow
 
 
 class Classifier:
@@ -157,10 +167,12 @@ class Classifier:
         subtracted (``grid.PreparedBatch.pedestal``), is given back to the star fit. One pass of the network.
 
         The published class (``fit.classes``) is the most probable one, but a QSO must have a QSO redshift and
-        broad lines: where the QSO fit lies below ``QSO_MIN_Z`` (``fit.no_qso_redshift``), or H-alpha is on the
-        grid at the fit's z and shows no broad line (``fit.no_broad_line``, ``broad_lines.narrow_lines_only``),
-        the row is published as its next most probable class, fitted as that (the probabilities stay the
-        network's). Both also mark rows whose balanced class is a QSO that fails the same way.
+        broad lines (``published_class``): where it shows the Balmer series in emission at rest (``rest_lines``)
+        it is published STAR; where its QSO fit lies below ``QSO_MIN_Z`` (both ``fit.no_qso_redshift``), or
+        H-alpha is on the grid at the fit's z and shows no broad line (``fit.no_broad_line``,
+        ``broad_lines.narrow_lines_only``), as its next most probable class; either fitted as that (the
+        probabilities stay the network's). Both also mark
+        rows whose balanced class is a QSO that fails the same way.
 
         Where the balanced prior picks another class (PRIOR_DOMINATED: a faint galaxy published as STAR),
         that class is fitted too, into ``z_balanced``/``z_err_balanced``: a sample selected on what the
@@ -179,13 +191,14 @@ class Classifier:
         fit = self.fitter.fit(flux, ivar, classes, proposal, pedestal)
         qso = CLASS_NAMES.index("QSO")
         qso_z = np.where(classes == qso, fit.z, np.nan)
-        at_rest, narrow = qso_checks(flux, ivar, qso_z)
-        published = published_class(probs, qso_z, narrow)
-        moved = np.flatnonzero(published != classes)
+        series, narrow = qso_checks(flux, ivar, qso_z)
+        published = published_class(probs, qso_z, narrow, series)
+        changed = published != classes
+        moved = np.flatnonzero(changed)
         if len(moved):
             fit.classes[moved] = published[moved]
             fit.replace_rows(moved, fit_rows(moved, published[moved]))
-        fit.no_qso_redshift, fit.no_broad_line = at_rest & (published != classes), narrow & (published != classes)
+        fit.no_qso_redshift, fit.no_broad_line = ((qso_z < QSO_MIN_Z) | series) & changed, narrow & changed
         fit.z_balanced, fit.z_err_balanced = fit.z.copy(), fit.z_err.copy()
         data_class = balanced.argmax(axis=1)
         other = np.flatnonzero((classes >= 0) & (data_class != fit.classes))
@@ -194,16 +207,18 @@ class Classifier:
             fit.z_balanced[other], fit.z_err_balanced[other] = alt.z, alt.z_err
         # rows whose most probable class is QSO were checked above (a moved one's z_balanced is that same fit)
         balanced_qso = (data_class == qso) & (classes != qso)
-        at_rest, narrow = qso_checks(flux, ivar, np.where(balanced_qso, fit.z_balanced, np.nan))
-        fit.no_qso_redshift |= at_rest
+        balanced_z = np.where(balanced_qso, fit.z_balanced, np.nan)
+        series, narrow = qso_checks(flux, ivar, balanced_z)
+        fit.no_qso_redshift |= (balanced_z < QSO_MIN_Z) | series
         fit.no_broad_line |= narrow
         return probs, balanced, fit
 
     def qso_fits(self, probs: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
-                 pedestal: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 pedestal: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What ``published_class`` needs, as ``predict_with_redshift`` finds it, for the rows whose most probable
         class under ``probs`` is QSO: (B,) the QSO fit's z (around the network's redshift proposal; NaN
-        elsewhere) and (B,) bool, a narrow H-alpha alone at that z (``narrow_lines_only``). A prior that lowers
+        elsewhere) and (B,) bool each, a narrow H-alpha alone at that z and the Balmer series at rest
+        (``qso_checks``). A prior that lowers
         QSO against the other classes (the survey's) publishes no other row as QSO, so the fits for the balanced
         probabilities serve every such prior."""
         flux = self._check(flux)
@@ -215,7 +230,8 @@ class Classifier:
             _, proposal = self._logits_and_proposal(flux[rows])
             qso_z[rows] = self.fitter.fit(flux[rows], ivar[rows], np.full(len(rows), qso), proposal,
                                           None if pedestal is None else np.asarray(pedestal).reshape(-1)[rows]).z
-        return qso_z, qso_checks(flux, ivar, qso_z)[1]
+        series, narrow = qso_checks(flux, ivar, qso_z)
+        return qso_z, narrow, series
 
     def _logits_and_proposal(self, flux: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         """One pass of the network: its logits and its redshift head's (z, z_err) proposal (None without a

@@ -14,8 +14,9 @@ galaxy in six from an independent generator (docs/facts.md). So, for each family
    training prior) and at the survey mix (survey prior applied, precision re-weighted to 98.5 : 1.2 :
    0.3), by S/N bin and by redshift bin, against the paper's Table 1 and the goals below; and STAR recall
    on the real LAMOST stars when ../shared is there. Classes are published as the catalog publishes them:
-   the most probable, but a QSO whose fit lies below QSO_MIN_Z takes its next class (``published_class``;
-   the test sets' ``_ivar.npy`` and ``_pedestal.npy`` feed the fit).
+   the most probable, but a QSO whose fit lies below QSO_MIN_Z or whose H-alpha is narrow only takes its
+   next class, and one with the Balmer series at rest is a STAR (``published_class``; the test sets'
+   ``_ivar.npy`` and ``_pedestal.npy`` feed the fit).
 
 F's files are never opened before step 3 (``SetLoader.opened`` records every file, by fold and role).
 ``--seed A B ...`` trains one model per seed in step 1 and gives steps 2-3 their mean logits (an ensemble,
@@ -136,7 +137,7 @@ def choose_prior_strength(probs: np.ndarray, labels: np.ndarray) -> tuple[float,
     return best, tried
 
 
-def score_set(probs: np.ndarray, truth: dict, prior: list[float], qso_fit: tuple[np.ndarray, np.ndarray]) -> dict:
+def score_set(probs: np.ndarray, truth: dict, prior: list[float], qso_fit: tuple[np.ndarray, ...]) -> dict:
     """evaluate() of one test set, balanced (as trained) and with ``prior`` applied, plus S/N >= 5 alone: the
     classes as the catalog publishes them (``published_class``; ``qso_fit`` from ``scoring_inputs``)."""
     from lamost_classify.model.calibration import adjust_to_prior

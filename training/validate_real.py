@@ -9,7 +9,8 @@ probabilities (what the spectrum alone says) and the reference class and z; then
 LAMOST stars per directory, the stars kept out of noise donors and training (``is_held_out``) apart, and
 each miss; then the same stars made fainter (``made_fainter``), published and balanced, where the prior's
 strength decides most. Reads through the pipeline's own readers and grid, and publishes as a catalog run
-would (``Classifier.predict_with_redshift``: the most probable class, but no QSO below ``QSO_MIN_Z``).
+would (``Classifier.predict_with_redshift``: the most probable class, but not a QSO without a QSO redshift or
+a QSO's lines, ``published_class``).
 """
 
 from __future__ import annotations
