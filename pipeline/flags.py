@@ -49,8 +49,9 @@ FLAG_DOCS: dict[Flag, str] = {
     Flag.Z_FEW_PIXELS: f"fewer than {MIN_GOOD_PIXELS} valid grid pixels for the redshift fit",
     Flag.NO_QSO_REDSHIFT: (f"the network's QSO has its lines at rest, a Galactic star's (a CV, a Be or dMe star): it "
                            f"fits only below z {QSO_MIN_Z:g}, where no QSO is, or shows H-alpha, H-beta and H-gamma "
-                           "in emission at z ~ 0, better than a QSO's lines at its fit's z; published as its next "
-                           "class; also set where the balanced prior's QSO (z_balanced) does"),
+                           "in emission at z ~ 0, better than a QSO's lines at its fit's z; published STAR where "
+                           "the series shows, else as its next class; also set where the balanced prior's QSO "
+                           "(z_balanced) does"),
     Flag.NO_BROAD_LINE: (f"the network's QSO shows a narrow H-alpha and no broad one (sigma >= {BROAD_MIN_SIGMA_KMS:g} "
                          "km/s) at its QSO fit's z (below 0.33): a narrow-line galaxy (star-forming, Seyfert 2, "
                          "LINER), published as its next class; also set where the balanced prior's QSO does"),

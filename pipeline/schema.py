@@ -21,8 +21,8 @@ COLUMNS: list[tuple[str, pa.DataType, str, str]] = [
     ("snr_r", pa.float32(), "", "S/N in the r band, from the file header"),
     ("snr_pixel", pa.float32(), "", "median S/N per pixel on the 2600-pixel grid, measured"),
     ("class", pa.string(), "", "predicted class STAR/GALAXY/QSO: the most probable, but a QSO whose lines lie at "
-     "rest (NO_QSO_REDSHIFT) or are narrow only (NO_BROAD_LINE) is published as the next; null when the spectrum "
-     "is unusable"),
+     "rest (NO_QSO_REDSHIFT: STAR where its Balmer series shows, else the next class) or are narrow only "
+     "(NO_BROAD_LINE: the next class) is published as another; null when the spectrum is unusable"),
     ("prob_star", pa.float32(), "", "calibrated probability of STAR, adjusted to the target class prior"),
     ("prob_galaxy", pa.float32(), "", "calibrated probability of GALAXY, adjusted to the target class prior"),
     ("prob_qso", pa.float32(), "", "calibrated probability of QSO, adjusted to the target class prior"),
