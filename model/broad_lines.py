@@ -84,6 +84,21 @@ def line_profiles(log_wave: np.ndarray, centre: np.ndarray, sigma: np.ndarray) -
     return np.exp(-0.5 * (v / sigma[..., None, None]) ** 2).mean(-1) / area
 
 
+def quadratic_continuum(log_wave: np.ndarray) -> np.ndarray:
+    """(pixels, 3): 1, x and x^2 of the pixels' place in their window (x from -1/2 to 1/2), a window's continuum."""
+    x = (log_wave - log_wave.mean()) / np.ptp(log_wave)
+    return np.stack([np.ones_like(x), x, x * x], -1)
+
+
+def least_squares(design: np.ndarray, flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted least squares for each design of the stack (..., pixels, k): coefficients, chi2, normal
+    matrix."""
+    weighted = np.swapaxes(design * ivar[:, None], -1, -2)  # (..., k, pixels)
+    normal, rhs = weighted @ design, weighted @ flux
+    coef = np.linalg.solve(normal + 1e-12 * np.eye(design.shape[-1]), rhs[..., None])[..., 0]
+    return coef, np.sum(ivar * flux * flux) - np.einsum("...i,...i->...", coef, rhs), normal
+
+
 def fit_h_alpha(flux: np.ndarray, ivar: np.ndarray, z: float) -> dict | None:
     """The two fits of H-alpha's window of one spectrum at ``z`` (module docstring): None when too little of
     the window is valid; else the narrow-only fit's H-alpha in sigmas from zero (``narrow_significance``), the
@@ -132,8 +147,7 @@ class _Window:
 
     def __init__(self, log_wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, log_z: float):
         self.log_wave, self.flux, self.ivar, self.log_z = log_wave, flux, ivar, log_z
-        x = (log_wave - log_wave.mean()) / np.ptp(log_wave)
-        self.continuum = np.stack([np.ones_like(x), x, x * x], -1)
+        self.continuum = quadratic_continuum(log_wave)
 
     def lines(self, rest_wave: float, shifts: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
         """(shifts, sigmas, pixels) unit-area lines at ``rest_wave`` offset by ``shifts`` km/s."""
@@ -158,13 +172,8 @@ class _Window:
         return np.concatenate(columns, -1)
 
     def solve(self, design: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Weighted least squares for each design of the stack (..., pixels, k): coefficients, chi2, normal
-        matrix."""
-        w, f = self.ivar, self.flux
-        weighted = np.swapaxes(design * w[:, None], -1, -2)  # (..., k, pixels)
-        normal, rhs = weighted @ design, weighted @ f
-        coef = np.linalg.solve(normal + 1e-12 * np.eye(design.shape[-1]), rhs[..., None])[..., 0]
-        return coef, np.sum(w * f * f) - np.einsum("...i,...i->...", coef, rhs), normal
+        """``least_squares`` of this window's pixels for each design of the stack (..., pixels, k)."""
+        return least_squares(design, self.flux, self.ivar)
 
     def best_narrow(self, shifts: np.ndarray, balmer: np.ndarray,
                     forbidden: np.ndarray) -> tuple[tuple[float, float, float], float]:

@@ -25,7 +25,7 @@ import numpy as np
 
 from lamost_classify.contract import QSO_MIN_Z, WAVELENGTH
 
-from .broad_lines import C_KMS, line_profiles
+from .broad_lines import C_KMS, least_squares, line_profiles, quadratic_continuum
 
 BALMER = (6564.61, 4862.68, 4341.68)  # H-alpha, H-beta, H-gamma, vacuum A as the grid
 QSO_LINES = (1215.67, 1549.06, 1908.73, 2798.75, 4862.68, 6564.61)  # Ly-alpha, C IV, C III], Mg II, H-beta, H-alpha
@@ -87,16 +87,12 @@ def _window_fit(flux: np.ndarray, ivar: np.ndarray,
     valid = (ivar[pixels] > 0) & np.isfinite(flux[pixels])
     if valid.sum() < MIN_WINDOW_COVERAGE * _WINDOW_PIXELS:  # off the grid, or masked
         return None
-    log_wave, f, w, line = _LOG_GRID[pixels][valid], flux[pixels][valid], ivar[pixels][valid], lines[..., valid]
-    x = (log_wave - log_wave.mean()) / np.ptp(log_wave)
-    design = np.concatenate([np.broadcast_to(np.stack([np.ones_like(x), x, x * x], -1), line.shape + (3,)),
+    line = lines[..., valid]
+    design = np.concatenate([np.broadcast_to(quadratic_continuum(_LOG_GRID[pixels][valid]), line.shape + (3,)),
                              line[..., None]], -1)
-    weighted = np.swapaxes(design * w[:, None], -1, -2)
-    normal, rhs = weighted @ design, weighted @ f
-    inverse = np.linalg.inv(normal + 1e-12 * np.eye(design.shape[-1]))
-    coef = (inverse @ rhs[..., None])[..., 0]
-    chi2 = np.sum(w * f * f) - np.einsum("...i,...i->...", coef, rhs)
-    return coef[..., -1], np.sqrt(inverse[..., -1, -1]), chi2, np.array(len(f) - design.shape[-1], float)
+    coef, chi2, normal = least_squares(design, flux[pixels][valid], ivar[pixels][valid])
+    error = np.sqrt(np.linalg.inv(normal + 1e-12 * np.eye(design.shape[-1]))[..., -1, -1])
+    return coef[..., -1], error, chi2, np.array(valid.sum() - design.shape[-1], float)
 
 
 @functools.lru_cache(maxsize=len(BALMER) + len(QSO_LINES))
