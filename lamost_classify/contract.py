@@ -108,7 +108,7 @@ class Flag(enum.IntFlag):
     Z_SMALL_DELTA_CHI2 = 1 << 19  # galaxy/QSO: another z fits almost as well or better (delta_chi2 < SMALL_DELTA_CHI2)
     Z_FIT_LIMIT = 1 << 20  # the best redshift is at the edge of the class's range or of the proposal's window
     Z_FEW_PIXELS = 1 << 21  # fewer than MIN_GOOD_PIXELS valid grid pixels in the redshift fit
-    NO_QSO_REDSHIFT = 1 << 22  # the network's QSO has its lines at rest (a star's): published as its next class
+    NO_QSO_REDSHIFT = 1 << 22  # the network's QSO has its lines at rest (a star's): published STAR or its next class
     NO_BROAD_LINE = 1 << 23  # the network's QSO shows a narrow H-alpha alone at its z: published as its next class
 
 
@@ -143,5 +143,5 @@ QSO_MIN_Z = 0.05
 BROAD_MIN_SIGMA_KMS = 700.0
 # How a row's class is chosen from the network's probabilities and the fits (model.inference.published_class):
 # a run's manifest records it, so that a resume never mixes batches published by two rules.
-CLASS_RULE = (f"most probable; a QSO fitted below z {QSO_MIN_Z:g}, or showing the Balmer series at rest, or a narrow "
-              f"H-alpha and no broad one (sigma >= {BROAD_MIN_SIGMA_KMS:g} km/s), takes the next")
+CLASS_RULE = (f"most probable; a QSO showing the Balmer series at rest is a STAR; one fitted below z {QSO_MIN_Z:g}, or "
+              f"showing a narrow H-alpha and no broad one (sigma >= {BROAD_MIN_SIGMA_KMS:g} km/s), takes the next")

@@ -171,8 +171,8 @@ class Classifier:
         it is published STAR; where its QSO fit lies below ``QSO_MIN_Z`` (both ``fit.no_qso_redshift``), or
         H-alpha is on the grid at the fit's z and shows no broad line (``fit.no_broad_line``,
         ``broad_lines.narrow_lines_only``), as its next most probable class; either fitted as that (the
-        probabilities stay the network's). Both also mark
-        rows whose balanced class is a QSO that fails the same way.
+        probabilities stay the network's). Both also mark rows whose balanced class is a QSO that fails the
+        same way.
 
         Where the balanced prior picks another class (PRIOR_DOMINATED: a faint galaxy published as STAR),
         that class is fitted too, into ``z_balanced``/``z_err_balanced``: a sample selected on what the

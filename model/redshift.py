@@ -115,8 +115,8 @@ class RedshiftResult:
     z_balanced: np.ndarray | None = None
     z_err_balanced: np.ndarray | None = None
     # the class index each row was fitted as (-1: none), and where the network's QSO (published or under the
-    # balanced prior) fitted only below QSO_MIN_Z, or showed a narrow H-alpha alone
-    # (Classifier.predict_with_redshift)
+    # balanced prior) had its lines at rest (fitted only below QSO_MIN_Z, or the Balmer series at rest) or showed
+    # a narrow H-alpha alone (Classifier.predict_with_redshift)
     classes: np.ndarray | None = None
     no_qso_redshift: np.ndarray | None = None
     no_broad_line: np.ndarray | None = None

@@ -157,7 +157,7 @@ def score_set(probs: np.ndarray, truth: dict, prior: list[float], qso_fit: tuple
 
 
 def scoring_inputs(loader: SetLoader, model, temperature: float, family: str, name: str,
-                   role: str) -> tuple[np.ndarray, dict, tuple[np.ndarray, np.ndarray]]:
+                   role: str) -> tuple[np.ndarray, dict, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(balanced probabilities, truth, the QSO fits: ``Classifier.qso_fits``) of one test set, for
     ``score_set`` at any survey prior's strength."""
     flux, truth = loader.load(family, name, role)
