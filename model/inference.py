@@ -13,6 +13,7 @@ from lamost_classify.contract import CLASS_NAMES, N_PIXELS, QSO_MIN_Z, SURVEY_PR
 from .broad_lines import narrow_lines_only
 from .calibration import adjust_to_prior, softmax
 from .densenet import redshift_estimate
+from .galaxy_lines import find_galaxy_lines
 from .redshift import RedshiftFitter, RedshiftResult
 from .rest_lines import balmer_series_at_rest
 from .cam import class_activation_map
@@ -32,12 +33,14 @@ def card_target_prior(card: dict) -> tuple[float, ...]:
 
 
 def published_class(probs: np.ndarray, qso_z: np.ndarray, narrow_lines: np.ndarray | None = None,
-                    balmer_at_rest: np.ndarray | None = None) -> np.ndarray:
+                    balmer_at_rest: np.ndarray | None = None, galaxy_lines: np.ndarray | None = None) -> np.ndarray:
     """(B,) the class the catalog publishes (-1 where ``probs`` is not finite): the most probable, but a QSO
-    must have a QSO redshift and a QSO's lines. Where it shows the Balmer series at rest (``balmer_at_rest``,
-    from ``qso_checks``: a Galactic star's lines, whatever z its QSO fit aliased to), STAR; else where its QSO
-    fit (``qso_z``; NaN where not fitted) lies below ``QSO_MIN_Z`` or it shows narrow lines only
-    (``narrow_lines``), the next most probable class."""
+    must have a QSO redshift and a QSO's lines, and a star no galaxy's lines. Where a QSO shows the Balmer
+    series at rest (``balmer_at_rest``, from ``qso_checks``: a Galactic star's lines, whatever z its QSO fit
+    aliased to), STAR; else where its QSO fit (``qso_z``; NaN where not fitted) lies below ``QSO_MIN_Z`` or it
+    shows narrow lines only (``narrow_lines``), the next most probable class. A STAR that shows a galaxy's
+    emission lines at one z beyond the stars' (``galaxy_lines``, ``galaxy_lines.find_galaxy_lines``) is a
+    GALAXY."""
     probs = np.asarray(probs)
     finite = np.isfinite(probs).all(axis=1)
     classes = np.where(finite, np.nan_to_num(probs, nan=-1.0).argmax(axis=1), -1)
@@ -51,6 +54,9 @@ def published_class(probs: np.ndarray, qso_z: np.ndarray, narrow_lines: np.ndarr
     classes[moved] = others.argmax(axis=1)
     if balmer_at_rest is not None:
         classes[called_qso & np.asarray(balmer_at_rest, bool)] = CLASS_NAMES.index("STAR")
+    if galaxy_lines is not None:
+        star, galaxy = CLASS_NAMES.index("STAR"), CLASS_NAMES.index("GALAXY")
+        classes[(classes == star) & np.asarray(galaxy_lines, bool)] = galaxy
     return classes
 
 
@@ -69,6 +75,18 @@ def qso_checks(flux: np.ndarray, ivar: np.ndarray, qso_z: np.ndarray) -> tuple[n
     if len(rows):
         narrow[rows] = narrow_lines_only(flux[rows], ivar[rows], qso_z[rows])
     return series, narrow
+
+
+def galaxy_lines_of_stars(flux: np.ndarray, ivar: np.ndarray,
+                          classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) bool, a galaxy's emission lines (``find_galaxy_lines``) in the rows of ``classes`` that are STAR, the
+    only rows ``published_class`` reads them in (False elsewhere), and (B,) the lines' z (NaN elsewhere)."""
+    found, z = np.zeros(len(classes), bool), np.full(len(classes), np.nan)
+    rows = np.flatnonzero(np.asarray(classes) == CLASS_NAMES.index("STAR"))
+    if len(rows):
+        ivar = np.asarray(ivar).reshape(np.shape(flux))
+        found[rows], z[rows] = find_galaxy_lines(np.asarray(flux)[rows], ivar[rows])
+    return found, z
 
 
 class Classifier:
@@ -184,8 +202,13 @@ class Classifier:
         classes = np.where(np.isfinite(probs).all(axis=1), probs.argmax(axis=1), -1)
         pedestal = None if pedestal is None else np.asarray(pedestal).reshape(len(flux))
 
-        def fit_rows(rows: np.ndarray, as_class: np.ndarray) -> RedshiftResult:
+        def fit_rows(rows: np.ndarray, as_class: np.ndarray, lines_z: np.ndarray | None = None) -> RedshiftResult:
             own = None if proposal is None else (np.asarray(proposal[0])[rows], np.asarray(proposal[1])[rows])
+            if lines_z is not None and np.isfinite(lines_z[rows]).any():
+                # the emission lines' z, not the head's proposal for a star; the fit's floor sets the window
+                z = lines_z[rows]
+                own = (np.full(len(rows), np.nan), np.full(len(rows), np.nan)) if own is None else own
+                own = np.where(np.isfinite(z), z, own[0]), np.where(np.isfinite(z), 0.0, own[1])
             return self.fitter.fit(flux[rows], ivar[rows], as_class, own, None if pedestal is None else pedestal[rows])
 
         fit = self.fitter.fit(flux, ivar, classes, proposal, pedestal)
@@ -193,12 +216,15 @@ class Classifier:
         qso_z = np.where(classes == qso, fit.z, np.nan)
         series, narrow = qso_checks(flux, ivar, qso_z)
         published = published_class(probs, qso_z, narrow, series)
+        lines, lines_z = galaxy_lines_of_stars(flux, ivar, published)
+        published = published_class(probs, qso_z, narrow, series, lines)
         changed = published != classes
         moved = np.flatnonzero(changed)
         if len(moved):
             fit.classes[moved] = published[moved]
-            fit.replace_rows(moved, fit_rows(moved, published[moved]))
+            fit.replace_rows(moved, fit_rows(moved, published[moved], lines_z))
         fit.no_qso_redshift, fit.no_broad_line = ((qso_z < QSO_MIN_Z) | series) & changed, narrow & changed
+        fit.galaxy_lines = lines
         fit.z_balanced, fit.z_err_balanced = fit.z.copy(), fit.z_err.copy()
         data_class = balanced.argmax(axis=1)
         other = np.flatnonzero((classes >= 0) & (data_class != fit.classes))
@@ -213,14 +239,15 @@ class Classifier:
         fit.no_broad_line |= narrow
         return probs, balanced, fit
 
-    def qso_fits(self, probs: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
-                 pedestal: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """What ``published_class`` needs, as ``predict_with_redshift`` finds it, for the rows whose most probable
-        class under ``probs`` is QSO: (B,) the QSO fit's z (around the network's redshift proposal; NaN
+    def class_rule_inputs(self, probs: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
+                          pedestal: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """What ``published_class`` needs, as ``predict_with_redshift`` finds it: for the rows whose most probable
+        class under ``probs`` is QSO, (B,) the QSO fit's z (around the network's redshift proposal; NaN
         elsewhere) and (B,) bool each, a narrow H-alpha alone at that z and the Balmer series at rest
-        (``qso_checks``). A prior that lowers
-        QSO against the other classes (the survey's) publishes no other row as QSO, so the fits for the balanced
-        probabilities serve every such prior."""
+        (``qso_checks``); for every row, (B,) bool, a galaxy's emission lines (``find_galaxy_lines``), which
+        ``published_class`` reads only where it publishes STAR. A prior that lowers QSO against the other classes
+        (the survey's) publishes no other row as QSO, so the fits for the balanced probabilities serve every
+        such prior."""
         flux = self._check(flux)
         qso = CLASS_NAMES.index("QSO")
         rows = np.flatnonzero(np.asarray(probs).argmax(axis=1) == qso)
@@ -231,7 +258,7 @@ class Classifier:
             qso_z[rows] = self.fitter.fit(flux[rows], ivar[rows], np.full(len(rows), qso), proposal,
                                           None if pedestal is None else np.asarray(pedestal).reshape(-1)[rows]).z
         series, narrow = qso_checks(flux, ivar, qso_z)
-        return qso_z, narrow, series
+        return qso_z, narrow, series, find_galaxy_lines(flux, ivar)[0]
 
     def _logits_and_proposal(self, flux: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         """One pass of the network: its logits and its redshift head's (z, z_err) proposal (None without a

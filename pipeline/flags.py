@@ -6,8 +6,8 @@ so that the model's redshift warnings and the pipeline's quality checks set the 
 
 from __future__ import annotations
 
-from lamost_classify.contract import (ARM_MIN_VALID, BROAD_MIN_SIGMA_KMS, LOW_CONFIDENCE, LOW_SNR,
-                                      MAX_MASKED_FRACTION, MIN_COVERAGE, MIN_GOOD_PIXELS, NEGATIVE_SIGMA,
+from lamost_classify.contract import (ARM_MIN_VALID, BROAD_MIN_SIGMA_KMS, GALAXY_LINES_MIN_Z, LOW_CONFIDENCE,
+                                      LOW_SNR, MAX_MASKED_FRACTION, MIN_COVERAGE, MIN_GOOD_PIXELS, NEGATIVE_SIGMA,
                                       PRIOR_WINDOW_SIGMA, QSO_MIN_Z, SMALL_DELTA_CHI2, SPIKE_FACTOR, SPIKE_PIXELS,
                                       UNUSABLE, Flag)
 
@@ -55,6 +55,9 @@ FLAG_DOCS: dict[Flag, str] = {
     Flag.NO_BROAD_LINE: (f"the network's QSO shows a narrow H-alpha and no broad one (sigma >= {BROAD_MIN_SIGMA_KMS:g} "
                          "km/s) at its QSO fit's z (below 0.33): a narrow-line galaxy (star-forming, Seyfert 2, "
                          "LINER), published as its next class; also set where the balanced prior's QSO does"),
+    Flag.GALAXY_LINES: (f"the network's STAR shows a galaxy's emission lines at one z >= {GALAXY_LINES_MIN_Z:g} "
+                        "(three of [O II], H-beta, [O III], H-alpha, [N II], [S II] in emission, one forbidden, none "
+                        "on a star's own lines at rest): published GALAXY, fitted as one"),
 }
 
 # The catalog's error text for a row that has no class because of its flux, not because of a read error.

@@ -200,7 +200,8 @@ def build_table(records: PreparedRecords, result: Classified, release: str) -> p
     has_prob = np.isfinite(prob).all(axis=1) & ((flags & int(UNUSABLE)) == 0)
     usable_prob = np.where(has_prob[:, None], prob, -1.0)
     most_probable = np.argmax(usable_prob, axis=1)
-    # the published class: the most probable, or what the QSO checks left of it (NO_QSO_REDSHIFT, NO_BROAD_LINE)
+    # the published class: the most probable, or what the class rules made of it (NO_QSO_REDSHIFT, NO_BROAD_LINE,
+    # GALAXY_LINES)
     best = most_probable if result.classes is None else np.where(result.classes >= 0, result.classes, most_probable)
     chosen = np.take_along_axis(usable_prob, best[:, None], axis=1)[:, 0]
     others = np.where(np.arange(prob.shape[1]) == best[:, None], -1.0, usable_prob)

@@ -15,8 +15,9 @@ galaxy in six from an independent generator (docs/facts.md). So, for each family
    0.3), by S/N bin and by redshift bin, against the paper's Table 1 and the goals below; and STAR recall
    on the real LAMOST stars when ../shared is there. Classes are published as the catalog publishes them:
    the most probable, but a QSO whose fit lies below QSO_MIN_Z or whose H-alpha is narrow only takes its
-   next class, and one with the Balmer series at rest is a STAR (``published_class``; the test sets'
-   ``_ivar.npy`` and ``_pedestal.npy`` feed the fit).
+   next class, one with the Balmer series at rest is a STAR, and a STAR with a galaxy's emission lines at
+   one z >= 0.01 a GALAXY (``published_class``; the test sets' ``_ivar.npy`` and ``_pedestal.npy`` feed the
+   fit and the line checks).
 
 F's files are never opened before step 3 (``SetLoader.opened`` records every file, by fold and role).
 ``--seed A B ...`` trains one model per seed in step 1 and gives steps 2-3 their mean logits (an ensemble,
@@ -137,19 +138,19 @@ def choose_prior_strength(probs: np.ndarray, labels: np.ndarray) -> tuple[float,
     return best, tried
 
 
-def score_set(probs: np.ndarray, truth: dict, prior: list[float], qso_fit: tuple[np.ndarray, ...]) -> dict:
+def score_set(probs: np.ndarray, truth: dict, prior: list[float], rule_inputs: tuple[np.ndarray, ...]) -> dict:
     """evaluate() of one test set, balanced (as trained) and with ``prior`` applied, plus S/N >= 5 alone: the
-    classes as the catalog publishes them (``published_class``; ``qso_fit`` from ``scoring_inputs``)."""
+    classes as the catalog publishes them (``published_class``; ``rule_inputs`` from ``scoring_inputs``)."""
     from lamost_classify.model.calibration import adjust_to_prior
     from lamost_classify.model.evaluate import evaluate
     from lamost_classify.model.inference import published_class
 
     labels = np.asarray(truth["label"], np.int64)
     snr = np.asarray(truth["snr_g"], np.float64)
-    at_mix = published_class(adjust_to_prior(probs, prior), *qso_fit)
+    at_mix = published_class(adjust_to_prior(probs, prior), *rule_inputs)
     bright = snr >= 5.0
     return {
-        "balanced": evaluate(labels, published_class(probs, *qso_fit), snr, SURVEY_PRIOR, truth=truth),
+        "balanced": evaluate(labels, published_class(probs, *rule_inputs), snr, SURVEY_PRIOR, truth=truth),
         "survey_prior": evaluate(labels, at_mix, snr, SURVEY_PRIOR, truth=truth),
         "survey_prior_snr_ge_5": evaluate(labels[bright], at_mix[bright], snr[bright], SURVEY_PRIOR,
                                           truth={k: np.asarray(v)[bright] for k, v in truth.items()}),
@@ -157,17 +158,17 @@ def score_set(probs: np.ndarray, truth: dict, prior: list[float], qso_fit: tuple
 
 
 def scoring_inputs(loader: SetLoader, model, temperature: float, family: str, name: str,
-                   role: str) -> tuple[np.ndarray, dict, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(balanced probabilities, truth, the QSO fits: ``Classifier.qso_fits``) of one test set, for
-    ``score_set`` at any survey prior's strength."""
+                   role: str) -> tuple[np.ndarray, dict, tuple[np.ndarray, ...]]:
+    """(balanced probabilities, truth, what the class rules read: ``Classifier.class_rule_inputs``) of one test
+    set, for ``score_set`` at any survey prior's strength."""
     flux, truth = loader.load(family, name, role)
     probs = probabilities(model, flux, temperature)
-    return probs, truth, fold_classifier(model, temperature).qso_fits(probs, flux, *loader.noise(family, name))
+    return probs, truth, fold_classifier(model, temperature).class_rule_inputs(probs, flux, *loader.noise(family, name))
 
 
 def fold_classifier(model, temperature: float):
-    """``model`` as the catalog runs it, for the QSO fits ``published_class`` needs (no prior: the scorer
-    applies its own)."""
+    """``model`` as the catalog runs it, for the fits and line checks ``published_class`` reads (no prior: the
+    scorer applies its own)."""
     from lamost_classify.model.inference import Classifier
 
     return Classifier(model, {"temperature": temperature}, str(next(model.parameters()).device),
@@ -210,8 +211,8 @@ def real_star_recall(model, temperature: float, prior: list[float], held_out_onl
     classifier = fold_classifier(model, temperature)
     for sub, r in _real_stars(held_out_only).items():
         probs = probabilities(model, r["flux"], temperature)
-        qso_fit = classifier.qso_fits(probs, r["flux"], r["ivar"], r["pedestal"])
-        called = published_class(adjust_to_prior(probs, prior), *qso_fit)
+        rule_inputs = classifier.class_rule_inputs(probs, r["flux"], r["ivar"], r["pedestal"])
+        called = published_class(adjust_to_prior(probs, prior), *rule_inputs)
         out[sub] = {"n": r["n"], "star_recall": float((called == 0).mean())}
     return out
 
@@ -222,8 +223,8 @@ def score_families(loader: SetLoader, model, temperature: float, prior: list[flo
     for family in families:
         out[family] = {}
         for name in (TEST, TEST_SNR):
-            probs, truth, qso_fit = scoring_inputs(loader, model, temperature, family, name, role)
-            out[family][name] = score_set(probs, truth, prior, qso_fit)
+            probs, truth, rule_inputs = scoring_inputs(loader, model, temperature, family, name, role)
+            out[family][name] = score_set(probs, truth, prior, rule_inputs)
         out[family]["goals"] = goals(out[family][TEST], out[family][TEST_SNR])
     return out
 

@@ -42,8 +42,8 @@ def aims_by_strength(loader: lofo.SetLoader, family: str, directory: Path) -> di
     rows = {}
     for strength in PRIOR_STRENGTHS:
         prior = strength_prior(strength)
-        g = lofo.goals(*(lofo.score_set(probs, truth, prior, qso_fit)
-                         for probs, truth, qso_fit in (inputs[lofo.TEST], inputs[lofo.TEST_SNR])))
+        g = lofo.goals(*(lofo.score_set(probs, truth, prior, rule_inputs)
+                         for probs, truth, rule_inputs in (inputs[lofo.TEST], inputs[lofo.TEST_SNR])))
         rows[strength] = {"values": {k: v["value"] for k, v in g.items()}, "met": sum(v["met"] for v in g.values())}
     return {"directory": str(directory), "validation_strength": record["prior_strength"], "by_strength": rows}
 

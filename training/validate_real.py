@@ -10,7 +10,7 @@ LAMOST stars per directory, the stars kept out of noise donors and training (``i
 each miss; then the same stars made fainter (``made_fainter``), published and balanced, where the prior's
 strength decides most. Reads through the pipeline's own readers and grid, and publishes as a catalog run
 would (``Classifier.predict_with_redshift``: the most probable class, but not a QSO without a QSO redshift or
-a QSO's lines, ``published_class``).
+a QSO's lines, nor a STAR with a galaxy's emission lines, ``published_class``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from lamost_classify import CLASS_NAMES
+from lamost_classify.contract import Flag
+
+CLASS_RULE_FLAGS = (Flag.NO_QSO_REDSHIFT, Flag.NO_BROAD_LINE, Flag.GALAXY_LINES)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts beside it (validate_redshift)
 
@@ -56,8 +59,7 @@ def classify_spectra(classifier, spectra: list) -> list[dict]:
             "snr_pixel": float(prepared.snr[i]),
             "flags": int(prepared.flags[i]),
             "class": CLASS_NAMES[fit.classes[i]] if fit.classes[i] >= 0 else None,  # the catalog's
-            "no_qso_redshift": bool(fit.no_qso_redshift[i]),
-            "no_broad_line": bool(fit.no_broad_line[i]),
+            "class_rules": [f.name for f in CLASS_RULE_FLAGS if fit.flags[i] & f],  # why not the most probable
             "prob": [round(float(p), 4) for p in probs[i]],
             "class_balanced": CLASS_NAMES[int(np.argmax(balanced[i]))],
             "prob_balanced": [round(float(p), 4) for p in balanced[i]],
@@ -122,8 +124,7 @@ def main() -> None:
     for r in validation:
         ref = r["ref_class"] + (f" {r['ref_subclass']}" if r["ref_subclass"] else "")
         z = "" if r["ref_z"] is None else f"{r['ref_z']:.3f}"
-        published = (f"{r['class']}" + (" (NO_QSO_REDSHIFT)" if r["no_qso_redshift"] else "")
-                     + (" (NO_BROAD_LINE)" if r["no_broad_line"] else ""))
+        published = r["class"] + "".join(f" ({name})" for name in r["class_rules"])
         print(f"| {r['set']} | {r['file']} | {ref} | {z} | {r['snr_pixel']:.1f} | {published} | "
               f"{'/'.join(f'{x:.2f}' for x in r['prob'])} | {r['class_balanced']} | "
               f"{'/'.join(f'{x:.2f}' for x in r['prob_balanced'])} |")

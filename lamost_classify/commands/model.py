@@ -184,7 +184,7 @@ def evaluate(model, data, truth, out_dir, prior, device) -> None:
     flux = labelled.spectra()
     probs = classifier.predict_proba(flux)
     # The class as the catalog publishes it, where the spectra carry the ivar its QSO fits need
-    published = probs if labelled.cached_ivar is None else published_class(probs, *classifier.qso_fits(
+    published = probs if labelled.cached_ivar is None else published_class(probs, *classifier.class_rule_inputs(
         probs, flux, labelled.inverse_variances(), labelled.pedestals()))
     report = evaluate_predictions(labelled.labels, published, labelled.snr, SURVEY_PRIOR,
                                   truth=hard_case_truth(data, truth, labelled))
