@@ -70,20 +70,31 @@ def find_galaxy_lines(flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, n
     ivar = np.asarray(ivar, float).reshape(flux.shape)
     found, z = np.zeros(len(flux), bool), np.full(len(flux), np.nan)
     for start in range(0, len(flux), CHUNK_ROWS):
-        rows = slice(start, start + CHUNK_ROWS)
-        significance = _group_significance(flux[rows], ivar[rows])  # (groups, rows, shifts), NaN off the grid
-        counted = (significance >= MIN_SIGNIFICANCE) & ~_VETOED[:, None, :]
-        forbidden = counted[[list(GROUPS).index(g) for g in FORBIDDEN]].any(axis=0)
-        found_at = (counted.sum(axis=0) >= MIN_GROUPS) & forbidden  # (rows, shifts)
-        found[rows] = found_at.any(axis=1)
+        rows = np.arange(start, min(start + CHUNK_ROWS, len(flux)))
+        line = _line_significance(flux[rows], ivar[rows])  # (widths, rows, pixels)
+        # Each line's best width first: a bound on every group's significance (a doublet's two lines may
+        # prefer two widths), so the rows it rules out are ruled out; the few left are scanned width by width.
+        maybe = _found_at(_scan(line.max(axis=0, keepdims=True))).any(axis=1)
+        if not maybe.any():
+            continue
+        significance = _scan(line[:, maybe])  # (groups, rows, shifts), NaN off the grid
+        found_at = _found_at(significance)
+        hit = rows[maybe]
+        found[hit] = found_at.any(axis=1)
         score = np.where(found_at, np.where(significance > 0, significance, 0.0).sum(axis=0), -1.0)
-        z[rows] = np.where(found[rows], np.expm1(_SHIFTS[score.argmax(axis=1)] * _LOG_STEP), np.nan)
+        z[hit] = np.where(found[hit], np.expm1(_SHIFTS[score.argmax(axis=1)] * _LOG_STEP), np.nan)
     return found, z
 
 
-def _group_significance(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
-    """(groups, B, shifts): each group's scaled significance at every z of ``_SHIFTS``, the best of the widths
-    (a group's lines with their ratios as one template); NaN where a line is off the grid."""
+def _found_at(significance: np.ndarray) -> np.ndarray:
+    """(B, shifts) bool: ``MIN_GROUPS`` groups counted there, one of them forbidden."""
+    counted = (significance >= MIN_SIGNIFICANCE) & ~_VETOED[:, None, :]
+    forbidden = counted[[list(GROUPS).index(g) for g in FORBIDDEN]].any(axis=0)
+    return (counted.sum(axis=0) >= MIN_GROUPS) & forbidden
+
+
+def _line_significance(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
+    """(widths, B, N): a line's scaled significance centred on every pixel, for each width."""
     weight = np.where((ivar > 0) & np.isfinite(flux), ivar, 0.0)
     flux = np.where(weight > 0, flux, 0.0)
     half = CONTINUUM_HALF_PIXELS
@@ -94,9 +105,16 @@ def _group_significance(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
     chi2 = (_running_sum(weight * residual**2, half) - _running_sum(weight * residual**2, LINE_HALF_PIXELS)) / beside
     scale = np.sqrt(np.maximum(chi2, 1.0))
     amplitude, norm = _matched_filters(weight * residual, weight)  # (widths, B, N) each
-    line = np.where(norm > 0, amplitude / np.sqrt(np.maximum(norm, 1e-30)) / scale.astype(np.float32), 0.0)
-    n, m = flux.shape[1], len(_SHIFTS)
-    out = np.empty((len(GROUPS), len(flux), m), np.float32)
+    return np.where(norm > 0, amplitude / np.sqrt(np.maximum(norm, 1e-30)) / scale.astype(np.float32), 0.0)
+
+
+def _scan(line: np.ndarray) -> np.ndarray:
+    """(groups, B, shifts): each group's significance at every z of ``_SHIFTS`` from ``line`` (widths, B, N),
+    the best of the widths (a group's lines with their ratios as one template); NaN where a line is off the
+    grid."""
+    half = CONTINUUM_HALF_PIXELS
+    n, m = line.shape[2], len(_SHIFTS)
+    out = np.empty((len(GROUPS), line.shape[1], m), np.float32)
     for g, (lines, ratios) in enumerate(GROUPS.values()):
         total = np.zeros(line.shape[:2] + (m,), np.float32)
         for rest, ratio in zip(lines, ratios):
