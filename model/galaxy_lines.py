@@ -140,7 +140,7 @@ def _matched_filters(weighted_residual: np.ndarray, weight: np.ndarray) -> tuple
     taps[np.abs(offsets)[None, :] > np.ceil(3 * np.array(SIGMAS_PIXELS))[:, None]] = 0.0
     with torch.no_grad():
         x = torch.from_numpy(np.stack([weighted_residual, weight], axis=1).astype(np.float32))  # (B, 2, N)
-        kernel = torch.from_numpy(np.concatenate([taps, taps**2]).astype(np.float32))[:, None, :]  # (2 widths, 1, K)
+        kernel = torch.from_numpy(np.concatenate([taps, taps**2]).astype(np.float32))[:, None, :]  # (2 x widths, 1, K)
         y = torch.nn.functional.conv1d(x, kernel, padding=reach, groups=2)  # residual by taps, weight by taps**2
     y = y.numpy()
     k = len(SIGMAS_PIXELS)
