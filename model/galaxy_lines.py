@@ -97,12 +97,10 @@ def _line_significance(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
     """(widths, B, N): a line's scaled significance centred on every pixel, for each width."""
     weight = np.where((ivar > 0) & np.isfinite(flux), ivar, 0.0)
     flux = np.where(weight > 0, flux, 0.0)
-    half = CONTINUUM_HALF_PIXELS
-    continuum = _running_sum(weight * flux, half) / np.maximum(_running_sum(weight, half), 1e-30)
-    residual = flux - continuum
-    valid = (weight > 0).astype(float)
-    beside = np.maximum(_running_sum(valid, half) - _running_sum(valid, LINE_HALF_PIXELS), 1.0)
-    chi2 = (_running_sum(weight * residual**2, half) - _running_sum(weight * residual**2, LINE_HALF_PIXELS)) / beside
+    (flux_sum,), (weight_sum,) = _running_sums(weight * flux), _running_sums(weight)
+    residual = flux - flux_sum / np.maximum(weight_sum, 1e-30)  # less the running mean continuum
+    valid, misfit = _running_sums((weight > 0).astype(float), True), _running_sums(weight * residual**2, True)
+    chi2 = (misfit[0] - misfit[1]) / np.maximum(valid[0] - valid[1], 1.0)  # beside the line, not on it
     scale = np.sqrt(np.maximum(chi2, 1.0))
     amplitude, norm = _matched_filters(weight * residual, weight)  # (widths, B, N) each
     return np.where(norm > 0, amplitude / np.sqrt(np.maximum(norm, 1e-30)) / scale.astype(np.float32), 0.0)
@@ -147,7 +145,11 @@ def _matched_filters(weighted_residual: np.ndarray, weight: np.ndarray) -> tuple
     return y[:, :k].transpose(1, 0, 2), y[:, k:].transpose(1, 0, 2)
 
 
-def _running_sum(x: np.ndarray, half: int) -> np.ndarray:
-    """Sum over pixels i-half .. i+half of each row (zero beyond the ends)."""
-    c = np.cumsum(np.pad(x, ((0, 0), (half + 1, half))), axis=1)
-    return c[:, 2 * half + 1:] - c[:, :-2 * half - 1]
+def _running_sums(x: np.ndarray, line_too: bool = False) -> tuple[np.ndarray, ...]:
+    """Sums over pixels i-h .. i+h of each row (zero beyond the ends) for h = ``CONTINUUM_HALF_PIXELS`` and,
+    with ``line_too``, ``LINE_HALF_PIXELS``, from one cumulative sum."""
+    outer = CONTINUUM_HALF_PIXELS
+    c = np.cumsum(np.pad(x, ((0, 0), (outer + 1, outer))), axis=1)
+    n = x.shape[1]
+    window = lambda h: c[:, outer + h + 1:outer + h + 1 + n] - c[:, outer - h:outer - h + n]  # noqa: E731
+    return (window(outer), window(LINE_HALF_PIXELS)) if line_too else (window(outer),)
