@@ -109,7 +109,7 @@ class Flag(enum.IntFlag):
     Z_FIT_LIMIT = 1 << 20  # the best redshift is at the edge of the class's range or of the proposal's window
     Z_FEW_PIXELS = 1 << 21  # fewer than MIN_GOOD_PIXELS valid grid pixels in the redshift fit
     NO_QSO_REDSHIFT = 1 << 22  # the network's QSO has its lines at rest (a star's): published STAR or its next class
-    NO_BROAD_LINE = 1 << 23  # the network's QSO shows a narrow H-alpha alone at its z: published as its next class
+    NO_BROAD_LINE = 1 << 23  # the network's QSO shows a narrow H-alpha alone (at its z or its lines'): its next class
     GALAXY_LINES = 1 << 24  # the network's STAR shows a galaxy's emission lines at one z >= 0.01: published GALAXY
 
 
@@ -148,5 +148,6 @@ GALAXY_LINES_MIN_Z = 0.01
 # How a row's class is chosen from the network's probabilities and the fits (model.inference.published_class):
 # a run's manifest records it, so that a resume never mixes batches published by two rules.
 CLASS_RULE = (f"most probable; a QSO showing the Balmer series at rest is a STAR; one fitted below z {QSO_MIN_Z:g}, or "
-              f"showing a narrow H-alpha and no broad one (sigma >= {BROAD_MIN_SIGMA_KMS:g} km/s), takes the next; "
+              f"showing a narrow H-alpha and no broad one (sigma >= {BROAD_MIN_SIGMA_KMS:g} km/s) at its fit's z or "
+              f"at its galaxy emission lines' z, takes the next; "
               f"a STAR showing a galaxy's emission lines at one z >= {GALAXY_LINES_MIN_Z:g} is a GALAXY")

@@ -10,7 +10,7 @@ from torch import nn
 
 from lamost_classify.contract import CLASS_NAMES, N_PIXELS, QSO_MIN_Z, SURVEY_PRIOR, model_id
 
-from .broad_lines import narrow_lines_only
+from .broad_lines import C_KMS, MAX_SHIFT_KMS, narrow_lines_only
 from .calibration import adjust_to_prior, softmax
 from .densenet import redshift_estimate
 from .galaxy_lines import find_galaxy_lines
@@ -60,29 +60,40 @@ def published_class(probs: np.ndarray, qso_z: np.ndarray, narrow_lines: np.ndarr
     return classes
 
 
-def qso_checks(flux: np.ndarray, ivar: np.ndarray, qso_z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def qso_checks(flux: np.ndarray, ivar: np.ndarray, qso_z: np.ndarray,
+               lines_z: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(Balmer series at rest, narrow lines only), (B,) bool each, of rows with a QSO fit at ``qso_z`` (NaN:
     none): two of the reasons ``published_class`` does not publish a QSO (the third, ``qso_z`` below
     ``QSO_MIN_Z``, it reads itself). The series at rest (``rest_lines``) is looked for wherever the fit lies;
-    narrow lines (``broad_lines``) at the fit's z, only where that is a QSO's and the series is not at rest."""
+    narrow lines (``broad_lines``) at the fit's z, only where that is a QSO's and the series is not at rest,
+    and also at ``lines_z`` (NaN: none), the z of a galaxy's emission lines the row shows
+    (``find_galaxy_lines``), where that lies beyond the H-alpha fit's reach of the QSO fit's: its narrow lines
+    say where a QSO's broad H-alpha would be, whatever z the QSO fit aliased to."""
     flux, qso_z = np.asarray(flux), np.asarray(qso_z, float)
     ivar = np.asarray(ivar).reshape(flux.shape)
     series, narrow = np.zeros(len(qso_z), bool), np.zeros(len(qso_z), bool)
     rows = np.flatnonzero(np.isfinite(qso_z))
     if len(rows):
         series[rows] = balmer_series_at_rest(flux[rows], ivar[rows], qso_z[rows])
-    rows = np.flatnonzero(np.isfinite(qso_z) & (qso_z >= QSO_MIN_Z) & ~series)
+    judged = np.isfinite(qso_z) & (qso_z >= QSO_MIN_Z) & ~series
+    rows = np.flatnonzero(judged)
     if len(rows):
         narrow[rows] = narrow_lines_only(flux[rows], ivar[rows], qso_z[rows])
+    if lines_z is not None:
+        lines_z = np.asarray(lines_z, float)
+        with np.errstate(invalid="ignore"):
+            apart = np.abs(np.log1p(lines_z) - np.log1p(qso_z)) * C_KMS > MAX_SHIFT_KMS
+        rows = np.flatnonzero(judged & ~narrow & np.isfinite(lines_z) & apart)
+        if len(rows):
+            narrow[rows] = narrow_lines_only(flux[rows], ivar[rows], lines_z[rows])
     return series, narrow
 
 
-def galaxy_lines_of_stars(flux: np.ndarray, ivar: np.ndarray,
-                          classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(B,) bool, a galaxy's emission lines (``find_galaxy_lines``) in the rows of ``classes`` that are STAR, the
-    only rows ``published_class`` reads them in (False elsewhere), and (B,) the lines' z (NaN elsewhere)."""
-    found, z = np.zeros(len(classes), bool), np.full(len(classes), np.nan)
-    rows = np.flatnonzero(np.asarray(classes) == CLASS_NAMES.index("STAR"))
+def galaxy_lines_of(flux: np.ndarray, ivar: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) bool, a galaxy's emission lines (``find_galaxy_lines``) in the ``rows`` (a (B,) bool mask; False
+    elsewhere), and (B,) the lines' z (NaN elsewhere)."""
+    found, z = np.zeros(len(rows), bool), np.full(len(rows), np.nan)
+    rows = np.flatnonzero(rows)
     if len(rows):
         ivar = np.asarray(ivar).reshape(np.shape(flux))
         found[rows], z[rows] = find_galaxy_lines(np.asarray(flux)[rows], ivar[rows])
@@ -187,8 +198,9 @@ class Classifier:
         The published class (``fit.classes``) is the most probable one, but a QSO must have a QSO redshift and
         broad lines (``published_class``): where it shows the Balmer series in emission at rest (``rest_lines``)
         it is published STAR; where its QSO fit lies below ``QSO_MIN_Z`` (both ``fit.no_qso_redshift``), or
-        H-alpha is on the grid at the fit's z and shows no broad line (``fit.no_broad_line``,
-        ``broad_lines.narrow_lines_only``), as its next most probable class; either fitted as that (the
+        H-alpha is on the grid at the fit's z, or at the z of a galaxy's emission lines it shows
+        (``galaxy_lines``), and shows no broad line (``fit.no_broad_line``, ``broad_lines.narrow_lines_only``),
+        as its next most probable class; either fitted as that (the
         probabilities stay the network's). Both also mark rows whose balanced class is a QSO that fails the
         same way. A row so published STAR that shows a galaxy's emission lines at one z beyond the stars'
         (``galaxy_lines``) is published GALAXY (``fit.galaxy_lines``), fitted around its lines' z.
@@ -213,11 +225,14 @@ class Classifier:
             return self.fitter.fit(flux[rows], ivar[rows], as_class, own, None if pedestal is None else pedestal[rows])
 
         fit = self.fitter.fit(flux, ivar, classes, proposal, pedestal)
-        qso = CLASS_NAMES.index("QSO")
+        qso, star = CLASS_NAMES.index("QSO"), CLASS_NAMES.index("STAR")
         qso_z = np.where(classes == qso, fit.z, np.nan)
-        series, narrow = qso_checks(flux, ivar, qso_z)
+        # a galaxy's emission lines where a rule reads them: a STAR's make it a GALAXY, a QSO's say where its broad
+        # H-alpha would be (and a QSO published STAR is a STAR then)
+        lines, lines_z = galaxy_lines_of(flux, ivar, (classes == star) | (classes == qso))
+        series, narrow = qso_checks(flux, ivar, qso_z, lines_z)
         published = published_class(probs, qso_z, narrow, series)
-        lines, lines_z = galaxy_lines_of_stars(flux, ivar, published)
+        lines &= published == star
         published = published_class(probs, qso_z, narrow, series, lines)
         changed = published != classes
         moved = np.flatnonzero(changed)
@@ -235,7 +250,7 @@ class Classifier:
         # rows whose most probable class is QSO were checked above (a moved one's z_balanced is that same fit)
         balanced_qso = (data_class == qso) & (classes != qso)
         balanced_z = np.where(balanced_qso, fit.z_balanced, np.nan)
-        series, narrow = qso_checks(flux, ivar, balanced_z)
+        series, narrow = qso_checks(flux, ivar, balanced_z, lines_z)
         fit.no_qso_redshift |= (balanced_z < QSO_MIN_Z) | series
         fit.no_broad_line |= narrow
         return probs, balanced, fit
@@ -244,11 +259,11 @@ class Classifier:
                           pedestal: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """What ``published_class`` needs, as ``predict_with_redshift`` finds it: for the rows whose most probable
         class under ``probs`` is QSO, (B,) the QSO fit's z (around the network's redshift proposal; NaN
-        elsewhere) and (B,) bool each, a narrow H-alpha alone at that z and the Balmer series at rest
-        (``qso_checks``); for every row, (B,) bool, a galaxy's emission lines (``find_galaxy_lines``), which
-        ``published_class`` reads only where it publishes STAR. A prior that lowers QSO against the other classes
-        (the survey's) publishes no other row as QSO, so the fits for the balanced probabilities serve every
-        such prior."""
+        elsewhere) and (B,) bool each, a narrow H-alpha alone at that z (or at the z of a galaxy's emission lines
+        the row shows) and the Balmer series at rest (``qso_checks``); for every row, (B,) bool, a galaxy's
+        emission lines (``find_galaxy_lines``), which ``published_class`` reads only where it publishes STAR. A
+        prior that lowers QSO against the other classes (the survey's) publishes no other row as QSO, so the fits
+        for the balanced probabilities serve every such prior."""
         flux = self._check(flux)
         qso = CLASS_NAMES.index("QSO")
         rows = np.flatnonzero(np.asarray(probs).argmax(axis=1) == qso)
@@ -258,8 +273,9 @@ class Classifier:
             _, proposal = self._logits_and_proposal(flux[rows])
             qso_z[rows] = self.fitter.fit(flux[rows], ivar[rows], np.full(len(rows), qso), proposal,
                                           None if pedestal is None else np.asarray(pedestal).reshape(-1)[rows]).z
-        series, narrow = qso_checks(flux, ivar, qso_z)
-        return qso_z, narrow, series, find_galaxy_lines(flux, ivar)[0]
+        lines, lines_z = find_galaxy_lines(flux, ivar)
+        series, narrow = qso_checks(flux, ivar, qso_z, lines_z)
+        return qso_z, narrow, series, lines
 
     def _logits_and_proposal(self, flux: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         """One pass of the network: its logits and its redshift head's (z, z_err) proposal (None without a

@@ -53,8 +53,9 @@ FLAG_DOCS: dict[Flag, str] = {
                            "the series shows, else as its next class; also set where the balanced prior's QSO "
                            "(z_balanced) does"),
     Flag.NO_BROAD_LINE: (f"the network's QSO shows a narrow H-alpha and no broad one (sigma >= {BROAD_MIN_SIGMA_KMS:g} "
-                         "km/s) at its QSO fit's z (below 0.33): a narrow-line galaxy (star-forming, Seyfert 2, "
-                         "LINER), published as its next class; also set where the balanced prior's QSO does"),
+                         "km/s) at its QSO fit's z, or at the z of a galaxy's emission lines it shows (either below "
+                         "0.33): a narrow-line galaxy (star-forming, Seyfert 2, LINER), published as its next class; "
+                         "also set where the balanced prior's QSO does"),
     Flag.GALAXY_LINES: (f"the network's STAR shows a galaxy's emission lines at one z >= {GALAXY_LINES_MIN_Z:g} "
                         "(three of [O II], H-beta, [O III], H-alpha, [N II], [S II] in emission, one forbidden, none "
                         "on a star's own lines at rest): published GALAXY, fitted as one"),

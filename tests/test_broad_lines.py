@@ -13,7 +13,7 @@ from test_redshift_pipeline import records_of
 from lamost_classify.contract import BROAD_MIN_SIGMA_KMS, N_PIXELS, WAVELENGTH
 from lamost_classify.model.broad_lines import BROAD_MAX_RATIO, fit_h_alpha, narrow_lines_only, window_on_grid
 from lamost_classify.model.densenet import build_model
-from lamost_classify.model.inference import Classifier, published_class
+from lamost_classify.model.inference import Classifier, published_class, qso_checks
 from lamost_classify.model.weights import save_weights
 from lamost_classify.pipeline import stages
 from lamost_classify.pipeline.flags import Flag
@@ -62,6 +62,37 @@ def test_narrow_lines_are_told_from_a_broad_h_alpha():
     broad = fit_h_alpha(qso[0], qso[1], 0.1)
     assert broad["sigma_kms"] == pytest.approx(2000.0, rel=0.3) and broad["ratio"] == pytest.approx(3.0, rel=0.3)
     assert not broad["narrow_only"]
+
+
+def test_a_faint_bump_as_wide_as_the_window_is_no_broad_line():
+    """A component at the widest sigma the fit tries (FWHM ~9,300 km/s, most of the window) carrying a third of
+    the narrow H-alpha's flux is a galaxy's continuum curving under H-alpha as much as a line: narrow only. A
+    QSO's line that wide carries more than its narrow H-alpha, and a Seyfert 1.9's narrower one counts."""
+    widest = emission_spectrum(0.1, np.random.default_rng(3), broad_sigma=4000.0, broad_share=0.3, snr=200.0)
+    fit = fit_h_alpha(*widest, 0.1)
+    assert fit["sigma_kms"] == pytest.approx(3960.0, rel=0.01) and fit["ratio_upper"] < BROAD_MAX_RATIO
+    assert fit["narrow_only"]
+    qso = emission_spectrum(0.1, np.random.default_rng(3), broad_sigma=4000.0, broad_share=3.0, snr=200.0)
+    assert not fit_h_alpha(*qso, 0.1)["narrow_only"]
+    seyfert_19 = emission_spectrum(0.1, np.random.default_rng(3), broad_sigma=2200.0, broad_share=0.3, snr=200.0)
+    assert not fit_h_alpha(*seyfert_19, 0.1)["narrow_only"]
+
+
+def test_a_qso_fit_aliased_away_from_the_galaxy_lines_is_judged_at_the_lines_z():
+    """A narrow-line galaxy at z 0.08 whose QSO fit aliased to z 1.4 (H-alpha off the grid there) shows no
+    broad H-alpha at its lines' z: narrow only; a broad-line QSO at z 0.08 fitted at the same alias keeps its
+    broad H-alpha there; lines within the H-alpha fit's reach of the QSO fit's z add nothing."""
+    rng = np.random.default_rng(4)
+    galaxy = emission_spectrum(0.08, rng)
+    qso = emission_spectrum(0.08, rng, broad_sigma=2000.0)
+    flux, ivar = (np.stack(a) for a in zip(galaxy, qso))
+    alias, lines_z = np.array([1.4, 1.4]), np.array([0.08, 0.08])
+    assert qso_checks(flux, ivar, alias)[1].tolist() == [False, False]
+    assert qso_checks(flux, ivar, alias, lines_z)[1].tolist() == [True, False]
+    assert qso_checks(flux, ivar, alias, np.array([np.nan, np.nan]))[1].tolist() == [False, False]
+    # the fit's own z judged already: a second look within its reach is none
+    near = np.array([0.0805, 0.0805])
+    assert qso_checks(flux, ivar, near, lines_z)[1].tolist() == qso_checks(flux, ivar, near)[1].tolist()
 
 
 def test_nothing_is_judged_where_the_spectrum_cannot_show_it():
