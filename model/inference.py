@@ -200,8 +200,7 @@ class Classifier:
         it is published STAR; where its QSO fit lies below ``QSO_MIN_Z`` (both ``fit.no_qso_redshift``), or
         H-alpha is on the grid at the fit's z, or at the z of a galaxy's emission lines it shows
         (``galaxy_lines``), and shows no broad line (``fit.no_broad_line``, ``broad_lines.narrow_lines_only``),
-        as its next most probable class; either fitted as that (the
-        probabilities stay the network's). Both also mark rows whose balanced class is a QSO that fails the
+        as its next most probable class; either fitted as that (the probabilities stay the network's). Both also mark rows whose balanced class is a QSO that fails the
         same way. A row so published STAR that shows a galaxy's emission lines at one z beyond the stars'
         (``galaxy_lines``) is published GALAXY (``fit.galaxy_lines``), fitted around its lines' z.
 
@@ -228,7 +227,7 @@ class Classifier:
         qso, star = CLASS_NAMES.index("QSO"), CLASS_NAMES.index("STAR")
         qso_z = np.where(classes == qso, fit.z, np.nan)
         # a galaxy's emission lines where a rule reads them: a STAR's make it a GALAXY, a QSO's say where its broad
-        # H-alpha would be (and a QSO published STAR is a STAR then)
+        # H-alpha would be (and a QSO the rules publish STAR is then read as a STAR)
         lines, lines_z = galaxy_lines_of(flux, ivar, (classes == star) | (classes == qso))
         series, narrow = qso_checks(flux, ivar, qso_z, lines_z)
         published = published_class(probs, qso_z, narrow, series)
