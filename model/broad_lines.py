@@ -20,8 +20,9 @@ is a type 1 AGN). A faint component at the widest sigma of the grid is no such l
 km/s spans most of the window, where it fits the curvature of a galaxy's continuum under H-alpha as well as
 a line (a QSO's line that wide carries more flux than its narrow H-alpha, which the share cut sees). Not
 judged: a spectrum too faint to rule a broad line out (a faint QSO whose narrow core shows and whose wings
-drown), a window every fit of which wants a broad trough (a BAL, a wrong redshift), H-alpha off the grid. The cuts were set on the `physical` and `survey` mock families at their true
-redshifts (docs/families.md, "Narrow lines are not a QSO's").
+drown), a window every fit of which wants a broad trough (a BAL, a wrong redshift), H-alpha off the grid. The
+cuts were set on the `physical` and `survey` mock families at their true redshifts (docs/families.md, "Narrow
+lines are not a QSO's").
 """
 
 from __future__ import annotations

@@ -200,9 +200,10 @@ class Classifier:
         it is published STAR; where its QSO fit lies below ``QSO_MIN_Z`` (both ``fit.no_qso_redshift``), or
         H-alpha is on the grid at the fit's z, or at the z of a galaxy's emission lines it shows
         (``galaxy_lines``), and shows no broad line (``fit.no_broad_line``, ``broad_lines.narrow_lines_only``),
-        as its next most probable class; either fitted as that (the probabilities stay the network's). Both also mark rows whose balanced class is a QSO that fails the
-        same way. A row so published STAR that shows a galaxy's emission lines at one z beyond the stars'
-        (``galaxy_lines``) is published GALAXY (``fit.galaxy_lines``), fitted around its lines' z.
+        as its next most probable class; either fitted as that (the probabilities stay the network's). Both also
+        mark rows whose balanced class is a QSO that fails the same way. A row so published STAR that shows a
+        galaxy's emission lines at one z beyond the stars' (``galaxy_lines``) is published GALAXY
+        (``fit.galaxy_lines``), fitted around its lines' z.
 
         Where the balanced prior picks another class (PRIOR_DOMINATED: a faint galaxy published as STAR),
         that class is fitted too, into ``z_balanced``/``z_err_balanced``: a sample selected on what the
