@@ -55,6 +55,7 @@ BROAD_MAX_RATIO = 0.7
 BROAD_UPPER_SIGMA = 2.0
 WIDE_SIGMA_KMS = 1900.0  # FWHM 4,500 km/s
 WIDE_MIN_SIGNIFICANCE = 5.0
+PROFILE_REACH = 8.0  # sigmas: exp(-32) ~ 1e-14, below the solve's 1e-12 ridge
 
 _LOG_GRID = np.log(WAVELENGTH)
 _LOG_STEP = float(_LOG_GRID[1] - _LOG_GRID[0])
@@ -93,13 +94,11 @@ def quadratic_continuum(log_wave: np.ndarray) -> np.ndarray:
     return np.stack([np.ones_like(x), x, x * x], -1)
 
 
-def least_squares(design: np.ndarray, flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weighted least squares for each design of the stack (..., pixels, k): coefficients, chi2, normal
-    matrix."""
-    weighted = np.swapaxes(design * ivar[:, None], -1, -2)  # (..., k, pixels)
-    normal, rhs = weighted @ design, weighted @ flux
-    coef = np.linalg.solve(normal + 1e-12 * np.eye(design.shape[-1]), rhs[..., None])[..., 0]
-    return coef, np.sum(ivar * flux * flux) - np.einsum("...i,...i->...", coef, rhs), normal
+def solve_normal(normal: np.ndarray, rhs: np.ndarray, weighted_square: float) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least squares from its normal equations, for each of the stack (..., k, k) and (..., k):
+    coefficients and chi2, with ``weighted_square`` the data's sum of ivar * flux**2."""
+    coef = np.linalg.solve(normal + 1e-12 * np.eye(normal.shape[-1]), rhs[..., None])[..., 0]
+    return coef, weighted_square - np.einsum("...i,...i->...", coef, rhs)
 
 
 def fit_h_alpha(flux: np.ndarray, ivar: np.ndarray, z: float) -> dict | None:
@@ -125,8 +124,8 @@ def fit_h_alpha(flux: np.ndarray, ivar: np.ndarray, z: float) -> dict | None:
         return {"narrow_significance": 0.0, "sigma_kms": np.nan, "ratio": np.nan, "ratio_upper": np.nan,
                 "narrow_only": False}
     # plus a broad H-alpha in emission, next to the narrow fit's offset, at every fine H-alpha width
-    coef, chi2, normal = window.solve(window.design(shift + np.arange(-1, 2) * SHIFT_STEP_KMS / 4, fine_balmer,
-                                                    np.array([forbidden]), BROAD_SIGMA_KMS))
+    coef, chi2, normal = window.solve(shift + np.arange(-1, 2) * SHIFT_STEP_KMS / 4, fine_balmer, np.array([forbidden]),
+                                      BROAD_SIGMA_KMS)
     chi2 = np.where(coef[..., -1] >= 0, chi2, np.inf)
     best = np.unravel_index(np.argmin(chi2), chi2.shape)
     if not np.isfinite(chi2[best]):  # every fit wants a broad trough: a misfit window (a BAL, a wrong z)
@@ -146,43 +145,78 @@ def fit_h_alpha(flux: np.ndarray, ivar: np.ndarray, z: float) -> dict | None:
 
 
 class _Window:
-    """H-alpha's window of one spectrum: its valid pixels, and least squares over grids of line models."""
+    """H-alpha's window of one spectrum: its valid pixels, and least squares over grids of line models. Each
+    grid's normal equations are put together from the inner products of its distinct columns (the continuum, a
+    narrow H-alpha per offset and width, a forbidden group per offset and width, a broad H-alpha per offset and
+    width), not from every combination's design matrix: the same sums, a few hundred instead of thousands."""
 
     def __init__(self, log_wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, log_z: float):
         self.log_wave, self.flux, self.ivar, self.log_z = log_wave, flux, ivar, log_z
         self.continuum = quadratic_continuum(log_wave)
 
     def lines(self, rest_wave: float, shifts: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
-        """(shifts, sigmas, pixels) unit-area lines at ``rest_wave`` offset by ``shifts`` km/s."""
+        """(shifts, sigmas, pixels) unit-area lines at ``rest_wave`` offset by ``shifts`` km/s, zero beyond
+        ``PROFILE_REACH`` sigmas of the farthest offset (where a Gaussian is below 1e-14 of its peak)."""
         centre = np.log(rest_wave) + self.log_z + shifts / C_KMS
-        return line_profiles(self.log_wave, *np.broadcast_arrays(centre[:, None], sigmas[None, :]))
+        reach = (np.abs(shifts).max() + PROFILE_REACH * sigmas.max()) / C_KMS
+        near = np.flatnonzero(np.abs(self.log_wave - (np.log(rest_wave) + self.log_z)) <= reach + _LOG_STEP)
+        out = np.zeros((len(shifts), len(sigmas), len(self.log_wave)))
+        if len(near):
+            out[..., near] = line_profiles(self.log_wave[near], *np.broadcast_arrays(centre[:, None], sigmas[None, :]))
+        return out
 
-    def design(self, shifts: np.ndarray, balmer: np.ndarray, forbidden: np.ndarray,
-               broad: np.ndarray | None = None) -> np.ndarray:
-        """(shifts, balmer, forbidden[, broad], pixels, k): continuum (3), narrow H-alpha, the forbidden groups
-        (each at its own fixed ratios) [, broad H-alpha] for every combination of the widths and offsets."""
-        shape = (len(shifts), len(balmer), len(forbidden), len(self.flux))
-        groups = np.stack([sum(r * self.lines(w, shifts, forbidden) for w, r in zip(waves, ratios))
-                           for waves, ratios in FORBIDDEN], -1)  # (shifts, forbidden, pixels, groups)
-        columns = [np.broadcast_to(self.continuum, shape + (3,)),
-                   np.broadcast_to(self.lines(H_ALPHA, shifts, balmer)[:, :, None, :, None], shape + (1,)),
-                   np.broadcast_to(groups[:, None], shape + (len(FORBIDDEN),))]
-        if broad is None:
-            return np.concatenate(columns, -1)
-        shape = shape[:3] + (len(broad), shape[3])
-        columns = [np.broadcast_to(c[:, :, :, None], shape + c.shape[-1:]) for c in columns]
-        columns.append(np.broadcast_to(self.lines(H_ALPHA, shifts, broad)[:, None, None, :, :, None], shape + (1,)))
-        return np.concatenate(columns, -1)
-
-    def solve(self, design: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``least_squares`` of this window's pixels for each design of the stack (..., pixels, k)."""
-        return least_squares(design, self.flux, self.ivar)
+    def solve(self, shifts: np.ndarray, balmer: np.ndarray, forbidden: np.ndarray,
+              broad: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Weighted least squares for every combination of the offsets and widths: coefficients, chi2 and normal
+        matrix, each (shifts, balmer, forbidden[, broad], ...), of the columns continuum (3), narrow H-alpha, the
+        forbidden groups (each at its own fixed ratios) [, broad H-alpha]."""
+        w, y, cont = self.ivar, self.flux, self.continuum
+        narrow = self.lines(H_ALPHA, shifts, balmer)  # (S, B, P)
+        groups = np.stack([sum(r * self.lines(x, shifts, forbidden) for x, r in zip(waves, ratios))
+                           for waves, ratios in FORBIDDEN], 2)  # (S, F, G, P)
+        s, b, f, g = len(shifts), len(balmer), len(forbidden), len(FORBIDDEN)
+        wc, wn, wg = cont * w[:, None], narrow * w, groups * w  # weighted columns
+        gg = np.einsum("sfgp,sfhp->sfgh", wg, groups)
+        ng = np.matmul(wn, groups.reshape(s, f * g, -1).transpose(0, 2, 1)).reshape(s, b, f, g)
+        blocks = {  # (row block, column block): inner products, broadcast to (S, B, F, rows, columns)
+            ("c", "c"): (wc.T @ cont)[None, None, None],
+            ("n", "c"): (wn @ cont)[:, :, None, None, :],
+            ("g", "c"): np.einsum("sfgp,pi->sfgi", wg, cont)[:, None],
+            ("n", "n"): np.einsum("sbp,sbp->sb", wn, narrow)[:, :, None, None, None],
+            ("g", "n"): ng[..., None],
+            ("g", "g"): gg[:, None],
+        }
+        rhs = [np.broadcast_to(wc.T @ y, (s, b, f, 3)), np.broadcast_to((wn @ y)[:, :, None, None], (s, b, f, 1)),
+               np.broadcast_to((wg @ y)[:, None], (s, b, f, g))]
+        names, sizes = ["c", "n", "g"], {"c": 3, "n": 1, "g": g}
+        if broad is not None:
+            wide = self.lines(H_ALPHA, shifts, broad)  # (S, R, P)
+            ww = wide * w
+            blocks = {key: np.expand_dims(value, 3) for key, value in blocks.items()}  # (S, B, F, R, ...)
+            rhs = [np.broadcast_to(part[:, :, :, None], (s, b, f, len(broad), part.shape[-1])) for part in rhs]
+            blocks[("r", "c")] = (ww @ cont)[:, None, None, :, None, :]
+            blocks[("r", "n")] = np.einsum("srp,sbp->sbr", ww, narrow)[:, :, None, :, None, None]
+            blocks[("r", "g")] = np.einsum("srp,sfgp->sfrg", ww, groups)[:, None, :, :, None, :]
+            blocks[("r", "r")] = np.einsum("srp,srp->sr", ww, wide)[:, None, None, :, None, None]
+            rhs.append(np.broadcast_to((ww @ y)[:, None, None, :, None], (s, b, f, len(broad), 1)))
+            names.append("r")
+            sizes["r"] = 1
+        shape = rhs[0].shape[:-1]
+        start = dict(zip(names, np.cumsum([0] + [sizes[n] for n in names])))
+        k = sum(sizes.values())
+        normal = np.empty(shape + (k, k))
+        for (row, col), value in blocks.items():  # the lower blocks and their mirror
+            rows, cols = slice(start[row], start[row] + sizes[row]), slice(start[col], start[col] + sizes[col])
+            normal[..., rows, cols] = value
+            normal[..., cols, rows] = np.swapaxes(np.broadcast_to(value, shape + (sizes[row], sizes[col])), -1, -2)
+        rhs = np.concatenate([np.broadcast_to(part, shape + part.shape[-1:]) for part in rhs], -1)
+        return *solve_normal(normal, rhs, np.sum(w * y * y)), normal
 
     def best_narrow(self, shifts: np.ndarray, balmer: np.ndarray,
                     forbidden: np.ndarray) -> tuple[tuple[float, float, float], float]:
         """The narrow-only fit with H-alpha in emission over the grid: its (shift, H-alpha's width, the forbidden
         lines' width) and H-alpha in sigmas from zero (NaN where no fit has it in emission)."""
-        coef, chi2, normal = self.solve(self.design(shifts, balmer, forbidden))
+        coef, chi2, normal = self.solve(shifts, balmer, forbidden)
         chi2 = np.where(coef[..., 3] > 0, chi2, np.inf)
         best = np.unravel_index(np.argmin(chi2), chi2.shape)
         if not np.isfinite(chi2[best]):

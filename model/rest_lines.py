@@ -25,7 +25,7 @@ import numpy as np
 
 from lamost_classify.contract import QSO_MIN_Z, WAVELENGTH
 
-from .broad_lines import C_KMS, least_squares, line_profiles, quadratic_continuum
+from .broad_lines import C_KMS, line_profiles, quadratic_continuum, solve_normal
 
 BALMER = (6564.61, 4862.68, 4341.68)  # H-alpha, H-beta, H-gamma, vacuum A as the grid
 QSO_LINES = (1215.67, 1549.06, 1908.73, 2798.75, 4862.68, 6564.61)  # Ly-alpha, C IV, C III], Mg II, H-beta, H-alpha
@@ -87,12 +87,19 @@ def _window_fit(flux: np.ndarray, ivar: np.ndarray,
     valid = (ivar[pixels] > 0) & np.isfinite(flux[pixels])
     if valid.sum() < MIN_WINDOW_COVERAGE * _WINDOW_PIXELS:  # off the grid, or masked
         return None
-    line = lines[..., valid]
-    design = np.concatenate([np.broadcast_to(quadratic_continuum(_LOG_GRID[pixels][valid]), line.shape + (3,)),
-                             line[..., None]], -1)
-    coef, chi2, normal = least_squares(design, flux[pixels][valid], ivar[pixels][valid])
-    error = np.sqrt(np.linalg.inv(normal + 1e-12 * np.eye(design.shape[-1]))[..., -1, -1])
-    return coef[..., -1], error, chi2, np.array(valid.sum() - design.shape[-1], float)
+    line, y, w = lines[..., valid], flux[pixels][valid], ivar[pixels][valid]
+    continuum = quadratic_continuum(_LOG_GRID[pixels][valid])
+    # the normal equations of continuum + line for every (velocity, width) from the columns' inner products
+    weighted_line = line * w
+    normal = np.empty(line.shape[:-1] + (4, 4))
+    normal[..., :3, :3] = (continuum.T * w) @ continuum
+    normal[..., :3, 3] = normal[..., 3, :3] = weighted_line @ continuum
+    normal[..., 3, 3] = np.einsum("...p,...p->...", weighted_line, line)
+    rhs = np.concatenate([np.broadcast_to((continuum.T * w) @ y, line.shape[:-1] + (3,)),
+                          (weighted_line @ y)[..., None]], -1)
+    coef, chi2 = solve_normal(normal, rhs, np.sum(w * y * y))
+    error = np.sqrt(np.linalg.inv(normal + 1e-12 * np.eye(4))[..., -1, -1])
+    return coef[..., -1], error, chi2, np.array(valid.sum() - 4, float)
 
 
 @functools.lru_cache(maxsize=len(BALMER) + len(QSO_LINES))

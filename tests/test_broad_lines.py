@@ -11,7 +11,9 @@ from test_redshift_fit import from_template
 from test_redshift_pipeline import records_of
 
 from lamost_classify.contract import BROAD_MIN_SIGMA_KMS, N_PIXELS, WAVELENGTH
-from lamost_classify.model.broad_lines import BROAD_MAX_RATIO, fit_h_alpha, narrow_lines_only, window_on_grid
+from lamost_classify.model import rest_lines
+from lamost_classify.model.broad_lines import (BROAD_MAX_RATIO, FORBIDDEN, H_ALPHA, _Window, fit_h_alpha,
+                                                 narrow_lines_only, quadratic_continuum, window_on_grid)
 from lamost_classify.model.densenet import build_model
 from lamost_classify.model.inference import Classifier, published_class, qso_checks
 from lamost_classify.model.weights import save_weights
@@ -62,6 +64,54 @@ def test_narrow_lines_are_told_from_a_broad_h_alpha():
     broad = fit_h_alpha(qso[0], qso[1], 0.1)
     assert broad["sigma_kms"] == pytest.approx(2000.0, rel=0.3) and broad["ratio"] == pytest.approx(3.0, rel=0.3)
     assert not broad["narrow_only"]
+
+
+def explicit_least_squares(design: np.ndarray, flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, float]:
+    """Coefficients and chi2 of one explicit design matrix (pixels, k), by numpy's own solver."""
+    root = np.sqrt(ivar)
+    coef = np.linalg.lstsq(design * root[:, None], flux * root, rcond=None)[0]
+    return coef, float(np.sum(ivar * (flux - design @ coef) ** 2))
+
+
+def test_the_window_fits_are_those_of_their_explicit_designs():
+    """The fits put their normal equations together from each column's inner products, not from every
+    combination's design matrix: each combination of offset and widths solves as its own design would (H-alpha's
+    window with and without a broad line; a Balmer line's window at rest)."""
+    rng = np.random.default_rng(6)
+    flux, ivar = emission_spectrum(0.1, rng, broad_sigma=1500.0, broad_share=0.5, snr=20.0)
+    ivar[rng.random(N_PIXELS) < 0.1] = 0.0
+    rest = WAVELENGTH / 1.1
+    valid = (rest > 6250.0) & (rest < 6850.0) & (ivar > 0)
+    window = _Window(np.log(WAVELENGTH[valid]), flux[valid], ivar[valid], np.log(1.1))
+    shifts, balmer, forbidden, broad = np.array([-50.0, 0.0, 75.0]), np.array([80.0, 200.0]), np.array([120.0]), \
+        np.array([1000.0, 2500.0])
+
+    def column(rest_wave: float, shift: float, sigma: float) -> np.ndarray:
+        return window.lines(rest_wave, np.array([shift]), np.array([sigma]))[0, 0]
+
+    for broad_too in (False, True):
+        coef, chi2, _ = window.solve(shifts, balmer, forbidden, broad if broad_too else None)
+        for i, j, k in np.ndindex(len(shifts), len(balmer), len(broad) if broad_too else 1):
+            columns = [window.continuum, column(H_ALPHA, shifts[i], balmer[j])[:, None]]
+            columns += [sum(r * column(w, shifts[i], forbidden[0]) for w, r in zip(waves, ratios))[:, None]
+                        for waves, ratios in FORBIDDEN]
+            if broad_too:
+                columns.append(column(H_ALPHA, shifts[i], broad[k])[:, None])
+            expected, expected_chi2 = explicit_least_squares(np.hstack(columns), window.flux, window.ivar)
+            at = (i, j, 0, k) if broad_too else (i, j, 0)
+            assert coef[at] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+            assert chi2[at] == pytest.approx(expected_chi2, rel=1e-8)
+
+    pixels, lines = rest_lines._window_lines(6564.61)
+    star = 1.0 + 2.0 * gaussian(6564.61, 0.0, 400.0)[pixels] + rng.normal(0, 0.02, len(pixels))
+    weights = np.full(len(pixels), 2500.0)
+    flux_row, ivar_row = np.zeros(N_PIXELS), np.zeros(N_PIXELS)
+    flux_row[pixels], ivar_row[pixels] = star, weights
+    amplitude, error, chi2, dof = rest_lines._window_fit(flux_row, ivar_row, 6564.61)
+    continuum = quadratic_continuum(np.log(WAVELENGTH[pixels]))
+    for v, w in ((0, 0), (10, 5), (20, 11)):
+        expected, expected_chi2 = explicit_least_squares(np.hstack([continuum, lines[v, w][:, None]]), star, weights)
+        assert amplitude[v, w] == pytest.approx(expected[-1], rel=1e-6) and chi2[v, w] == pytest.approx(expected_chi2)
 
 
 def test_a_faint_bump_as_wide_as_the_window_is_no_broad_line():
