@@ -62,6 +62,17 @@ _VETOED = np.stack([(np.abs(np.log(lines[0]) + _SHIFTS[:, None] * _LOG_STEP - np
                      ).any(axis=1) for lines, _ in GROUPS.values()])
 
 
+def _line_place(rest: float) -> tuple[int, int, int]:
+    """Where a line at ``rest`` falls over ``_SHIFTS``: the shifts [a, b) at which it lies on the grid (clear of
+    the continuum's reach at the ends) and its pixel at shift a (contiguous on from there)."""
+    pixel = int(round((np.log(rest) - _LOG_GRID[0]) / _LOG_STEP)) + _SHIFTS
+    on_grid = np.flatnonzero((pixel >= CONTINUUM_HALF_PIXELS) & (pixel < len(_LOG_GRID) - CONTINUUM_HALF_PIXELS))
+    return (int(on_grid[0]), int(on_grid[-1]) + 1, int(pixel[on_grid[0]])) if len(on_grid) else (0, 0, 0)
+
+
+_LINE_PLACES = [[_line_place(rest) for rest in lines] for lines, _ in GROUPS.values()]
+
+
 def find_galaxy_lines(flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(B,) bool, a galaxy's emission lines at one z from ``MIN_Z`` to ``MAX_Z`` (module docstring), and (B,)
     that z (the one with the most significance summed over the groups; NaN where none). ``flux`` and
@@ -74,7 +85,10 @@ def find_galaxy_lines(flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, n
         line = _line_significance(flux[rows], ivar[rows])  # (widths, rows, pixels)
         # Each line's best width first: a bound on every group's significance (a doublet's two lines may
         # prefer two widths), so the rows it rules out are ruled out; the few left are scanned width by width.
-        maybe = _found_at(_scan(line.max(axis=0, keepdims=True))).any(axis=1)
+        # Before that scan, the bound's own bound: each group's lines at their best anywhere on their reach.
+        best = line.max(axis=0, keepdims=True)
+        maybe = _may_be_found(best[0])
+        maybe[maybe] = _found_at(_scan(best[:, maybe])).any(axis=1)
         if not maybe.any():
             continue
         significance = _scan(line[:, maybe])  # (groups, rows, shifts), NaN off the grid
@@ -84,6 +98,18 @@ def find_galaxy_lines(flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, n
         score = np.where(found_at, np.where(significance > 0, significance, 0.0).sum(axis=0), -1.0)
         z[hit] = np.where(found[hit], np.expm1(_SHIFTS[score.argmax(axis=1)] * _LOG_STEP), np.nan)
     return found, z
+
+
+def _may_be_found(line: np.ndarray) -> np.ndarray:
+    """(B,) bool, a bound on ``_found_at(_scan(line[None])).any(axis=1)`` from ``line`` (B, N): ``MIN_GROUPS``
+    groups, one of them forbidden, whose lines, each at its best on the pixels it reaches over the z range (not
+    at one z, and without the veto), could add up to ``MIN_SIGNIFICANCE``."""
+    reach = np.stack([sum(ratio * (line[:, first:first + b - a].max(axis=1) if b > a else -np.inf)
+                          for (a, b, first), ratio in zip(places, ratios)) / np.sqrt(np.sum(np.square(ratios)))
+                      for places, (_, ratios) in zip(_LINE_PLACES, GROUPS.values())])
+    reach = reach >= MIN_SIGNIFICANCE * (1 - 1e-5)  # float32 sums in another order than _scan's
+    forbidden = reach[[list(GROUPS).index(g) for g in FORBIDDEN]].any(axis=0)
+    return (reach.sum(axis=0) >= MIN_GROUPS) & forbidden
 
 
 def _found_at(significance: np.ndarray) -> np.ndarray:
@@ -110,21 +136,17 @@ def _scan(line: np.ndarray) -> np.ndarray:
     """(groups, B, shifts): each group's significance at every z of ``_SHIFTS`` from ``line`` (widths, B, N),
     the best of the widths (a group's lines with their ratios as one template); NaN where a line is off the
     grid."""
-    half = CONTINUUM_HALF_PIXELS
-    n, m = line.shape[2], len(_SHIFTS)
+    m = len(_SHIFTS)
     out = np.empty((len(GROUPS), line.shape[1], m), np.float32)
-    for g, (lines, ratios) in enumerate(GROUPS.values()):
+    for g, (places, (_, ratios)) in enumerate(zip(_LINE_PLACES, GROUPS.values())):
         total = np.zeros(line.shape[:2] + (m,), np.float32)
-        for rest, ratio in zip(lines, ratios):
-            pixel = int(round((np.log(rest) - _LOG_GRID[0]) / _LOG_STEP)) + _SHIFTS  # contiguous
-            on_grid = np.flatnonzero((pixel >= half) & (pixel < n - half))
-            if len(on_grid) == 0:
+        for (a, b, first), ratio in zip(places, ratios):
+            if b == a:
                 total[:] = np.nan
                 continue
-            a, b = on_grid[0], on_grid[-1] + 1
             total[..., :a] = np.nan
             total[..., b:] = np.nan
-            total[..., a:b] += ratio * line[..., pixel[a]:pixel[a] + b - a]
+            total[..., a:b] += ratio * line[..., first:first + b - a]
         out[g] = np.max(total, axis=0) / np.sqrt(np.sum(np.square(ratios)))
     return out
 
