@@ -14,6 +14,7 @@ from test_redshift_pipeline import records_of
 
 from lamost_classify.contract import GALAXY_LINES_MIN_Z, N_PIXELS, WAVELENGTH
 from lamost_classify.model.densenet import build_model
+from lamost_classify.model import galaxy_lines
 from lamost_classify.model.galaxy_lines import find_galaxy_lines
 from lamost_classify.model.inference import Classifier, published_class
 from lamost_classify.model.redshift import load_templates
@@ -48,6 +49,25 @@ def test_a_galaxy_s_lines_are_found_at_their_z():
     found, z = find_galaxy_lines(flux, ivar)
     assert found.tolist() == [True] * len(zs) + [False, False]
     assert np.abs(z[:len(zs)] - zs) == pytest.approx(0, abs=2e-3)
+
+
+def test_the_first_bound_keeps_every_row_the_scan_finds():
+    """The cheap bound (each group's lines at their best anywhere) keeps every row the per-z scan finds, here three
+    groups just over the cut at a random z on noise of unit significance, and rules out rows of that noise alone."""
+    rng = np.random.default_rng(2)
+    names = list(galaxy_lines.GROUPS)
+    best = rng.normal(0.0, 1.0, (500, N_PIXELS)).astype(np.float32)
+    cut = galaxy_lines.MIN_SIGNIFICANCE
+    for row in best[:400]:
+        shift = rng.integers(len(galaxy_lines._SHIFTS))
+        for name in rng.choice(names, size=3, replace=False):
+            for a, b, first in galaxy_lines._LINE_PLACES[names.index(name)]:
+                if a <= shift < b:
+                    row[first + shift - a] = rng.uniform(cut, cut + 0.3)
+    found = galaxy_lines._found_at(galaxy_lines._scan(best[None])).any(axis=1)
+    kept = galaxy_lines._may_be_found(best)
+    assert found[:400].sum() > 50 and not found[400:].any()
+    assert (kept | ~found).all() and not kept[400:].any()
 
 
 def test_two_lines_or_faint_lines_are_not_enough():
