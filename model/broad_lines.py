@@ -145,10 +145,10 @@ def fit_h_alpha(flux: np.ndarray, ivar: np.ndarray, z: float) -> dict | None:
 
 
 class _Window:
-    """H-alpha's window of one spectrum: its valid pixels, and least squares over grids of line models. Each
-    grid's normal equations are put together from the inner products of its distinct columns (the continuum, a
-    narrow H-alpha per offset and width, a forbidden group per offset and width, a broad H-alpha per offset and
-    width), not from every combination's design matrix: the same sums, a few hundred instead of thousands."""
+    """H-alpha's window of one spectrum: its valid pixels, and least squares over grids of line models. Every
+    combination's normal equations are read from one Gram matrix per offset of all its distinct columns (the
+    continuum, a narrow H-alpha per width, a forbidden group per width, a broad H-alpha per width), not summed
+    over each combination's design matrix: the same sums, tens of columns instead of thousands of designs."""
 
     def __init__(self, log_wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, log_z: float):
         self.log_wave, self.flux, self.ivar, self.log_z = log_wave, flux, ivar, log_z
@@ -170,47 +170,26 @@ class _Window:
         """Weighted least squares for every combination of the offsets and widths: coefficients, chi2 and normal
         matrix, each (shifts, balmer, forbidden[, broad], ...), of the columns continuum (3), narrow H-alpha, the
         forbidden groups (each at its own fixed ratios) [, broad H-alpha]."""
-        w, y, cont = self.ivar, self.flux, self.continuum
-        narrow = self.lines(H_ALPHA, shifts, balmer)  # (S, B, P)
+        n_shifts, n_pixels, g = len(shifts), len(self.flux), len(FORBIDDEN)
         groups = np.stack([sum(r * self.lines(x, shifts, forbidden) for x, r in zip(waves, ratios))
-                           for waves, ratios in FORBIDDEN], 2)  # (S, F, G, P)
-        s, b, f, g = len(shifts), len(balmer), len(forbidden), len(FORBIDDEN)
-        wc, wn, wg = cont * w[:, None], narrow * w, groups * w  # weighted columns
-        gg = np.einsum("sfgp,sfhp->sfgh", wg, groups)
-        ng = np.matmul(wn, groups.reshape(s, f * g, -1).transpose(0, 2, 1)).reshape(s, b, f, g)
-        blocks = {  # (row block, column block): inner products, broadcast to (S, B, F, rows, columns)
-            ("c", "c"): (wc.T @ cont)[None, None, None],
-            ("n", "c"): (wn @ cont)[:, :, None, None, :],
-            ("g", "c"): np.einsum("sfgp,pi->sfgi", wg, cont)[:, None],
-            ("n", "n"): np.einsum("sbp,sbp->sb", wn, narrow)[:, :, None, None, None],
-            ("g", "n"): ng[..., None],
-            ("g", "g"): gg[:, None],
-        }
-        rhs = [np.broadcast_to(wc.T @ y, (s, b, f, 3)), np.broadcast_to((wn @ y)[:, :, None, None], (s, b, f, 1)),
-               np.broadcast_to((wg @ y)[:, None], (s, b, f, g))]
-        names, sizes = ["c", "n", "g"], {"c": 3, "n": 1, "g": g}
+                           for waves, ratios in FORBIDDEN], 2)  # (shifts, forbidden, groups, pixels)
+        columns = [np.broadcast_to(self.continuum.T, (n_shifts, 3, n_pixels)), self.lines(H_ALPHA, shifts, balmer),
+                   groups.reshape(n_shifts, -1, n_pixels)]
         if broad is not None:
-            wide = self.lines(H_ALPHA, shifts, broad)  # (S, R, P)
-            ww = wide * w
-            blocks = {key: np.expand_dims(value, 3) for key, value in blocks.items()}  # (S, B, F, R, ...)
-            rhs = [np.broadcast_to(part[:, :, :, None], (s, b, f, len(broad), part.shape[-1])) for part in rhs]
-            blocks[("r", "c")] = (ww @ cont)[:, None, None, :, None, :]
-            blocks[("r", "n")] = np.einsum("srp,sbp->sbr", ww, narrow)[:, :, None, :, None, None]
-            blocks[("r", "g")] = np.einsum("srp,sfgp->sfrg", ww, groups)[:, None, :, :, None, :]
-            blocks[("r", "r")] = np.einsum("srp,srp->sr", ww, wide)[:, None, None, :, None, None]
-            rhs.append(np.broadcast_to((ww @ y)[:, None, None, :, None], (s, b, f, len(broad), 1)))
-            names.append("r")
-            sizes["r"] = 1
-        shape = rhs[0].shape[:-1]
-        start = dict(zip(names, np.cumsum([0] + [sizes[n] for n in names])))
-        k = sum(sizes.values())
-        normal = np.empty(shape + (k, k))
-        for (row, col), value in blocks.items():  # the lower blocks and their mirror
-            rows, cols = slice(start[row], start[row] + sizes[row]), slice(start[col], start[col] + sizes[col])
-            normal[..., rows, cols] = value
-            normal[..., cols, rows] = np.swapaxes(np.broadcast_to(value, shape + (sizes[row], sizes[col])), -1, -2)
-        rhs = np.concatenate([np.broadcast_to(part, shape + part.shape[-1:]) for part in rhs], -1)
-        return *solve_normal(normal, rhs, np.sum(w * y * y)), normal
+            columns.append(self.lines(H_ALPHA, shifts, broad))
+        columns = np.concatenate(columns, 1)  # (shifts, distinct columns, pixels)
+        weighted = columns * self.ivar
+        gram, projections = weighted @ columns.transpose(0, 2, 1), weighted @ self.flux
+        # each combination's columns, in their order, as places among the distinct ones
+        grid = (len(balmer), len(forbidden)) + (() if broad is None else (len(broad),))
+        at = np.indices(grid)[..., None]
+        index = [np.broadcast_to(np.arange(3), grid + (3,)), 3 + at[0], 3 + len(balmer) + at[1] * g + np.arange(g)]
+        if broad is not None:
+            index.append(3 + len(balmer) + len(forbidden) * g + at[2])
+        index = np.concatenate(index, -1)[None]  # (1, *grid, k)
+        shift = np.arange(n_shifts).reshape((-1,) + (1,) * len(grid) + (1,))
+        normal = gram[shift[..., None], index[..., :, None], index[..., None, :]]
+        return *solve_normal(normal, projections[shift, index], np.sum(self.ivar * self.flux**2)), normal
 
     def best_narrow(self, shifts: np.ndarray, balmer: np.ndarray,
                     forbidden: np.ndarray) -> tuple[tuple[float, float, float], float]:

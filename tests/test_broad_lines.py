@@ -83,22 +83,22 @@ def test_the_window_fits_are_those_of_their_explicit_designs():
     rest = WAVELENGTH / 1.1
     valid = (rest > 6250.0) & (rest < 6850.0) & (ivar > 0)
     window = _Window(np.log(WAVELENGTH[valid]), flux[valid], ivar[valid], np.log(1.1))
-    shifts, balmer, forbidden, broad = np.array([-50.0, 0.0, 75.0]), np.array([80.0, 200.0]), np.array([120.0]), \
-        np.array([1000.0, 2500.0])
+    shifts, balmer = np.array([-50.0, 0.0, 75.0]), np.array([80.0, 200.0])
+    forbidden, broad = np.array([120.0, 250.0]), np.array([1000.0, 2500.0])
 
     def column(rest_wave: float, shift: float, sigma: float) -> np.ndarray:
         return window.lines(rest_wave, np.array([shift]), np.array([sigma]))[0, 0]
 
     for broad_too in (False, True):
         coef, chi2, _ = window.solve(shifts, balmer, forbidden, broad if broad_too else None)
-        for i, j, k in np.ndindex(len(shifts), len(balmer), len(broad) if broad_too else 1):
+        for i, j, l, k in np.ndindex(len(shifts), len(balmer), len(forbidden), len(broad) if broad_too else 1):
             columns = [window.continuum, column(H_ALPHA, shifts[i], balmer[j])[:, None]]
-            columns += [sum(r * column(w, shifts[i], forbidden[0]) for w, r in zip(waves, ratios))[:, None]
+            columns += [sum(r * column(w, shifts[i], forbidden[l]) for w, r in zip(waves, ratios))[:, None]
                         for waves, ratios in FORBIDDEN]
             if broad_too:
                 columns.append(column(H_ALPHA, shifts[i], broad[k])[:, None])
             expected, expected_chi2 = explicit_least_squares(np.hstack(columns), window.flux, window.ivar)
-            at = (i, j, 0, k) if broad_too else (i, j, 0)
+            at = (i, j, l, k) if broad_too else (i, j, l)
             assert coef[at] == pytest.approx(expected, rel=1e-6, abs=1e-9)
             assert chi2[at] == pytest.approx(expected_chi2, rel=1e-8)
 
