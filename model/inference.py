@@ -227,9 +227,10 @@ class Classifier:
         fit = self.fitter.fit(flux, ivar, classes, proposal, pedestal)
         qso, star = CLASS_NAMES.index("QSO"), CLASS_NAMES.index("STAR")
         qso_z = np.where(classes == qso, fit.z, np.nan)
-        # a galaxy's emission lines where a rule reads them: a STAR's make it a GALAXY, a QSO's say where its broad
-        # H-alpha would be (and a QSO the rules publish STAR is then read as a STAR)
-        lines, lines_z = galaxy_lines_of(flux, ivar, (classes == star) | (classes == qso))
+        data_class = balanced.argmax(axis=1)
+        # a galaxy's emission lines where a rule reads them: a STAR's make it a GALAXY, a QSO's (most probable or
+        # balanced) say where its broad H-alpha would be (and a QSO the rules publish STAR is then read as a STAR)
+        lines, lines_z = galaxy_lines_of(flux, ivar, (classes == star) | (classes == qso) | (data_class == qso))
         series, narrow = qso_checks(flux, ivar, qso_z, lines_z)
         published = published_class(probs, qso_z, narrow, series)
         lines &= published == star
@@ -242,7 +243,6 @@ class Classifier:
         fit.no_qso_redshift, fit.no_broad_line = ((qso_z < QSO_MIN_Z) | series) & changed, narrow & changed
         fit.galaxy_lines = lines
         fit.z_balanced, fit.z_err_balanced = fit.z.copy(), fit.z_err.copy()
-        data_class = balanced.argmax(axis=1)
         other = np.flatnonzero((classes >= 0) & (data_class != fit.classes))
         if len(other):
             alt = fit_rows(other, data_class[other])

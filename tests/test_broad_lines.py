@@ -10,12 +10,14 @@ from model_fixtures import TINY, one_torch_thread  # noqa: F401
 from test_redshift_fit import from_template
 from test_redshift_pipeline import records_of
 
+from lamost_classify import SURVEY_PRIOR
 from lamost_classify.contract import BROAD_MIN_SIGMA_KMS, N_PIXELS, WAVELENGTH
 from lamost_classify.model import rest_lines
 from lamost_classify.model.broad_lines import (BROAD_MAX_RATIO, FORBIDDEN, H_ALPHA, _Window, fit_h_alpha,
                                                  narrow_lines_only, quadratic_continuum, window_on_grid)
 from lamost_classify.model.densenet import build_model
 from lamost_classify.model.inference import Classifier, published_class, qso_checks
+from lamost_classify.model.redshift import RedshiftFitter
 from lamost_classify.model.weights import save_weights
 from lamost_classify.pipeline import stages
 from lamost_classify.pipeline.flags import Flag
@@ -196,3 +198,34 @@ def test_a_narrow_line_galaxy_called_qso_is_published_as_its_next_class(tmp_path
     assert table["class"] == ["GALAXY", "QSO", "QSO"]
     assert [bool(f & int(Flag.NO_BROAD_LINE)) for f in table["flags"]] == [True, False, False]
     assert table["prob_qso"][0] == pytest.approx(float(probs[0, 2]))  # the network's, kept
+
+
+def test_a_galaxy_whose_balanced_qso_fit_aliased_is_judged_at_its_lines_z(tmp_path, monkeypatch):
+    """A row the survey prior publishes GALAXY while the balanced prior says QSO gets the balanced NO_BROAD_LINE
+    bit from H-alpha's window at its galaxy lines' z when its QSO fit aliased far from them (to z 1.3, H-alpha
+    off the grid; the aliasing forced by the test), as ``class_rule_inputs`` (the yardstick's) reads the row."""
+    torch.manual_seed(0)
+    model = build_model("fast", **TINY).eval()
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([-5.0, 2.0, 3.0]))  # survey prior: GALAXY; balanced: QSO
+    classifier = Classifier.load(save_weights(model, tmp_path / "galaxy-or-qso"), device="cpu",
+                                 target_prior=SURVEY_PRIOR)
+    galaxy = emission_spectrum(0.1, np.random.default_rng(3), strength=2.0)
+    flux, ivar = galaxy[0][None].astype(np.float32), galaxy[1][None]
+    fitter = RedshiftFitter(device="cpu")
+    own_fit = fitter.fit
+
+    def aliased(flux, ivar, classes, *args, **kwargs):
+        result = own_fit(flux, ivar, classes, *args, **kwargs)
+        result.z = np.where(np.asarray(classes) == 2, 1.3, result.z)
+        return result
+
+    monkeypatch.setattr(fitter, "fit", aliased)
+    classifier.fitter = fitter
+    probs, balanced, fit = classifier.predict_with_redshift(flux, ivar)
+    assert probs.argmax(1).tolist() == [1] and balanced.argmax(1).tolist() == [2]
+    assert fit.classes.tolist() == [1] and fit.z_balanced[0] == 1.3
+    assert fit.no_broad_line.tolist() == [True] and not fit.no_qso_redshift.any() and not fit.galaxy_lines.any()
+    _, narrow, _, _ = classifier.class_rule_inputs(balanced, flux, ivar)
+    assert narrow.tolist() == [True]
