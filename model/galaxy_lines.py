@@ -71,6 +71,9 @@ def _line_place(rest: float) -> tuple[int, int, int]:
 
 
 _LINE_PLACES = [[_line_place(rest) for rest in lines] for lines, _ in GROUPS.values()]
+# a group's lines with their ratios as one unit-norm template: what divides its summed significances
+_GROUP_NORMS = [np.sqrt(np.sum(np.square(ratios))) for _, ratios in GROUPS.values()]
+_FORBIDDEN_ROWS = [list(GROUPS).index(g) for g in FORBIDDEN]
 
 
 def find_galaxy_lines(flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,18 +108,19 @@ def _may_be_found(line: np.ndarray) -> np.ndarray:
     groups, one of them forbidden, whose lines, each at its best on the pixels it reaches over the z range (not
     at one z, and without the veto), could add up to ``MIN_SIGNIFICANCE``."""
     reach = np.stack([sum(ratio * (line[:, first:first + b - a].max(axis=1) if b > a else -np.inf)
-                          for (a, b, first), ratio in zip(places, ratios)) / np.sqrt(np.sum(np.square(ratios)))
-                      for places, (_, ratios) in zip(_LINE_PLACES, GROUPS.values())])
-    reach = reach >= MIN_SIGNIFICANCE * (1 - 1e-5)  # float32 sums in another order than _scan's
-    forbidden = reach[[list(GROUPS).index(g) for g in FORBIDDEN]].any(axis=0)
-    return (reach.sum(axis=0) >= MIN_GROUPS) & forbidden
+                          for (a, b, first), ratio in zip(places, ratios)) / norm
+                      for places, (_, ratios), norm in zip(_LINE_PLACES, GROUPS.values(), _GROUP_NORMS)])
+    return _enough_groups(reach >= MIN_SIGNIFICANCE * (1 - 1e-5))  # float32 sums in another order than _scan's
 
 
 def _found_at(significance: np.ndarray) -> np.ndarray:
     """(B, shifts) bool: ``MIN_GROUPS`` groups counted there, one of them forbidden."""
-    counted = (significance >= MIN_SIGNIFICANCE) & ~_VETOED[:, None, :]
-    forbidden = counted[[list(GROUPS).index(g) for g in FORBIDDEN]].any(axis=0)
-    return (counted.sum(axis=0) >= MIN_GROUPS) & forbidden
+    return _enough_groups((significance >= MIN_SIGNIFICANCE) & ~_VETOED[:, None, :])
+
+
+def _enough_groups(counted: np.ndarray) -> np.ndarray:
+    """``counted`` (groups, ...) bool reduced over the groups: ``MIN_GROUPS`` of them, one forbidden."""
+    return (counted.sum(axis=0) >= MIN_GROUPS) & counted[_FORBIDDEN_ROWS].any(axis=0)
 
 
 def _line_significance(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
@@ -138,7 +142,7 @@ def _scan(line: np.ndarray) -> np.ndarray:
     grid."""
     m = len(_SHIFTS)
     out = np.empty((len(GROUPS), line.shape[1], m), np.float32)
-    for g, (places, (_, ratios)) in enumerate(zip(_LINE_PLACES, GROUPS.values())):
+    for g, (places, (_, ratios), norm) in enumerate(zip(_LINE_PLACES, GROUPS.values(), _GROUP_NORMS)):
         total = np.zeros(line.shape[:2] + (m,), np.float32)
         for (a, b, first), ratio in zip(places, ratios):
             if b == a:
@@ -147,7 +151,7 @@ def _scan(line: np.ndarray) -> np.ndarray:
             total[..., :a] = np.nan
             total[..., b:] = np.nan
             total[..., a:b] += ratio * line[..., first:first + b - a]
-        out[g] = np.max(total, axis=0) / np.sqrt(np.sum(np.square(ratios)))
+        out[g] = np.max(total, axis=0) / norm
     return out
 
 
