@@ -111,6 +111,7 @@ class Flag(enum.IntFlag):
     NO_QSO_REDSHIFT = 1 << 22  # the network's QSO has its lines at rest (a star's): published STAR or its next class
     NO_BROAD_LINE = 1 << 23  # the network's QSO shows a narrow H-alpha alone (at its z or its lines'): its next class
     GALAXY_LINES = 1 << 24  # the network's STAR shows a galaxy's emission lines at one z >= 0.01: published GALAXY
+    CARBON_BANDS = 1 << 25  # the network's GALAXY shows a carbon star's Swan band heads at rest: published STAR
 
 
 # A spectrum with any of these bits has no class in the catalog: the network never saw a usable input.
@@ -150,4 +151,5 @@ GALAXY_LINES_MIN_Z = 0.01
 CLASS_RULE = (f"most probable; a QSO showing the Balmer series at rest is a STAR; one fitted below z {QSO_MIN_Z:g}, or "
               f"showing a narrow H-alpha and no broad one (sigma >= {BROAD_MIN_SIGMA_KMS:g} km/s) at its fit's z or "
               f"at its galaxy emission lines' z, takes the next; "
-              f"a STAR showing a galaxy's emission lines at one z >= {GALAXY_LINES_MIN_Z:g} is a GALAXY")
+              f"a STAR showing a galaxy's emission lines at one z >= {GALAXY_LINES_MIN_Z:g} is a GALAXY; "
+              "any other GALAXY showing a carbon star's C2 Swan band heads at rest is a STAR")

@@ -12,6 +12,7 @@ from lamost_classify.contract import CLASS_NAMES, N_PIXELS, QSO_MIN_Z, SURVEY_PR
 
 from .broad_lines import C_KMS, MAX_SHIFT_KMS, narrow_lines_only
 from .calibration import adjust_to_prior, softmax
+from .carbon_bands import swan_bands_at_rest
 from .densenet import redshift_estimate
 from .galaxy_lines import find_galaxy_lines
 from .redshift import RedshiftFitter, RedshiftResult
@@ -33,14 +34,17 @@ def card_target_prior(card: dict) -> tuple[float, ...]:
 
 
 def published_class(probs: np.ndarray, qso_z: np.ndarray, narrow_lines: np.ndarray | None = None,
-                    balmer_at_rest: np.ndarray | None = None, galaxy_lines: np.ndarray | None = None) -> np.ndarray:
+                    balmer_at_rest: np.ndarray | None = None, galaxy_lines: np.ndarray | None = None,
+                    carbon_bands: np.ndarray | None = None) -> np.ndarray:
     """(B,) the class the catalog publishes (-1 where ``probs`` is not finite): the most probable, but a QSO
-    must have a QSO redshift and a QSO's lines, and a star no galaxy's lines. Where a QSO shows the Balmer
+    must have a QSO redshift and a QSO's lines, a star no galaxy's lines, and a galaxy no carbon star's
+    bands. Where a QSO shows the Balmer
     series at rest (``balmer_at_rest``, from ``qso_checks``: a Galactic star's lines, whatever z its QSO fit
     aliased to), STAR; else where its QSO fit (``qso_z``; NaN where not fitted) lies below ``QSO_MIN_Z`` or it
     shows narrow lines only (``narrow_lines``), the next most probable class. A STAR that shows a galaxy's
     emission lines at one z beyond the stars' (``galaxy_lines``, ``galaxy_lines.find_galaxy_lines``) is a
-    GALAXY."""
+    GALAXY; any other GALAXY that shows a carbon star's Swan band heads at rest (``carbon_bands``,
+    ``carbon_bands.swan_bands_at_rest``) is a STAR."""
     probs = np.asarray(probs)
     finite = np.isfinite(probs).all(axis=1)
     classes = np.where(finite, np.nan_to_num(probs, nan=-1.0).argmax(axis=1), -1)
@@ -54,9 +58,13 @@ def published_class(probs: np.ndarray, qso_z: np.ndarray, narrow_lines: np.ndarr
     classes[moved] = others.argmax(axis=1)
     if balmer_at_rest is not None:
         classes[called_qso & np.asarray(balmer_at_rest, bool)] = CLASS_NAMES.index("STAR")
+    star, galaxy = CLASS_NAMES.index("STAR"), CLASS_NAMES.index("GALAXY")
+    by_lines = np.zeros(len(classes), bool)
     if galaxy_lines is not None:
-        star, galaxy = CLASS_NAMES.index("STAR"), CLASS_NAMES.index("GALAXY")
-        classes[(classes == star) & np.asarray(galaxy_lines, bool)] = galaxy
+        by_lines = (classes == star) & np.asarray(galaxy_lines, bool)
+        classes[by_lines] = galaxy
+    if carbon_bands is not None:
+        classes[(classes == galaxy) & ~by_lines & np.asarray(carbon_bands, bool)] = star
     return classes
 
 
@@ -87,6 +95,18 @@ def qso_checks(flux: np.ndarray, ivar: np.ndarray, qso_z: np.ndarray,
         if len(rows):
             narrow[rows] = narrow_lines_only(flux[rows], ivar[rows], lines_z[rows])
     return series, narrow
+
+
+def carbon_bands_of(flux: np.ndarray, ivar: np.ndarray, pedestal: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+    """(B,) bool, a carbon star's Swan band heads at rest (``swan_bands_at_rest``) in the ``rows`` (a (B,) bool
+    mask; False elsewhere)."""
+    found = np.zeros(len(rows), bool)
+    rows = np.flatnonzero(rows)
+    if len(rows):
+        ivar = np.asarray(ivar).reshape(np.shape(flux))
+        found[rows] = swan_bands_at_rest(np.asarray(flux)[rows], ivar[rows],
+                                         None if pedestal is None else np.asarray(pedestal)[rows])
+    return found
 
 
 def galaxy_lines_of(flux: np.ndarray, ivar: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -203,7 +223,9 @@ class Classifier:
         as its next most probable class; either fitted as that (the probabilities stay the network's). Both also
         mark rows whose balanced class is a QSO that fails the same way. A row so published STAR that shows a
         galaxy's emission lines at one z beyond the stars' (``galaxy_lines``) is published GALAXY
-        (``fit.galaxy_lines``), fitted around its lines' z.
+        (``fit.galaxy_lines``), fitted around its lines' z; any other row so published GALAXY that shows a carbon
+        star's Swan band heads at rest (``carbon_bands``) is published STAR (``fit.carbon_bands``, also set where
+        the balanced prior's GALAXY shows them).
 
         Where the balanced prior picks another class (PRIOR_DOMINATED: a faint galaxy published as STAR),
         that class is fitted too, into ``z_balanced``/``z_err_balanced``: a sample selected on what the
@@ -234,7 +256,10 @@ class Classifier:
         series, narrow = qso_checks(flux, ivar, qso_z, lines_z)
         published = published_class(probs, qso_z, narrow, series)
         lines &= published == star
-        published = published_class(probs, qso_z, narrow, series, lines)
+        galaxy = CLASS_NAMES.index("GALAXY")
+        # a carbon star's bands where a row is published GALAXY (not yet by its lines) or is one by the data alone
+        carbon = carbon_bands_of(flux, ivar, pedestal, (published == galaxy) | (data_class == galaxy))
+        published = published_class(probs, qso_z, narrow, series, lines, carbon)
         changed = published != classes
         moved = np.flatnonzero(changed)
         if len(moved):
@@ -242,6 +267,7 @@ class Classifier:
             fit.replace_rows(moved, fit_rows(moved, published[moved], lines_z))
         fit.no_qso_redshift, fit.no_broad_line = ((qso_z < QSO_MIN_Z) | series) & changed, narrow & changed
         fit.galaxy_lines = lines
+        fit.carbon_bands = carbon & (published == star)
         fit.z_balanced, fit.z_err_balanced = fit.z.copy(), fit.z_err.copy()
         other = np.flatnonzero((classes >= 0) & (data_class != fit.classes))
         if len(other):
@@ -256,12 +282,13 @@ class Classifier:
         return probs, balanced, fit
 
     def class_rule_inputs(self, probs: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
-                          pedestal: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                          pedestal: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """What ``published_class`` needs, as ``predict_with_redshift`` finds it: for the rows whose most probable
         class under ``probs`` is QSO, (B,) the QSO fit's z (around the network's redshift proposal; NaN
         elsewhere) and (B,) bool each, a narrow H-alpha alone at that z (or at the z of a galaxy's emission lines
         the row shows) and the Balmer series at rest (``qso_checks``); for every row, (B,) bool, a galaxy's
-        emission lines (``find_galaxy_lines``), which ``published_class`` reads only where it publishes STAR. A
+        emission lines (``find_galaxy_lines``), which ``published_class`` reads only where it publishes STAR, and
+        a carbon star's Swan band heads at rest (``swan_bands_at_rest``), read only where it publishes GALAXY. A
         prior that lowers QSO against the other classes (the survey's) publishes no other row as QSO, so the fits
         for the balanced probabilities serve every such prior."""
         flux = self._check(flux)
@@ -275,7 +302,7 @@ class Classifier:
                                           None if pedestal is None else np.asarray(pedestal).reshape(-1)[rows]).z
         lines, lines_z = find_galaxy_lines(flux, ivar)
         series, narrow = qso_checks(flux, ivar, qso_z, lines_z)
-        return qso_z, narrow, series, lines
+        return qso_z, narrow, series, lines, swan_bands_at_rest(flux, ivar, pedestal)
 
     def _logits_and_proposal(self, flux: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         """One pass of the network: its logits and its redshift head's (z, z_err) proposal (None without a

@@ -59,6 +59,9 @@ FLAG_DOCS: dict[Flag, str] = {
     Flag.GALAXY_LINES: (f"the network's STAR shows a galaxy's emission lines at one z >= {GALAXY_LINES_MIN_Z:g} "
                         "(three of [O II], H-beta, [O III], H-alpha, [N II], [S II] in emission, one forbidden, none "
                         "on a star's own lines at rest): published GALAXY, fitted as one"),
+    Flag.CARBON_BANDS: ("the network's GALAXY shows a carbon star's C2 Swan band heads (4737, 5165, 5636 A) at rest, "
+                        "edges no galaxy has at all three: published STAR, fitted as one; also set where the "
+                        "balanced prior's GALAXY (prob_*_balanced) does"),
 }
 
 # The catalog's error text for a row that has no class because of its flux, not because of a read error.

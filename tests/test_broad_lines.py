@@ -227,5 +227,5 @@ def test_a_galaxy_whose_balanced_qso_fit_aliased_is_judged_at_its_lines_z(tmp_pa
     assert probs.argmax(1).tolist() == [1] and balanced.argmax(1).tolist() == [2]
     assert fit.classes.tolist() == [1] and fit.z_balanced[0] == 1.3
     assert fit.no_broad_line.tolist() == [True] and not fit.no_qso_redshift.any() and not fit.galaxy_lines.any()
-    _, narrow, _, _ = classifier.class_rule_inputs(balanced, flux, ivar)
+    _, narrow, *_ = classifier.class_rule_inputs(balanced, flux, ivar)
     assert narrow.tolist() == [True]

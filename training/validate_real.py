@@ -25,7 +25,7 @@ import numpy as np
 from lamost_classify import CLASS_NAMES
 from lamost_classify.contract import Flag
 
-CLASS_RULE_FLAGS = (Flag.NO_QSO_REDSHIFT, Flag.NO_BROAD_LINE, Flag.GALAXY_LINES)
+CLASS_RULE_FLAGS = (Flag.NO_QSO_REDSHIFT, Flag.NO_BROAD_LINE, Flag.GALAXY_LINES, Flag.CARBON_BANDS)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts beside it (validate_redshift)
 
