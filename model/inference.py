@@ -37,14 +37,13 @@ def published_class(probs: np.ndarray, qso_z: np.ndarray, narrow_lines: np.ndarr
                     balmer_at_rest: np.ndarray | None = None, galaxy_lines: np.ndarray | None = None,
                     carbon_bands: np.ndarray | None = None) -> np.ndarray:
     """(B,) the class the catalog publishes (-1 where ``probs`` is not finite): the most probable, but a QSO
-    must have a QSO redshift and a QSO's lines, a star no galaxy's lines, and a galaxy no carbon star's
-    bands. Where a QSO shows the Balmer
-    series at rest (``balmer_at_rest``, from ``qso_checks``: a Galactic star's lines, whatever z its QSO fit
-    aliased to), STAR; else where its QSO fit (``qso_z``; NaN where not fitted) lies below ``QSO_MIN_Z`` or it
-    shows narrow lines only (``narrow_lines``), the next most probable class. A STAR that shows a galaxy's
-    emission lines at one z beyond the stars' (``galaxy_lines``, ``galaxy_lines.find_galaxy_lines``) is a
-    GALAXY; any other GALAXY that shows a carbon star's Swan band heads at rest (``carbon_bands``,
-    ``carbon_bands.swan_bands_at_rest``) is a STAR."""
+    must have a QSO redshift and a QSO's lines, a star no galaxy's lines, and a galaxy no carbon star's bands.
+    Where a QSO shows the Balmer series at rest (``balmer_at_rest``, from ``qso_checks``: a Galactic star's
+    lines, whatever z its QSO fit aliased to), STAR; else where its QSO fit (``qso_z``; NaN where not fitted)
+    lies below ``QSO_MIN_Z`` or it shows narrow lines only (``narrow_lines``), the next most probable class. A
+    STAR that shows a galaxy's emission lines at one z beyond the stars' (``galaxy_lines``,
+    ``galaxy_lines.find_galaxy_lines``) is a GALAXY; any other GALAXY that shows a carbon star's Swan band heads
+    at rest (``carbon_bands``, ``carbon_bands.swan_bands_at_rest``) is a STAR."""
     probs = np.asarray(probs)
     finite = np.isfinite(probs).all(axis=1)
     classes = np.where(finite, np.nan_to_num(probs, nan=-1.0).argmax(axis=1), -1)

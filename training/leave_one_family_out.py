@@ -15,9 +15,9 @@ galaxy in six from an independent generator (docs/facts.md). So, for each family
    0.3), by S/N bin and by redshift bin, against the paper's Table 1 and the goals below; and STAR recall
    on the real LAMOST stars when ../shared is there. Classes are published as the catalog publishes them:
    the most probable, but a QSO whose fit lies below QSO_MIN_Z or whose H-alpha is narrow only takes its
-   next class, one with the Balmer series at rest is a STAR, and a STAR with a galaxy's emission lines at
-   one z >= 0.01 a GALAXY (``published_class``; the test sets' ``_ivar.npy`` and ``_pedestal.npy`` feed the
-   fit and the line checks).
+   next class, one with the Balmer series at rest is a STAR, a STAR with a galaxy's emission lines at
+   one z >= 0.01 a GALAXY, and any other GALAXY with a carbon star's Swan band heads at rest a STAR
+   (``published_class``; the test sets' ``_ivar.npy`` and ``_pedestal.npy`` feed the fit and the checks).
 
 F's files are never opened before step 3 (``SetLoader.opened`` records every file, by fold and role).
 ``--seed A B ...`` trains one model per seed in step 1 and gives steps 2-3 their mean logits (an ensemble,

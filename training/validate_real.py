@@ -10,7 +10,8 @@ LAMOST stars per directory, the stars kept out of noise donors and training (``i
 each miss; then the same stars made fainter (``made_fainter``), published and balanced, where the prior's
 strength decides most. Reads through the pipeline's own readers and grid, and publishes as a catalog run
 would (``Classifier.predict_with_redshift``: the most probable class, but not a QSO without a QSO redshift or
-a QSO's lines, nor a STAR with a galaxy's emission lines, ``published_class``).
+a QSO's lines, nor a STAR with a galaxy's emission lines, nor a GALAXY with a carbon star's bands,
+``published_class``).
 """
 
 from __future__ import annotations
