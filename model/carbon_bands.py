@@ -39,12 +39,12 @@ def swan_bands_at_rest(flux: np.ndarray, ivar: np.ndarray, pedestal: np.ndarray 
     flux = np.asarray(flux, float)
     ivar = np.asarray(ivar, float).reshape(flux.shape)
     level = np.zeros(len(flux)) if pedestal is None else np.asarray(pedestal, float).reshape(len(flux))
-    jump, sigma = _jumps(flux, ivar, level, REST_KMS)
-    at_rest = np.argmax(np.where(np.isnan(jump), -np.inf, jump), axis=1)
+    jump, sigma = _jumps(flux, ivar, level, np.concatenate([REST_KMS, OFF_KMS]))
+    jump = np.where(np.isnan(jump), -np.inf, jump)
+    at_rest = np.argmax(jump[:, :len(REST_KMS)], axis=1)
     rows = np.arange(len(flux))
-    off, _ = _jumps(flux, ivar, level, OFF_KMS)
     with np.errstate(invalid="ignore"):
-        excess = jump[rows, at_rest] - np.nanmax(np.where(np.isnan(off), -np.inf, off), axis=1)
+        excess = jump[rows, at_rest] - jump[:, len(REST_KMS):].max(axis=1)
         return (excess >= MIN_EXCESS) & (sigma[rows, at_rest] >= MIN_SIGMA)
 
 

@@ -246,7 +246,7 @@ class Classifier:
             return self.fitter.fit(flux[rows], ivar[rows], as_class, own, None if pedestal is None else pedestal[rows])
 
         fit = self.fitter.fit(flux, ivar, classes, proposal, pedestal)
-        qso, star = CLASS_NAMES.index("QSO"), CLASS_NAMES.index("STAR")
+        qso, star, galaxy = CLASS_NAMES.index("QSO"), CLASS_NAMES.index("STAR"), CLASS_NAMES.index("GALAXY")
         qso_z = np.where(classes == qso, fit.z, np.nan)
         data_class = balanced.argmax(axis=1)
         # a galaxy's emission lines where a rule reads them: a STAR's make it a GALAXY, a QSO's (most probable or
@@ -255,7 +255,6 @@ class Classifier:
         series, narrow = qso_checks(flux, ivar, qso_z, lines_z)
         published = published_class(probs, qso_z, narrow, series)
         lines &= published == star
-        galaxy = CLASS_NAMES.index("GALAXY")
         # a carbon star's bands where a row is published GALAXY (not yet by its lines) or is one by the data alone
         carbon = carbon_bands_of(flux, ivar, pedestal, (published == galaxy) | (data_class == galaxy))
         published = published_class(probs, qso_z, narrow, series, lines, carbon)
