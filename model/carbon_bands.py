@@ -30,22 +30,26 @@ REST_KMS = np.arange(-600.0, 601.0, 100.0)  # Galactic stars' radial velocities
 OFF_KMS = np.concatenate([np.arange(-20000.0, -1499.0, 250.0), np.arange(1500.0, 20001.0, 250.0)])
 MIN_EXCESS = 0.2
 MIN_SIGMA = 5.0
+MIN_OFF_MEASURED = 0.5  # of OFF_KMS with every head's windows measurable
 
 
 def swan_bands_at_rest(flux: np.ndarray, ivar: np.ndarray, pedestal: np.ndarray | None = None) -> np.ndarray:
-    """(B,) bool: the three Swan band heads at rest (module docstring); False where a window has no valid pixel.
+    """(B,) bool: the three Swan band heads at rest (module docstring); False where a window at rest has no
+    valid pixel or fewer than ``MIN_OFF_MEASURED`` of the velocities away from rest can be measured.
     ``flux`` and ``ivar`` (B, N_PIXELS), normalised as the network reads them; ``pedestal`` (B,), what the
     normalisation subtracted (``grid.PreparedBatch.pedestal``; None: 0)."""
     flux = np.asarray(flux, float)
     ivar = np.asarray(ivar, float).reshape(flux.shape)
     level = np.zeros(len(flux)) if pedestal is None else np.asarray(pedestal, float).reshape(len(flux))
     jump, sigma = _jumps(flux, ivar, level, np.concatenate([REST_KMS, OFF_KMS]))
+    # an edge seen at rest says nothing unless the same spectrum could be measured away from rest too
+    compared = np.isfinite(jump[:, len(REST_KMS):]).sum(axis=1) >= MIN_OFF_MEASURED * len(OFF_KMS)
     jump = np.where(np.isnan(jump), -np.inf, jump)
     at_rest = np.argmax(jump[:, :len(REST_KMS)], axis=1)
     rows = np.arange(len(flux))
     with np.errstate(invalid="ignore"):
         excess = jump[rows, at_rest] - jump[:, len(REST_KMS):].max(axis=1)
-        return (excess >= MIN_EXCESS) & (sigma[rows, at_rest] >= MIN_SIGMA)
+        return compared & (excess >= MIN_EXCESS) & (sigma[rows, at_rest] >= MIN_SIGMA)
 
 
 def _jumps(flux: np.ndarray, ivar: np.ndarray, level: np.ndarray, velocities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
