@@ -112,6 +112,7 @@ class Flag(enum.IntFlag):
     NO_BROAD_LINE = 1 << 23  # the network's QSO shows a narrow H-alpha alone (at its z or its lines'): its next class
     GALAXY_LINES = 1 << 24  # the network's STAR shows a galaxy's emission lines at one z >= 0.01: published GALAXY
     CARBON_BANDS = 1 << 25  # the network's GALAXY shows a carbon star's Swan band heads at rest: published STAR
+    BROAD_H_ALPHA = 1 << 26  # a GALAXY shows a broad H-alpha beside a narrow one at its lines' z: published QSO
 
 
 # A spectrum with any of these bits has no class in the catalog: the network never saw a usable input.
@@ -146,10 +147,16 @@ BROAD_MIN_SIGMA_KMS = 700.0
 # A star shows no galaxy's emission lines: forbidden lines, or H-alpha and H-beta, lined up at one z from here
 # (3,000 km/s, beyond any Galactic star's velocity) make the network's STAR a GALAXY (model/galaxy_lines.py).
 GALAXY_LINES_MIN_Z = 0.01
+# A galaxy shows no broad H-alpha: a GALAXY to which the network gives at least this QSO probability under the
+# balanced prior is checked for one at its emission lines' z (model/broad_lines.py); below it the check's fit
+# is not worth its time (a few percent of galaxies are checked).
+BROAD_CHECK_MIN_QSO_PROB = 0.01
 # How a row's class is chosen from the network's probabilities and the fits (model.inference.published_class):
 # a run's manifest records it, so that a resume never mixes batches published by two rules.
 CLASS_RULE = (f"most probable; a QSO showing the Balmer series at rest is a STAR; one fitted below z {QSO_MIN_Z:g}, or "
               f"showing a narrow H-alpha and no broad one (sigma >= {BROAD_MIN_SIGMA_KMS:g} km/s) at its fit's z or "
               f"at its galaxy emission lines' z, takes the next; "
               f"a STAR showing a galaxy's emission lines at one z >= {GALAXY_LINES_MIN_Z:g} is a GALAXY; "
-              "any other GALAXY showing a carbon star's C2 Swan band heads at rest is a STAR")
+              "any other GALAXY showing a carbon star's C2 Swan band heads at rest is a STAR; a GALAXY not the "
+              f"network's QSO, with QSO probability >= {BROAD_CHECK_MIN_QSO_PROB:g} under the balanced prior, "
+              f"showing a broad H-alpha beside a narrow one at its galaxy emission lines' z >= {QSO_MIN_Z:g} is a QSO")

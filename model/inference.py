@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from lamost_classify.contract import CLASS_NAMES, N_PIXELS, QSO_MIN_Z, SURVEY_PRIOR, model_id
+from lamost_classify.contract import (BROAD_CHECK_MIN_QSO_PROB, CLASS_NAMES, N_PIXELS, QSO_MIN_Z, SURVEY_PRIOR,
+                                      model_id)
 
-from .broad_lines import C_KMS, MAX_SHIFT_KMS, narrow_lines_only
+from .broad_lines import C_KMS, MAX_SHIFT_KMS, broad_line_shown, narrow_lines_only
 from .calibration import adjust_to_prior, softmax
 from .carbon_bands import swan_bands_at_rest
 from .densenet import redshift_estimate
@@ -35,15 +36,18 @@ def card_target_prior(card: dict) -> tuple[float, ...]:
 
 def published_class(probs: np.ndarray, qso_z: np.ndarray, narrow_lines: np.ndarray | None = None,
                     balmer_at_rest: np.ndarray | None = None, galaxy_lines: np.ndarray | None = None,
-                    carbon_bands: np.ndarray | None = None) -> np.ndarray:
+                    carbon_bands: np.ndarray | None = None, broad_h_alpha: np.ndarray | None = None) -> np.ndarray:
     """(B,) the class the catalog publishes (-1 where ``probs`` is not finite): the most probable, but a QSO
-    must have a QSO redshift and a QSO's lines, a star no galaxy's lines, and a galaxy no carbon star's bands.
+    must have a QSO redshift and a QSO's lines, a star no galaxy's lines, and a galaxy no carbon star's bands
+    and no QSO's broad H-alpha.
     Where a QSO shows the Balmer series at rest (``balmer_at_rest``, from ``qso_checks``: a Galactic star's
     lines, whatever z its QSO fit aliased to), STAR; else where its QSO fit (``qso_z``; NaN where not fitted)
     lies below ``QSO_MIN_Z`` or it shows narrow lines only (``narrow_lines``), the next most probable class. A
     STAR that shows a galaxy's emission lines at one z beyond the stars' (``galaxy_lines``,
     ``galaxy_lines.find_galaxy_lines``) is a GALAXY; any other GALAXY that shows a carbon star's Swan band heads
-    at rest (``carbon_bands``, ``carbon_bands.swan_bands_at_rest``) is a STAR."""
+    at rest (``carbon_bands``, ``carbon_bands.swan_bands_at_rest``) is a STAR; a GALAXY that was not the most
+    probable QSO and shows a broad H-alpha beside a narrow one at its emission lines' z (``broad_h_alpha``,
+    ``broad_h_alpha_of``) is a QSO."""
     probs = np.asarray(probs)
     finite = np.isfinite(probs).all(axis=1)
     classes = np.where(finite, np.nan_to_num(probs, nan=-1.0).argmax(axis=1), -1)
@@ -64,6 +68,8 @@ def published_class(probs: np.ndarray, qso_z: np.ndarray, narrow_lines: np.ndarr
         classes[by_lines] = galaxy
     if carbon_bands is not None:
         classes[(classes == galaxy) & ~by_lines & np.asarray(carbon_bands, bool)] = star
+    if broad_h_alpha is not None:  # not a QSO the rules above took back: their verdict on its H-alpha stands
+        classes[(classes == galaxy) & ~called_qso & np.asarray(broad_h_alpha, bool)] = qso
     return classes
 
 
@@ -105,6 +111,24 @@ def carbon_bands_of(flux: np.ndarray, ivar: np.ndarray, pedestal: np.ndarray | N
         ivar = np.asarray(ivar).reshape(np.shape(flux))
         found[rows] = swan_bands_at_rest(np.asarray(flux)[rows], ivar[rows],
                                          None if pedestal is None else np.asarray(pedestal)[rows])
+    return found
+
+
+def broad_h_alpha_of(flux: np.ndarray, ivar: np.ndarray, balanced: np.ndarray, lines_z: np.ndarray,
+                     rows: np.ndarray) -> np.ndarray:
+    """(B,) bool, a broad H-alpha beside a narrow one (``broad_line_shown``) at ``lines_z`` (the z of the galaxy
+    emission lines a row shows, NaN: none) in the ``rows`` (a (B,) bool mask) whose QSO probability under the
+    balanced prior (``balanced``, (B, 3)) is at least ``BROAD_CHECK_MIN_QSO_PROB`` and whose lines lie at
+    ``QSO_MIN_Z`` or beyond; False elsewhere."""
+    lines_z = np.asarray(lines_z, float)
+    with np.errstate(invalid="ignore"):
+        doubted = np.asarray(balanced)[:, CLASS_NAMES.index("QSO")] >= BROAD_CHECK_MIN_QSO_PROB
+        judged = np.asarray(rows, bool) & doubted & (lines_z >= QSO_MIN_Z)
+    found = np.zeros(len(judged), bool)
+    rows = np.flatnonzero(judged)
+    if len(rows):
+        ivar = np.asarray(ivar).reshape(np.shape(flux))
+        found[rows] = broad_line_shown(np.asarray(flux)[rows], ivar[rows], lines_z[rows])
     return found
 
 
@@ -224,7 +248,9 @@ class Classifier:
         galaxy's emission lines at one z beyond the stars' (``galaxy_lines``) is published GALAXY
         (``fit.galaxy_lines``), fitted around its lines' z; any other row so published GALAXY that shows a carbon
         star's Swan band heads at rest (``carbon_bands``) is published STAR (``fit.carbon_bands``, also set where
-        the balanced prior's GALAXY shows them).
+        the balanced prior's GALAXY shows them); a row so published GALAXY, not the network's QSO, that shows a
+        broad H-alpha beside a narrow one at its emission lines' z (``broad_h_alpha_of``) is published QSO
+        (``fit.broad_h_alpha``), fitted around its lines' z.
 
         Where the balanced prior picks another class (PRIOR_DOMINATED: a faint galaxy published as STAR),
         that class is fitted too, into ``z_balanced``/``z_err_balanced``: a sample selected on what the
@@ -250,14 +276,19 @@ class Classifier:
         qso_z = np.where(classes == qso, fit.z, np.nan)
         data_class = balanced.argmax(axis=1)
         # a galaxy's emission lines where a rule reads them: a STAR's make it a GALAXY, a QSO's (most probable or
-        # balanced) say where its broad H-alpha would be (and a QSO the rules publish STAR is then read as a STAR)
-        lines, lines_z = galaxy_lines_of(flux, ivar, (classes == star) | (classes == qso) | (data_class == qso))
+        # balanced), say where its broad H-alpha would be (and a QSO the rules publish STAR is then read as a STAR),
+        # and a GALAXY's, where its broad H-alpha would be
+        doubted = balanced[:, qso] >= BROAD_CHECK_MIN_QSO_PROB
+        lines, lines_z = galaxy_lines_of(flux, ivar, (classes == star) | (classes == qso) | (data_class == qso)
+                                         | ((classes == galaxy) & doubted))
         series, narrow = qso_checks(flux, ivar, qso_z, lines_z)
         published = published_class(probs, qso_z, narrow, series)
         lines &= published == star
         # a carbon star's bands where a row is published GALAXY (not yet by its lines) or is one by the data alone
         carbon = carbon_bands_of(flux, ivar, pedestal, (published == galaxy) | (data_class == galaxy))
         published = published_class(probs, qso_z, narrow, series, lines, carbon)
+        broad = broad_h_alpha_of(flux, ivar, balanced, lines_z, (published == galaxy) & (classes != qso))
+        published = published_class(probs, qso_z, narrow, series, lines, carbon, broad)
         changed = published != classes
         moved = np.flatnonzero(changed)
         if len(moved):
@@ -266,6 +297,7 @@ class Classifier:
         fit.no_qso_redshift, fit.no_broad_line = ((qso_z < QSO_MIN_Z) | series) & changed, narrow & changed
         fit.galaxy_lines = lines
         fit.carbon_bands = carbon & (published == star)
+        fit.broad_h_alpha = broad & (published == qso)
         fit.z_balanced, fit.z_err_balanced = fit.z.copy(), fit.z_err.copy()
         other = np.flatnonzero((classes >= 0) & (data_class != fit.classes))
         if len(other):
@@ -281,14 +313,16 @@ class Classifier:
 
     def class_rule_inputs(self, probs: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
                           pedestal: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-        """What ``published_class`` needs, as ``predict_with_redshift`` finds it: for the rows whose most probable
-        class under ``probs`` is QSO, (B,) the QSO fit's z (around the network's redshift proposal; NaN
-        elsewhere) and (B,) bool each, a narrow H-alpha alone at that z (or at the z of a galaxy's emission lines
-        the row shows) and the Balmer series at rest (``qso_checks``); for every row, (B,) bool, a galaxy's
-        emission lines (``find_galaxy_lines``), which ``published_class`` reads only where it publishes STAR, and
-        a carbon star's Swan band heads at rest (``swan_bands_at_rest``), read only where it publishes GALAXY. A
-        prior that lowers QSO against the other classes (the survey's) publishes no other row as QSO, so the fits
-        for the balanced probabilities serve every such prior."""
+        """What ``published_class`` needs, as ``predict_with_redshift`` finds it, from ``probs``, the balanced
+        prior's probabilities (``predict_proba_and_balanced``): for the rows whose most probable class is QSO, (B,)
+        the QSO fit's z (around the network's redshift proposal; NaN elsewhere) and (B,) bool each, a narrow
+        H-alpha alone at that z (or at the z of a galaxy's emission lines the row shows) and the Balmer series at
+        rest (``qso_checks``); for every row, (B,) bool, a galaxy's emission lines (``find_galaxy_lines``), which
+        ``published_class`` reads only where it publishes STAR, a carbon star's Swan band heads at rest
+        (``swan_bands_at_rest``), read only where it publishes GALAXY, and a broad H-alpha at those lines' z
+        (``broad_h_alpha_of``), read only where it publishes GALAXY and the row's most probable class is not QSO.
+        A prior that lowers QSO against the other classes (the survey's) makes no other row the most probable
+        QSO, so the fits for the balanced probabilities serve every such prior."""
         flux = self._check(flux)
         qso = CLASS_NAMES.index("QSO")
         rows = np.flatnonzero(np.asarray(probs).argmax(axis=1) == qso)
@@ -300,7 +334,8 @@ class Classifier:
                                           None if pedestal is None else np.asarray(pedestal).reshape(-1)[rows]).z
         lines, lines_z = find_galaxy_lines(flux, ivar)
         series, narrow = qso_checks(flux, ivar, qso_z, lines_z)
-        return qso_z, narrow, series, lines, swan_bands_at_rest(flux, ivar, pedestal)
+        broad = broad_h_alpha_of(flux, ivar, probs, lines_z, np.ones(len(flux), bool))
+        return qso_z, narrow, series, lines, swan_bands_at_rest(flux, ivar, pedestal), broad
 
     def _logits_and_proposal(self, flux: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         """One pass of the network: its logits and its redshift head's (z, z_err) proposal (None without a

@@ -122,22 +122,25 @@ class RedshiftResult:
     no_broad_line: np.ndarray | None = None
     galaxy_lines: np.ndarray | None = None  # the network's STAR showed a galaxy's emission lines: published GALAXY
     carbon_bands: np.ndarray | None = None  # a GALAXY (published or balanced) showed a carbon star's bands: STAR
+    broad_h_alpha: np.ndarray | None = None  # a GALAXY showed a broad H-alpha beside a narrow one: published QSO
 
     @property
     def flags(self) -> np.ndarray:
         """(B,) int64: the catalog's redshift warning bits (contract.Flag.Z_*) and the class rules' (NO_QSO_REDSHIFT,
-        NO_BROAD_LINE, GALAXY_LINES, CARBON_BANDS)."""
+        NO_BROAD_LINE, GALAXY_LINES, CARBON_BANDS, BROAD_H_ALPHA)."""
         moved = np.zeros(len(self.z), bool) if self.no_qso_redshift is None else self.no_qso_redshift
         narrow = np.zeros(len(self.z), bool) if self.no_broad_line is None else self.no_broad_line
         lines = np.zeros(len(self.z), bool) if self.galaxy_lines is None else self.galaxy_lines
         carbon = np.zeros(len(self.z), bool) if self.carbon_bands is None else self.carbon_bands
+        broad = np.zeros(len(self.z), bool) if self.broad_h_alpha is None else self.broad_h_alpha
         return (np.where(self.small_delta_chi2, int(Flag.Z_SMALL_DELTA_CHI2), 0)
                 | np.where(self.at_edge, int(Flag.Z_FIT_LIMIT), 0)
                 | np.where(self.few_pixels, int(Flag.Z_FEW_PIXELS), 0)
                 | np.where(moved, int(Flag.NO_QSO_REDSHIFT), 0)
                 | np.where(narrow, int(Flag.NO_BROAD_LINE), 0)
                 | np.where(lines, int(Flag.GALAXY_LINES), 0)
-                | np.where(carbon, int(Flag.CARBON_BANDS), 0)).astype(np.int64)
+                | np.where(carbon, int(Flag.CARBON_BANDS), 0)
+                | np.where(broad, int(Flag.BROAD_H_ALPHA), 0)).astype(np.int64)
 
     def replace_rows(self, rows: np.ndarray, other: RedshiftResult) -> None:
         """Rows ``rows`` of this result become ``other``'s (a fit of those rows alone, in that order)."""
@@ -437,7 +440,7 @@ class RedshiftFitter:
                              few_pixels=(n_good < MIN_GOOD_PIXELS) & (classes >= 0),
                              classes=classes.astype(np.int64), no_qso_redshift=np.zeros(b, bool),
                              no_broad_line=np.zeros(b, bool), galaxy_lines=np.zeros(b, bool),
-                             carbon_bands=np.zeros(b, bool))
+                             carbon_bands=np.zeros(b, bool), broad_h_alpha=np.zeros(b, bool))
         for label, name in enumerate(CLASS_NAMES):
             rows = np.flatnonzero((classes == label) & (n_good > 0))
             if len(rows) == 0:

@@ -6,10 +6,10 @@ so that the model's redshift warnings and the pipeline's quality checks set the 
 
 from __future__ import annotations
 
-from lamost_classify.contract import (ARM_MIN_VALID, BROAD_MIN_SIGMA_KMS, GALAXY_LINES_MIN_Z, LOW_CONFIDENCE,
-                                      LOW_SNR, MAX_MASKED_FRACTION, MIN_COVERAGE, MIN_GOOD_PIXELS, NEGATIVE_SIGMA,
-                                      PRIOR_WINDOW_SIGMA, QSO_MIN_Z, SMALL_DELTA_CHI2, SPIKE_FACTOR, SPIKE_PIXELS,
-                                      UNUSABLE, Flag)
+from lamost_classify.contract import (ARM_MIN_VALID, BROAD_CHECK_MIN_QSO_PROB, BROAD_MIN_SIGMA_KMS, GALAXY_LINES_MIN_Z,
+                                      LOW_CONFIDENCE, LOW_SNR, MAX_MASKED_FRACTION, MIN_COVERAGE, MIN_GOOD_PIXELS,
+                                      NEGATIVE_SIGMA, PRIOR_WINDOW_SIGMA, QSO_MIN_Z, SMALL_DELTA_CHI2, SPIKE_FACTOR,
+                                      SPIKE_PIXELS, UNUSABLE, Flag)
 
 __all__ = ["Flag", "UNUSABLE", "MIN_COVERAGE", "MAX_MASKED_FRACTION", "LOW_SNR", "LOW_CONFIDENCE", "SMALL_DELTA_CHI2",
            "MIN_GOOD_PIXELS", "FLAG_DOCS", "UNUSABLE_FLUX_ERRORS", "flag_names", "describe"]
@@ -62,6 +62,10 @@ FLAG_DOCS: dict[Flag, str] = {
     Flag.CARBON_BANDS: ("the network's GALAXY shows a carbon star's C2 Swan band heads (4737, 5165, 5636 A) at rest, "
                         "edges no galaxy has at all three: published STAR, fitted as one; also set where the "
                         "balanced prior's GALAXY (prob_*_balanced) does"),
+    Flag.BROAD_H_ALPHA: (f"a GALAXY (not the network's QSO) with QSO probability >= {BROAD_CHECK_MIN_QSO_PROB:g} under "
+                         f"the balanced prior shows, at the z of its galaxy emission lines (>= {QSO_MIN_Z:g}, H-alpha "
+                         "on the grid), a wide broad H-alpha beside a narrow one, plainly detected (README, \"The "
+                         "broad-line rule\"): a type 1 AGN whose host's light the network read, published QSO"),
 }
 
 # The catalog's error text for a row that has no class because of its flux, not because of a read error.

@@ -23,8 +23,9 @@ COLUMNS: list[tuple[str, pa.DataType, str, str]] = [
     ("class", pa.string(), "", "predicted class STAR/GALAXY/QSO: the most probable, but a QSO whose lines lie at "
      "rest (NO_QSO_REDSHIFT: STAR where its Balmer series shows, else the next class) or are narrow only "
      "(NO_BROAD_LINE: the next class) is published as another, a STAR showing a galaxy's emission lines "
-     "(GALAXY_LINES) as GALAXY, and any other GALAXY showing a carbon star's Swan band heads at rest "
-     "(CARBON_BANDS) as STAR; null when the spectrum is unusable"),
+     "(GALAXY_LINES) as GALAXY, any other GALAXY showing a carbon star's Swan band heads at rest "
+     "(CARBON_BANDS) as STAR, and a GALAXY showing a broad H-alpha beside a narrow one at its emission lines' z "
+     "(BROAD_H_ALPHA) as QSO; null when the spectrum is unusable"),
     ("prob_star", pa.float32(), "", "calibrated probability of STAR, adjusted to the target class prior"),
     ("prob_galaxy", pa.float32(), "", "calibrated probability of GALAXY, adjusted to the target class prior"),
     ("prob_qso", pa.float32(), "", "calibrated probability of QSO, adjusted to the target class prior"),
@@ -35,8 +36,8 @@ COLUMNS: list[tuple[str, pa.DataType, str, str]] = [
     ("prob_qso_balanced", pa.float32(), "",
      "calibrated probability of QSO under the balanced 1:1:1 prior: what the spectrum alone says"),
     ("confidence", pa.float32(), "",
-     "the published class's probability (the top one but for NO_QSO_REDSHIFT, NO_BROAD_LINE, GALAXY_LINES and "
-     "CARBON_BANDS)"),
+     "the published class's probability (the top one but for NO_QSO_REDSHIFT, NO_BROAD_LINE, GALAXY_LINES, "
+     "CARBON_BANDS and BROAD_H_ALPHA)"),
     ("margin", pa.float32(), "", "the published class's probability minus the highest other's"),
     ("z", pa.float32(), "", "redshift from the published class's templates fitted with the spectrum's ivar "
      "(stars: radial velocity / c); null without a class"),

@@ -201,7 +201,7 @@ def build_table(records: PreparedRecords, result: Classified, release: str) -> p
     usable_prob = np.where(has_prob[:, None], prob, -1.0)
     most_probable = np.argmax(usable_prob, axis=1)
     # the published class: the most probable, or what the class rules made of it (NO_QSO_REDSHIFT, NO_BROAD_LINE,
-    # GALAXY_LINES, CARBON_BANDS)
+    # GALAXY_LINES, CARBON_BANDS, BROAD_H_ALPHA)
     best = most_probable if result.classes is None else np.where(result.classes >= 0, result.classes, most_probable)
     chosen = np.take_along_axis(usable_prob, best[:, None], axis=1)[:, 0]
     others = np.where(np.arange(prob.shape[1]) == best[:, None], -1.0, usable_prob)

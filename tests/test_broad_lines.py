@@ -1,5 +1,6 @@
 """The broad-line check a QSO must pass where H-alpha is on the grid (model/broad_lines.py), and the catalog
-row it gives: a narrow-line galaxy the network calls QSO is published as its next class, flagged NO_BROAD_LINE."""
+row it gives: a narrow-line galaxy the network calls QSO is published as its next class, flagged NO_BROAD_LINE;
+and the other way round, a GALAXY showing a broad H-alpha beside a narrow one is published QSO, BROAD_H_ALPHA."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from test_redshift_pipeline import records_of
 from lamost_classify import SURVEY_PRIOR
 from lamost_classify.contract import BROAD_MIN_SIGMA_KMS, N_PIXELS, WAVELENGTH
 from lamost_classify.model import rest_lines
-from lamost_classify.model.broad_lines import (BROAD_MAX_RATIO, FORBIDDEN, H_ALPHA, _Window, fit_h_alpha,
-                                                 narrow_lines_only, quadratic_continuum, window_on_grid)
+from lamost_classify.model.broad_lines import (BROAD_MAX_RATIO, FORBIDDEN, H_ALPHA, _Window, broad_line_shown,
+                                                 fit_h_alpha, narrow_lines_only, quadratic_continuum, window_on_grid)
 from lamost_classify.model.densenet import build_model
 from lamost_classify.model.inference import Classifier, published_class, qso_checks
 from lamost_classify.model.redshift import RedshiftFitter
@@ -229,3 +230,69 @@ def test_a_galaxy_whose_balanced_qso_fit_aliased_is_judged_at_its_lines_z(tmp_pa
     assert fit.no_broad_line.tolist() == [True] and not fit.no_qso_redshift.any() and not fit.galaxy_lines.any()
     _, narrow, *_ = classifier.class_rule_inputs(balanced, flux, ivar)
     assert narrow.tolist() == [True]
+
+
+def test_a_broad_h_alpha_is_shown_only_wide_strong_and_plain():
+    """A type 1 AGN's broad H-alpha (sigma 2,500 km/s, 3 times the narrow line's flux) beside its host's narrow
+    lines is shown at its z; not a star-forming galaxy's lines, a Seyfert 1.9's faint broad line, one as narrow as
+    a narrow-line Seyfert 1's (sigma 1,000) or as wide as the window (where a continuum's curvature fits as
+    well), one too faint to be plain (S/N 3), nor anything with H-alpha off the grid or without a z."""
+    rng = np.random.default_rng(5)
+    spectra = [emission_spectrum(0.15, rng, broad_sigma=2500.0, strength=2.0),
+               emission_spectrum(0.1, rng, strength=2.0),
+               emission_spectrum(0.1, rng, broad_sigma=2200.0, broad_share=0.3, snr=60.0),
+               emission_spectrum(0.1, rng, broad_sigma=1000.0, snr=60.0),
+               emission_spectrum(0.1, rng, broad_sigma=4000.0, snr=200.0),
+               emission_spectrum(0.1, rng, broad_sigma=2500.0, snr=3.0),
+               emission_spectrum(0.5, rng, broad_sigma=2500.0, strength=2.0),
+               emission_spectrum(0.15, rng, broad_sigma=2500.0, strength=2.0)]
+    flux, ivar = (np.stack(a) for a in zip(*spectra))
+    z = np.array([0.15, 0.1, 0.1, 0.1, 0.1, 0.1, 0.5, np.nan])
+    assert broad_line_shown(flux, ivar, z).tolist() == [True] + [False] * 7
+    fit = fit_h_alpha(flux[0], ivar[0], 0.15)
+    assert fit["broad_shown"] and not fit["narrow_only"] and fit["ratio"] == pytest.approx(3.0, rel=0.1)
+
+
+def test_published_class_makes_a_galaxy_with_a_broad_h_alpha_a_qso():
+    """A GALAXY, the network's or one the galaxy-lines rule made of its STAR, with a broad H-alpha is a QSO; a
+    STAR is not moved, nor a QSO the broad-line rule published as its next class (its narrow H-alpha stands)."""
+    probs = np.array([[0.1, 0.8, 0.1], [0.1, 0.8, 0.1], [0.8, 0.1, 0.1], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5]],
+                     np.float32)
+    qso_z = np.array([np.nan, np.nan, np.nan, np.nan, 0.1])
+    narrow = np.array([False, False, False, False, True])
+    lines = np.array([False, False, False, True, False])
+    broad = np.array([True, False, True, True, True])
+    assert published_class(probs, qso_z, narrow, None, lines, None, broad).tolist() == [2, 1, 0, 2, 1]
+    assert published_class(probs, qso_z, narrow, None, lines).tolist() == [1, 1, 0, 1, 1]
+
+
+@pytest.mark.parametrize("galaxy_bias, published", [(3.0, "QSO"), (6.0, "GALAXY")])
+def test_a_broad_line_agn_called_galaxy_is_published_a_qso(tmp_path, galaxy_bias, published):
+    """End to end: a network that calls everything GALAXY, QSO under the balanced prior 0.05 (galaxy bias 3) or
+    0.002 (6, below BROAD_CHECK_MIN_QSO_PROB: not checked), publishes a broad-line AGN at z 0.15 QSO, fitted
+    as one at its z, flagged BROAD_H_ALPHA, its probabilities the network's; or leaves it GALAXY. A star-forming
+    galaxy at z 0.1 stays GALAXY either way, and ``class_rule_inputs`` (the yardstick's) agrees."""
+    torch.manual_seed(0)
+    model = build_model("fast", **TINY).eval()
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([-1.0, galaxy_bias, 0.0]))
+    classifier = Classifier.load(save_weights(model, tmp_path / "calls-galaxy"), device="cpu", target_prior=None)
+    rng = np.random.default_rng(5)
+    agn = emission_spectrum(0.15, rng, broad_sigma=2500.0, strength=2.0)
+    galaxy = emission_spectrum(0.1, rng, strength=2.0)
+    flux = np.stack([agn[0], galaxy[0]]).astype(np.float32)
+    ivar = np.stack([agn[1], galaxy[1]])
+
+    probs, balanced, fit = classifier.predict_with_redshift(flux, ivar)
+    assert (probs.argmax(1) == 1).all()
+    moved = published == "QSO"
+    assert fit.classes.tolist() == [2 if moved else 1, 1] and fit.broad_h_alpha.tolist() == [moved, False]
+    assert abs(fit.z[0] - 0.15) < (0.01 if moved else 0.003) * 1.15
+    assert published_class(balanced, *classifier.class_rule_inputs(balanced, flux, ivar)).tolist() == fit.classes.tolist()
+
+    records = records_of(flux, ivar)
+    table = stages.build_table(records, stages.classify(records, classifier), "test").to_pydict()
+    assert table["class"] == [published, "GALAXY"]
+    assert [bool(f & int(Flag.BROAD_H_ALPHA)) for f in table["flags"]] == [moved, False]
+    assert table["prob_galaxy"][0] == pytest.approx(float(probs[0, 1]))  # the network's, kept

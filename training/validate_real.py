@@ -26,7 +26,8 @@ import numpy as np
 from lamost_classify import CLASS_NAMES
 from lamost_classify.contract import Flag
 
-CLASS_RULE_FLAGS = (Flag.NO_QSO_REDSHIFT, Flag.NO_BROAD_LINE, Flag.GALAXY_LINES, Flag.CARBON_BANDS)
+CLASS_RULE_FLAGS = (Flag.NO_QSO_REDSHIFT, Flag.NO_BROAD_LINE, Flag.GALAXY_LINES, Flag.CARBON_BANDS,
+                    Flag.BROAD_H_ALPHA)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts beside it (validate_redshift)
 

@@ -182,10 +182,10 @@ def evaluate(model, data, truth, out_dir, prior, device) -> None:
     classifier = _load_classifier(model, device=device, target_prior="card" if prior == "survey" else None)
     labelled = _load_labelled(data, truth)
     flux = labelled.spectra()
-    probs = classifier.predict_proba(flux)
+    probs, balanced = classifier.predict_proba_and_balanced(flux)
     # The class as the catalog publishes it, where the spectra carry the ivar its QSO fits need
     published = probs if labelled.cached_ivar is None else published_class(probs, *classifier.class_rule_inputs(
-        probs, flux, labelled.inverse_variances(), labelled.pedestals()))
+        balanced, flux, labelled.inverse_variances(), labelled.pedestals()))
     report = evaluate_predictions(labelled.labels, published, labelled.snr, SURVEY_PRIOR,
                                   truth=hard_case_truth(data, truth, labelled))
     report["model"] = classifier.name
