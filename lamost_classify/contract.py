@@ -148,8 +148,8 @@ BROAD_MIN_SIGMA_KMS = 700.0
 # (3,000 km/s, beyond any Galactic star's velocity) make the network's STAR a GALAXY (model/galaxy_lines.py).
 GALAXY_LINES_MIN_Z = 0.01
 # A galaxy shows no broad H-alpha: a GALAXY to which the network gives at least this QSO probability under the
-# balanced prior is checked for one at its emission lines' z (model/broad_lines.py); below it the check's fit
-# is not worth its time (a few percent of galaxies are checked).
+# balanced prior is checked for one at its emission lines' z (model/broad_lines.py); below it the network is sure
+# of its galaxy and the check's fit is not worth its time (bench/RESULTS.md).
 BROAD_CHECK_MIN_QSO_PROB = 0.01
 # How a row's class is chosen from the network's probabilities and the fits (model.inference.published_class):
 # a run's manifest records it, so that a resume never mixes batches published by two rules.
