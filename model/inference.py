@@ -275,9 +275,9 @@ class Classifier:
         qso, star, galaxy = CLASS_NAMES.index("QSO"), CLASS_NAMES.index("STAR"), CLASS_NAMES.index("GALAXY")
         qso_z = np.where(classes == qso, fit.z, np.nan)
         data_class = balanced.argmax(axis=1)
-        # a galaxy's emission lines where a rule reads them: a STAR's make it a GALAXY, a QSO's (most probable or
-        # balanced), say where its broad H-alpha would be (and a QSO the rules publish STAR is then read as a STAR),
-        # and a GALAXY's, where its broad H-alpha would be
+        # a galaxy's emission lines where a rule reads them: a STAR's make it a GALAXY; a QSO's (most probable or
+        # balanced) and a doubted GALAXY's say where its broad H-alpha would be (and a QSO the rules publish STAR
+        # is then read as a STAR)
         doubted = balanced[:, qso] >= BROAD_CHECK_MIN_QSO_PROB
         lines, lines_z = galaxy_lines_of(flux, ivar, (classes == star) | (classes == qso) | (data_class == qso)
                                          | ((classes == galaxy) & doubted))
