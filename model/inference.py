@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from lamost_classify.contract import (BROAD_CHECK_MIN_QSO_PROB, CLASS_NAMES, N_PIXELS, QSO_MIN_Z, SURVEY_PRIOR,
-                                      model_id)
+from lamost_classify.contract import (BROAD_CHECK_MIN_QSO_PROB, CLASS_NAMES, GALAXY_LINES_MIN_NON_STAR_PROB, N_PIXELS,
+                                      QSO_MIN_Z, SURVEY_PRIOR, model_id)
 
 from .broad_lines import C_KMS, MAX_SHIFT_KMS, broad_line_shown, narrow_lines_only
 from .calibration import adjust_to_prior, softmax
@@ -132,6 +132,14 @@ def broad_h_alpha_of(flux: np.ndarray, ivar: np.ndarray, balanced: np.ndarray, l
     return found
 
 
+def unsure_star(balanced: np.ndarray) -> np.ndarray:
+    """(B,) bool: the network gives GALAXY and QSO together at least ``GALAXY_LINES_MIN_NON_STAR_PROB`` under the
+    balanced prior (``balanced``, (B, 3)), so a STAR's galaxy lines are looked for."""
+    balanced = np.asarray(balanced)
+    non_star = balanced[:, CLASS_NAMES.index("GALAXY")] + balanced[:, CLASS_NAMES.index("QSO")]
+    return non_star >= GALAXY_LINES_MIN_NON_STAR_PROB
+
+
 def galaxy_lines_of(flux: np.ndarray, ivar: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(B,) bool, a galaxy's emission lines (``find_galaxy_lines``) in the ``rows`` (a (B,) bool mask; False
     elsewhere), and (B,) the lines' z (NaN elsewhere)."""
@@ -244,8 +252,9 @@ class Classifier:
         H-alpha is on the grid at the fit's z, or at the z of a galaxy's emission lines it shows
         (``galaxy_lines``), and shows no broad line (``fit.no_broad_line``, ``broad_lines.narrow_lines_only``),
         as its next most probable class; either fitted as that (the probabilities stay the network's). Both also
-        mark rows whose balanced class is a QSO that fails the same way. A row so published STAR that shows a
-        galaxy's emission lines at one z beyond the stars' (``galaxy_lines``) is published GALAXY
+        mark rows whose balanced class is a QSO that fails the same way. A row so published STAR that the network
+        is not sure of (``unsure_star``) and that shows a galaxy's emission lines at one z beyond the stars'
+        (``galaxy_lines``) is published GALAXY
         (``fit.galaxy_lines``), fitted around its lines' z; any other row so published GALAXY that shows a carbon
         star's Swan band heads at rest (``carbon_bands``) is published STAR (``fit.carbon_bands``, also set where
         the balanced prior's GALAXY shows them); a row so published GALAXY, not the network's QSO, that shows a
@@ -275,12 +284,12 @@ class Classifier:
         qso, star, galaxy = CLASS_NAMES.index("QSO"), CLASS_NAMES.index("STAR"), CLASS_NAMES.index("GALAXY")
         qso_z = np.where(classes == qso, fit.z, np.nan)
         data_class = balanced.argmax(axis=1)
-        # a galaxy's emission lines where a rule reads them: a STAR's make it a GALAXY; a QSO's (most probable or
-        # balanced) and a doubted GALAXY's say where its broad H-alpha would be (and a QSO the rules publish STAR
-        # is then read as a STAR)
+        # a galaxy's emission lines where a rule reads them: a STAR's the network is not sure of make it a GALAXY
+        # (``unsure_star``); a QSO's (most probable or balanced) and a doubted GALAXY's say where its broad H-alpha
+        # would be (and a QSO the rules publish STAR is then read as a STAR)
         doubted = balanced[:, qso] >= BROAD_CHECK_MIN_QSO_PROB
-        lines, lines_z = galaxy_lines_of(flux, ivar, (classes == star) | (classes == qso) | (data_class == qso)
-                                         | ((classes == galaxy) & doubted))
+        lines, lines_z = galaxy_lines_of(flux, ivar, ((classes == star) & unsure_star(balanced)) | (classes == qso)
+                                         | (data_class == qso) | ((classes == galaxy) & doubted))
         series, narrow = qso_checks(flux, ivar, qso_z, lines_z)
         published = published_class(probs, qso_z, narrow, series)
         lines &= published == star
@@ -333,6 +342,7 @@ class Classifier:
             qso_z[rows] = self.fitter.fit(flux[rows], ivar[rows], np.full(len(rows), qso), proposal,
                                           None if pedestal is None else np.asarray(pedestal).reshape(-1)[rows]).z
         lines, lines_z = find_galaxy_lines(flux, ivar)
+        lines &= unsure_star(probs)  # a row the network is sure is a star is not read (lines_z: no rule reads it)
         series, narrow = qso_checks(flux, ivar, qso_z, lines_z)
         broad = broad_h_alpha_of(flux, ivar, probs, lines_z, np.ones(len(flux), bool))
         return qso_z, narrow, series, lines, swan_bands_at_rest(flux, ivar, pedestal), broad

@@ -6,7 +6,8 @@ so that the model's redshift warnings and the pipeline's quality checks set the 
 
 from __future__ import annotations
 
-from lamost_classify.contract import (ARM_MIN_VALID, BROAD_CHECK_MIN_QSO_PROB, BROAD_MIN_SIGMA_KMS, GALAXY_LINES_MIN_Z,
+from lamost_classify.contract import (ARM_MIN_VALID, BROAD_CHECK_MIN_QSO_PROB, BROAD_MIN_SIGMA_KMS,
+                                      GALAXY_LINES_MIN_NON_STAR_PROB, GALAXY_LINES_MIN_Z,
                                       LOW_CONFIDENCE, LOW_SNR, MAX_MASKED_FRACTION, MIN_COVERAGE, MIN_GOOD_PIXELS,
                                       NEGATIVE_SIGMA, PRIOR_WINDOW_SIGMA, QSO_MIN_Z, SMALL_DELTA_CHI2, SPIKE_FACTOR,
                                       SPIKE_PIXELS, UNUSABLE, Flag)
@@ -56,7 +57,8 @@ FLAG_DOCS: dict[Flag, str] = {
                          "km/s) at its QSO fit's z, or at the z of a galaxy's emission lines it shows (either below "
                          "0.33): a narrow-line galaxy (star-forming, Seyfert 2, LINER), published as its next class; "
                          "also set where the balanced prior's QSO does"),
-    Flag.GALAXY_LINES: (f"the network's STAR shows a galaxy's emission lines at one z >= {GALAXY_LINES_MIN_Z:g} "
+    Flag.GALAXY_LINES: (f"the network's STAR, with GALAXY + QSO probability >= {GALAXY_LINES_MIN_NON_STAR_PROB:g} "
+                        f"under the balanced prior, shows a galaxy's emission lines at one z >= {GALAXY_LINES_MIN_Z:g} "
                         "(three of [O II], H-beta, [O III], H-alpha, [N II], [S II] in emission, one forbidden, none "
                         "on a star's own lines at rest): published GALAXY, fitted as one"),
     Flag.CARBON_BANDS: ("the network's GALAXY shows a carbon star's C2 Swan band heads (4737, 5165, 5636 A) at rest, "

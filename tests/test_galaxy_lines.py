@@ -12,7 +12,7 @@ from test_broad_lines import gaussian
 from test_redshift_fit import from_template
 from test_redshift_pipeline import records_of
 
-from lamost_classify.contract import GALAXY_LINES_MIN_Z, N_PIXELS, WAVELENGTH
+from lamost_classify.contract import GALAXY_LINES_MIN_NON_STAR_PROB, GALAXY_LINES_MIN_Z, N_PIXELS, WAVELENGTH
 from lamost_classify.model.densenet import build_model
 from lamost_classify.model import galaxy_lines
 from lamost_classify.model.galaxy_lines import find_galaxy_lines
@@ -111,14 +111,18 @@ def test_published_class_makes_a_star_with_a_galaxy_s_lines_a_galaxy():
     assert published_class(probs, qso_z, None, series).tolist() == [0, 0, 1, 2, 0]
 
 
-def test_a_star_called_galaxy_with_lines_is_published_a_galaxy(tmp_path):
-    """End to end: a network that calls everything STAR publishes a star-forming galaxy at z 0.07 as GALAXY,
-    fitted as one at its z, flagged GALAXY_LINES, its probabilities the network's; a K star stays a STAR."""
+@pytest.mark.parametrize("star_logit, read", [(3.0, True), (12.0, False)])
+def test_a_star_called_galaxy_with_lines_is_published_a_galaxy(tmp_path, star_logit, read):
+    """End to end: a network that calls everything STAR (GALAXY + QSO 0.13 under the balanced prior) publishes a
+    star-forming galaxy at z 0.07 as GALAXY, fitted as one at its z, flagged GALAXY_LINES, its probabilities the
+    network's; a K star stays a STAR. A network sure of its STAR (GALAXY + QSO 1e-5, below
+    GALAXY_LINES_MIN_NON_STAR_PROB) is not read for lines: both stay STAR, in the catalog and in the yardstick's
+    ``class_rule_inputs``."""
     torch.manual_seed(0)
     model = build_model("fast", **TINY).eval()
     with torch.no_grad():
         model.classifier.weight.zero_()
-        model.classifier.bias.copy_(torch.tensor([3.0, 1.0, -1.0]))
+        model.classifier.bias.copy_(torch.tensor([star_logit, 1.0, -1.0]))
     classifier = Classifier.load(save_weights(model, tmp_path / "calls-star"), device="cpu", target_prior=None)
     rng = np.random.default_rng(3)
     library = load_templates()["STAR"]
@@ -131,12 +135,17 @@ def test_a_star_called_galaxy_with_lines_is_published_a_galaxy(tmp_path):
 
     probs, balanced, fit = classifier.predict_with_redshift(flux, ivar)
     assert (probs.argmax(1) == 0).all()
-    assert fit.classes.tolist() == [1, 0] and fit.galaxy_lines.tolist() == [True, False]
-    assert fit.z[0] == pytest.approx(0.07, abs=0.002) and abs(fit.z[1]) < 2e-3
+    assert (balanced[:, 1:].sum(1) >= GALAXY_LINES_MIN_NON_STAR_PROB).all() == read
+    assert find_galaxy_lines(flux, ivar)[0].tolist() == [True, False]  # the lines are there either way
+    assert fit.classes.tolist() == [int(read), 0] and fit.galaxy_lines.tolist() == [read, False]
+    assert abs(fit.z[1]) < 2e-3
+    if read:
+        assert fit.z[0] == pytest.approx(0.07, abs=0.002)
+    assert published_class(balanced, *classifier.class_rule_inputs(balanced, flux, ivar)).tolist() == [int(read), 0]
 
     records = records_of(flux, ivar)
     table = stages.build_table(records, stages.classify(records, classifier), "test").to_pydict()
-    assert table["class"] == ["GALAXY", "STAR"]
-    assert [bool(f & int(Flag.GALAXY_LINES)) for f in table["flags"]] == [True, False]
+    assert table["class"] == (["GALAXY", "STAR"] if read else ["STAR", "STAR"])
+    assert [bool(f & int(Flag.GALAXY_LINES)) for f in table["flags"]] == [read, False]
     assert table["prob_star"][0] == pytest.approx(float(probs[0, 0]))  # the network's, kept
     assert len(flux[0]) == N_PIXELS
