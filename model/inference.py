@@ -122,14 +122,19 @@ def broad_h_alpha_of(flux: np.ndarray, ivar: np.ndarray, balanced: np.ndarray, l
     ``QSO_MIN_Z`` or beyond; False elsewhere."""
     lines_z = np.asarray(lines_z, float)
     with np.errstate(invalid="ignore"):
-        doubted = np.asarray(balanced)[:, CLASS_NAMES.index("QSO")] >= BROAD_CHECK_MIN_QSO_PROB
-        judged = np.asarray(rows, bool) & doubted & (lines_z >= QSO_MIN_Z)
+        judged = np.asarray(rows, bool) & doubted_galaxy(balanced) & (lines_z >= QSO_MIN_Z)
     found = np.zeros(len(judged), bool)
     rows = np.flatnonzero(judged)
     if len(rows):
         ivar = np.asarray(ivar).reshape(np.shape(flux))
         found[rows] = broad_line_shown(np.asarray(flux)[rows], ivar[rows], lines_z[rows])
     return found
+
+
+def doubted_galaxy(balanced: np.ndarray) -> np.ndarray:
+    """(B,) bool: the network gives QSO at least ``BROAD_CHECK_MIN_QSO_PROB`` under the balanced prior
+    (``balanced``, (B, 3)), so a GALAXY's H-alpha is looked at for a broad line."""
+    return np.asarray(balanced)[:, CLASS_NAMES.index("QSO")] >= BROAD_CHECK_MIN_QSO_PROB
 
 
 def unsure_star(balanced: np.ndarray) -> np.ndarray:
@@ -286,10 +291,9 @@ class Classifier:
         data_class = balanced.argmax(axis=1)
         # a galaxy's emission lines where a rule reads them: a STAR's the network is not sure of make it a GALAXY
         # (``unsure_star``); a QSO's (most probable or balanced) and a doubted GALAXY's say where its broad H-alpha
-        # would be (and a QSO the rules publish STAR is then read as a STAR)
-        doubted = balanced[:, qso] >= BROAD_CHECK_MIN_QSO_PROB
+        # would be (``doubted_galaxy``; and a QSO the rules publish STAR is then read as a STAR)
         lines, lines_z = galaxy_lines_of(flux, ivar, ((classes == star) & unsure_star(balanced)) | (classes == qso)
-                                         | (data_class == qso) | ((classes == galaxy) & doubted))
+                                         | (data_class == qso) | ((classes == galaxy) & doubted_galaxy(balanced)))
         series, narrow = qso_checks(flux, ivar, qso_z, lines_z)
         published = published_class(probs, qso_z, narrow, series)
         lines &= published == star

@@ -128,19 +128,15 @@ class RedshiftResult:
     def flags(self) -> np.ndarray:
         """(B,) int64: the catalog's redshift warning bits (contract.Flag.Z_*) and the class rules' (NO_QSO_REDSHIFT,
         NO_BROAD_LINE, GALAXY_LINES, CARBON_BANDS, BROAD_H_ALPHA)."""
-        moved = np.zeros(len(self.z), bool) if self.no_qso_redshift is None else self.no_qso_redshift
-        narrow = np.zeros(len(self.z), bool) if self.no_broad_line is None else self.no_broad_line
-        lines = np.zeros(len(self.z), bool) if self.galaxy_lines is None else self.galaxy_lines
-        carbon = np.zeros(len(self.z), bool) if self.carbon_bands is None else self.carbon_bands
-        broad = np.zeros(len(self.z), bool) if self.broad_h_alpha is None else self.broad_h_alpha
-        return (np.where(self.small_delta_chi2, int(Flag.Z_SMALL_DELTA_CHI2), 0)
-                | np.where(self.at_edge, int(Flag.Z_FIT_LIMIT), 0)
-                | np.where(self.few_pixels, int(Flag.Z_FEW_PIXELS), 0)
-                | np.where(moved, int(Flag.NO_QSO_REDSHIFT), 0)
-                | np.where(narrow, int(Flag.NO_BROAD_LINE), 0)
-                | np.where(lines, int(Flag.GALAXY_LINES), 0)
-                | np.where(carbon, int(Flag.CARBON_BANDS), 0)
-                | np.where(broad, int(Flag.BROAD_H_ALPHA), 0)).astype(np.int64)
+        bits = [(self.small_delta_chi2, Flag.Z_SMALL_DELTA_CHI2), (self.at_edge, Flag.Z_FIT_LIMIT),
+                (self.few_pixels, Flag.Z_FEW_PIXELS), (self.no_qso_redshift, Flag.NO_QSO_REDSHIFT),
+                (self.no_broad_line, Flag.NO_BROAD_LINE), (self.galaxy_lines, Flag.GALAXY_LINES),
+                (self.carbon_bands, Flag.CARBON_BANDS), (self.broad_h_alpha, Flag.BROAD_H_ALPHA)]
+        flags = np.zeros(len(self.z), np.int64)
+        for set_where, flag in bits:
+            if set_where is not None:  # a class rule's mask is None where no rule ran
+                flags |= np.where(set_where, int(flag), 0)
+        return flags
 
     def replace_rows(self, rows: np.ndarray, other: RedshiftResult) -> None:
         """Rows ``rows`` of this result become ``other``'s (a fit of those rows alone, in that order)."""
